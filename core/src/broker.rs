@@ -1,0 +1,223 @@
+//! NATS JetStream: connecting, the `JOBS` stream, publishing and reading events.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use uuid::Uuid;
+
+use crate::event::{Envelope, REQUEST_ID_HEADER};
+use crate::subject;
+
+/// Oldest nats-server jobstream runs against: message schedules with `@every`/cron arrived in 2.14.
+pub const MIN_SERVER_VERSION: (u64, u64) = (2, 14);
+
+/// Settings of the `JOBS` stream, applied idempotently at start.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Stream name.
+    pub name: String,
+    /// How long events are kept (limits retention).
+    pub max_age: Duration,
+    /// Window within which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    pub duplicate_window: Duration,
+    /// Replicas: 1 in development, 3 in production clusters.
+    pub replicas: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            name: "JOBS".to_owned(),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(2 * 60),
+            replicas: 1,
+        }
+    }
+}
+
+/// Errors talking to NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The connection could not be made.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// Why.
+        source: async_nats::ConnectError,
+    },
+    /// The server is older than jobstream supports.
+    #[error(
+        "nats-server {found} is too old: jobstream needs {}.{} or newer (message schedules). Install the pinned version with `make nats-server`",
+        MIN_SERVER_VERSION.0,
+        MIN_SERVER_VERSION.1
+    )]
+    ServerTooOld {
+        /// Version the server reported.
+        found: String,
+    },
+    /// The server does not have JetStream enabled.
+    #[error("nats-server at {0} does not have JetStream enabled (start it with -js or a jetstream block)")]
+    NoJetStream(String),
+    /// Creating or updating the stream failed.
+    #[error("cannot create or update stream {name}: {source}")]
+    Stream {
+        /// Stream name.
+        name: String,
+        /// Why.
+        source: jetstream::context::CreateStreamError,
+    },
+    /// A publish was not acknowledged by the server.
+    #[error("event not stored: {0}")]
+    Publish(#[from] jetstream::context::PublishError),
+    /// Reading from the stream failed.
+    #[error("cannot read the stream: {0}")]
+    Read(String),
+}
+
+/// A connection to NATS plus the stream jobstream uses.
+#[derive(Clone, Debug)]
+pub struct Broker {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream_name: String,
+}
+
+/// Parses `major.minor` out of a server version like `2.14.6` or `v2.14.0-beta`.
+pub fn parse_version(v: &str) -> Option<(u64, u64)> {
+    let mut it = v.trim_start_matches('v').split(['.', '-']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+impl Broker {
+    /// Connects, refusing servers older than [`MIN_SERVER_VERSION`].
+    pub async fn connect(url: &str, client_name: &str, stream_name: &str) -> Result<Self, BrokerError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(client_name)
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|source| BrokerError::Connect { url: url.to_owned(), source })?;
+        let info = client.server_info();
+        match parse_version(&info.version) {
+            Some(v) if v >= MIN_SERVER_VERSION => {}
+            _ => return Err(BrokerError::ServerTooOld { found: info.version }),
+        }
+        if !info.jetstream {
+            return Err(BrokerError::NoJetStream(url.to_owned()));
+        }
+        let js = jetstream::new(client.clone());
+        Ok(Broker { client, js, stream_name: stream_name.to_owned() })
+    }
+
+    /// Creates the stream, or updates it to `settings` when it exists. Safe to call from every process.
+    pub async fn ensure_stream(&self, settings: &StreamSettings) -> Result<stream::Info, BrokerError> {
+        let config = stream::Config {
+            name: settings.name.clone(),
+            subjects: vec![subject::all_events()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: settings.max_age,
+            duplicate_window: settings.duplicate_window,
+            num_replicas: settings.replicas,
+            allow_direct: true,
+            allow_message_ttl: true,
+            allow_atomic_publish: true,
+            allow_message_schedules: true,
+            ..Default::default()
+        };
+        self.js
+            .create_or_update_stream(config)
+            .await
+            .map_err(|source| BrokerError::Stream { name: settings.name.clone(), source })
+    }
+
+    /// The raw client (for consumers that need their own subscriptions).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Name of the job stream.
+    pub fn stream_name(&self) -> &str {
+        &self.stream_name
+    }
+
+    /// A handle on the job stream, without fetching its info.
+    pub async fn stream(&self) -> Result<stream::Stream<()>, BrokerError> {
+        self.js
+            .get_stream_no_info(&self.stream_name)
+            .await
+            .map_err(|e| BrokerError::Read(e.to_string()))
+    }
+
+    /// Appends an event and waits until the server has stored it; returns its stream sequence.
+    ///
+    /// The event id is the `Nats-Msg-Id`, so a retried publish is stored once.
+    pub async fn publish(&self, env: &Envelope, queue: &subject::QueueName, request_id: Option<&str>) -> Result<u64, BrokerError> {
+        let subject = subject::job_event(queue, env.job_id, env.event_type());
+        let mut headers = HeaderMap::new();
+        if let Some(rid) = request_id {
+            headers.insert(REQUEST_ID_HEADER, rid);
+        }
+        let msg = PublishMessage::build()
+            .payload(env.to_bytes().into())
+            .headers(headers)
+            .message_id(env.event_id.to_string());
+        let ack = self.js.send_publish(subject, msg).await?.await?;
+        Ok(ack.sequence)
+    }
+
+    /// Every stored event of one job, in stream order, as `(sequence, envelope)`.
+    /// Undecodable messages are skipped with a warning.
+    pub async fn job_history(&self, job_id: Uuid) -> Result<Vec<(u64, Envelope)>, BrokerError> {
+        let stream = self.stream().await?;
+        let filter = subject::of_job(job_id);
+        let mut out = Vec::new();
+        let mut next = 1;
+        loop {
+            match stream.get_first_raw_message_by_subject(&filter, next).await {
+                Ok(msg) => {
+                    next = msg.sequence + 1;
+                    match Envelope::decode(&msg.payload) {
+                        Ok(env) => out.push((msg.sequence, env)),
+                        Err(e) => tracing::warn!(seq = msg.sequence, error = %e, "skipping undecodable event"),
+                    }
+                }
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(out),
+                Err(e) => return Err(BrokerError::Read(e.to_string())),
+            }
+        }
+    }
+
+    /// Whether the job already has a terminal event in the stream (`succeeded`, `failed` or `cancelled`).
+    pub async fn has_terminal_event(&self, queue: &subject::QueueName, job_id: Uuid) -> Result<bool, BrokerError> {
+        let stream = self.stream().await?;
+        for t in crate::event::EventType::ALL.into_iter().filter(|t| t.is_terminal()) {
+            match stream.get_last_raw_message_by_subject(&subject::job_event(queue, job_id, t)).await {
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(BrokerError::Read(e.to_string())),
+            }
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_compare() {
+        assert_eq!(parse_version("2.14.6"), Some((2, 14)));
+        assert_eq!(parse_version("v2.15.0-beta.1"), Some((2, 15)));
+        assert!(parse_version("2.9.10").unwrap() < MIN_SERVER_VERSION);
+        assert_eq!(parse_version("garbage"), None);
+    }
+}

@@ -1,0 +1,333 @@
+//! The job state machine: folding a job's events, in stream order, into its state.
+//!
+//! `queued → running → (succeeded | retrying → running … | failed)`;
+//! `queued | retrying | running → cancelled`. Impossible transitions are
+//! rejected (and so recorded as ignored by callers), never applied. Pure: no I/O,
+//! so the projector, the API's stream fallback and `verify` share it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::event::{Envelope, Event, JobSpec};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker runs an attempt.
+    Running,
+    /// An attempt failed; waits for its next attempt.
+    Retrying,
+    /// Finished with a result.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Retrying,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// The wire/SQL name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Retrying => "retrying",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the wire/SQL name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the job is finished (no event can change it any more).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
+    }
+}
+
+/// The current state of one job: what the projection stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobState {
+    /// The job id.
+    pub id: Uuid,
+    /// What was submitted.
+    pub spec: JobSpec,
+    /// Where the job is.
+    pub status: JobStatus,
+    /// Number of the latest attempt (0 before the first).
+    pub attempt: u32,
+    /// Result of a succeeded job.
+    pub result: Option<Value>,
+    /// Error of the latest failed attempt.
+    pub error: Option<String>,
+    /// Latest reported progress, 0..=100.
+    pub progress: Option<u8>,
+    /// Latest progress message.
+    pub progress_message: Option<String>,
+    /// When the job was queued.
+    pub created_at: DateTime<Utc>,
+    /// When the latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the job finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Time of the latest applied event.
+    pub updated_at: DateTime<Utc>,
+    /// Stream sequence of the latest applied event.
+    pub last_seq: u64,
+}
+
+/// An event the state machine refused; the state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// The event is at or below the last applied sequence (a redelivery or replay).
+    #[error("event at seq {seq} already applied (last applied {last_seq})")]
+    AlreadyApplied {
+        /// The event's sequence.
+        seq: u64,
+        /// The job's last applied sequence.
+        last_seq: u64,
+    },
+    /// The event cannot follow the job's current status.
+    #[error("{event} is impossible after {from}")]
+    Impossible {
+        /// The job's status.
+        from: &'static str,
+        /// The refused event type.
+        event: &'static str,
+    },
+    /// The event is for another job.
+    #[error("event of job {0} applied to another job")]
+    WrongJob(Uuid),
+}
+
+impl JobState {
+    /// A job's first state, from its `queued` event; `None` for any other event
+    /// (an event of a job whose `queued` event is unknown cannot be folded).
+    pub fn from_queued(env: &Envelope, seq: u64) -> Option<Self> {
+        let Event::Queued(spec) = &env.event else {
+            return None;
+        };
+        Some(JobState {
+            id: env.job_id,
+            spec: spec.clone(),
+            status: JobStatus::Queued,
+            attempt: 0,
+            result: None,
+            error: None,
+            progress: None,
+            progress_message: None,
+            created_at: env.at,
+            started_at: None,
+            finished_at: None,
+            updated_at: env.at,
+            last_seq: seq,
+        })
+    }
+
+    /// Applies the event stored at `seq`, or says why it cannot be applied.
+    pub fn apply(&mut self, env: &Envelope, seq: u64) -> Result<(), Rejected> {
+        use JobStatus::*;
+        if env.job_id != self.id {
+            return Err(Rejected::WrongJob(env.job_id));
+        }
+        if seq <= self.last_seq {
+            return Err(Rejected::AlreadyApplied { seq, last_seq: self.last_seq });
+        }
+        let allowed = match (&env.event, self.status) {
+            // A running job may be started again: its worker died and the message was redelivered.
+            (Event::Started { .. }, Queued | Retrying | Running) => true,
+            (Event::Progress { .. }, Running) => true,
+            (Event::Retrying { .. } | Event::Succeeded { .. }, Running) => true,
+            (Event::Failed { .. } | Event::Cancelled { .. }, Queued | Retrying | Running) => true,
+            _ => false,
+        };
+        if !allowed {
+            return Err(Rejected::Impossible {
+                from: self.status.as_str(),
+                event: env.event_type().as_str(),
+            });
+        }
+        match &env.event {
+            Event::Queued(_) => {}
+            Event::Started { .. } => {
+                self.status = Running;
+                self.attempt = env.attempt;
+                self.started_at = Some(env.at);
+                self.progress = None;
+                self.progress_message = None;
+            }
+            Event::Progress { percent, message } => {
+                if percent.is_some() {
+                    self.progress = *percent;
+                }
+                if message.is_some() {
+                    self.progress_message.clone_from(message);
+                }
+            }
+            Event::Retrying { error, .. } => {
+                self.status = Retrying;
+                self.error = Some(error.clone());
+            }
+            Event::Succeeded { result } => {
+                self.status = Succeeded;
+                self.result = Some(result.clone());
+                self.error = None;
+                self.progress = Some(100);
+                self.finished_at = Some(env.at);
+            }
+            Event::Failed { error } => {
+                self.status = Failed;
+                self.error = Some(error.clone());
+                self.finished_at = Some(env.at);
+            }
+            Event::Cancelled { reason } => {
+                self.status = Cancelled;
+                if reason.is_some() {
+                    self.error.clone_from(reason);
+                }
+                self.finished_at = Some(env.at);
+            }
+        }
+        if env.attempt > self.attempt {
+            self.attempt = env.attempt;
+        }
+        self.updated_at = env.at;
+        self.last_seq = seq;
+        Ok(())
+    }
+}
+
+/// Folds one job's history (in stream order) into its state; events the state
+/// machine rejects are skipped, exactly as the projector skips them.
+pub fn fold_history<'a>(events: impl IntoIterator<Item = (u64, &'a Envelope)>) -> Option<JobState> {
+    let mut state: Option<JobState> = None;
+    for (seq, env) in events {
+        match &mut state {
+            None => state = JobState::from_queued(env, seq),
+            Some(s) => {
+                let _ = s.apply(env, seq);
+            }
+        }
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Priority;
+    use crate::subject::QueueName;
+
+    fn queued(id: Uuid) -> Envelope {
+        Envelope::new(
+            id,
+            0,
+            Event::Queued(JobSpec {
+                kind: "echo".into(),
+                queue: QueueName::default_queue(),
+                owner: "alice".into(),
+                payload: serde_json::json!({"x": 1}),
+                priority: Priority::Normal,
+                max_attempts: 3,
+                timeout_ms: 1000,
+                run_at: None,
+                idempotency_key: None,
+                result_ttl_ms: None,
+            }),
+        )
+    }
+
+    fn ev(id: Uuid, attempt: u32, event: Event) -> Envelope {
+        Envelope::new(id, attempt, event)
+    }
+
+    #[test]
+    fn happy_path_with_a_retry() {
+        let id = Uuid::now_v7();
+        let q = queued(id);
+        let mut s = JobState::from_queued(&q, 1).unwrap();
+        s.apply(&ev(id, 1, Event::Started { worker: "w".into() }), 2).unwrap();
+        s.apply(&ev(id, 1, Event::Retrying { error: "boom".into(), retry_in_ms: 10 }), 3).unwrap();
+        assert_eq!(s.status, JobStatus::Retrying);
+        s.apply(&ev(id, 2, Event::Started { worker: "w".into() }), 4).unwrap();
+        s.apply(&ev(id, 2, Event::Succeeded { result: serde_json::json!(7) }), 5).unwrap();
+        assert_eq!(s.status, JobStatus::Succeeded);
+        assert_eq!(s.attempt, 2);
+        assert_eq!(s.result, Some(serde_json::json!(7)));
+        assert_eq!(s.error, None);
+        assert!(s.finished_at.is_some());
+        assert_eq!(s.last_seq, 5);
+    }
+
+    #[test]
+    fn redelivered_events_are_no_ops() {
+        let id = Uuid::now_v7();
+        let mut s = JobState::from_queued(&queued(id), 1).unwrap();
+        let started = ev(id, 1, Event::Started { worker: "w".into() });
+        s.apply(&started, 2).unwrap();
+        let before = s.clone();
+        assert!(matches!(s.apply(&started, 2), Err(Rejected::AlreadyApplied { .. })));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn nothing_follows_a_terminal_state() {
+        let id = Uuid::now_v7();
+        let mut s = JobState::from_queued(&queued(id), 1).unwrap();
+        s.apply(&ev(id, 0, Event::Cancelled { reason: None }), 2).unwrap();
+        let before = s.clone();
+        for (i, e) in [
+            Event::Started { worker: "w".into() },
+            Event::Succeeded { result: Value::Null },
+            Event::Failed { error: "x".into() },
+            Event::Progress { percent: Some(5), message: None },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let r = s.apply(&ev(id, 1, e), 3 + i as u64);
+            assert!(matches!(r, Err(Rejected::Impossible { from: "cancelled", .. })), "{r:?}");
+        }
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn succeeded_needs_a_running_attempt() {
+        let id = Uuid::now_v7();
+        let mut s = JobState::from_queued(&queued(id), 1).unwrap();
+        assert!(s.apply(&ev(id, 1, Event::Succeeded { result: Value::Null }), 2).is_err());
+        assert_eq!(s.status, JobStatus::Queued);
+    }
+
+    #[test]
+    fn fold_history_skips_rejected_events() {
+        let id = Uuid::now_v7();
+        let q = queued(id);
+        let st = ev(id, 1, Event::Started { worker: "w".into() });
+        let ok = ev(id, 1, Event::Succeeded { result: serde_json::json!(1) });
+        let late = ev(id, 2, Event::Failed { error: "late".into() });
+        let s = fold_history([(1, &q), (2, &st), (3, &ok), (4, &late)]).unwrap();
+        assert_eq!(s.status, JobStatus::Succeeded);
+        assert_eq!(s.last_seq, 3);
+        assert!(fold_history([(2, &st)]).is_none());
+    }
+}
