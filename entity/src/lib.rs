@@ -1,1 +1,11 @@
-//! placeholder
+//! # jobstream-entity
+//!
+//! sea-orm entities of the read model. These tables are a projection of the
+//! `JOBS` stream: only the projector writes them; they can be dropped and rebuilt
+//! from the stream at any time.
+//!
+//! - [`queued_job`]: the current state of each job.
+//! - [`projector_checkpoint`]: the last stream sequence folded, per projector.
+
+pub mod projector_checkpoint;
+pub mod queued_job;

@@ -1,1 +1,23 @@
-//! placeholder
+//! # migration
+//!
+//! Schema history of the jobstream projection. Files are frozen history:
+//! `mYYYYMMDD_NNNNNN_verb_noun.rs`, schema DSL only, never the `entity` crate.
+//! Every table here is a projection of the `JOBS` stream and can be rebuilt from it.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_queued_jobs;
+mod m20261122_000002_create_projector_checkpoints;
+
+/// All migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_queued_jobs::Migration),
+            Box::new(m20261122_000002_create_projector_checkpoints::Migration),
+        ]
+    }
+}

@@ -1,1 +1,18 @@
-//! placeholder
+//! # jobstream-projector
+//!
+//! Folds every job event of the `JOBS` stream into the SQL read model.
+//!
+//! ## Layout
+//! - [`Projector`]: the durable consumer loop; one batch = one transaction.
+//! - [`fold_batch`](Projector::apply_batch): applies a batch and moves the checkpoint
+//!   in the same transaction, so a redelivered or replayed event is a no-op.
+//! - [`sweep`](Projector::sweep): deletes finished jobs older than the job TTL.
+//!
+//! Exactly-once fold: the checkpoint (last applied stream sequence) is committed
+//! with the rows it covers, and messages are acked only after the commit.
+
+mod apply;
+mod run;
+
+pub use apply::BatchOutcome;
+pub use run::{Projector, ProjectorConfig, ProjectorError};
