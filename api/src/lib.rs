@@ -1,1 +1,23 @@
-//! placeholder
+//! # jobstream-api
+//!
+//! The HTTP face of jobstream. It validates and authenticates requests, appends
+//! events to the `JOBS` stream (a `202` means the event is stored), and serves
+//! reads from the SQL projection.
+//!
+//! ## Layout
+//! - [`app`]: the pure `Router` (tests call it with `oneshot`), and [`App`] which binds and serves it.
+//! - [`auth`]: Bearer JWT verification, the [`auth::Caller`] extractor, dev token minting.
+//! - [`error`]: [`error::ApiError`], rendered as `application/problem+json`.
+//! - [`routes`]: one module per resource, each with its own `router()`.
+//! - [`state`]: [`state::AppState`], what every handler gets.
+//! - [`openapi`]: the OpenAPI document generated from the handlers.
+
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+pub use app::{App, app};
+pub use state::AppState;

@@ -1,0 +1,4 @@
+//! One module per resource, each exposing `router()`.
+
+pub mod health;
+pub mod jobs;
