@@ -8,6 +8,7 @@
 //! - [`fold`]: the job state machine; folds events into a [`fold::JobState`]. Pure, no I/O.
 //! - [`catalogue`]: the built-in job kinds and their defaults.
 //! - [`broker`]: connecting to NATS, the `JOBS` stream, publishing events (I/O).
+//! - [`nats_server`]: starting a local nats-server child (dev mode, tests).
 //! - [`store`]: connecting to the SQL projection store (I/O).
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`shutdown`]: Ctrl-C / SIGTERM into a cancellation token.
@@ -16,6 +17,7 @@ pub mod broker;
 pub mod catalogue;
 pub mod event;
 pub mod fold;
+pub mod nats_server;
 pub mod shutdown;
 pub mod store;
 pub mod subject;

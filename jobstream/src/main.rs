@@ -1,1 +1,18 @@
-fn main() {}
+//! `jobstream <command>`: see `jobstream --help`.
+
+use clap::Parser;
+use jobstream::cli::Cli;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    jobstream_core::telemetry::init(cli.default_log_filter(), cli.log_format(), std::io::stderr);
+    match jobstream::cmd::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, the whole cause chain, non-zero exit.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `jobstream dev`: the whole system in one process, the embedded default.
+//!
+//! Starts a nats-server child with the repository's `nats.conf` (unless
+//! `NATS_URL` is given), SQLite in the data dir, and the projector, a worker and
+//! the API. Prints ready-to-paste tokens.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jobstream_api::{App, AppState, auth::Verifier};
+use jobstream_core::nats_server::{self, NatsServerProcess, ServerOptions};
+use jobstream_projector::Projector;
+use jobstream_worker::{Registry, Worker};
+
+use crate::cli::{AuthArgs, DevArgs, NatsArgs};
+use crate::system;
+
+/// Runs everything until Ctrl-C / SIGTERM.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let data = &args.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("creating data dir {}", data.display()))?;
+    let secret_file = data.join("jwt-secret");
+    ensure_secret(&secret_file)?;
+    let shutdown = jobstream_core::shutdown::token_on_signal();
+
+    let mut child = None;
+    let nats_url = match &args.nats_url {
+        Some(url) => url.clone(),
+        None => {
+            let cwd = std::env::current_dir()?;
+            let bin = nats_server::locate(args.nats_server_bin.as_deref(), &cwd)?;
+            let config = args.nats_config.is_file().then(|| args.nats_config.clone());
+            if config.is_none() {
+                tracing::warn!(path = %args.nats_config.display(), "nats.conf not found; starting nats-server without it");
+            }
+            let server = NatsServerProcess::start(&ServerOptions {
+                bin: bin.clone(),
+                config,
+                store_dir: data.join("jetstream"),
+                port: None,
+                log_file: Some(data.join("nats-server.log")),
+            })
+            .await
+            .with_context(|| format!("starting {}", bin.display()))?;
+            let url = server.url();
+            tracing::info!(%url, bin = %bin.display(), "nats-server started");
+            child = Some(server);
+            url
+        }
+    };
+    let nats = NatsArgs {
+        nats_url: nats_url.clone(),
+        stream: "JOBS".into(),
+        event_retention: Duration::from_secs(7 * 86_400),
+        stream_replicas: 1,
+    };
+    let result = run_system(&args, &nats, &secret_file, shutdown).await;
+    if let Some(mut server) = child {
+        server.stop(Duration::from_secs(5)).await;
+    }
+    result
+}
+
+async fn run_system(args: &DevArgs, nats: &NatsArgs, secret_file: &Path, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    let db_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", args.data_dir.join("jobstream.db").display()));
+    let db = system::connect_db_migrated(&db_url).await?;
+    let auth = system::auth_config(&AuthArgs {
+        jwt_secret: None,
+        jwt_secret_file: secret_file.to_path_buf(),
+        jwt_issuer: "jobstream".into(),
+        jwt_audience: "jobstream".into(),
+    })?;
+
+    let projector = Projector::build(
+        system::connect_broker(&nats.nats_url, nats, "jobstream-dev-projector").await?,
+        db.clone(),
+        system::projector_config(&args.projector),
+    )
+    .await?;
+    let worker_config = system::worker_config(&args.worker)?;
+    let worker = Worker::build(
+        system::connect_broker(&nats.nats_url, nats, "jobstream-dev-worker").await?,
+        Registry::with_builtins(),
+        worker_config,
+    )
+    .await?;
+    let state = AppState {
+        broker: system::connect_broker(&nats.nats_url, nats, "jobstream-dev-api").await?,
+        db,
+        verifier: Arc::new(Verifier::new(&auth)),
+    };
+    let app = App::build(([127, 0, 0, 1], args.port).into(), state)
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{} (use --port)", args.port))?;
+
+    let admin = jobstream_api::auth::mint_hs256(&auth, "admin", true, Duration::from_secs(30 * 86_400))?;
+    let user = jobstream_api::auth::mint_hs256(&auth, "alice", false, Duration::from_secs(30 * 86_400))?;
+    let port = app.port();
+    println!(
+        "\njobstream dev is running\n  api        http://127.0.0.1:{port}  (docs: /openapi.json)\n  nats       {}\n  database   {}\n\n  export ADMIN_TOKEN={admin}\n  export TOKEN={user}\n\n  curl -s -X POST http://127.0.0.1:{port}/v1/jobs -H \"Authorization: Bearer $TOKEN\" \\\n       -H 'Content-Type: application/json' -d '{{\"kind\":\"echo\",\"payload\":{{\"hello\":\"world\"}}}}'\n\nPress Ctrl-C to stop.\n",
+        nats.nats_url,
+        system::redact(&db_url)
+    );
+
+    let (p, w, a) = tokio::join!(projector.run(shutdown.clone()), worker.run(shutdown.clone()), async {
+        let r = app.run_until_stopped(shutdown.clone()).await;
+        // If the API dies, stop the rest too.
+        shutdown.cancel();
+        r
+    });
+    p?;
+    w?;
+    a?;
+    Ok(())
+}
+
+/// Creates the development HS256 secret once (readable by the owner only).
+fn ensure_secret(path: &Path) -> anyhow::Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    std::fs::write(path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}

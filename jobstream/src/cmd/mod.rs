@@ -1,0 +1,24 @@
+//! One file per subcommand.
+
+pub mod api;
+pub mod bench;
+pub mod dev;
+pub mod migrate;
+pub mod projector;
+pub mod token;
+pub mod worker;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the chosen subcommand.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(a) => dev::run(a).await,
+        Command::Api(a) => api::run(a).await,
+        Command::Worker(a) => worker::run(a).await,
+        Command::Projector(a) => projector::run(a).await,
+        Command::Migrate(a) => migrate::run(a).await,
+        Command::Token(a) => token::run(&a),
+        Command::Bench(a) => bench::run(a).await,
+    }
+}
