@@ -86,14 +86,13 @@ impl NatsServerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true);
-        match &opts.log_file {
-            Some(f) => {
-                cmd.arg("-l").arg(f).stderr(Stdio::null());
-            }
-            None => {
-                cmd.stderr(Stdio::null());
-            }
+        if let Some(f) = &opts.log_file {
+            cmd.arg("-l").arg(f);
         }
+        // Start-up errors (a bad config) go to stderr before any log file is opened.
+        let stderr_path = opts.store_dir.join("nats-server.stderr");
+        let stderr = std::fs::File::create(&stderr_path).map_err(|e| NatsServerError::Start(format!("stderr file: {e}")))?;
+        cmd.stderr(stderr);
         let child = cmd
             .spawn()
             .map_err(|e| NatsServerError::Start(format!("cannot run {}: {e}", opts.bin.display())))?;
@@ -112,7 +111,8 @@ impl NatsServerProcess {
                 return Ok(server);
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(NatsServerError::Start(format!("exited at start-up ({status}); see its log")));
+                let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                return Err(NatsServerError::Start(format!("exited at start-up ({status}): {}", said.trim())));
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(NatsServerError::Start("did not report its port within 15 s".into()));
@@ -148,10 +148,10 @@ impl NatsServerProcess {
     }
 }
 
-/// Reads the client port out of a nats-server ports file (`{"client":["nats://127.0.0.1:PORT"],…}`).
+/// Reads the client port out of a nats-server ports file (`{"nats":["nats://127.0.0.1:PORT"],…}`).
 fn client_port(ports_json: &str) -> Option<u16> {
     let v: serde_json::Value = serde_json::from_str(ports_json).ok()?;
-    let url = v.get("client")?.get(0)?.as_str()?;
+    let url = v.get("nats").or_else(|| v.get("client"))?.get(0)?.as_str()?;
     url.rsplit(':').next()?.parse().ok()
 }
 
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn reads_the_client_port() {
-        assert_eq!(client_port(r#"{"client":["nats://127.0.0.1:41234"],"monitoring":[]}"#), Some(41234));
+        assert_eq!(client_port(r#"{"nats":["nats://127.0.0.1:41234"],"monitoring":[]}"#), Some(41234));
         assert_eq!(client_port("{}"), None);
     }
 }
