@@ -195,6 +195,27 @@ impl Broker {
         }
     }
 
+    /// Every job event with a sequence in `from..until`, in order, read straight from the
+    /// stream (deleted sequences are skipped). `None` marks an event that does not decode.
+    pub async fn events_between(&self, from: u64, until: u64) -> Result<Vec<(u64, Option<Envelope>)>, BrokerError> {
+        let stream = self.stream().await?;
+        let filter = subject::all_events();
+        let mut out = Vec::new();
+        let mut next = from;
+        while next < until {
+            match stream.get_first_raw_message_by_subject(&filter, next).await {
+                Ok(msg) if msg.sequence < until => {
+                    next = msg.sequence + 1;
+                    out.push((msg.sequence, Envelope::decode(&msg.payload).ok()));
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(BrokerError::Read(e.to_string())),
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether the job already has a terminal event in the stream (`succeeded`, `failed` or `cancelled`).
     pub async fn has_terminal_event(&self, queue: &subject::QueueName, job_id: Uuid) -> Result<bool, BrokerError> {
         let stream = self.stream().await?;

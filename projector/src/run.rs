@@ -71,7 +71,7 @@ impl Projector {
                     // Acking the last message of a batch acknowledges the whole batch.
                     ack_policy: AckPolicy::All,
                     ack_wait: Duration::from_secs(60),
-                    max_ack_pending: 20_000,
+                    max_ack_pending: i64::try_from(config.batch_size * 4).unwrap_or(i64::MAX),
                     ..Default::default()
                 },
             )
@@ -156,6 +156,28 @@ impl Projector {
                         }
                     }
                     let Some(last) = last else { continue };
+                    // The consumer only delivers; order comes from the stream. Messages an earlier
+                    // (crashed) instance held come back only after ack_wait, later ones may come
+                    // first: read anything missing above the checkpoint straight from the stream.
+                    batch.sort_by_key(|(seq, _)| *seq);
+                    batch.dedup_by_key(|(seq, _)| *seq);
+                    let checkpoint = *self.applied_tx.borrow();
+                    if let Some(&(first, _)) = batch.iter().find(|(seq, _)| *seq > checkpoint)
+                        && first > checkpoint + 1
+                    {
+                        match self.broker.events_between(checkpoint + 1, first).await {
+                            Ok(mut missing) => {
+                                tracing::info!(from = checkpoint + 1, until = first, read = missing.len(), "filled a delivery gap from the stream");
+                                missing.append(&mut batch);
+                                batch = missing;
+                            }
+                            Err(e) => {
+                                // Do not fold past a gap: drop this batch, it is redelivered.
+                                tracing::warn!(error = %e, "cannot fill a delivery gap; waiting for redelivery");
+                                continue;
+                            }
+                        }
+                    }
                     let Some(outcome) = self.apply_until_committed(&batch, &shutdown).await else { break };
                     tracing::debug!(?outcome, "batch committed");
                     if let Err(e) = last.ack().await {

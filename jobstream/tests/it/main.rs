@@ -1,0 +1,8 @@
+//! End-to-end tests: real nats-server, real databases, the real API over HTTP.
+//! One binary (this file plus modules) so it links once.
+
+mod helpers;
+mod pipeline;
+mod resilience;
+mod retries;
+mod validation;
