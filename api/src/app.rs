@@ -49,7 +49,10 @@ impl App {
     /// Binds `addr` (port 0 picks a free port).
     pub async fn build(addr: SocketAddr, state: AppState) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(App { listener, router: app(state) })
+        Ok(App {
+            listener,
+            router: app(state),
+        })
     }
 
     /// The bound address.

@@ -70,7 +70,10 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
         validation.validate_nbf = true;
-        Verifier { key: DecodingKey::from_secret(config.hs256_secret.expose_secret().as_bytes()), validation }
+        Verifier {
+            key: DecodingKey::from_secret(config.hs256_secret.expose_secret().as_bytes()),
+            validation,
+        }
     }
 
     /// The caller a token stands for, or why it is refused.
@@ -78,14 +81,24 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| ApiError::Unauthorized(format!("invalid bearer token: {e}")))?;
         if data.claims.sub.is_empty() {
-            return Err(ApiError::Unauthorized("invalid bearer token: empty sub".into()));
+            return Err(ApiError::Unauthorized(
+                "invalid bearer token: empty sub".into(),
+            ));
         }
-        Ok(Caller { is_admin: data.claims.role.as_deref() == Some("admin"), sub: data.claims.sub })
+        Ok(Caller {
+            is_admin: data.claims.role.as_deref() == Some("admin"),
+            sub: data.claims.sub,
+        })
     }
 }
 
 /// Signs a development token (HS256) for `sub`, valid for `ttl`.
-pub fn mint_hs256(config: &AuthConfig, sub: &str, admin: bool, ttl: std::time::Duration) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn mint_hs256(
+    config: &AuthConfig,
+    sub: &str,
+    admin: bool,
+    ttl: std::time::Duration,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let exp = jsonwebtoken::get_current_timestamp() + ttl.as_secs();
     let claims = Claims {
         sub: sub.to_owned(),
@@ -104,16 +117,26 @@ pub fn mint_hs256(config: &AuthConfig, sub: &str, admin: bool, ttl: std::time::D
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <token> header".into()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized("missing Authorization: Bearer <token> header".into())
+            })?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .ok_or_else(|| ApiError::Unauthorized("Authorization header must be 'Bearer <token>'".into()))?;
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                ApiError::Unauthorized("Authorization header must be 'Bearer <token>'".into())
+            })?;
         let caller = state.verifier.verify(token.trim())?;
         tracing::Span::current().record("sub", caller.sub.as_str());
         Ok(caller)
@@ -126,7 +149,11 @@ mod tests {
     use std::time::Duration;
 
     fn config(secret: &str) -> AuthConfig {
-        AuthConfig { hs256_secret: SecretString::from(secret.to_owned()), issuer: "iss".into(), audience: "aud".into() }
+        AuthConfig {
+            hs256_secret: SecretString::from(secret.to_owned()),
+            issuer: "iss".into(),
+            audience: "aud".into(),
+        }
     }
 
     #[test]
@@ -134,7 +161,13 @@ mod tests {
         let c = config("s3cret");
         let v = Verifier::new(&c);
         let t = mint_hs256(&c, "alice", false, Duration::from_secs(60)).unwrap();
-        assert_eq!(v.verify(&t).unwrap(), Caller { sub: "alice".into(), is_admin: false });
+        assert_eq!(
+            v.verify(&t).unwrap(),
+            Caller {
+                sub: "alice".into(),
+                is_admin: false
+            }
+        );
         let a = mint_hs256(&c, "root", true, Duration::from_secs(60)).unwrap();
         assert!(v.verify(&a).unwrap().is_admin);
     }
@@ -146,9 +179,23 @@ mod tests {
         assert!(v.verify(&other).is_err());
         let mut wrong_aud = config("s3cret");
         wrong_aud.audience = "elsewhere".into();
-        assert!(v.verify(&mint_hs256(&wrong_aud, "alice", false, Duration::from_secs(60)).unwrap()).is_err());
-        let expired = Claims { sub: "a".into(), exp: 1_000, iss: "iss".into(), aud: "aud".into(), role: None };
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &expired, &EncodingKey::from_secret(b"s3cret")).unwrap();
+        assert!(
+            v.verify(&mint_hs256(&wrong_aud, "alice", false, Duration::from_secs(60)).unwrap())
+                .is_err()
+        );
+        let expired = Claims {
+            sub: "a".into(),
+            exp: 1_000,
+            iss: "iss".into(),
+            aud: "aud".into(),
+            role: None,
+        };
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &expired,
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap();
         assert!(v.verify(&t).is_err());
     }
 }

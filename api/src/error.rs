@@ -94,8 +94,12 @@ impl ApiError {
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
         match e {
-            sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => ApiError::Unavailable("the database is unreachable; retry later".into()),
-            other => ApiError::Unexpected(anyhow::Error::new(other).context("database query failed")),
+            sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => {
+                ApiError::Unavailable("the database is unreachable; retry later".into())
+            }
+            other => {
+                ApiError::Unexpected(anyhow::Error::new(other).context("database query failed"))
+            }
         }
     }
 }
@@ -103,7 +107,9 @@ impl From<sea_orm::DbErr> for ApiError {
 impl From<jobstream_core::broker::BrokerError> for ApiError {
     fn from(e: jobstream_core::broker::BrokerError) -> Self {
         tracing::error!(error = %e, "broker error");
-        ApiError::Unavailable("the event stream is unreachable; the request was not stored, retry later".into())
+        ApiError::Unavailable(
+            "the event stream is unreachable; the request was not stored, retry later".into(),
+        )
     }
 }
 
@@ -116,22 +122,38 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = ?e, "unexpected error");
                 "an unexpected error occurred; it has been logged".to_owned()
             }
-            ApiError::Unprocessable(errs) => errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            ApiError::Unprocessable(errs) => errs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
             other => other.to_string(),
         };
         let errors = match &self {
             ApiError::Unprocessable(errs) => errs
                 .iter()
-                .map(|e| ProblemField { field: e.field.clone(), message: e.message.clone() })
+                .map(|e| ProblemField {
+                    field: e.field.clone(),
+                    message: e.message.clone(),
+                })
                 .collect(),
             _ => Vec::new(),
         };
-        let body = Problem { kind: "about:blank", title: self.title(), status: status.as_u16(), detail, errors };
+        let body = Problem {
+            kind: "about:blank",
+            title: self.title(),
+            status: status.as_u16(),
+            detail,
+            errors,
+        };
         let mut res = (status, Json(body)).into_response();
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         res
     }

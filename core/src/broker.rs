@@ -58,7 +58,9 @@ pub enum BrokerError {
         found: String,
     },
     /// The server does not have JetStream enabled.
-    #[error("nats-server at {0} does not have JetStream enabled (start it with -js or a jetstream block)")]
+    #[error(
+        "nats-server at {0} does not have JetStream enabled (start it with -js or a jetstream block)"
+    )]
     NoJetStream(String),
     /// Creating or updating the stream failed.
     #[error("cannot create or update stream {name}: {source}")]
@@ -92,27 +94,45 @@ pub fn parse_version(v: &str) -> Option<(u64, u64)> {
 
 impl Broker {
     /// Connects, refusing servers older than [`MIN_SERVER_VERSION`].
-    pub async fn connect(url: &str, client_name: &str, stream_name: &str) -> Result<Self, BrokerError> {
+    pub async fn connect(
+        url: &str,
+        client_name: &str,
+        stream_name: &str,
+    ) -> Result<Self, BrokerError> {
         let client = async_nats::ConnectOptions::new()
             .name(client_name)
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|source| BrokerError::Connect { url: url.to_owned(), source })?;
+            .map_err(|source| BrokerError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
         let info = client.server_info();
         match parse_version(&info.version) {
             Some(v) if v >= MIN_SERVER_VERSION => {}
-            _ => return Err(BrokerError::ServerTooOld { found: info.version }),
+            _ => {
+                return Err(BrokerError::ServerTooOld {
+                    found: info.version,
+                });
+            }
         }
         if !info.jetstream {
             return Err(BrokerError::NoJetStream(url.to_owned()));
         }
         let js = jetstream::new(client.clone());
-        Ok(Broker { client, js, stream_name: stream_name.to_owned() })
+        Ok(Broker {
+            client,
+            js,
+            stream_name: stream_name.to_owned(),
+        })
     }
 
     /// Creates the stream, or updates it to `settings` when it exists. Safe to call from every process.
-    pub async fn ensure_stream(&self, settings: &StreamSettings) -> Result<stream::Info, BrokerError> {
+    pub async fn ensure_stream(
+        &self,
+        settings: &StreamSettings,
+    ) -> Result<stream::Info, BrokerError> {
         let config = stream::Config {
             name: settings.name.clone(),
             subjects: vec![subject::all_events()],
@@ -130,7 +150,10 @@ impl Broker {
         self.js
             .create_or_update_stream(config)
             .await
-            .map_err(|source| BrokerError::Stream { name: settings.name.clone(), source })
+            .map_err(|source| BrokerError::Stream {
+                name: settings.name.clone(),
+                source,
+            })
     }
 
     /// The raw client (for consumers that need their own subscriptions).
@@ -159,7 +182,12 @@ impl Broker {
     /// Appends an event and waits until the server has stored it; returns its stream sequence.
     ///
     /// The event id is the `Nats-Msg-Id`, so a retried publish is stored once.
-    pub async fn publish(&self, env: &Envelope, queue: &subject::QueueName, request_id: Option<&str>) -> Result<u64, BrokerError> {
+    pub async fn publish(
+        &self,
+        env: &Envelope,
+        queue: &subject::QueueName,
+        request_id: Option<&str>,
+    ) -> Result<u64, BrokerError> {
         let subject = subject::job_event(queue, env.job_id, env.event_type());
         let mut headers = HeaderMap::new();
         if let Some(rid) = request_id {
@@ -186,10 +214,14 @@ impl Broker {
                     next = msg.sequence + 1;
                     match Envelope::decode(&msg.payload) {
                         Ok(env) => out.push((msg.sequence, env)),
-                        Err(e) => tracing::warn!(seq = msg.sequence, error = %e, "skipping undecodable event"),
+                        Err(e) => {
+                            tracing::warn!(seq = msg.sequence, error = %e, "skipping undecodable event");
+                        }
                     }
                 }
-                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(out),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(out);
+                }
                 Err(e) => return Err(BrokerError::Read(e.to_string())),
             }
         }
@@ -197,7 +229,11 @@ impl Broker {
 
     /// Every job event with a sequence in `from..until`, in order, read straight from the
     /// stream (deleted sequences are skipped). `None` marks an event that does not decode.
-    pub async fn events_between(&self, from: u64, until: u64) -> Result<Vec<(u64, Option<Envelope>)>, BrokerError> {
+    pub async fn events_between(
+        &self,
+        from: u64,
+        until: u64,
+    ) -> Result<Vec<(u64, Option<Envelope>)>, BrokerError> {
         let stream = self.stream().await?;
         let filter = subject::all_events();
         let mut out = Vec::new();
@@ -217,10 +253,20 @@ impl Broker {
     }
 
     /// Whether the job already has a terminal event in the stream (`succeeded`, `failed` or `cancelled`).
-    pub async fn has_terminal_event(&self, queue: &subject::QueueName, job_id: Uuid) -> Result<bool, BrokerError> {
+    pub async fn has_terminal_event(
+        &self,
+        queue: &subject::QueueName,
+        job_id: Uuid,
+    ) -> Result<bool, BrokerError> {
         let stream = self.stream().await?;
-        for t in crate::event::EventType::ALL.into_iter().filter(|t| t.is_terminal()) {
-            match stream.get_last_raw_message_by_subject(&subject::job_event(queue, job_id, t)).await {
+        for t in crate::event::EventType::ALL
+            .into_iter()
+            .filter(|t| t.is_terminal())
+        {
+            match stream
+                .get_last_raw_message_by_subject(&subject::job_event(queue, job_id, t))
+                .await
+            {
                 Ok(_) => return Ok(true),
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
                 Err(e) => return Err(BrokerError::Read(e.to_string())),

@@ -33,7 +33,10 @@ pub struct FieldError {
 impl FieldError {
     /// A new field error.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -74,12 +77,17 @@ pub fn find(name: &str) -> Option<&'static KindSpec> {
 pub fn validate_payload(kind: &str, payload: &Value) -> Result<(), FieldError> {
     match kind {
         "sleep" => {
-            let ms = payload
-                .get("ms")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| FieldError::new("payload.ms", "required: a non-negative integer of milliseconds"))?;
+            let ms = payload.get("ms").and_then(Value::as_u64).ok_or_else(|| {
+                FieldError::new(
+                    "payload.ms",
+                    "required: a non-negative integer of milliseconds",
+                )
+            })?;
             if ms > MAX_SLEEP_MS {
-                return Err(FieldError::new("payload.ms", format!("must be at most {MAX_SLEEP_MS}")));
+                return Err(FieldError::new(
+                    "payload.ms",
+                    format!("must be at most {MAX_SLEEP_MS}"),
+                ));
             }
             Ok(())
         }
@@ -99,10 +107,23 @@ mod tests {
 
     #[test]
     fn payload_checks_name_the_field() {
-        assert_eq!(validate_payload("sleep", &json!({})).unwrap_err().field, "payload.ms");
-        assert_eq!(validate_payload("sleep", &json!({"ms": -1})).unwrap_err().field, "payload.ms");
+        assert_eq!(
+            validate_payload("sleep", &json!({})).unwrap_err().field,
+            "payload.ms"
+        );
+        assert_eq!(
+            validate_payload("sleep", &json!({"ms": -1}))
+                .unwrap_err()
+                .field,
+            "payload.ms"
+        );
         assert!(validate_payload("sleep", &json!({"ms": 5})).is_ok());
-        assert_eq!(validate_payload("fail", &json!({"times": "x"})).unwrap_err().field, "payload.times");
+        assert_eq!(
+            validate_payload("fail", &json!({"times": "x"}))
+                .unwrap_err()
+                .field,
+            "payload.times"
+        );
         assert!(validate_payload("echo", &json!(null)).is_ok());
         assert!(find("echo").is_some() && find("nope").is_none());
     }

@@ -38,7 +38,9 @@ pub struct Envelope {
 }
 
 /// Relative urgency of a job within its queue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Runs after everything else.
@@ -204,7 +206,10 @@ impl EventType {
 
     /// Whether this event ends the job.
     pub fn is_terminal(self) -> bool {
-        matches!(self, EventType::Succeeded | EventType::Failed | EventType::Cancelled)
+        matches!(
+            self,
+            EventType::Succeeded | EventType::Failed | EventType::Cancelled
+        )
     }
 }
 
@@ -279,7 +284,13 @@ mod tests {
 
     #[test]
     fn wire_format_has_type_tag_and_version() {
-        let env = Envelope::new(Uuid::now_v7(), 1, Event::Succeeded { result: serde_json::json!({"a": 1}) });
+        let env = Envelope::new(
+            Uuid::now_v7(),
+            1,
+            Event::Succeeded {
+                result: serde_json::json!({"a": 1}),
+            },
+        );
         let v: Value = serde_json::from_slice(&env.to_bytes()).unwrap();
         assert_eq!(v["type"], "succeeded");
         assert_eq!(v["v"], 1);
@@ -290,10 +301,17 @@ mod tests {
     #[test]
     fn unknown_types_and_future_versions_are_refused() {
         let id = Uuid::now_v7();
-        let bad = format!(r#"{{"v":1,"event_id":"{id}","job_id":"{id}","at":"2026-01-01T00:00:00Z","attempt":0,"type":"Exploded"}}"#);
+        let bad = format!(
+            r#"{{"v":1,"event_id":"{id}","job_id":"{id}","at":"2026-01-01T00:00:00Z","attempt":0,"type":"Exploded"}}"#
+        );
         assert!(Envelope::decode(bad.as_bytes()).is_err());
-        let future = format!(r#"{{"v":9,"event_id":"{id}","job_id":"{id}","at":"2026-01-01T00:00:00Z","attempt":0,"type":"failed","error":"x"}}"#);
-        assert!(matches!(Envelope::decode(future.as_bytes()), Err(DecodeError::UnsupportedVersion(9))));
+        let future = format!(
+            r#"{{"v":9,"event_id":"{id}","job_id":"{id}","at":"2026-01-01T00:00:00Z","attempt":0,"type":"failed","error":"x"}}"#
+        );
+        assert!(matches!(
+            Envelope::decode(future.as_bytes()),
+            Err(DecodeError::UnsupportedVersion(9))
+        ));
     }
 
     #[test]

@@ -60,7 +60,10 @@ impl JobStatus {
 
     /// Whether the job is finished (no event can change it any more).
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 }
 
@@ -150,7 +153,10 @@ impl JobState {
             return Err(Rejected::WrongJob(env.job_id));
         }
         if seq <= self.last_seq {
-            return Err(Rejected::AlreadyApplied { seq, last_seq: self.last_seq });
+            return Err(Rejected::AlreadyApplied {
+                seq,
+                last_seq: self.last_seq,
+            });
         }
         let allowed = match (&env.event, self.status) {
             // A running job may be started again: its worker died and the message was redelivered.
@@ -265,11 +271,34 @@ mod tests {
         let id = Uuid::now_v7();
         let q = queued(id);
         let mut s = JobState::from_queued(&q, 1).unwrap();
-        s.apply(&ev(id, 1, Event::Started { worker: "w".into() }), 2).unwrap();
-        s.apply(&ev(id, 1, Event::Retrying { error: "boom".into(), retry_in_ms: 10 }), 3).unwrap();
+        s.apply(&ev(id, 1, Event::Started { worker: "w".into() }), 2)
+            .unwrap();
+        s.apply(
+            &ev(
+                id,
+                1,
+                Event::Retrying {
+                    error: "boom".into(),
+                    retry_in_ms: 10,
+                },
+            ),
+            3,
+        )
+        .unwrap();
         assert_eq!(s.status, JobStatus::Retrying);
-        s.apply(&ev(id, 2, Event::Started { worker: "w".into() }), 4).unwrap();
-        s.apply(&ev(id, 2, Event::Succeeded { result: serde_json::json!(7) }), 5).unwrap();
+        s.apply(&ev(id, 2, Event::Started { worker: "w".into() }), 4)
+            .unwrap();
+        s.apply(
+            &ev(
+                id,
+                2,
+                Event::Succeeded {
+                    result: serde_json::json!(7),
+                },
+            ),
+            5,
+        )
+        .unwrap();
         assert_eq!(s.status, JobStatus::Succeeded);
         assert_eq!(s.attempt, 2);
         assert_eq!(s.result, Some(serde_json::json!(7)));
@@ -285,7 +314,10 @@ mod tests {
         let started = ev(id, 1, Event::Started { worker: "w".into() });
         s.apply(&started, 2).unwrap();
         let before = s.clone();
-        assert!(matches!(s.apply(&started, 2), Err(Rejected::AlreadyApplied { .. })));
+        assert!(matches!(
+            s.apply(&started, 2),
+            Err(Rejected::AlreadyApplied { .. })
+        ));
         assert_eq!(s, before);
     }
 
@@ -293,19 +325,34 @@ mod tests {
     fn nothing_follows_a_terminal_state() {
         let id = Uuid::now_v7();
         let mut s = JobState::from_queued(&queued(id), 1).unwrap();
-        s.apply(&ev(id, 0, Event::Cancelled { reason: None }), 2).unwrap();
+        s.apply(&ev(id, 0, Event::Cancelled { reason: None }), 2)
+            .unwrap();
         let before = s.clone();
         for (i, e) in [
             Event::Started { worker: "w".into() },
-            Event::Succeeded { result: Value::Null },
+            Event::Succeeded {
+                result: Value::Null,
+            },
             Event::Failed { error: "x".into() },
-            Event::Progress { percent: Some(5), message: None },
+            Event::Progress {
+                percent: Some(5),
+                message: None,
+            },
         ]
         .into_iter()
         .enumerate()
         {
             let r = s.apply(&ev(id, 1, e), 3 + i as u64);
-            assert!(matches!(r, Err(Rejected::Impossible { from: "cancelled", .. })), "{r:?}");
+            assert!(
+                matches!(
+                    r,
+                    Err(Rejected::Impossible {
+                        from: "cancelled",
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
         }
         assert_eq!(s, before);
     }
@@ -314,7 +361,19 @@ mod tests {
     fn succeeded_needs_a_running_attempt() {
         let id = Uuid::now_v7();
         let mut s = JobState::from_queued(&queued(id), 1).unwrap();
-        assert!(s.apply(&ev(id, 1, Event::Succeeded { result: Value::Null }), 2).is_err());
+        assert!(
+            s.apply(
+                &ev(
+                    id,
+                    1,
+                    Event::Succeeded {
+                        result: Value::Null
+                    }
+                ),
+                2
+            )
+            .is_err()
+        );
         assert_eq!(s.status, JobStatus::Queued);
     }
 
@@ -323,8 +382,20 @@ mod tests {
         let id = Uuid::now_v7();
         let q = queued(id);
         let st = ev(id, 1, Event::Started { worker: "w".into() });
-        let ok = ev(id, 1, Event::Succeeded { result: serde_json::json!(1) });
-        let late = ev(id, 2, Event::Failed { error: "late".into() });
+        let ok = ev(
+            id,
+            1,
+            Event::Succeeded {
+                result: serde_json::json!(1),
+            },
+        );
+        let late = ev(
+            id,
+            2,
+            Event::Failed {
+                error: "late".into(),
+            },
+        );
         let s = fold_history([(1, &q), (2, &st), (3, &ok), (4, &late)]).unwrap();
         assert_eq!(s.status, JobStatus::Succeeded);
         assert_eq!(s.last_seq, 3);

@@ -42,7 +42,11 @@ pub fn locate(env_bin: Option<&str>, root: &Path) -> Result<PathBuf, NatsServerE
         dir = d.parent();
     }
     std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("nats-server")).find(|p| p.is_file()))
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("nats-server"))
+                .find(|p| p.is_file())
+        })
         .ok_or(NatsServerError::NotFound)
 }
 
@@ -71,9 +75,11 @@ pub struct NatsServerProcess {
 impl NatsServerProcess {
     /// Starts the server and waits until it reports its client port.
     pub async fn start(opts: &ServerOptions) -> Result<Self, NatsServerError> {
-        std::fs::create_dir_all(&opts.store_dir).map_err(|e| NatsServerError::Start(format!("store dir: {e}")))?;
+        std::fs::create_dir_all(&opts.store_dir)
+            .map_err(|e| NatsServerError::Start(format!("store dir: {e}")))?;
         let ports_dir = opts.store_dir.join("ports");
-        std::fs::create_dir_all(&ports_dir).map_err(|e| NatsServerError::Start(format!("ports dir: {e}")))?;
+        std::fs::create_dir_all(&ports_dir)
+            .map_err(|e| NatsServerError::Start(format!("ports dir: {e}")))?;
         let mut cmd = Command::new(&opts.bin);
         if let Some(c) = &opts.config {
             cmd.arg("-c").arg(c);
@@ -91,15 +97,19 @@ impl NatsServerProcess {
         }
         // Start-up errors (a bad config) go to stderr before any log file is opened.
         let stderr_path = opts.store_dir.join("nats-server.stderr");
-        let stderr = std::fs::File::create(&stderr_path).map_err(|e| NatsServerError::Start(format!("stderr file: {e}")))?;
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(|e| NatsServerError::Start(format!("stderr file: {e}")))?;
         cmd.stderr(stderr);
-        let child = cmd
-            .spawn()
-            .map_err(|e| NatsServerError::Start(format!("cannot run {}: {e}", opts.bin.display())))?;
+        let child = cmd.spawn().map_err(|e| {
+            NatsServerError::Start(format!("cannot run {}: {e}", opts.bin.display()))
+        })?;
         let pid = child.id().unwrap_or(0);
         let ports_file = ports_dir.join(format!(
             "{}_{pid}.ports",
-            opts.bin.file_name().and_then(|n| n.to_str()).unwrap_or("nats-server")
+            opts.bin
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("nats-server")
         ));
         let mut server = NatsServerProcess { child, port: 0 };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -112,10 +122,15 @@ impl NatsServerProcess {
             }
             if let Ok(Some(status)) = server.child.try_wait() {
                 let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                return Err(NatsServerError::Start(format!("exited at start-up ({status}): {}", said.trim())));
+                return Err(NatsServerError::Start(format!(
+                    "exited at start-up ({status}): {}",
+                    said.trim()
+                )));
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(NatsServerError::Start("did not report its port within 15 s".into()));
+                return Err(NatsServerError::Start(
+                    "did not report its port within 15 s".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -139,7 +154,11 @@ impl NatsServerProcess {
     /// Asks the server to stop cleanly (SIGTERM), then kills it after `grace`.
     pub async fn stop(&mut self, grace: Duration) {
         if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
             if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
                 return;
             }
@@ -151,7 +170,11 @@ impl NatsServerProcess {
 /// Reads the client port out of a nats-server ports file (`{"nats":["nats://127.0.0.1:PORT"],…}`).
 fn client_port(ports_json: &str) -> Option<u16> {
     let v: serde_json::Value = serde_json::from_str(ports_json).ok()?;
-    let url = v.get("nats").or_else(|| v.get("client"))?.get(0)?.as_str()?;
+    let url = v
+        .get("nats")
+        .or_else(|| v.get("client"))?
+        .get(0)?
+        .as_str()?;
     url.rsplit(':').next()?.parse().ok()
 }
 
@@ -161,7 +184,10 @@ mod tests {
 
     #[test]
     fn reads_the_client_port() {
-        assert_eq!(client_port(r#"{"nats":["nats://127.0.0.1:41234"],"monitoring":[]}"#), Some(41234));
+        assert_eq!(
+            client_port(r#"{"nats":["nats://127.0.0.1:41234"],"monitoring":[]}"#),
+            Some(41234)
+        );
         assert_eq!(client_port("{}"), None);
     }
 }

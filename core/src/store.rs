@@ -11,7 +11,8 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 /// and a busy timeout, on every pooled connection.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.to_owned());
-    opts.sqlx_logging(false).acquire_timeout(Duration::from_secs(10));
+    opts.sqlx_logging(false)
+        .acquire_timeout(Duration::from_secs(10));
     if url.starts_with("sqlite:") {
         opts.max_connections(8).map_sqlx_sqlite_opts(|o| {
             o.journal_mode(SqliteJournalMode::Wal)

@@ -125,11 +125,16 @@ pub struct ParsedSubject<'a> {
 /// Splits a job event subject into its parts; `None` if it does not have the shape.
 pub fn parse(subject: &str) -> Option<ParsedSubject<'_>> {
     let mut parts = subject.split('.');
-    let (prefix, queue, job_id, event) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (prefix, queue, job_id, event) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     if prefix != PREFIX || parts.next().is_some() {
         return None;
     }
-    Some(ParsedSubject { queue, job_id, event })
+    Some(ParsedSubject {
+        queue,
+        job_id,
+        event,
+    })
 }
 
 #[cfg(test)]

@@ -89,7 +89,10 @@ impl From<&jobstream_core::JobState> for Model {
             timeout_ms: i64::try_from(s.spec.timeout_ms).unwrap_or(i64::MAX),
             run_at: s.spec.run_at,
             idempotency_key: s.spec.idempotency_key.clone(),
-            result_ttl_ms: s.spec.result_ttl_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            result_ttl_ms: s
+                .spec
+                .result_ttl_ms
+                .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
             progress: s.progress.map(i16::from),
             progress_message: s.progress_message.clone(),
             created_at: s.created_at,
@@ -107,7 +110,10 @@ impl TryFrom<Model> for jobstream_core::JobState {
     fn try_from(m: Model) -> Result<Self, InvalidRow> {
         use jobstream_core::event::{JobSpec, Priority};
         use jobstream_core::subject::QueueName;
-        let bad = |field| InvalidRow { id: m.id.clone(), field };
+        let bad = |field| InvalidRow {
+            id: m.id.clone(),
+            field,
+        };
         Ok(jobstream_core::JobState {
             id: uuid::Uuid::parse_str(&m.id).map_err(|_| bad("id"))?,
             spec: JobSpec {

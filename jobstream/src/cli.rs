@@ -23,7 +23,11 @@ pub struct Cli {
 impl Cli {
     /// Format of log lines.
     pub fn log_format(&self) -> LogFormat {
-        if self.log_json { LogFormat::Json } else { LogFormat::Pretty }
+        if self.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Pretty
+        }
     }
 
     /// Log filter when `RUST_LOG` is unset (quieter for client commands).
@@ -75,7 +79,11 @@ pub struct NatsArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// `sqlite://path?mode=rwc` (embedded default) or `postgres://user@host/db`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/jobstream.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/jobstream.db?mode=rwc"
+    )]
     pub database_url: String,
 }
 
@@ -120,7 +128,12 @@ pub struct ApiArgs {
 #[derive(Debug, Clone, Args)]
 pub struct WorkerTuning {
     /// Queues to take jobs from (comma-separated).
-    #[arg(long, env = "WORKER_QUEUES", value_delimiter = ',', default_value = "default")]
+    #[arg(
+        long,
+        env = "WORKER_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     pub queues: Vec<String>,
     /// Jobs this worker runs at once.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 32)]
@@ -279,14 +292,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 30s, 10m, 12h or 7d"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s, 10m, 12h or 7d"))?;
     let ms = match unit {
         "ms" => 1,
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+            ));
+        }
     };
     Ok(Duration::from_millis(n.saturating_mul(ms)))
 }

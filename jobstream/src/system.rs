@@ -23,7 +23,11 @@ pub fn stream_settings(nats: &NatsArgs) -> StreamSettings {
 }
 
 /// Connects to NATS and creates or updates the stream.
-pub async fn connect_broker(url: &str, nats: &NatsArgs, client_name: &str) -> anyhow::Result<Broker> {
+pub async fn connect_broker(
+    url: &str,
+    nats: &NatsArgs,
+    client_name: &str,
+) -> anyhow::Result<Broker> {
     let broker = Broker::connect(url, client_name, &nats.stream).await?;
     broker.ensure_stream(&stream_settings(nats)).await?;
     Ok(broker)
@@ -31,14 +35,20 @@ pub async fn connect_broker(url: &str, nats: &NatsArgs, client_name: &str) -> an
 
 /// Opens the database and applies pending migrations.
 pub async fn connect_db_migrated(url: &str) -> anyhow::Result<DatabaseConnection> {
-    if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p))
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .map(|p| p.split('?').next().unwrap_or(p))
         && let Some(dir) = std::path::Path::new(path).parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let db = jobstream_core::store::connect(url).await.with_context(|| format!("connecting to {}", redact(url)))?;
-    migration::Migrator::up(&db, None).await.context("applying migrations")?;
+    let db = jobstream_core::store::connect(url)
+        .await
+        .with_context(|| format!("connecting to {}", redact(url)))?;
+    migration::Migrator::up(&db, None)
+        .await
+        .context("applying migrations")?;
     Ok(db)
 }
 
@@ -70,7 +80,11 @@ pub fn auth_config(auth: &AuthArgs) -> anyhow::Result<AuthConfig> {
             SecretString::from(text.trim().to_owned())
         }
     };
-    Ok(AuthConfig { hs256_secret: secret, issuer: auth.jwt_issuer.clone(), audience: auth.jwt_audience.clone() })
+    Ok(AuthConfig {
+        hs256_secret: secret,
+        issuer: auth.jwt_issuer.clone(),
+        audience: auth.jwt_audience.clone(),
+    })
 }
 
 /// Worker settings from the command line.
@@ -87,7 +101,10 @@ pub fn worker_config(t: &WorkerTuning) -> anyhow::Result<WorkerConfig> {
         concurrency: t.concurrency,
         ack_wait: t.ack_wait,
         queue_max_in_flight: t.queue_max_in_flight,
-        backoff: Backoff { base: t.backoff_base, max: t.backoff_max },
+        backoff: Backoff {
+            base: t.backoff_base,
+            max: t.backoff_max,
+        },
         shutdown_grace: t.shutdown_grace,
     })
 }
@@ -103,5 +120,7 @@ pub fn projector_config(t: &ProjectorTuning) -> ProjectorConfig {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "worker".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into())
 }

@@ -101,6 +101,8 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(QueuedJobs::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(QueuedJobs::Table).to_owned())
+            .await
     }
 }

@@ -7,8 +7,8 @@ use jobstream_core::{Envelope, Event, JobState, JobStatus, fold::Rejected};
 use jobstream_entity::{projector_checkpoint, queued_job};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -47,7 +47,10 @@ pub(crate) async fn apply_batch(
 ) -> Result<BatchOutcome, DbErr> {
     let txn = db.begin().await?;
     let checkpoint = load_checkpoint(&txn, checkpoint_name).await?;
-    let mut out = BatchOutcome { checkpoint, ..Default::default() };
+    let mut out = BatchOutcome {
+        checkpoint,
+        ..Default::default()
+    };
 
     let fresh: Vec<(u64, &Envelope)> = batch
         .iter()
@@ -77,7 +80,10 @@ pub(crate) async fn apply_batch(
         let job_id = env.job_id;
         let outcome = match (jobs.get_mut(&job_id), &env.event) {
             (None, Event::Queued(spec)) => {
-                if let Some(existing) = idempotent_twin(&txn, &jobs, &spec.owner, spec.idempotency_key.as_deref()).await? {
+                if let Some(existing) =
+                    idempotent_twin(&txn, &jobs, &spec.owner, spec.idempotency_key.as_deref())
+                        .await?
+                {
                     tracing::info!(%job_id, %existing, seq, "queued event ignored: idempotency key already used by another job");
                     Err(())
                 } else if let Some(state) = JobState::from_queued(env, seq) {
@@ -112,16 +118,33 @@ pub(crate) async fn apply_batch(
         }
     }
 
-    let rows: Vec<queued_job::Model> = dirty.iter().filter_map(|id| jobs.get(id)).map(queued_job::Model::from).collect();
+    let rows: Vec<queued_job::Model> = dirty
+        .iter()
+        .filter_map(|id| jobs.get(id))
+        .map(queued_job::Model::from)
+        .collect();
     upsert_jobs(&txn, rows).await?;
-    save_checkpoint(&txn, checkpoint_name, out.checkpoint, jobstream_core::event::now()).await?;
+    save_checkpoint(
+        &txn,
+        checkpoint_name,
+        out.checkpoint,
+        jobstream_core::event::now(),
+    )
+    .await?;
     txn.commit().await?;
     Ok(out)
 }
 
 /// Current state of the given jobs, as far as the projection has them.
-async fn load_jobs<C: ConnectionTrait>(db: &C, ids: impl Iterator<Item = Uuid>) -> Result<HashMap<Uuid, JobState>, DbErr> {
-    let ids: Vec<String> = ids.collect::<HashSet<_>>().into_iter().map(|id| id.to_string()).collect();
+async fn load_jobs<C: ConnectionTrait>(
+    db: &C,
+    ids: impl Iterator<Item = Uuid>,
+) -> Result<HashMap<Uuid, JobState>, DbErr> {
+    let ids: Vec<String> = ids
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .map(|id| id.to_string())
+        .collect();
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let rows = queued_job::Entity::find()
@@ -133,7 +156,9 @@ async fn load_jobs<C: ConnectionTrait>(db: &C, ids: impl Iterator<Item = Uuid>) 
                 Ok(s) => {
                     out.insert(s.id, s);
                 }
-                Err(e) => tracing::error!(error = %e, "unreadable projection row; it will be overwritten"),
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable projection row: its events are ignored until the projection is rebuilt");
+                }
             }
         }
     }
@@ -163,7 +188,10 @@ async fn idempotent_twin<C: ConnectionTrait>(
 }
 
 /// Inserts or overwrites rows by id.
-pub(crate) async fn upsert_jobs<C: ConnectionTrait>(db: &C, rows: Vec<queued_job::Model>) -> Result<(), DbErr> {
+pub(crate) async fn upsert_jobs<C: ConnectionTrait>(
+    db: &C,
+    rows: Vec<queued_job::Model>,
+) -> Result<(), DbErr> {
     use queued_job::Column as C;
     let update = [
         C::Status,
@@ -189,7 +217,12 @@ pub(crate) async fn upsert_jobs<C: ConnectionTrait>(db: &C, rows: Vec<queued_job
     Ok(())
 }
 
-async fn save_checkpoint<C: ConnectionTrait>(db: &C, name: &str, seq: u64, at: DateTime<Utc>) -> Result<(), DbErr> {
+async fn save_checkpoint<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+    seq: u64,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
     use projector_checkpoint::Column as C;
     let row = projector_checkpoint::Model {
         name: name.to_owned(),
@@ -197,15 +230,26 @@ async fn save_checkpoint<C: ConnectionTrait>(db: &C, name: &str, seq: u64, at: D
         updated_at: at,
     };
     projector_checkpoint::Entity::insert_many([row.into_active_model()])
-        .on_conflict(OnConflict::column(C::Name).update_columns([C::LastSeq, C::UpdatedAt]).to_owned())
+        .on_conflict(
+            OnConflict::column(C::Name)
+                .update_columns([C::LastSeq, C::UpdatedAt])
+                .to_owned(),
+        )
         .exec_without_returning(db)
         .await?;
     Ok(())
 }
 
 /// Deletes finished jobs whose `finished_at` is before `cutoff`; returns how many.
-pub(crate) async fn sweep_finished<C: ConnectionTrait>(db: &C, cutoff: DateTime<Utc>) -> Result<u64, DbErr> {
-    let terminal: Vec<&str> = JobStatus::ALL.into_iter().filter(|s| s.is_terminal()).map(JobStatus::as_str).collect();
+pub(crate) async fn sweep_finished<C: ConnectionTrait>(
+    db: &C,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let terminal: Vec<&str> = JobStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .map(JobStatus::as_str)
+        .collect();
     let res = queued_job::Entity::delete_many()
         .filter(queued_job::Column::Status.is_in(terminal))
         .filter(queued_job::Column::FinishedAt.lt(cutoff))

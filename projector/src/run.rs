@@ -58,14 +58,23 @@ pub struct Projector {
 
 impl Projector {
     /// Creates (or reuses) the durable consumer.
-    pub async fn build(broker: Broker, db: DatabaseConnection, config: ProjectorConfig) -> Result<Self, ProjectorError> {
-        let stream = broker.stream().await.map_err(|e| ProjectorError::Consumer(e.to_string()))?;
+    pub async fn build(
+        broker: Broker,
+        db: DatabaseConnection,
+        config: ProjectorConfig,
+    ) -> Result<Self, ProjectorError> {
+        let stream = broker
+            .stream()
+            .await
+            .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
         let consumer = stream
             .get_or_create_consumer(
                 &config.name,
                 pull::Config {
                     durable_name: Some(config.name.clone()),
-                    description: Some("jobstream projector: folds every job event into SQL".to_owned()),
+                    description: Some(
+                        "jobstream projector: folds every job event into SQL".to_owned(),
+                    ),
                     filter_subject: jobstream_core::subject::all_events(),
                     deliver_policy: DeliverPolicy::All,
                     // Acking the last message of a batch acknowledges the whole batch.
@@ -79,7 +88,13 @@ impl Projector {
             .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
         let checkpoint = apply::load_checkpoint(&db, &config.name).await?;
         let (applied_tx, _) = watch::channel(checkpoint);
-        Ok(Projector { broker, db, config, consumer, applied_tx })
+        Ok(Projector {
+            broker,
+            db,
+            config,
+            consumer,
+            applied_tx,
+        })
     }
 
     /// Watches the checkpoint: the last stream sequence committed to SQL.
@@ -93,7 +108,10 @@ impl Projector {
     }
 
     /// Applies one batch of `(sequence, event)` in one transaction.
-    pub async fn apply_batch(&self, batch: &[(u64, Option<Envelope>)]) -> Result<BatchOutcome, DbErr> {
+    pub async fn apply_batch(
+        &self,
+        batch: &[(u64, Option<Envelope>)],
+    ) -> Result<BatchOutcome, DbErr> {
         apply::apply_batch(&self.db, &self.config.name, batch).await
     }
 
@@ -193,7 +211,11 @@ impl Projector {
     }
 
     /// Retries a batch until it commits: skipping it would lose events. `None` on shutdown.
-    async fn apply_until_committed(&self, batch: &[(u64, Option<Envelope>)], shutdown: &CancellationToken) -> Option<BatchOutcome> {
+    async fn apply_until_committed(
+        &self,
+        batch: &[(u64, Option<Envelope>)],
+        shutdown: &CancellationToken,
+    ) -> Option<BatchOutcome> {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.apply_batch(batch).await {

@@ -16,7 +16,10 @@ use tempfile::TempDir;
 
 /// The workspace root (where `nats.conf` and `.tools/` live).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// A real nats-server on a free port with a temporary store, using the project's `nats.conf`.
@@ -40,10 +43,16 @@ impl NatsServer {
             port: None,
             log_file: Some(store.path().join("nats-server.log")),
         };
-        let process = NatsServerProcess::start(&options).await.unwrap_or_else(|e| panic!("{e}"));
+        let process = NatsServerProcess::start(&options)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         // A restart must come back on the same port so clients reconnect.
         options.port = Some(process.port());
-        NatsServer { process, options, _store: store }
+        NatsServer {
+            process,
+            options,
+            _store: store,
+        }
     }
 
     /// Client URL.
@@ -58,7 +67,9 @@ impl NatsServer {
 
     /// Starts the server again on the same port and store (after [`kill`](Self::kill)).
     pub async fn restart(&mut self) {
-        self.process = NatsServerProcess::start(&self.options).await.unwrap_or_else(|e| panic!("restart: {e}"));
+        self.process = NatsServerProcess::start(&self.options)
+            .await
+            .unwrap_or_else(|e| panic!("restart: {e}"));
     }
 }
 
@@ -87,26 +98,48 @@ impl TestDb {
         let (url, dir, pg_cleanup) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}?mode=rwc", dir.path().join("jobstream.db").display());
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("jobstream.db").display()
+                );
                 (url, Some(dir), None)
             }
             Backend::Postgres => {
-                let admin = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())?;
+                let admin = std::env::var("TEST_DATABASE_URL")
+                    .ok()
+                    .filter(|u| !u.is_empty())?;
                 let name = format!("jobstream_test_{}", uuid::Uuid::new_v4().simple());
-                let conn = jobstream_core::store::connect(&admin).await.expect("connect to TEST_DATABASE_URL");
-                conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+                let conn = jobstream_core::store::connect(&admin)
+                    .await
+                    .expect("connect to TEST_DATABASE_URL");
+                conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
                 conn.close().await.ok();
                 (with_database(&admin, &name), None, Some((admin, name)))
             }
         };
-        let conn = jobstream_core::store::connect(&url).await.expect("connect to test database");
-        migration::Migrator::up(&conn, None).await.expect("migrations");
-        Some(TestDb { url, conn, _dir: dir, pg_cleanup })
+        let conn = jobstream_core::store::connect(&url)
+            .await
+            .expect("connect to test database");
+        migration::Migrator::up(&conn, None)
+            .await
+            .expect("migrations");
+        Some(TestDb {
+            url,
+            conn,
+            _dir: dir,
+            pg_cleanup,
+        })
     }
 
     /// Another fresh, empty database on the same backend (for "fold into a clean database" checks).
     pub async fn sibling(&self) -> Self {
-        let backend = if self.pg_cleanup.is_some() { Backend::Postgres } else { Backend::Sqlite };
+        let backend = if self.pg_cleanup.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
         Self::create(backend).await.expect("sibling database")
     }
 }
@@ -116,10 +149,17 @@ impl Drop for TestDb {
         if let Some((admin, name)) = self.pg_cleanup.take() {
             // Drop runs outside async: use a short-lived runtime on its own thread.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
                 rt.block_on(async {
                     let conn = jobstream_core::store::connect(&admin).await.ok()?;
-                    conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await.ok()
+                    conn.execute_unprepared(&format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    ))
+                    .await
+                    .ok()
                 })
             })
             .join();
@@ -129,7 +169,9 @@ impl Drop for TestDb {
 
 /// `postgres://u@h:p/db?x` with `db` replaced by `name`.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
     let root = match base[scheme_end..].find('/') {
         Some(i) => &base[..scheme_end + i],
@@ -153,7 +195,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -164,8 +209,14 @@ mod tests {
 
     #[test]
     fn database_name_is_replaced() {
-        assert_eq!(with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"), "postgres://postgres@127.0.0.1:5432/t1");
-        assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "t2"), "postgres://u:p@h/t2?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "t2"),
+            "postgres://u:p@h/t2?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://h", "t3"), "postgres://h/t3");
     }
 }

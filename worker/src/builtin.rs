@@ -9,7 +9,9 @@ use crate::handler::{JobContext, JobError, Registry};
 
 /// Registers `echo`, `sleep` and `fail`.
 pub fn register(r: &mut Registry) {
-    r.register("echo", echo).register("sleep", sleep).register("fail", fail);
+    r.register("echo", echo)
+        .register("sleep", sleep)
+        .register("fail", fail);
 }
 
 /// Result = payload.
@@ -38,7 +40,10 @@ async fn fail(ctx: JobContext) -> Result<Value, JobError> {
         .and_then(Value::as_u64)
         .ok_or_else(|| JobError::Fatal("payload.times must be a non-negative integer".into()))?;
     if u64::from(ctx.attempt) <= times {
-        Err(JobError::Failed(format!("failing as asked: attempt {} of the first {times}", ctx.attempt)))
+        Err(JobError::Failed(format!(
+            "failing as asked: attempt {} of the first {times}",
+            ctx.attempt
+        )))
     } else {
         Ok(json!({ "attempts": ctx.attempt }))
     }

@@ -72,7 +72,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("kinds", &self.kinds()).finish()
+        f.debug_struct("Registry")
+            .field("kinds", &self.kinds())
+            .finish()
     }
 }
 

@@ -31,14 +31,19 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { base: Duration::from_secs(1), max: Duration::from_secs(300) }
+        Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        }
     }
 }
 
 impl Backoff {
     /// Delay after failed attempt `attempt` (1-based): `base·2^(attempt-1)`, capped, ±20 % jitter.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let capped = exp.min(self.max);
         let jitter = rand::rng().random_range(0.8..=1.2);
         capped.mul_f64(jitter)
@@ -112,8 +117,15 @@ pub struct Worker {
 
 impl Worker {
     /// Creates (or reuses) one durable consumer per queue.
-    pub async fn build(broker: Broker, registry: Registry, config: WorkerConfig) -> Result<Self, WorkerError> {
-        let stream = broker.stream().await.map_err(|e| WorkerError::Consumer { queue: "*".into(), reason: e.to_string() })?;
+    pub async fn build(
+        broker: Broker,
+        registry: Registry,
+        config: WorkerConfig,
+    ) -> Result<Self, WorkerError> {
+        let stream = broker.stream().await.map_err(|e| WorkerError::Consumer {
+            queue: "*".into(),
+            reason: e.to_string(),
+        })?;
         let mut consumers = Vec::new();
         for queue in &config.queues {
             let name = consumer_name(queue);
@@ -134,11 +146,19 @@ impl Worker {
                     },
                 )
                 .await
-                .map_err(|e| WorkerError::Consumer { queue: queue.to_string(), reason: e.to_string() })?;
+                .map_err(|e| WorkerError::Consumer {
+                    queue: queue.to_string(),
+                    reason: e.to_string(),
+                })?;
             consumers.push((queue.clone(), c));
         }
         Ok(Worker {
-            shared: Arc::new(Shared { broker, registry, config, hard_stop: CancellationToken::new() }),
+            shared: Arc::new(Shared {
+                broker,
+                registry,
+                config,
+                hard_stop: CancellationToken::new(),
+            }),
             consumers,
         })
     }
@@ -149,9 +169,16 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(self.shared.config.concurrency));
         let mut jobs: JoinSet<()> = JoinSet::new();
         let mut pullers = JoinSet::new();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(jetstream::Message, OwnedSemaphorePermit)>(1);
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(jetstream::Message, OwnedSemaphorePermit)>(1);
         for (queue, consumer) in self.consumers {
-            pullers.spawn(pull_loop(queue, consumer, permits.clone(), tx.clone(), shutdown.clone()));
+            pullers.spawn(pull_loop(
+                queue,
+                consumer,
+                permits.clone(),
+                tx.clone(),
+                shutdown.clone(),
+            ));
         }
         drop(tx);
         tracing::info!(worker = %self.shared.config.id, queues = ?self.shared.config.queues, concurrency = self.shared.config.concurrency, "worker started");
@@ -172,11 +199,26 @@ impl Worker {
         }
         while pullers.join_next().await.is_some() {}
         let grace = self.shared.config.shutdown_grace;
-        tracing::info!(running = jobs.len(), grace_ms = grace.as_millis() as u64, "worker stopping: waiting for running jobs");
-        if tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await.is_err() {
-            tracing::warn!(running = jobs.len(), "grace period over: cancelling running jobs");
+        tracing::info!(
+            running = jobs.len(),
+            grace_ms = grace.as_millis() as u64,
+            "worker stopping: waiting for running jobs"
+        );
+        if tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = jobs.len(),
+                "grace period over: cancelling running jobs"
+            );
             self.shared.hard_stop.cancel();
-            if tokio::time::timeout(Duration::from_secs(5), async { while jobs.join_next().await.is_some() {} }).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), async {
+                while jobs.join_next().await.is_some() {}
+            })
+            .await
+            .is_err()
+            {
                 jobs.abort_all();
             }
         }
@@ -207,7 +249,12 @@ async fn pull_loop(
                 Err(_) => break,
             }
         }
-        let batch = consumer.batch().max_messages(held.len()).expires(Duration::from_secs(5)).messages().await;
+        let batch = consumer
+            .batch()
+            .max_messages(held.len())
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -244,7 +291,10 @@ enum Disposition {
 /// Processes one delivery of a `queued` message, end to end.
 async fn process(shared: &Shared, msg: jetstream::Message) {
     let (delivered, seq) = match msg.info() {
-        Ok(i) => (u32::try_from(i.delivered).unwrap_or(u32::MAX), i.stream_sequence),
+        Ok(i) => (
+            u32::try_from(i.delivered).unwrap_or(u32::MAX),
+            i.stream_sequence,
+        ),
         Err(e) => {
             tracing::error!(error = %e, "message without JetStream metadata");
             return;
@@ -278,7 +328,9 @@ async fn process(shared: &Shared, msg: jetstream::Message) {
         stream_seq = seq,
         request_id = request_id.as_deref().unwrap_or(""),
     );
-    let disposition = run_attempt(shared, &msg, &env, spec, delivered, request_id.as_deref()).instrument(span.clone()).await;
+    let disposition = run_attempt(shared, &msg, &env, spec, delivered, request_id.as_deref())
+        .instrument(span.clone())
+        .await;
     let acked = match disposition {
         Disposition::Ack => msg.double_ack().await,
         Disposition::Nak(d) => msg.ack_with(AckKind::Nak(d)).await,
@@ -315,21 +367,31 @@ async fn run_attempt(
         }
     }
     if attempt > spec.max_attempts {
-        let error = format!("gave up after {} deliveries (the worker running it stopped or timed out)", attempt - 1);
+        let error = format!(
+            "gave up after {} deliveries (the worker running it stopped or timed out)",
+            attempt - 1
+        );
         return match publish(Event::Failed { error }).await {
             Ok(_) => Disposition::Term,
             Err(e) => retry_soon(&e),
         };
     }
     let Some(handler) = shared.registry.get(&spec.kind) else {
-        let error = format!("no handler registered for kind {:?} on worker {}", spec.kind, shared.config.id);
+        let error = format!(
+            "no handler registered for kind {:?} on worker {}",
+            spec.kind, shared.config.id
+        );
         tracing::error!(%error);
         return match publish(Event::Failed { error }).await {
             Ok(_) => Disposition::Term,
             Err(e) => retry_soon(&e),
         };
     };
-    if let Err(e) = publish(Event::Started { worker: shared.config.id.clone() }).await {
+    if let Err(e) = publish(Event::Started {
+        worker: shared.config.id.clone(),
+    })
+    .await
+    {
         return retry_soon(&e);
     }
     tracing::info!("job started");
@@ -346,7 +408,10 @@ async fn run_attempt(
     let outcome = with_heartbeat(msg, shared.config.ack_wait, async {
         match tokio::time::timeout(timeout, handler.run(ctx)).await {
             Ok(r) => r,
-            Err(_) => Err(JobError::Failed(format!("timed out after {} ms", spec.timeout_ms))),
+            Err(_) => Err(JobError::Failed(format!(
+                "timed out after {} ms",
+                spec.timeout_ms
+            ))),
         }
     })
     .await;
@@ -356,7 +421,8 @@ async fn run_attempt(
         tracing::warn!("job interrupted by shutdown; redelivering");
         return Disposition::Nak(None);
     }
-    let (event, disposition) = outcome_event(outcome, attempt, spec.max_attempts, &shared.config.backoff);
+    let (event, disposition) =
+        outcome_event(outcome, attempt, spec.max_attempts, &shared.config.backoff);
     let name = event.event_type().as_str();
     match publish(event).await {
         Ok(_) => {
@@ -368,19 +434,35 @@ async fn run_attempt(
 }
 
 /// Maps an attempt's outcome to its event and what to do with the message.
-fn outcome_event(outcome: Result<Value, JobError>, attempt: u32, max_attempts: u32, backoff: &Backoff) -> (Event, Disposition) {
+fn outcome_event(
+    outcome: Result<Value, JobError>,
+    attempt: u32,
+    max_attempts: u32,
+    backoff: &Backoff,
+) -> (Event, Disposition) {
     match outcome {
         Ok(result) => (Event::Succeeded { result }, Disposition::Ack),
         Err(JobError::Fatal(error)) => (Event::Failed { error }, Disposition::Term),
-        Err(e) if attempt >= max_attempts => (Event::Failed { error: e.to_string() }, Disposition::Term),
+        Err(e) if attempt >= max_attempts => (
+            Event::Failed {
+                error: e.to_string(),
+            },
+            Disposition::Term,
+        ),
         Err(JobError::RetryAfter { error, after }) => (
-            Event::Retrying { error, retry_in_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX) },
+            Event::Retrying {
+                error,
+                retry_in_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            },
             Disposition::Nak(Some(after)),
         ),
         Err(JobError::Failed(error)) => {
             let after = backoff.delay(attempt);
             (
-                Event::Retrying { error, retry_in_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX) },
+                Event::Retrying {
+                    error,
+                    retry_in_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                },
                 Disposition::Nak(Some(after)),
             )
         }
@@ -394,7 +476,11 @@ fn retry_soon(e: &BrokerError) -> Disposition {
 }
 
 /// Runs `work` while telling the server, every third of `ack_wait`, that the message is in progress.
-async fn with_heartbeat<T>(msg: &jetstream::Message, ack_wait: Duration, work: impl std::future::Future<Output = T>) -> T {
+async fn with_heartbeat<T>(
+    msg: &jetstream::Message,
+    ack_wait: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
     let every = (ack_wait / 3).max(Duration::from_millis(100));
     let beat = async {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -417,11 +503,20 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let b = Backoff { base: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
         let d1 = b.delay(1);
-        assert!(d1 >= Duration::from_millis(80) && d1 <= Duration::from_millis(120), "{d1:?}");
+        assert!(
+            d1 >= Duration::from_millis(80) && d1 <= Duration::from_millis(120),
+            "{d1:?}"
+        );
         let d3 = b.delay(3);
-        assert!(d3 >= Duration::from_millis(320) && d3 <= Duration::from_millis(480), "{d3:?}");
+        assert!(
+            d3 >= Duration::from_millis(320) && d3 <= Duration::from_millis(480),
+            "{d3:?}"
+        );
         assert!(b.delay(30) <= Duration::from_millis(1200));
     }
 

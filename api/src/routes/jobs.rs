@@ -148,17 +148,28 @@ pub async fn submit_job(
     span.record("kind", spec.kind.as_str());
     let queue = spec.queue.clone();
     let env = Envelope::new(job_id, 0, Event::Queued(spec));
-    let seq = state.broker.publish(&env, &queue, request_id(&headers)).await?;
-    let job = JobState::from_queued(&env, seq).ok_or_else(|| anyhow::anyhow!("queued event did not fold"))?;
+    let seq = state
+        .broker
+        .publish(&env, &queue, request_id(&headers))
+        .await?;
+    let job = JobState::from_queued(&env, seq)
+        .ok_or_else(|| anyhow::anyhow!("queued event did not fold"))?;
     tracing::info!(stream_seq = seq, "job queued");
     let location = format!("/v1/jobs/{job_id}");
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(JobView::from(&job))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(JobView::from(&job)),
+    )
+        .into_response())
 }
 
 /// Validates a submission field by field, so every error names its field.
 fn parse_submission(body: Value, caller: &Caller) -> Result<JobSpec, ApiError> {
     let Value::Object(mut obj) = body else {
-        return Err(ApiError::BadRequest("the body must be a JSON object".into()));
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
     };
     let mut errors = Vec::new();
     let kind = match obj.remove("kind") {
@@ -166,7 +177,10 @@ fn parse_submission(body: Value, caller: &Caller) -> Result<JobSpec, ApiError> {
             Some(spec) => Some(spec),
             None => {
                 let known: Vec<&str> = catalogue::BUILTIN.iter().map(|k| k.name).collect();
-                errors.push(catalogue::FieldError::new("kind", format!("unknown kind {k:?}; known kinds: {}", known.join(", "))));
+                errors.push(catalogue::FieldError::new(
+                    "kind",
+                    format!("unknown kind {k:?}; known kinds: {}", known.join(", ")),
+                ));
                 None
             }
         },
@@ -185,7 +199,9 @@ fn parse_submission(body: Value, caller: &Caller) -> Result<JobSpec, ApiError> {
         QueueName::parse(s).map_err(|e| e.to_string())
     });
     let priority = take_opt(&mut obj, "priority", &mut errors, |v| {
-        v.as_str().and_then(Priority::parse).ok_or_else(|| "must be one of low, normal, high".to_owned())
+        v.as_str()
+            .and_then(Priority::parse)
+            .ok_or_else(|| "must be one of low, normal, high".to_owned())
     });
     let max_attempts = take_opt(&mut obj, "max_attempts", &mut errors, |v| {
         v.as_u64()
@@ -209,7 +225,9 @@ fn parse_submission(body: Value, caller: &Caller) -> Result<JobSpec, ApiError> {
     match kind {
         Some(k) if errors.is_empty() => Ok(JobSpec {
             kind: k.name.to_owned(),
-            queue: queue.unwrap_or_else(|| QueueName::parse(k.default_queue).unwrap_or_else(|_| QueueName::default_queue())),
+            queue: queue.unwrap_or_else(|| {
+                QueueName::parse(k.default_queue).unwrap_or_else(|_| QueueName::default_queue())
+            }),
             owner: caller.sub.clone(),
             payload,
             priority: priority.unwrap_or_default(),
@@ -250,10 +268,17 @@ fn take_opt<T>(
     security(("bearer" = []))
 )]
 #[tracing::instrument(skip_all, fields(job_id = %id))]
-pub async fn get_job(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+pub async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no job {id}"));
     let job_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let job = match queued_job::Entity::find_by_id(job_id.to_string()).one(&state.db).await? {
+    let job = match queued_job::Entity::find_by_id(job_id.to_string())
+        .one(&state.db)
+        .await?
+    {
         Some(row) => Some(JobState::try_from(row).map_err(anyhow::Error::from)?),
         // Read-your-writes: the projection may lag the stream by a few milliseconds.
         None => {
@@ -316,7 +341,10 @@ pub async fn list_jobs(
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field("limit", format!("must be from 1 to {MAX_PAGE}")));
+        return Err(ApiError::field(
+            "limit",
+            format!("must be from 1 to {MAX_PAGE}"),
+        ));
     }
     let mut select = queued_job::Entity::find();
     if !caller.is_admin {
@@ -335,7 +363,11 @@ pub async fn list_jobs(
     if let Some(queue) = &q.queue {
         select = select.filter(queued_job::Column::Queue.eq(queue.as_str()));
     }
-    let cursor = |field: &'static str, v: &str| Uuid::parse_str(v).map(|u| u.to_string()).map_err(|_| ApiError::field(field, "must be a cursor returned by a previous page"));
+    let cursor = |field: &'static str, v: &str| {
+        Uuid::parse_str(v)
+            .map(|u| u.to_string())
+            .map_err(|_| ApiError::field(field, "must be a cursor returned by a previous page"))
+    };
     let backwards = q.before.is_some();
     if let Some(after) = &q.after {
         select = select.filter(queued_job::Column::Id.lt(cursor("after", after)?));
@@ -344,8 +376,16 @@ pub async fn list_jobs(
         select = select.filter(queued_job::Column::Id.gt(cursor("before", before)?));
     }
     // One extra row tells whether another page follows.
-    let order = if backwards { sea_orm::Order::Asc } else { sea_orm::Order::Desc };
-    let mut rows = select.order_by(queued_job::Column::Id, order).limit(limit + 1).all(&state.db).await?;
+    let order = if backwards {
+        sea_orm::Order::Asc
+    } else {
+        sea_orm::Order::Desc
+    };
+    let mut rows = select
+        .order_by(queued_job::Column::Id, order)
+        .limit(limit + 1)
+        .all(&state.db)
+        .await?;
     let more = rows.len() as u64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     if backwards {
@@ -358,16 +398,30 @@ pub async fn list_jobs(
         .map_err(anyhow::Error::from)?;
     let first = items.first().map(|j| j.id.to_string());
     let last = items.last().map(|j| j.id.to_string());
-    let (has_next, has_prev) = if backwards { (true, more) } else { (more, q.after.is_some()) };
+    let (has_next, has_prev) = if backwards {
+        (true, more)
+    } else {
+        (more, q.after.is_some())
+    };
     let next_cursor = if has_next { last } else { None };
     let prev_cursor = if has_prev { first } else { None };
     let link = |key: &str, c: &Option<String>| c.as_ref().map(|c| page_link(&q, limit, key, c));
-    Ok(Json(JobPage { next: link("after", &next_cursor), prev: link("before", &prev_cursor), next_cursor, prev_cursor, items }))
+    Ok(Json(JobPage {
+        next: link("after", &next_cursor),
+        prev: link("before", &prev_cursor),
+        next_cursor,
+        prev_cursor,
+        items,
+    }))
 }
 
 fn page_link(q: &ListQuery, limit: u64, key: &str, cursor: &str) -> String {
     let mut parts = vec![format!("limit={limit}"), format!("{key}={cursor}")];
-    for (name, v) in [("status", &q.status), ("kind", &q.kind), ("queue", &q.queue)] {
+    for (name, v) in [
+        ("status", &q.status),
+        ("kind", &q.kind),
+        ("queue", &q.queue),
+    ] {
         if let Some(v) = v {
             parts.push(format!("{name}={}", url_encode(v)));
         }
@@ -378,9 +432,10 @@ fn page_link(q: &ListQuery, limit: u64, key: &str, cursor: &str) -> String {
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
-

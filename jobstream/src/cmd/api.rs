@@ -12,8 +12,13 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let auth = system::auth_config(&args.auth)?;
     let broker = system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-api").await?;
     let db = system::connect_db_migrated(&args.db.database_url).await?;
-    let state = AppState { broker, db, verifier: Arc::new(Verifier::new(&auth)) };
+    let state = AppState {
+        broker,
+        db,
+        verifier: Arc::new(Verifier::new(&auth)),
+    };
     let app = App::build((args.host, args.port).into(), state).await?;
-    app.run_until_stopped(jobstream_core::shutdown::token_on_signal()).await?;
+    app.run_until_stopped(jobstream_core::shutdown::token_on_signal())
+        .await?;
     Ok(())
 }

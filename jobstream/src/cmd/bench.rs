@@ -16,14 +16,24 @@ use crate::system;
 
 /// Runs the benchmark and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.jobs > 0 && args.concurrency > 0, "--jobs and --concurrency must be at least 1");
+    anyhow::ensure!(
+        args.jobs > 0 && args.concurrency > 0,
+        "--jobs and --concurrency must be at least 1"
+    );
     // A fresh user per run: listing "my jobs" then lists exactly this run's jobs.
     let sub = format!("bench-{}", uuid::Uuid::now_v7().simple());
     let token = match &args.token {
         Some(t) => t.clone(),
-        None => SecretString::from(jobstream_api::auth::mint_hs256(&system::auth_config(&args.auth)?, &sub, false, Duration::from_secs(3600))?),
+        None => SecretString::from(jobstream_api::auth::mint_hs256(
+            &system::auth_config(&args.auth)?,
+            &sub,
+            false,
+            Duration::from_secs(3600),
+        )?),
     };
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     let base = args.url.trim_end_matches('/').to_owned();
     let auth = format!("Bearer {}", token.expose_secret());
 
@@ -32,13 +42,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let ok = futures::stream::iter(0..args.jobs)
         .map(|_| {
             let (http, url) = (&http, format!("{base}/healthz"));
-            async move { http.get(url).send().await.map(|r| r.status().is_success()).unwrap_or(false) }
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            }
         })
         .buffer_unordered(args.concurrency)
         .filter(|ok| std::future::ready(*ok))
         .count()
         .await;
-    anyhow::ensure!(ok == args.jobs, "baseline: only {ok}/{} health checks succeeded; is the API at {base}?", args.jobs);
+    anyhow::ensure!(
+        ok == args.jobs,
+        "baseline: only {ok}/{} health checks succeeded; is the API at {base}?",
+        args.jobs
+    );
     let baseline_rps = args.jobs as f64 / started.elapsed().as_secs_f64();
 
     // Submit.
@@ -61,9 +81,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         })
         .buffer_unordered(args.concurrency);
     while let Some(ok) = results.next().await {
-        if ok { submitted += 1 } else { errors += 1 }
-        if (submitted + errors) % step == 0 {
-            eprintln!("submitted {}/{} ({errors} errors)", submitted + errors, args.jobs);
+        if ok {
+            submitted += 1;
+        } else {
+            errors += 1;
+        }
+        if (submitted + errors).is_multiple_of(step) {
+            eprintln!(
+                "submitted {}/{} ({errors} errors)",
+                submitted + errors,
+                args.jobs
+            );
         }
     }
     let submit_secs = started.elapsed().as_secs_f64();
@@ -77,7 +105,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         if done.len() >= args.jobs {
             break done;
         }
-        anyhow::ensure!(Instant::now() < deadline, "timed out: {}/{} jobs succeeded", done.len(), args.jobs);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out: {}/{} jobs succeeded",
+            done.len(),
+            args.jobs
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
 
@@ -87,24 +120,45 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let created = time_of(j, "created_at")?;
         let finished = time_of(j, "finished_at")?;
         latencies.push((finished - created).num_microseconds().unwrap_or(0) as f64 / 1000.0);
-        first_created = Some(first_created.map_or(created, |c: chrono::DateTime<chrono::Utc>| c.min(created)));
-        last_finished = Some(last_finished.map_or(finished, |f: chrono::DateTime<chrono::Utc>| f.max(finished)));
+        first_created =
+            Some(first_created.map_or(created, |c: chrono::DateTime<chrono::Utc>| c.min(created)));
+        last_finished = Some(
+            last_finished.map_or(finished, |f: chrono::DateTime<chrono::Utc>| f.max(finished)),
+        );
     }
     latencies.sort_by(f64::total_cmp);
-    let span = (last_finished.context("no jobs")? - first_created.context("no jobs")?).num_milliseconds().max(1) as f64 / 1000.0;
+    let span = (last_finished.context("no jobs")? - first_created.context("no jobs")?)
+        .num_milliseconds()
+        .max(1) as f64
+        / 1000.0;
     let submit_rps = args.jobs as f64 / submit_secs;
     let completed_rps = args.jobs as f64 / span;
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     println!("jobs                  {}", args.jobs);
     println!("concurrency           {}", args.concurrency);
     println!("baseline GET /healthz {baseline_rps:.0} req/s");
-    println!("submitted             {submit_rps:.0} jobs/s  ({:.2} x baseline)", submit_rps / baseline_rps);
-    println!("completed             {completed_rps:.0} jobs/s  ({:.2} x baseline)", completed_rps / baseline_rps);
-    println!("submit->succeeded     p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms", pct(0.50), pct(0.95), pct(0.99));
+    println!(
+        "submitted             {submit_rps:.0} jobs/s  ({:.2} x baseline)",
+        submit_rps / baseline_rps
+    );
+    println!(
+        "completed             {completed_rps:.0} jobs/s  ({:.2} x baseline)",
+        completed_rps / baseline_rps
+    );
+    println!(
+        "submit->succeeded     p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms",
+        pct(0.50),
+        pct(0.95),
+        pct(0.99)
+    );
     Ok(())
 }
 
-async fn list_succeeded(http: &reqwest::Client, base: &str, auth: &str) -> anyhow::Result<Vec<Value>> {
+async fn list_succeeded(
+    http: &reqwest::Client,
+    base: &str,
+    auth: &str,
+) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     let mut next = Some("/v1/jobs?status=succeeded&limit=500".to_owned());
     while let Some(path) = next {
@@ -123,6 +177,8 @@ async fn list_succeeded(http: &reqwest::Client, base: &str, auth: &str) -> anyho
 }
 
 fn time_of(job: &Value, field: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    let s = job[field].as_str().with_context(|| format!("job without {field}"))?;
+    let s = job[field]
+        .as_str()
+        .with_context(|| format!("job without {field}"))?;
     Ok(chrono::DateTime::parse_from_rfc3339(s)?.with_timezone(&chrono::Utc))
 }

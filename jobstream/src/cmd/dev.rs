@@ -20,7 +20,8 @@ use crate::system;
 /// Runs everything until Ctrl-C / SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let data = &args.data_dir;
-    std::fs::create_dir_all(data).with_context(|| format!("creating data dir {}", data.display()))?;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("creating data dir {}", data.display()))?;
     let secret_file = data.join("jwt-secret");
     ensure_secret(&secret_file)?;
     let shutdown = jobstream_core::shutdown::token_on_signal();
@@ -63,11 +64,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn run_system(args: &DevArgs, nats: &NatsArgs, secret_file: &Path, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
-    let db_url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", args.data_dir.join("jobstream.db").display()));
+async fn run_system(
+    args: &DevArgs,
+    nats: &NatsArgs,
+    secret_file: &Path,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let db_url = args.database_url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            args.data_dir.join("jobstream.db").display()
+        )
+    });
     let db = system::connect_db_migrated(&db_url).await?;
     let auth = system::auth_config(&AuthArgs {
         jwt_secret: None,
@@ -98,8 +106,10 @@ async fn run_system(args: &DevArgs, nats: &NatsArgs, secret_file: &Path, shutdow
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{} (use --port)", args.port))?;
 
-    let admin = jobstream_api::auth::mint_hs256(&auth, "admin", true, Duration::from_secs(30 * 86_400))?;
-    let user = jobstream_api::auth::mint_hs256(&auth, "alice", false, Duration::from_secs(30 * 86_400))?;
+    let admin =
+        jobstream_api::auth::mint_hs256(&auth, "admin", true, Duration::from_secs(30 * 86_400))?;
+    let user =
+        jobstream_api::auth::mint_hs256(&auth, "alice", false, Duration::from_secs(30 * 86_400))?;
     let port = app.port();
     println!(
         "\njobstream dev is running\n  api        http://127.0.0.1:{port}  (docs: /openapi.json)\n  nats       {}\n  database   {}\n\n  export ADMIN_TOKEN={admin}\n  export TOKEN={user}\n\n  curl -s -X POST http://127.0.0.1:{port}/v1/jobs -H \"Authorization: Bearer $TOKEN\" \\\n       -H 'Content-Type: application/json' -d '{{\"kind\":\"echo\",\"payload\":{{\"hello\":\"world\"}}}}'\n\nPress Ctrl-C to stop.\n",
@@ -107,12 +117,16 @@ async fn run_system(args: &DevArgs, nats: &NatsArgs, secret_file: &Path, shutdow
         system::redact(&db_url)
     );
 
-    let (p, w, a) = tokio::join!(projector.run(shutdown.clone()), worker.run(shutdown.clone()), async {
-        let r = app.run_until_stopped(shutdown.clone()).await;
-        // If the API dies, stop the rest too.
-        shutdown.cancel();
-        r
-    });
+    let (p, w, a) = tokio::join!(
+        projector.run(shutdown.clone()),
+        worker.run(shutdown.clone()),
+        async {
+            let r = app.run_until_stopped(shutdown.clone()).await;
+            // If the API dies, stop the rest too.
+            shutdown.cancel();
+            r
+        }
+    );
     p?;
     w?;
     a?;
@@ -124,7 +138,11 @@ fn ensure_secret(path: &Path) -> anyhow::Result<()> {
     if path.is_file() {
         return Ok(());
     }
-    let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     std::fs::write(path, &secret).with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
     {

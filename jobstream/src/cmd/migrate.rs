@@ -9,7 +9,9 @@ use crate::system;
 /// Applies the chosen migration action.
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let url = &args.db.database_url;
-    let db = jobstream_core::store::connect(url).await.with_context(|| format!("connecting to {}", system::redact(url)))?;
+    let db = jobstream_core::store::connect(url)
+        .await
+        .with_context(|| format!("connecting to {}", system::redact(url)))?;
     match args.action {
         MigrateAction::Up => Migrator::up(&db, None).await?,
         MigrateAction::Down => Migrator::down(&db, Some(1)).await?,

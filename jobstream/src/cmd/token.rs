@@ -7,6 +7,9 @@ use crate::system;
 pub fn run(args: &TokenArgs) -> anyhow::Result<()> {
     let auth = system::auth_config(&args.auth)?;
     anyhow::ensure!(!args.sub.trim().is_empty(), "--sub must not be empty");
-    println!("{}", jobstream_api::auth::mint_hs256(&auth, &args.sub, args.admin, args.ttl)?);
+    println!(
+        "{}",
+        jobstream_api::auth::mint_hs256(&auth, &args.sub, args.admin, args.ttl)?
+    );
     Ok(())
 }

@@ -10,6 +10,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let config = system::worker_config(&args.tuning)?;
     let broker = system::connect_broker(&args.nats.nats_url, &args.nats, &config.id).await?;
     let worker = Worker::build(broker, Registry::with_builtins(), config).await?;
-    worker.run(jobstream_core::shutdown::token_on_signal()).await?;
+    worker
+        .run(jobstream_core::shutdown::token_on_signal())
+        .await?;
     Ok(())
 }

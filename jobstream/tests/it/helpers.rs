@@ -95,11 +95,17 @@ impl Default for Options {
                 id: "test-worker".into(),
                 concurrency: 16,
                 ack_wait: Duration::from_secs(5),
-                backoff: Backoff { base: Duration::from_millis(50), max: Duration::from_millis(200) },
+                backoff: Backoff {
+                    base: Duration::from_millis(50),
+                    max: Duration::from_millis(200),
+                },
                 shutdown_grace: Duration::from_secs(2),
                 ..WorkerConfig::default()
             },
-            projector_config: ProjectorConfig { sweep_interval: Duration::from_secs(3600), ..ProjectorConfig::default() },
+            projector_config: ProjectorConfig {
+                sweep_interval: Duration::from_secs(3600),
+                ..ProjectorConfig::default()
+            },
         }
     }
 }
@@ -128,18 +134,31 @@ impl TestApp {
     /// Spawns with the given options.
     pub(crate) async fn with(backend: Backend, options: Options) -> TestApp {
         // Output is captured per test; RUST_LOG=debug shows what a failing test did.
-        jobstream_core::telemetry::init("warn", jobstream_core::telemetry::LogFormat::Pretty, std::io::stderr);
+        jobstream_core::telemetry::init(
+            "warn",
+            jobstream_core::telemetry::LogFormat::Pretty,
+            std::io::stderr,
+        );
         let nats = NatsServer::start().await;
         let db = TestDb::create(backend).await.expect("backend configured");
         let broker = connect(&nats.url(), "test").await;
-        broker.ensure_stream(&StreamSettings::default()).await.expect("stream");
+        broker
+            .ensure_stream(&StreamSettings::default())
+            .await
+            .expect("stream");
         let auth = AuthConfig {
             hs256_secret: SecretString::from(format!("secret-{}", Uuid::new_v4())),
             issuer: "jobstream-test".into(),
             audience: "jobstream".into(),
         };
-        let state = AppState { broker: connect(&nats.url(), "api").await, db: db.conn.clone(), verifier: Arc::new(Verifier::new(&auth)) };
-        let app = App::build(([127, 0, 0, 1], 0).into(), state).await.expect("bind api");
+        let state = AppState {
+            broker: connect(&nats.url(), "api").await,
+            db: db.conn.clone(),
+            verifier: Arc::new(Verifier::new(&auth)),
+        };
+        let app = App::build(([127, 0, 0, 1], 0).into(), state)
+            .await
+            .expect("bind api");
         let base = format!("http://127.0.0.1:{}", app.port());
         let api = Component::spawn(|stop| async move {
             app.run_until_stopped(stop).await.expect("api");
@@ -168,7 +187,13 @@ impl TestApp {
     /// Starts a worker (its own NATS connection).
     pub(crate) async fn start_worker(&mut self) {
         let broker = connect(&self.nats.url(), "worker").await;
-        let worker = Worker::build(broker, Registry::with_builtins(), self.options.worker_config.clone()).await.expect("worker");
+        let worker = Worker::build(
+            broker,
+            Registry::with_builtins(),
+            self.options.worker_config.clone(),
+        )
+        .await
+        .expect("worker");
         self.worker = Some(Component::spawn(|stop| async move {
             worker.run(stop).await.expect("worker run");
         }));
@@ -177,7 +202,13 @@ impl TestApp {
     /// Starts the projector (its own NATS connection) on the test database.
     pub(crate) async fn start_projector(&mut self) {
         let broker = connect(&self.nats.url(), "projector").await;
-        let projector = Projector::build(broker, self.db.conn.clone(), self.options.projector_config.clone()).await.expect("projector");
+        let projector = Projector::build(
+            broker,
+            self.db.conn.clone(),
+            self.options.projector_config.clone(),
+        )
+        .await
+        .expect("projector");
         self.projector = Some(Component::spawn(|stop| async move {
             projector.run(stop).await.expect("projector run");
         }));
@@ -185,12 +216,19 @@ impl TestApp {
 
     /// A token for `sub`.
     pub(crate) fn token(&self, sub: &str, admin: bool) -> String {
-        jobstream_api::auth::mint_hs256(&self.auth, sub, admin, Duration::from_secs(600)).expect("token")
+        jobstream_api::auth::mint_hs256(&self.auth, sub, admin, Duration::from_secs(600))
+            .expect("token")
     }
 
     /// `POST /v1/jobs`.
     pub(crate) async fn submit(&self, token: &str, body: &Value) -> reqwest::Response {
-        self.http.post(format!("{}/v1/jobs", self.base)).bearer_auth(token).json(body).send().await.expect("POST /v1/jobs")
+        self.http
+            .post(format!("{}/v1/jobs", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /v1/jobs")
     }
 
     /// `POST /v1/jobs`, asserting `202`; returns the job.
@@ -202,15 +240,30 @@ impl TestApp {
 
     /// `GET <path>` with a token; returns status and JSON body.
     pub(crate) async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
-        let res = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.expect("GET");
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET");
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
     /// The projected row of a job, once it satisfies `pred`.
-    pub(crate) async fn wait_for_row(&self, id: &str, what: &str, pred: impl Fn(&queued_job::Model) -> bool) -> queued_job::Model {
+    pub(crate) async fn wait_for_row(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(&queued_job::Model) -> bool,
+    ) -> queued_job::Model {
         eventually(what, WAIT, || async {
-            queued_job::Entity::find_by_id(id.to_owned()).one(&self.db.conn).await.expect("query").filter(|r| pred(r))
+            queued_job::Entity::find_by_id(id.to_owned())
+                .one(&self.db.conn)
+                .await
+                .expect("query")
+                .filter(|r| pred(r))
         })
         .await
     }
@@ -230,22 +283,44 @@ impl TestApp {
 
     /// Every row of the projection, by id.
     pub(crate) async fn rows(&self) -> Vec<queued_job::Model> {
-        queued_job::Entity::find().order_by_asc(queued_job::Column::Id).all(&self.db.conn).await.expect("rows")
+        queued_job::Entity::find()
+            .order_by_asc(queued_job::Column::Id)
+            .all(&self.db.conn)
+            .await
+            .expect("rows")
     }
 
     /// Number of messages in the stream.
     pub(crate) async fn stream_messages(&self) -> u64 {
-        self.broker.jetstream().get_stream("JOBS").await.expect("stream").info().await.expect("info").state.messages
+        self.broker
+            .jetstream()
+            .get_stream("JOBS")
+            .await
+            .expect("stream")
+            .info()
+            .await
+            .expect("info")
+            .state
+            .messages
     }
 
     /// The events of a job in the stream, of one type.
     pub(crate) async fn events_of(&self, id: &str, t: EventType) -> Vec<Envelope> {
         let id = Uuid::parse_str(id).expect("uuid");
-        self.broker.job_history(id).await.expect("history").into_iter().map(|(_, e)| e).filter(|e| e.event_type() == t).collect()
+        self.broker
+            .job_history(id)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.event_type() == t)
+            .collect()
     }
 }
 
 /// A broker connection with its own client.
 pub(crate) async fn connect(url: &str, name: &str) -> Broker {
-    Broker::connect(url, name, "JOBS").await.expect("connect to nats")
+    Broker::connect(url, name, "JOBS")
+        .await
+        .expect("connect to nats")
 }

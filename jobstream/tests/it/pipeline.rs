@@ -14,7 +14,9 @@ async fn thousand_echo_jobs_succeed_with_their_payload_as_result(backend: Backen
         .map(|i| {
             let (app, token) = (&app, &token);
             async move {
-                let job = app.submit_ok(token, &json!({"kind": "echo", "payload": {"n": i}})).await;
+                let job = app
+                    .submit_ok(token, &json!({"kind": "echo", "payload": {"n": i}}))
+                    .await;
                 assert_eq!(job["status"], "queued");
                 (job["id"].as_str().unwrap().to_owned(), i)
             }
@@ -45,13 +47,26 @@ db_test!(thousand_echo_jobs_succeed_with_their_payload_as_result);
 
 async fn a_job_is_readable_right_after_it_is_accepted(backend: Backend) {
     // No projector at all: the read must still find the job (from the stream).
-    let app = TestApp::with(backend, Options { projector: false, worker: false, ..Options::default() }).await;
+    let app = TestApp::with(
+        backend,
+        Options {
+            projector: false,
+            worker: false,
+            ..Options::default()
+        },
+    )
+    .await;
     let token = app.token("alice", false);
-    let res = app.submit(&token, &json!({"kind": "echo", "payload": {"x": 1}})).await;
+    let res = app
+        .submit(&token, &json!({"kind": "echo", "payload": {"x": 1}}))
+        .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let location = res.headers()["location"].to_str().unwrap().to_owned();
     let job: Value = res.json().await.unwrap();
-    assert_eq!(location, format!("/v1/jobs/{}", job["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!("/v1/jobs/{}", job["id"].as_str().unwrap())
+    );
     let (status, got) = app.get(&token, &location).await;
     assert_eq!(status, StatusCode::OK, "{got}");
     assert_eq!(got["status"], "queued");
@@ -64,23 +79,58 @@ db_test!(a_job_is_readable_right_after_it_is_accepted);
 
 async fn users_see_only_their_own_jobs_and_admins_see_all(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (alice, bob, admin) = (app.token("alice", false), app.token("bob", false), app.token("root", true));
-    let a = app.submit_ok(&alice, &json!({"kind": "echo", "payload": "a"})).await;
-    let b = app.submit_ok(&bob, &json!({"kind": "echo", "payload": "b"})).await;
+    let (alice, bob, admin) = (
+        app.token("alice", false),
+        app.token("bob", false),
+        app.token("root", true),
+    );
+    let a = app
+        .submit_ok(&alice, &json!({"kind": "echo", "payload": "a"}))
+        .await;
+    let b = app
+        .submit_ok(&bob, &json!({"kind": "echo", "payload": "b"}))
+        .await;
     let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
     app.wait_for_count("succeeded", 2).await;
 
-    assert_eq!(app.get(&bob, &format!("/v1/jobs/{a_id}")).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(app.get(&alice, &format!("/v1/jobs/{b_id}")).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(app.get(&admin, &format!("/v1/jobs/{a_id}")).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get(&bob, &format!("/v1/jobs/{a_id}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&alice, &format!("/v1/jobs/{b_id}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&admin, &format!("/v1/jobs/{a_id}")).await.0,
+        StatusCode::OK
+    );
 
-    let ids = |page: &Value| page["items"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
-    assert_eq!(ids(&app.get(&alice, "/v1/jobs").await.1), vec![a_id.to_owned()]);
-    assert_eq!(ids(&app.get(&bob, "/v1/jobs").await.1), vec![b_id.to_owned()]);
+    let ids = |page: &Value| {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&app.get(&alice, "/v1/jobs").await.1),
+        vec![a_id.to_owned()]
+    );
+    assert_eq!(
+        ids(&app.get(&bob, "/v1/jobs").await.1),
+        vec![b_id.to_owned()]
+    );
     let all = ids(&app.get(&admin, "/v1/jobs").await.1);
     assert_eq!(all.len(), 2);
     // Without a token: 401 problem.
-    let res = app.http.get(format!("{}/v1/jobs", app.base)).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/v1/jobs", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
 }
@@ -91,15 +141,24 @@ async fn pages_have_no_duplicates_or_gaps_while_jobs_are_added(backend: Backend)
     let token = app.token("alice", false);
     let mut submitted = Vec::new();
     for i in 0..25 {
-        submitted.push(app.submit_ok(&token, &json!({"kind": "echo", "payload": i})).await["id"].as_str().unwrap().to_owned());
+        submitted.push(
+            app.submit_ok(&token, &json!({"kind": "echo", "payload": i}))
+                .await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     app.wait_for_count("succeeded", 25).await;
 
-    let (_, page1) = app.get(&token, "/v1/jobs?status=succeeded&kind=echo&limit=10").await;
+    let (_, page1) = app
+        .get(&token, "/v1/jobs?status=succeeded&kind=echo&limit=10")
+        .await;
     assert!(page1["prev"].is_null());
     // New jobs arrive between page reads.
     for i in 0..5 {
-        app.submit_ok(&token, &json!({"kind": "echo", "payload": 100 + i})).await;
+        app.submit_ok(&token, &json!({"kind": "echo", "payload": 100 + i}))
+            .await;
     }
     app.wait_for_count("succeeded", 30).await;
     let (_, page2) = app.get(&token, page1["next"].as_str().unwrap()).await;
@@ -108,7 +167,13 @@ async fn pages_have_no_duplicates_or_gaps_while_jobs_are_added(backend: Backend)
 
     let mut seen = Vec::new();
     for p in [&page1, &page2, &page3] {
-        seen.extend(p["items"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_str().unwrap().to_owned()),
+        );
     }
     submitted.reverse(); // newest first
     assert_eq!(seen, submitted);

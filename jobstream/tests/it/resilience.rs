@@ -14,31 +14,58 @@ use crate::helpers::{Options, TestApp, WAIT, connect, db_test};
 async fn a_job_whose_worker_dies_mid_run_is_redelivered_and_succeeds_once(backend: Backend) {
     let mut options = Options::default();
     // A short ack_wait so the dead worker's job comes back quickly.
-    options.worker_config = WorkerConfig { ack_wait: Duration::from_secs(2), ..options.worker_config };
+    options.worker_config = WorkerConfig {
+        ack_wait: Duration::from_secs(2),
+        ..options.worker_config
+    };
     let mut app = TestApp::with(backend, options).await;
     let token = app.token("alice", false);
-    let job = app.submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 1500}})).await;
+    let job = app
+        .submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 1500}}))
+        .await;
     let id = job["id"].as_str().unwrap();
-    app.wait_for_row(id, "job to start", |r| r.status == "running").await;
+    app.wait_for_row(id, "job to start", |r| r.status == "running")
+        .await;
 
     app.worker.take().unwrap().kill().await;
     app.start_worker().await;
 
-    let row = app.wait_for_row(id, "redelivered job to succeed", |r| r.status == "succeeded").await;
+    let row = app
+        .wait_for_row(id, "redelivered job to succeed", |r| {
+            r.status == "succeeded"
+        })
+        .await;
     assert_eq!(row.attempt, 2, "the second delivery ran it");
     assert_eq!(row.result, Some(json!({"slept_ms": 1500})));
     assert_eq!(app.events_of(id, EventType::Started).await.len(), 2);
-    assert_eq!(app.events_of(id, EventType::Succeeded).await.len(), 1, "succeeded exactly once");
+    assert_eq!(
+        app.events_of(id, EventType::Succeeded).await.len(),
+        1,
+        "succeeded exactly once"
+    );
 }
 db_test!(a_job_whose_worker_dies_mid_run_is_redelivered_and_succeeds_once);
 
 async fn jobs_accepted_before_a_nats_server_crash_all_complete(backend: Backend) {
-    let mut app = TestApp::with(backend, Options { worker: false, ..Options::default() }).await;
+    let mut app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            ..Options::default()
+        },
+    )
+    .await;
     let token = app.token("alice", false);
     let ids: Vec<String> = futures::stream::iter(0..50)
         .map(|i| {
             let (app, token) = (&app, &token);
-            async move { app.submit_ok(token, &json!({"kind": "echo", "payload": i})).await["id"].as_str().unwrap().to_owned() }
+            async move {
+                app.submit_ok(token, &json!({"kind": "echo", "payload": i}))
+                    .await["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
         })
         .buffer_unordered(8)
         .collect()
@@ -53,7 +80,10 @@ async fn jobs_accepted_before_a_nats_server_crash_all_complete(backend: Backend)
     let rows = app.rows().await;
     assert_eq!(rows.len(), 50);
     for id in &ids {
-        assert!(rows.iter().any(|r| &r.id == id && r.status == "succeeded"), "job {id} lost");
+        assert!(
+            rows.iter().any(|r| &r.id == id && r.status == "succeeded"),
+            "job {id} lost"
+        );
     }
 }
 db_test!(jobs_accepted_before_a_nats_server_crash_all_complete);
@@ -64,7 +94,10 @@ async fn a_projector_restarted_mid_stream_equals_a_clean_fold(backend: Backend) 
     submit_mixed(&app, &token, 0..150).await;
 
     // Crash the projector once it has folded part of the stream, then bring it back.
-    eventually("projector to fold part of the stream", WAIT, || async { (app.rows().await.len() >= 20).then_some(()) }).await;
+    eventually("projector to fold part of the stream", WAIT, || async {
+        (app.rows().await.len() >= 20).then_some(())
+    })
+    .await;
     app.projector.take().unwrap().kill().await;
     submit_mixed(&app, &token, 150..300).await;
     app.start_projector().await;
@@ -79,22 +112,42 @@ async fn a_projector_restarted_mid_stream_equals_a_clean_fold(backend: Backend) 
     let clean = Projector::build(
         connect(&app.nats.url(), "clean-fold").await,
         fresh_db.conn.clone(),
-        ProjectorConfig { name: "clean-fold".into(), ..app.options.projector_config.clone() },
+        ProjectorConfig {
+            name: "clean-fold".into(),
+            ..app.options.projector_config.clone()
+        },
     )
     .await
     .unwrap();
     let mut applied = clean.applied();
-    let last_seq = app.broker.jetstream().get_stream("JOBS").await.unwrap().info().await.unwrap().state.last_sequence;
+    let last_seq = app
+        .broker
+        .jetstream()
+        .get_stream("JOBS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(clean.run(stop.clone()));
-    tokio::time::timeout(WAIT, applied.wait_for(|seq| *seq >= last_seq)).await.expect("clean fold finished").unwrap();
+    tokio::time::timeout(WAIT, applied.wait_for(|seq| *seq >= last_seq))
+        .await
+        .expect("clean fold finished")
+        .unwrap();
     stop.cancel();
     run.await.unwrap().unwrap();
 
     let clean_rows = {
         use jobstream_entity::queued_job;
         use sea_orm::{EntityTrait, QueryOrder};
-        queued_job::Entity::find().order_by_asc(queued_job::Column::Id).all(&fresh_db.conn).await.unwrap()
+        queued_job::Entity::find()
+            .order_by_asc(queued_job::Column::Id)
+            .all(&fresh_db.conn)
+            .await
+            .unwrap()
     };
     assert_eq!(clean_rows.len(), live.len());
     for (a, b) in live.iter().zip(&clean_rows) {
@@ -122,12 +175,17 @@ async fn submit_mixed(app: &TestApp, token: &str, range: std::ops::Range<u64>) {
 async fn a_worker_stopped_gracefully_finishes_its_running_job(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
-    let job = app.submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 300}})).await;
+    let job = app
+        .submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 300}}))
+        .await;
     let id = job["id"].as_str().unwrap();
-    app.wait_for_row(id, "job to start", |r| r.status == "running").await;
+    app.wait_for_row(id, "job to start", |r| r.status == "running")
+        .await;
     // Shutdown within the grace period: the running job completes and is acked, not redelivered.
     app.worker.take().unwrap().stop().await;
-    let row = app.wait_for_row(id, "job to finish", |r| r.status == "succeeded").await;
+    let row = app
+        .wait_for_row(id, "job to finish", |r| r.status == "succeeded")
+        .await;
     assert_eq!(row.attempt, 1);
     assert_eq!(app.events_of(id, EventType::Started).await.len(), 1);
 }

@@ -9,9 +9,16 @@ use crate::helpers::{TestApp, db_test};
 async fn a_job_failing_fewer_times_than_allowed_succeeds_on_the_next_attempt(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
-    let job = app.submit_ok(&token, &json!({"kind": "fail", "payload": {"times": 2}, "max_attempts": 3})).await;
+    let job = app
+        .submit_ok(
+            &token,
+            &json!({"kind": "fail", "payload": {"times": 2}, "max_attempts": 3}),
+        )
+        .await;
     let id = job["id"].as_str().unwrap();
-    let row = app.wait_for_row(id, "fail job to succeed", |r| r.status == "succeeded").await;
+    let row = app
+        .wait_for_row(id, "fail job to succeed", |r| r.status == "succeeded")
+        .await;
     assert_eq!(row.attempt, 3);
     assert_eq!(row.result, Some(json!({"attempts": 3})));
     assert_eq!(row.error, None);
@@ -24,11 +31,25 @@ db_test!(a_job_failing_fewer_times_than_allowed_succeeds_on_the_next_attempt);
 async fn a_job_failing_every_attempt_ends_failed_with_the_error(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
-    let job = app.submit_ok(&token, &json!({"kind": "fail", "payload": {"times": 3}, "max_attempts": 3})).await;
+    let job = app
+        .submit_ok(
+            &token,
+            &json!({"kind": "fail", "payload": {"times": 3}, "max_attempts": 3}),
+        )
+        .await;
     let id = job["id"].as_str().unwrap();
-    let row = app.wait_for_row(id, "fail job to fail", |r| r.status == "failed").await;
+    let row = app
+        .wait_for_row(id, "fail job to fail", |r| r.status == "failed")
+        .await;
     assert_eq!(row.attempt, 3);
-    assert!(row.error.as_deref().unwrap_or("").contains("failing as asked: attempt 3"), "{:?}", row.error);
+    assert!(
+        row.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("failing as asked: attempt 3"),
+        "{:?}",
+        row.error
+    );
     assert!(row.finished_at.is_some());
     assert_eq!(app.events_of(id, EventType::Retrying).await.len(), 2);
     assert_eq!(app.events_of(id, EventType::Failed).await.len(), 1);

@@ -1,0 +1,23 @@
+# The two commands of the README: `make run` and `make test`.
+.PHONY: run test lint bench nats-server
+
+## Start the whole system in one process (nats-server child, api, worker, projector, SQLite in ./data).
+run: nats-server
+	cargo run -p jobstream -- dev
+
+## Run every test (SQLite and PostgreSQL, real nats-server).
+test:
+	scripts/test.sh
+
+## Formatting and clippy, warnings are errors.
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## Throughput and latency on a fresh release build (BENCH_ARGS="--jobs 5000 --concurrency 32").
+bench:
+	scripts/bench.sh $(BENCH_ARGS)
+
+## Install the pinned nats-server into .tools/ (project-local).
+nats-server:
+	scripts/install-nats-server.sh
