@@ -4,5 +4,7 @@
 mod helpers;
 mod pipeline;
 mod resilience;
+mod retention;
 mod retries;
+mod stream;
 mod validation;
