@@ -135,7 +135,7 @@ impl Broker {
     ) -> Result<stream::Info, BrokerError> {
         let config = stream::Config {
             name: settings.name.clone(),
-            subjects: vec![subject::all_events()],
+            subjects: subject::stream_subjects(),
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             max_age: settings.max_age,
@@ -145,6 +145,8 @@ impl Broker {
             allow_message_ttl: true,
             allow_atomic_publish: true,
             allow_message_schedules: true,
+            // Deleting a periodic schedule replaces its record with `Nats-Rollup: sub`.
+            allow_rollup: true,
             ..Default::default()
         };
         self.js
@@ -212,7 +214,7 @@ impl Broker {
             match stream.get_first_raw_message_by_subject(&filter, next).await {
                 Ok(msg) => {
                     next = msg.sequence + 1;
-                    match Envelope::decode(&msg.payload) {
+                    match Envelope::from_stored(&crate::stored::StoredMessage::from_raw(&msg)) {
                         Ok(env) => out.push((msg.sequence, env)),
                         Err(e) => {
                             tracing::warn!(seq = msg.sequence, error = %e, "skipping undecodable event");
@@ -220,6 +222,12 @@ impl Broker {
                     }
                 }
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                    // A job fired by a periodic schedule: its `queued` event is on the schedule's subject.
+                    if !out.iter().any(|(_, e)| e.event_type() == crate::EventType::Queued)
+                        && let Some(fired) = self.fired_queued_event(job_id).await?
+                    {
+                        out.insert(out.partition_point(|(s, _)| *s < fired.0), fired);
+                    }
                     return Ok(out);
                 }
                 Err(e) => return Err(BrokerError::Read(e.to_string())),
@@ -242,7 +250,8 @@ impl Broker {
             match stream.get_first_raw_message_by_subject(&filter, next).await {
                 Ok(msg) if msg.sequence < until => {
                     next = msg.sequence + 1;
-                    out.push((msg.sequence, Envelope::decode(&msg.payload).ok()));
+                    let stored = crate::stored::StoredMessage::from_raw(&msg);
+                    out.push((msg.sequence, Envelope::from_stored(&stored).ok()));
                 }
                 Ok(_) => break,
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => break,

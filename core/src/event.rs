@@ -152,6 +152,10 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// The job was accepted to run later (at `run_at`): a JetStream message schedule
+    /// produces its `queued` event then.
+    #[serde(rename = "scheduled")]
+    Scheduled(JobSpec),
 }
 
 /// The `type` of an event, also the last token of its subject.
@@ -172,11 +176,13 @@ pub enum EventType {
     Failed,
     /// See [`Event::Cancelled`].
     Cancelled,
+    /// See [`Event::Scheduled`].
+    Scheduled,
 }
 
 impl EventType {
     /// Every event type, in lifecycle order.
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         EventType::Queued,
         EventType::Started,
         EventType::Progress,
@@ -184,6 +190,7 @@ impl EventType {
         EventType::Succeeded,
         EventType::Failed,
         EventType::Cancelled,
+        EventType::Scheduled,
     ];
 
     /// The wire name (the `type` tag and the subject's last token).
@@ -196,6 +203,7 @@ impl EventType {
             EventType::Succeeded => "succeeded",
             EventType::Failed => "failed",
             EventType::Cancelled => "cancelled",
+            EventType::Scheduled => "scheduled",
         }
     }
 
@@ -224,6 +232,7 @@ impl Event {
             Event::Succeeded { .. } => EventType::Succeeded,
             Event::Failed { .. } => EventType::Failed,
             Event::Cancelled { .. } => EventType::Cancelled,
+            Event::Scheduled(_) => EventType::Scheduled,
         }
     }
 }
@@ -237,6 +246,9 @@ pub enum DecodeError {
     /// Written by a newer schema than this build understands.
     #[error("event schema version {0} is newer than supported version {SCHEMA_VERSION}")]
     UnsupportedVersion(u16),
+    /// A stored message that is not a job event (a schedule, a timer, an idempotency record).
+    #[error("not a job event: {0}")]
+    NotAJobEvent(String),
 }
 
 impl Envelope {

@@ -1,7 +1,8 @@
 //! The job state machine: folding a job's events, in stream order, into its state.
 //!
 //! `queued → running → (succeeded | retrying → running … | failed)`;
-//! `queued | retrying | running → cancelled`. Impossible transitions are
+//! `queued | retrying | running → cancelled`; a delayed job starts `scheduled`:
+//! `scheduled → (queued | cancelled)`. Impossible transitions are
 //! rejected (and so recorded as ignored by callers), never applied. Pure: no I/O,
 //! so the projector, the API's stream fallback and `verify` share it.
 
@@ -28,17 +29,20 @@ pub enum JobStatus {
     Failed,
     /// Cancelled.
     Cancelled,
+    /// Waits for its `run_at` (a delayed job); becomes `queued` then.
+    Scheduled,
 }
 
 impl JobStatus {
     /// Every status.
-    pub const ALL: [JobStatus; 6] = [
+    pub const ALL: [JobStatus; 7] = [
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Retrying,
         JobStatus::Succeeded,
         JobStatus::Failed,
         JobStatus::Cancelled,
+        JobStatus::Scheduled,
     ];
 
     /// The wire/SQL name.
@@ -50,6 +54,7 @@ impl JobStatus {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",
+            JobStatus::Scheduled => "scheduled",
         }
     }
 
@@ -123,16 +128,18 @@ pub enum Rejected {
 }
 
 impl JobState {
-    /// A job's first state, from its `queued` event; `None` for any other event
-    /// (an event of a job whose `queued` event is unknown cannot be folded).
+    /// A job's first state, from its `queued` (or, for a delayed job, `scheduled`) event;
+    /// `None` for any other event (an event of a job whose first event is unknown cannot be folded).
     pub fn from_queued(env: &Envelope, seq: u64) -> Option<Self> {
-        let Event::Queued(spec) = &env.event else {
-            return None;
+        let (spec, status) = match &env.event {
+            Event::Queued(spec) => (spec, JobStatus::Queued),
+            Event::Scheduled(spec) => (spec, JobStatus::Scheduled),
+            _ => return None,
         };
         Some(JobState {
             id: env.job_id,
             spec: spec.clone(),
-            status: JobStatus::Queued,
+            status,
             attempt: 0,
             result: None,
             error: None,
@@ -164,6 +171,8 @@ impl JobState {
             (Event::Progress { .. }, Running) => true,
             (Event::Retrying { .. } | Event::Succeeded { .. }, Running) => true,
             (Event::Failed { .. } | Event::Cancelled { .. }, Queued | Retrying | Running) => true,
+            // A delayed job: its message schedule fired, or it was cancelled before that.
+            (Event::Queued(_), Scheduled) | (Event::Cancelled { .. }, Scheduled) => true,
             _ => false,
         };
         if !allowed {
@@ -173,7 +182,8 @@ impl JobState {
             });
         }
         match &env.event {
-            Event::Queued(_) => {}
+            Event::Queued(_) if self.status == Scheduled => self.status = Queued,
+            Event::Queued(_) | Event::Scheduled(_) => {}
             Event::Started { .. } => {
                 self.status = Running;
                 self.attempt = env.attempt;
@@ -375,6 +385,36 @@ mod tests {
             .is_err()
         );
         assert_eq!(s.status, JobStatus::Queued);
+    }
+
+    #[test]
+    fn a_delayed_job_is_scheduled_then_queued_or_cancelled() {
+        let id = Uuid::now_v7();
+        let Event::Queued(spec) = queued(id).event else {
+            unreachable!()
+        };
+        let scheduled = ev(id, 0, Event::Scheduled(spec.clone()));
+        let mut s = JobState::from_queued(&scheduled, 1).unwrap();
+        assert_eq!(s.status, JobStatus::Scheduled);
+        // Nothing runs a scheduled job before its `queued` event.
+        assert!(
+            s.apply(&ev(id, 1, Event::Started { worker: "w".into() }), 2)
+                .is_err()
+        );
+        s.apply(&ev(id, 0, Event::Queued(spec.clone())), 3).unwrap();
+        assert_eq!(s.status, JobStatus::Queued);
+        assert_eq!(s.created_at, scheduled.at);
+        s.apply(&ev(id, 1, Event::Started { worker: "w".into() }), 4)
+            .unwrap();
+        assert_eq!(s.status, JobStatus::Running);
+
+        let mut c = JobState::from_queued(&scheduled, 1).unwrap();
+        c.apply(&ev(id, 0, Event::Cancelled { reason: None }), 2)
+            .unwrap();
+        assert_eq!(c.status, JobStatus::Cancelled);
+        // The schedule firing after a cancel changes nothing.
+        assert!(c.apply(&ev(id, 0, Event::Queued(spec)), 3).is_err());
+        assert_eq!(c.status, JobStatus::Cancelled);
     }
 
     #[test]

@@ -11,8 +11,12 @@
 //! - [`nats_server`]: starting a local nats-server child (dev mode, tests).
 //! - [`store`]: connecting to the SQL projection store (I/O).
 //! - [`telemetry`]: the tracing subscriber.
+//! - [`atomic`]: atomic batch publish, last-message lookups, reading every record kind (I/O).
+//! - [`stored`]: the one decoder of stored stream messages (including scheduler-fired ones).
+//! - [`schedule`]: periodic schedules: records, cron / `@every` syntax, subjects.
 //! - [`shutdown`]: Ctrl-C / SIGTERM into a cancellation token.
 
+pub mod atomic;
 pub mod broker;
 pub mod catalogue;
 pub mod event;
@@ -22,6 +26,8 @@ pub mod shutdown;
 pub mod store;
 pub mod subject;
 pub mod telemetry;
+pub mod schedule;
+pub mod stored;
 
 pub use event::{Envelope, Event, EventType};
 pub use fold::{JobState, JobStatus};

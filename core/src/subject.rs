@@ -137,6 +137,31 @@ pub fn parse(subject: &str) -> Option<ParsedSubject<'_>> {
     })
 }
 
+/// Subject prefix of delayed-job timers (messages held by nats-server's scheduler, not events).
+pub const TIMERS_PREFIX: &str = "timers";
+/// Subject prefix of idempotency records (one per owner and key).
+pub const IDEMPOTENCY_PREFIX: &str = "idem";
+
+/// Subject of the timer that produces a delayed job's `queued` event at its `run_at`.
+pub fn timer(queue: &QueueName, job_id: Uuid) -> String {
+    format!("{TIMERS_PREFIX}.{queue}.{job_id}")
+}
+
+/// Subject of the idempotency record with (hashed) key `hash`.
+pub fn idempotency(hash: &str) -> String {
+    format!("{IDEMPOTENCY_PREFIX}.{hash}")
+}
+
+/// Every subject the stream holds: job events, schedules, timers, idempotency records.
+pub fn stream_subjects() -> Vec<String> {
+    vec![
+        all_events(),
+        crate::schedule::all_subjects(),
+        format!("{TIMERS_PREFIX}.>"),
+        format!("{IDEMPOTENCY_PREFIX}.>"),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,192 @@
+//! Stream-side lifecycle helpers on [`Broker`]: atomic batch publish (ADR-50),
+//! last-message-on-subject lookups, and reading every kind of record.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::message::{PublishMessage, StreamMessage};
+use async_nats::jetstream::{context::PublishErrorKind, stream};
+use uuid::Uuid;
+
+use crate::broker::{Broker, BrokerError};
+use crate::event::{Envelope, REQUEST_ID_HEADER};
+use crate::stored::{Record, StoredMessage};
+use crate::subject::{self, QueueName};
+
+/// Header: expected last sequence of the message's subject (0 = the subject is empty).
+pub const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+/// Header: the held message is a schedule (`@at <RFC 3339>`, `@every 30s`, cron).
+pub const SCHEDULE_HEADER: &str = "Nats-Schedule";
+/// Header: where a schedule publishes.
+pub const SCHEDULE_TARGET_HEADER: &str = "Nats-Schedule-Target";
+/// Header: per-message TTL (`never` keeps a message past the stream's `max_age`).
+pub const TTL_HEADER: &str = "Nats-TTL";
+/// Header: purge the subject's earlier messages when this one is stored.
+pub const ROLLUP_HEADER: &str = "Nats-Rollup";
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Subject.
+    pub subject: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+impl Outgoing {
+    /// A job event on its subject, de-duplicated by its event id.
+    pub fn event(env: &Envelope, queue: &QueueName, request_id: Option<&str>) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", env.event_id.to_string().as_str());
+        if let Some(rid) = request_id {
+            headers.insert(REQUEST_ID_HEADER, rid);
+        }
+        Outgoing {
+            subject: subject::job_event(queue, env.job_id, env.event_type()),
+            headers,
+            payload: env.to_bytes(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+}
+
+/// Where an atomic batch was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchAck {
+    /// Sequence of the first message.
+    pub first_seq: u64,
+    /// Sequence of the last message.
+    pub last_seq: u64,
+}
+
+impl BrokerError {
+    /// A `Nats-Expected-Last-Subject-Sequence` check failed: someone else wrote the subject first.
+    pub fn is_wrong_last_sequence(&self) -> bool {
+        matches!(self, BrokerError::Publish(e) if e.kind() == PublishErrorKind::WrongLastSequence)
+    }
+
+    /// The server refused the content (not an outage): its description, e.g.
+    /// "message schedules pattern is invalid" or "atomic publish batch is too large: 1000".
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            BrokerError::Publish(e) if e.kind() == PublishErrorKind::Other => {
+                let text = e.to_string();
+                ["schedules", "batch is too large", "batch is incomplete"]
+                    .iter()
+                    .any(|k| text.contains(k))
+                    .then_some(text)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Broker {
+    /// Publishes `msgs` so that all are stored or none (JetStream atomic batch publish:
+    /// `Nats-Batch-Id`, `Nats-Batch-Sequence`, `Nats-Batch-Commit`), in order, and waits
+    /// for the commit's PubAck. A single message is a plain publish.
+    pub async fn publish_atomic(&self, msgs: Vec<Outgoing>) -> Result<BatchAck, BrokerError> {
+        let n = msgs.len() as u64;
+        if n == 0 {
+            return Err(BrokerError::Read("empty batch".to_owned()));
+        }
+        let batch_id = Uuid::new_v4().simple().to_string();
+        let mut last = None;
+        for (i, mut m) in msgs.into_iter().enumerate() {
+            let seq = (i + 1) as u64;
+            if n > 1 {
+                m.headers.insert("Nats-Batch-Id", batch_id.as_str());
+                m.headers
+                    .insert("Nats-Batch-Sequence", seq.to_string().as_str());
+            }
+            if seq < n {
+                // Staged messages need no reply: a problem fails the commit.
+                self.client()
+                    .publish_with_headers(m.subject, m.headers, m.payload.into())
+                    .await
+                    .map_err(|e| BrokerError::Read(format!("staging a batch message: {e}")))?;
+            } else {
+                if n > 1 {
+                    m.headers.insert("Nats-Batch-Commit", "1");
+                }
+                let msg = PublishMessage::build()
+                    .payload(m.payload.into())
+                    .headers(m.headers);
+                last = Some(self.jetstream().send_publish(m.subject, msg).await?);
+            }
+        }
+        let ack = match last {
+            Some(fut) => fut.await?,
+            None => return Err(BrokerError::Read("empty batch".to_owned())),
+        };
+        Ok(BatchAck {
+            first_seq: ack.sequence + 1 - n.min(ack.sequence),
+            last_seq: ack.sequence,
+        })
+    }
+
+    /// The last message stored on `subject`, if any.
+    pub async fn last_on_subject(
+        &self,
+        subject: &str,
+    ) -> Result<Option<StreamMessage>, BrokerError> {
+        let stream = self.stream().await?;
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(BrokerError::Read(e.to_string())),
+        }
+    }
+
+    /// The `queued` event of a job a periodic schedule fired, found through the stream
+    /// sequence its id carries (and checked by decoding that message).
+    pub async fn fired_queued_event(
+        &self,
+        job_id: Uuid,
+    ) -> Result<Option<(u64, Envelope)>, BrokerError> {
+        let seq = crate::stored::fired_sequence(job_id);
+        if seq == 0 {
+            return Ok(None);
+        }
+        let stream = self.stream().await?;
+        match stream.get_raw_message(seq).await {
+            Ok(msg) => Ok(Envelope::from_stored(&StoredMessage::from_raw(&msg))
+                .ok()
+                .filter(|env| env.job_id == job_id)
+                .map(|env| (seq, env))),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(BrokerError::Read(e.to_string())),
+        }
+    }
+
+    /// Every record (job event or schedule record) with a sequence in `from..until`, in
+    /// order, read straight from the stream. `None` marks a message that does not decode;
+    /// timers and idempotency records are [`Record::Other`].
+    pub async fn records_between(
+        &self,
+        from: u64,
+        until: u64,
+    ) -> Result<Vec<(u64, Option<Record>)>, BrokerError> {
+        let stream = self.stream().await?;
+        let mut out = Vec::new();
+        let mut next = from;
+        while next < until {
+            match stream.get_first_raw_message_by_subject(">", next).await {
+                Ok(msg) if msg.sequence < until => {
+                    next = msg.sequence + 1;
+                    let rec = Record::from_stored(&StoredMessage::from_raw(&msg)).ok();
+                    out.push((msg.sequence, rec));
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(BrokerError::Read(e.to_string())),
+            }
+        }
+        Ok(out)
+    }
+}
