@@ -6,6 +6,8 @@
 //!
 //! - [`queued_job`]: the current state of each job.
 //! - [`projector_checkpoint`]: the last stream sequence folded, per projector.
+//! - [`schedule`]: the active periodic schedules.
 
 pub mod projector_checkpoint;
 pub mod queued_job;
+pub mod schedule;

@@ -3,6 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use jobstream_core::schedule::ScheduleRecord;
+use jobstream_core::stored::Record;
 use jobstream_core::{Envelope, Event, JobState, JobStatus, fold::Rejected};
 use jobstream_entity::{projector_checkpoint, queued_job};
 use sea_orm::sea_query::OnConflict;
@@ -45,6 +47,20 @@ pub(crate) async fn apply_batch(
     checkpoint_name: &str,
     batch: &[(u64, Option<Envelope>)],
 ) -> Result<BatchOutcome, DbErr> {
+    let records: Vec<(u64, Option<Record>)> = batch
+        .iter()
+        .map(|(seq, env)| (*seq, env.clone().map(Record::Job)))
+        .collect();
+    apply_records(db, checkpoint_name, &records).await
+}
+
+/// Applies `(sequence, record)` pairs — job events and schedule records — in order
+/// (a message that failed to decode is `None`) and moves the checkpoint, all in one transaction.
+pub(crate) async fn apply_records(
+    db: &DatabaseConnection,
+    checkpoint_name: &str,
+    batch: &[(u64, Option<Record>)],
+) -> Result<BatchOutcome, DbErr> {
     let txn = db.begin().await?;
     let checkpoint = load_checkpoint(&txn, checkpoint_name).await?;
     let mut out = BatchOutcome {
@@ -52,16 +68,25 @@ pub(crate) async fn apply_batch(
         ..Default::default()
     };
 
+    let mut schedules: Vec<(u64, &ScheduleRecord)> = Vec::new();
     let fresh: Vec<(u64, &Envelope)> = batch
         .iter()
-        .filter_map(|(seq, env)| {
+        .filter_map(|(seq, rec)| {
             if *seq <= checkpoint {
                 out.already_applied += 1;
                 return None;
             }
             out.checkpoint = out.checkpoint.max(*seq);
-            match env {
-                Some(e) => Some((*seq, e)),
+            match rec {
+                Some(Record::Job(e)) => Some((*seq, e)),
+                Some(Record::Schedule(s)) => {
+                    schedules.push((*seq, s));
+                    None
+                }
+                Some(Record::Other) => {
+                    out.ignored += 1;
+                    None
+                }
                 None => {
                     out.undecodable += 1;
                     None
@@ -69,6 +94,10 @@ pub(crate) async fn apply_batch(
             }
         })
         .collect();
+    for (seq, rec) in schedules {
+        crate::schedules::apply_schedule_record(&txn, seq, rec).await?;
+        out.applied += 1;
+    }
     if fresh.is_empty() && out.checkpoint == checkpoint {
         txn.commit().await?;
         return Ok(out);
@@ -79,7 +108,7 @@ pub(crate) async fn apply_batch(
     for (seq, env) in fresh {
         let job_id = env.job_id;
         let outcome = match (jobs.get_mut(&job_id), &env.event) {
-            (None, Event::Queued(spec)) => {
+            (None, Event::Queued(spec) | Event::Scheduled(spec)) => {
                 if let Some(existing) =
                     idempotent_twin(&txn, &jobs, &spec.owner, spec.idempotency_key.as_deref())
                         .await?

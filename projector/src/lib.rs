@@ -7,12 +7,15 @@
 //! - [`fold_batch`](Projector::apply_batch): applies a batch and moves the checkpoint
 //!   in the same transaction, so a redelivered or replayed event is a no-op.
 //! - [`sweep`](Projector::sweep): deletes finished jobs older than the job TTL.
+//! - `schedules`: folds schedule records (`schedules.<key>`) into the `schedules` table,
+//!   in the same transaction and under the same checkpoint as the job events.
 //!
 //! Exactly-once fold: the checkpoint (last applied stream sequence) is committed
 //! with the rows it covers, and messages are acked only after the commit.
 
 mod apply;
 mod run;
+mod schedules;
 
 pub use apply::BatchOutcome;
 pub use run::{Projector, ProjectorConfig, ProjectorError};

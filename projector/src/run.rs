@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
 use futures::StreamExt;
 use jobstream_core::Envelope;
+use jobstream_core::stored::{Record, StoredMessage};
 use jobstream_core::broker::Broker;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::watch;
@@ -75,7 +76,11 @@ impl Projector {
                     description: Some(
                         "jobstream projector: folds every job event into SQL".to_owned(),
                     ),
-                    filter_subject: jobstream_core::subject::all_events(),
+                    // Job events and schedule records (not timers or idempotency records).
+                    filter_subjects: vec![
+                        jobstream_core::subject::all_events(),
+                        jobstream_core::schedule::all_subjects(),
+                    ],
                     deliver_policy: DeliverPolicy::All,
                     // Acking the last message of a batch acknowledges the whole batch.
                     ack_policy: AckPolicy::All,
@@ -160,8 +165,10 @@ impl Projector {
                                     Ok(i) => i.stream_sequence,
                                     Err(e) => { tracing::warn!(error = %e, "message without JetStream metadata"); continue; }
                                 };
-                                let env = match Envelope::decode(&m.payload) {
-                                    Ok(env) => Some(env),
+                                // The one decoder: fired jobs need the stored message, not just its payload.
+                                let decoded = StoredMessage::from_delivered(&m).and_then(|s| Record::from_stored(&s));
+                                let env = match decoded {
+                                    Ok(rec) => Some(rec),
                                     Err(e) => {
                                         tracing::error!(seq, subject = %m.subject, error = %e, "undecodable event skipped");
                                         None
@@ -183,7 +190,7 @@ impl Projector {
                     if let Some(&(first, _)) = batch.iter().find(|(seq, _)| *seq > checkpoint)
                         && first > checkpoint + 1
                     {
-                        match self.broker.events_between(checkpoint + 1, first).await {
+                        match self.broker.records_between(checkpoint + 1, first).await {
                             Ok(mut missing) => {
                                 tracing::info!(from = checkpoint + 1, until = first, read = missing.len(), "filled a delivery gap from the stream");
                                 missing.append(&mut batch);
@@ -210,15 +217,23 @@ impl Projector {
         Ok(())
     }
 
+    /// Applies one batch of `(sequence, record)` — job events and schedule records — in one transaction.
+    pub async fn apply_records(
+        &self,
+        batch: &[(u64, Option<Record>)],
+    ) -> Result<BatchOutcome, DbErr> {
+        apply::apply_records(&self.db, &self.config.name, batch).await
+    }
+
     /// Retries a batch until it commits: skipping it would lose events. `None` on shutdown.
     async fn apply_until_committed(
         &self,
-        batch: &[(u64, Option<Envelope>)],
+        batch: &[(u64, Option<Record>)],
         shutdown: &CancellationToken,
     ) -> Option<BatchOutcome> {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.apply_batch(batch).await {
+            match self.apply_records(batch).await {
                 Ok(o) => return Some(o),
                 Err(e) => {
                     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "batch not committed; retrying");

@@ -300,7 +300,10 @@ async fn process(shared: &Shared, msg: jetstream::Message) {
             return;
         }
     };
-    let env = match Envelope::decode(&msg.payload) {
+    // The one decoder: fired delayed and periodic jobs need the stored message, not just its payload.
+    let decoded = jobstream_core::stored::StoredMessage::from_delivered(&msg)
+        .and_then(|stored| Envelope::from_stored(&stored));
+    let env = match decoded {
         Ok(env) => env,
         Err(e) => {
             // A message no worker can ever read: terminate it instead of redelivering forever.
