@@ -34,6 +34,15 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
+    /// A message with no headers yet.
+    pub fn new(subject: String, payload: Vec<u8>) -> Self {
+        Outgoing {
+            subject,
+            headers: HeaderMap::new(),
+            payload,
+        }
+    }
+
     /// A job event on its subject, de-duplicated by its event id.
     pub fn event(env: &Envelope, queue: &QueueName, request_id: Option<&str>) -> Self {
         let mut headers = HeaderMap::new();

@@ -115,7 +115,7 @@ impl ScheduleRecord {
 }
 
 /// Lowercase hex of the first `n` bytes of SHA-256 over `parts` (NUL-separated).
-pub(crate) fn hash_hex(parts: &[&str], n: usize) -> String {
+pub fn hash_hex(parts: &[&str], n: usize) -> String {
     let mut h = Sha256::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {

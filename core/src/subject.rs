@@ -147,8 +147,9 @@ pub fn timer(queue: &QueueName, job_id: Uuid) -> String {
     format!("{TIMERS_PREFIX}.{queue}.{job_id}")
 }
 
-/// Subject of the idempotency record with (hashed) key `hash`.
-pub fn idempotency(hash: &str) -> String {
+/// Subject of the idempotency record of `owner`'s `key` (hashed: any key, never a collision between owners).
+pub fn idempotency(owner: &str, key: &str) -> String {
+    let hash = crate::schedule::hash_hex(&["idempotency", owner, key], 16);
     format!("{IDEMPOTENCY_PREFIX}.{hash}")
 }
 

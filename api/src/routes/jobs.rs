@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use jobstream_core::event::{Envelope, Event, JobSpec, Priority};
+use jobstream_core::event::{JobSpec, Priority};
 use jobstream_core::subject::QueueName;
 use jobstream_core::{JobState, JobStatus, catalogue, fold};
 use jobstream_entity::queued_job;
@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::lifecycle;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -51,6 +52,12 @@ pub struct SubmitJob {
     max_attempts: Option<u32>,
     /// Per-attempt deadline in milliseconds; defaults per kind.
     timeout_ms: Option<u64>,
+    /// Run at this time (RFC 3339) instead of now; the job is `scheduled` until then.
+    run_at: Option<String>,
+    /// Run after this many milliseconds (instead of `run_at`).
+    delay_ms: Option<u64>,
+    /// The same key from the same owner yields the same job (or send an `Idempotency-Key` header).
+    idempotency_key: Option<String>,
 }
 
 /// A job as clients see it.
@@ -92,6 +99,12 @@ pub struct JobView {
     pub finished_at: Option<DateTime<Utc>>,
     /// Latest change at.
     pub updated_at: DateTime<Utc>,
+    /// Earliest run time of a delayed job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
+    /// The idempotency key it was submitted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl From<&JobState> for JobView {
@@ -115,6 +128,8 @@ impl From<&JobState> for JobView {
             started_at: s.started_at,
             finished_at: s.finished_at,
             updated_at: s.updated_at,
+            run_at: s.spec.run_at,
+            idempotency_key: s.spec.idempotency_key.clone(),
         }
     }
 }
@@ -127,7 +142,8 @@ fn request_id(headers: &HeaderMap) -> Option<&str> {
 #[utoipa::path(
     post, path = "/v1/jobs", tag = "jobs", request_body = SubmitJob,
     responses(
-        (status = 202, description = "Stored; runs soon", body = JobView, headers(("Location" = String, description = "URL of the job"))),
+        (status = 202, description = "Stored; runs soon (or `scheduled` until `run_at`)", body = JobView, headers(("Location" = String, description = "URL of the job"))),
+        (status = 200, description = "The idempotency key was used before: the existing job", body = JobView),
         (status = 400, description = "Body is not a JSON object", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
@@ -141,20 +157,21 @@ pub async fn submit_job(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let spec = parse_submission(body, &caller)?;
+    let mut spec = parse_submission(body, &caller)?;
+    spec.idempotency_key = lifecycle::merge_key(&headers, spec.idempotency_key.take())?;
     let job_id = Uuid::now_v7();
     let span = tracing::Span::current();
     span.record("job_id", tracing::field::display(job_id));
     span.record("kind", spec.kind.as_str());
-    let queue = spec.queue.clone();
-    let env = Envelope::new(job_id, 0, Event::Queued(spec));
-    let seq = state
-        .broker
-        .publish(&env, &queue, request_id(&headers))
-        .await?;
-    let job = JobState::from_queued(&env, seq)
-        .ok_or_else(|| anyhow::anyhow!("queued event did not fold"))?;
-    tracing::info!(stream_seq = seq, "job queued");
+    let job = match lifecycle::store_job(&state, job_id, &spec, request_id(&headers)).await? {
+        lifecycle::Stored::New(job) => *job,
+        lifecycle::Stored::Existing(view) => {
+            tracing::info!(existing = %view.id, "idempotency key used before: existing job returned");
+            let location = format!("/v1/jobs/{}", view.id);
+            return Ok((StatusCode::OK, [(header::LOCATION, location)], Json(*view)).into_response());
+        }
+    };
+    tracing::info!(status = job.status.as_str(), "job stored");
     let location = format!("/v1/jobs/{job_id}");
     Ok((
         StatusCode::ACCEPTED,
@@ -165,7 +182,7 @@ pub async fn submit_job(
 }
 
 /// Validates a submission field by field, so every error names its field.
-fn parse_submission(body: Value, caller: &Caller) -> Result<JobSpec, ApiError> {
+pub(crate) fn parse_submission(body: Value, caller: &Caller) -> Result<JobSpec, ApiError> {
     let Value::Object(mut obj) = body else {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),
@@ -214,6 +231,7 @@ fn parse_submission(body: Value, caller: &Caller) -> Result<JobSpec, ApiError> {
             .filter(|n| (1..=MAX_TIMEOUT_MS).contains(n))
             .ok_or_else(|| format!("must be an integer from 1 to {MAX_TIMEOUT_MS}"))
     });
+    let extras = lifecycle::take_extras(&mut obj, &mut errors);
     for unknown in obj.keys() {
         errors.push(catalogue::FieldError::new(unknown.clone(), "unknown field"));
     }
@@ -233,8 +251,8 @@ fn parse_submission(body: Value, caller: &Caller) -> Result<JobSpec, ApiError> {
             priority: priority.unwrap_or_default(),
             max_attempts: max_attempts.unwrap_or(k.default_max_attempts),
             timeout_ms: timeout_ms.unwrap_or(k.default_timeout_ms),
-            run_at: None,
-            idempotency_key: None,
+            run_at: extras.run_at,
+            idempotency_key: extras.idempotency_key,
             result_ttl_ms: None,
         }),
         _ => Err(ApiError::Unprocessable(errors)),
