@@ -5,17 +5,20 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use crate::routes::{health, jobs};
+use crate::routes::{batch, health, jobs, schedules};
 use crate::state::AppState;
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jobstream", description = "Event-sourced background jobs on NATS JetStream."),
-    paths(health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs),
-    components(schemas(jobs::SubmitJob, jobs::JobView, jobs::JobPage, crate::error::Problem, crate::error::ProblemField)),
+    paths(health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs,
+        batch::submit_batch, schedules::create_schedule, schedules::list_schedules, schedules::delete_schedule),
+    components(schemas(jobs::SubmitJob, jobs::JobView, jobs::JobPage, crate::error::Problem, crate::error::ProblemField,
+        batch::SubmitBatch, batch::BatchAccepted, schedules::CreateSchedule, schedules::ScheduleView)),
     modifiers(&BearerAuth),
-    tags((name = "jobs", description = "Submit and read jobs"), (name = "health", description = "Probes"))
+    tags((name = "jobs", description = "Submit and read jobs"), (name = "health", description = "Probes"),
+        (name = "schedules", description = "Periodic jobs, fired by JetStream message schedules"))
 )]
 pub struct ApiDoc;
 

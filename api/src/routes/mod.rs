@@ -1,4 +1,6 @@
 //! One module per resource, each exposing `router()`.
 
+pub mod batch;
 pub mod health;
 pub mod jobs;
+pub mod schedules;

@@ -1,0 +1,363 @@
+//! `/v1/schedules`: periodic jobs fired by JetStream message schedules (no beat process).
+//!
+//! Creating a schedule stores its record on `schedules.<key>` with `Nats-Schedule`
+//! (cron or `@every`): nats-server produces one `queued` message per firing, however
+//! many API and worker processes run. Deleting stores a `schedule_deleted` record that
+//! rolls the active one up. The list is read from the `schedules` projection.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use jobstream_core::atomic::{
+    EXPECTED_LAST_SUBJECT_SEQUENCE, Outgoing, ROLLUP_HEADER, SCHEDULE_HEADER,
+    SCHEDULE_TARGET_HEADER, TTL_HEADER,
+};
+use jobstream_core::catalogue::FieldError;
+use jobstream_core::schedule::{self, ScheduleEvent, ScheduleRecord, ScheduleSpec, Timing};
+use jobstream_core::subject::{self, validate_token};
+use jobstream_entity::schedule as schedule_row;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::routes::jobs::parse_submission;
+use crate::state::AppState;
+
+/// `/v1/schedules` routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/schedules", get(list_schedules).post(create_schedule))
+        .route("/v1/schedules/{name}", delete(delete_schedule))
+}
+
+/// A schedule to create (or replace, when the caller already has one of that name).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // Documents the body; parsing is done field by field to name the bad field.
+pub struct CreateSchedule {
+    /// Name, unique per owner: letters, digits, `-`, `_` (1-64).
+    name: String,
+    /// 6-field cron (seconds first, UTC), or `@hourly`, `@daily`, …; give `cron` or `every`.
+    cron: Option<String>,
+    /// Interval like `30s`, `5m`, `1h30m` (at least 1s).
+    every: Option<String>,
+    /// Kind of job each firing produces.
+    kind: String,
+    /// Its payload.
+    payload: Option<Value>,
+    /// Its queue.
+    queue: Option<String>,
+    /// Its priority.
+    priority: Option<String>,
+    /// Its attempts.
+    max_attempts: Option<u32>,
+    /// Its per-attempt deadline, ms.
+    timeout_ms: Option<u64>,
+}
+
+/// A schedule as clients see it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleView {
+    /// Name.
+    pub name: String,
+    /// Owner.
+    pub owner: String,
+    /// Cron expression, if a cron schedule.
+    pub cron: Option<String>,
+    /// Interval, if an `every` schedule (normalized to seconds, e.g. `90s`).
+    pub every: Option<String>,
+    /// Kind of the jobs it produces.
+    pub kind: String,
+    /// Their queue.
+    pub queue: String,
+    /// Their payload.
+    pub payload: Value,
+    /// Their priority.
+    pub priority: String,
+    /// Their attempts.
+    pub max_attempts: u32,
+    /// Their per-attempt deadline, ms.
+    pub timeout_ms: u64,
+    /// When this definition was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl ScheduleView {
+    fn from_spec(spec: &ScheduleSpec, at: DateTime<Utc>) -> Self {
+        let (cron, every) = match &spec.timing {
+            Timing::Cron(c) => (Some(c.clone()), None),
+            Timing::Every(e) => (None, Some(e.clone())),
+        };
+        ScheduleView {
+            name: spec.name.clone(),
+            owner: spec.owner.clone(),
+            cron,
+            every,
+            kind: spec.job.kind.clone(),
+            queue: spec.job.queue.to_string(),
+            payload: spec.job.payload.clone(),
+            priority: spec.job.priority.as_str().to_owned(),
+            max_attempts: spec.job.max_attempts,
+            timeout_ms: spec.job.timeout_ms,
+            created_at: at,
+        }
+    }
+}
+
+impl From<schedule_row::Model> for ScheduleView {
+    fn from(m: schedule_row::Model) -> Self {
+        ScheduleView {
+            name: m.name,
+            owner: m.owner,
+            cron: m.cron,
+            every: m.every,
+            kind: m.kind,
+            queue: m.queue,
+            payload: m.payload,
+            priority: m.priority,
+            max_attempts: u32::try_from(m.max_attempts).unwrap_or(0),
+            timeout_ms: u64::try_from(m.timeout_ms).unwrap_or(0),
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// Fields of a job submission a schedule may not carry.
+const NOT_FOR_SCHEDULES: [&str; 3] = ["run_at", "delay_ms", "idempotency_key"];
+
+/// Parses a schedule body, naming every bad field.
+fn parse_schedule(body: Value, caller: &Caller) -> Result<ScheduleSpec, ApiError> {
+    let Value::Object(mut obj) = body else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    let mut errors = Vec::new();
+    let name = match obj.remove("name") {
+        Some(Value::String(n)) => match validate_token(&n) {
+            Ok(()) => Some(n),
+            Err(e) => {
+                errors.push(FieldError::new("name", e.to_string()));
+                None
+            }
+        },
+        Some(_) => {
+            errors.push(FieldError::new("name", "must be a string"));
+            None
+        }
+        None => {
+            errors.push(FieldError::new("name", "required"));
+            None
+        }
+    };
+    let text = |obj: &mut serde_json::Map<String, Value>, field: &str, errors: &mut Vec<FieldError>| {
+        match obj.remove(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                errors.push(FieldError::new(field, "must be a string"));
+                None
+            }
+        }
+    };
+    let cron = text(&mut obj, "cron", &mut errors);
+    let every = text(&mut obj, "every", &mut errors);
+    let timing = match (cron, every) {
+        (Some(_), Some(_)) => {
+            errors.push(FieldError::new("every", "give either cron or every, not both"));
+            None
+        }
+        (Some(c), None) => match schedule::validate_cron(&c) {
+            Ok(()) => Some(Timing::Cron(c.trim().to_owned())),
+            Err(m) => {
+                errors.push(FieldError::new("cron", m));
+                None
+            }
+        },
+        (None, Some(e)) => match schedule::parse_every(&e) {
+            Ok(norm) => Some(Timing::Every(norm)),
+            Err(m) => {
+                errors.push(FieldError::new("every", m));
+                None
+            }
+        },
+        (None, None) => {
+            errors.push(FieldError::new("cron", "give cron or every"));
+            None
+        }
+    };
+    for field in NOT_FOR_SCHEDULES {
+        if obj.remove(field).is_some() {
+            errors.push(FieldError::new(field, "not allowed in a schedule"));
+        }
+    }
+    let job = match parse_submission(Value::Object(obj), caller) {
+        Ok(job) => Some(job),
+        Err(ApiError::Unprocessable(errs)) => {
+            errors.extend(errs);
+            None
+        }
+        Err(other) => return Err(other),
+    };
+    match (name, timing, job) {
+        (Some(name), Some(timing), Some(job)) if errors.is_empty() => Ok(ScheduleSpec {
+            name,
+            owner: caller.sub.clone(),
+            timing,
+            job,
+        }),
+        _ => Err(ApiError::Unprocessable(errors)),
+    }
+}
+
+/// Create (or replace) a periodic schedule. `201` when new, `200` when it replaced the
+/// caller's schedule of the same name; both once its record is stored in JetStream.
+#[utoipa::path(
+    post, path = "/v1/schedules", tag = "schedules", request_body = CreateSchedule,
+    responses(
+        (status = 201, description = "Created", body = ScheduleView),
+        (status = 200, description = "Replaced the schedule of the same name", body = ScheduleView),
+        (status = 422, description = "A field is invalid (e.g. a cron that does not parse)", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(schedule = tracing::field::Empty), err(Debug, level = "info"))]
+pub async fn create_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let spec = parse_schedule(body, &caller)?;
+    tracing::Span::current().record("schedule", spec.name.as_str());
+    let key = schedule::schedule_key(&spec.owner, &spec.name);
+    let replaced = matches!(active_record(&state, &key).await?, Some((_, ScheduleEvent::Created(_))));
+    let timing = spec.timing.header_value();
+    let target = format!(
+        "{}.{}.{}.queued",
+        subject::PREFIX,
+        spec.job.queue,
+        schedule::fired_token(&key)
+    );
+    let rec = ScheduleRecord::new(key.clone(), ScheduleEvent::Created(spec.clone()));
+    let msg = Outgoing::new(schedule::subject(&key), rec.to_bytes())
+        .with_header("Nats-Msg-Id", &rec.event_id.to_string())
+        .with_header(SCHEDULE_HEADER, &timing)
+        .with_header(SCHEDULE_TARGET_HEADER, &target)
+        // A schedule lives until deleted: the stream's max_age must never drop it.
+        .with_header(TTL_HEADER, "never");
+    if let Err(e) = state.broker.publish_atomic(vec![msg]).await {
+        if let Some(reason) = e.refusal() {
+            let field = match spec.timing {
+                Timing::Cron(_) => "cron",
+                Timing::Every(_) => "every",
+            };
+            return Err(ApiError::field(field, format!("refused by nats-server: {reason}")));
+        }
+        return Err(e.into());
+    }
+    tracing::info!(%key, %timing, replaced, "schedule stored");
+    let status = if replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(ScheduleView::from_spec(&spec, rec.at))).into_response())
+}
+
+/// The latest record on a schedule's subject and its sequence.
+async fn active_record(
+    state: &AppState,
+    key: &str,
+) -> Result<Option<(u64, ScheduleEvent)>, ApiError> {
+    let Some(msg) = state.broker.last_on_subject(&schedule::subject(key)).await? else {
+        return Ok(None);
+    };
+    let rec = ScheduleRecord::decode(&msg.payload)
+        .map_err(|e| anyhow::anyhow!("unreadable schedule record: {e}"))?;
+    Ok(Some((msg.sequence, rec.event)))
+}
+
+/// Filters of a schedule list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OwnerQuery {
+    /// Admins only: whose schedule (default: the caller's).
+    pub owner: Option<String>,
+}
+
+/// List schedules (the caller's; an admin sees all), by name.
+#[utoipa::path(
+    get, path = "/v1/schedules", tag = "schedules", params(OwnerQuery),
+    responses((status = 200, body = [ScheduleView])),
+    security(("bearer" = []))
+)]
+pub async fn list_schedules(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<OwnerQuery>,
+) -> Result<Json<Vec<ScheduleView>>, ApiError> {
+    let mut select = schedule_row::Entity::find();
+    if !caller.is_admin {
+        select = select.filter(schedule_row::Column::Owner.eq(caller.sub.as_str()));
+    } else if let Some(owner) = &q.owner {
+        select = select.filter(schedule_row::Column::Owner.eq(owner.as_str()));
+    }
+    let rows = select
+        .order_by_asc(schedule_row::Column::Name)
+        .order_by_asc(schedule_row::Column::Owner)
+        .all(&state.db)
+        .await?;
+    Ok(Json(rows.into_iter().map(ScheduleView::from).collect()))
+}
+
+/// Delete a schedule: it fires no more. `204`; `404` when there is no such schedule.
+/// An admin may delete another user's schedule with `?owner=`.
+#[utoipa::path(
+    delete, path = "/v1/schedules/{name}", tag = "schedules",
+    params(("name" = String, Path, description = "Schedule name"), OwnerQuery),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such schedule", body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(schedule = %name), err(Debug, level = "info"))]
+pub async fn delete_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<OwnerQuery>,
+) -> Result<StatusCode, ApiError> {
+    let owner = match (&q.owner, caller.is_admin) {
+        (Some(o), true) => o.clone(),
+        _ => caller.sub.clone(),
+    };
+    let not_found = || ApiError::NotFound(format!("no schedule {name:?}"));
+    let key = schedule::schedule_key(&owner, &name);
+    let Some((seq, ScheduleEvent::Created(_))) = active_record(&state, &key).await? else {
+        return Err(not_found());
+    };
+    let rec = ScheduleRecord::new(
+        key.clone(),
+        ScheduleEvent::Deleted {
+            name: name.clone(),
+            owner,
+        },
+    );
+    // Rolls the active record up (the scheduler stops); only if nobody changed it meanwhile.
+    let msg = Outgoing::new(schedule::subject(&key), rec.to_bytes())
+        .with_header(ROLLUP_HEADER, "sub")
+        .with_header(EXPECTED_LAST_SUBJECT_SEQUENCE, &seq.to_string());
+    match state.broker.publish_atomic(vec![msg]).await {
+        Ok(_) => {
+            tracing::info!(%key, "schedule deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(e) if e.is_wrong_last_sequence() => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}
