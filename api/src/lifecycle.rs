@@ -184,16 +184,16 @@ pub(crate) fn job_messages(
     }
 }
 
-/// `run_at` rounded up to the whole second, in the RFC 3339 form nats-server schedules take:
-/// the job never starts before its time.
+/// `run_at` rounded up to the millisecond, in the RFC 3339 form nats-server schedules
+/// take (`@at` accepts fractional seconds): the job never starts before its time.
 fn fire_time(run_at: DateTime<Utc>) -> String {
-    let whole = run_at.trunc_subsecs(0);
-    let t = if whole < run_at {
-        whole + ChronoDuration::seconds(1)
+    let ms = run_at.trunc_subsecs(3);
+    let t = if ms < run_at {
+        ms + ChronoDuration::milliseconds(1)
     } else {
-        whole
+        ms
     };
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// What an idempotency record says: which jobs the key produced.
@@ -341,15 +341,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fire_time_rounds_up_to_the_second() {
-        let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.250Z")
+    fn fire_time_rounds_up_to_the_millisecond() {
+        let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.250001Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(fire_time(t), "2026-01-02T03:04:06Z");
+        assert_eq!(fire_time(t), "2026-01-02T03:04:05.251Z");
         let whole = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(fire_time(whole), "2026-01-02T03:04:05Z");
+        assert_eq!(fire_time(whole), "2026-01-02T03:04:05.000Z");
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! Idempotency keys: decided by the stream, across API instances; owners never collide.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use jobstream_api::auth::Verifier;
+use jobstream_api::{App, AppState};
+use jobstream_core::EventType;
+use jobstream_entity::queued_job;
+use jobstream_testkit::Backend;
+use jobstream_worker::{Registry, Worker, WorkerConfig};
+use reqwest::StatusCode;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::{Value, json};
+
+use crate::helpers::{Component, Options, TestApp, connect, db_test};
+
+impl TestApp {
+    /// Another API instance on the same nats-server and database (its own NATS connection):
+    /// returns its base URL and the running component.
+    pub(crate) async fn second_api(&self) -> (String, Component) {
+        let state = AppState {
+            broker: connect(&self.nats.url(), "api-2").await,
+            db: self.db.conn.clone(),
+            verifier: Arc::new(Verifier::new(&self.auth)),
+        };
+        let app = App::build(([127, 0, 0, 1], 0).into(), state)
+            .await
+            .expect("bind second api");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let c = Component::spawn(|stop| async move {
+            app.run_until_stopped(stop).await.expect("api 2");
+        });
+        (base, c)
+    }
+
+    /// Another worker process (its own NATS connection), sharing the queues' durable consumers.
+    pub(crate) async fn extra_worker(&self, id: &str) -> Component {
+        let worker = Worker::build(
+            connect(&self.nats.url(), id).await,
+            Registry::with_builtins(),
+            WorkerConfig {
+                id: id.to_owned(),
+                ..self.options.worker_config.clone()
+            },
+        )
+        .await
+        .expect("worker");
+        Component::spawn(|stop| async move {
+            worker.run(stop).await.expect("worker run");
+        })
+    }
+
+    /// `POST {base}/v1/jobs` with an `Idempotency-Key` header: status and body.
+    pub(crate) async fn submit_keyed(
+        &self,
+        base: &str,
+        token: &str,
+        key: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(format!("{base}/v1/jobs"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /v1/jobs");
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn the_same_key_from_two_api_instances_yields_one_job(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (base2, _api2) = app.second_api().await;
+    let alice = app.token("alice", false);
+    let body = json!({"kind": "echo", "payload": {"order": 42}});
+
+    // 16 concurrent requests with one key, alternating between the two API instances.
+    let answers: Vec<(StatusCode, Value)> = futures::stream::iter(0..16)
+        .map(|i| {
+            let (app, alice, body) = (&app, &alice, &body);
+            let base = if i % 2 == 0 { app.base.clone() } else { base2.clone() };
+            async move { app.submit_keyed(&base, alice, "order-42", body).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let created: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .collect();
+    assert_eq!(created.len(), 1, "exactly one 202: {answers:?}");
+    let id = created[0].1["id"].as_str().unwrap().to_owned();
+    for (status, job) in &answers {
+        assert!(
+            *status == StatusCode::ACCEPTED || *status == StatusCode::OK,
+            "{status}: {job}"
+        );
+        assert_eq!(job["id"], id.as_str(), "every answer is the same job");
+    }
+    // The stream holds one queued event for the key, the projection one row.
+    assert_eq!(app.events_of(&id, EventType::Queued).await.len(), 1);
+    let row = app
+        .wait_for_row(&id, "keyed job to succeed", |r| r.status == "succeeded")
+        .await;
+    assert_eq!(row.idempotency_key.as_deref(), Some("order-42"));
+    let rows = queued_job::Entity::find()
+        .filter(queued_job::Column::IdempotencyKey.eq("order-42"))
+        .count(&app.db.conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+
+    // Later (the job finished meanwhile), from either instance: still that job, 200.
+    let (status, job) = app.submit_keyed(&base2, &alice, "order-42", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(job["id"], id.as_str());
+    assert_eq!(job["status"], "succeeded");
+
+    // Another owner with the same key gets a job of their own.
+    let bob = app.token("bob", false);
+    let (status, bobs) = app.submit_keyed(&app.base, &bob, "order-42", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_ne!(bobs["id"], id.as_str());
+    assert_eq!(bobs["owner"], "bob");
+
+    // The body field works like the header; a different key is a different job.
+    let res = app
+        .submit(&alice, &json!({"kind": "echo", "idempotency_key": "order-42"}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["id"], id.as_str());
+    let (status, other) = app.submit_keyed(&app.base, &alice, "order-43", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_ne!(other["id"], id.as_str());
+}
+db_test!(the_same_key_from_two_api_instances_yields_one_job);
+
+async fn a_restarted_api_still_knows_the_key_and_bad_keys_are_refused(backend: Backend) {
+    let app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            projector: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = app.token("alice", false);
+    let body = json!({"kind": "echo"});
+    let (status, first) = app.submit_keyed(&app.base, &alice, "k", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // A brand-new API process (no projector running: nothing in SQL) decides from the stream.
+    let (base2, api2) = app.second_api().await;
+    let (status, again) = app.submit_keyed(&base2, &alice, "k", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["status"], "queued");
+    api2.stop().await;
+
+    let before = app.stream_messages().await;
+    let res = app
+        .http
+        .post(format!("{}/v1/jobs", app.base))
+        .bearer_auth(&alice)
+        .header("Idempotency-Key", "a")
+        .json(&json!({"kind": "echo", "idempotency_key": "b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["errors"][0]["field"], "idempotency_key");
+    let res = app
+        .submit(&alice, &json!({"kind": "echo", "idempotency_key": "x".repeat(256)}))
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.stream_messages().await, before, "nothing published");
+}
+db_test!(a_restarted_api_still_knows_the_key_and_bad_keys_are_refused);
