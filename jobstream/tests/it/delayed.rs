@@ -1,7 +1,7 @@
 //! Delayed jobs: `scheduled` until `run_at`, then fired by nats-server's message
 //! scheduler through the normal worker path; once, even across a restart of everything.
 
-use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, SubsecRound, Utc};
 use jobstream_core::EventType;
 use jobstream_testkit::{Backend, eventually};
 use reqwest::StatusCode;
@@ -19,7 +19,8 @@ fn time(v: &Value) -> DateTime<Utc> {
 async fn a_delayed_job_is_scheduled_then_starts_within_a_second_after_its_time(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
-    let run_at = Utc::now() + ChronoDuration::milliseconds(1500);
+    // Whole milliseconds: what the request carries.
+    let run_at = (Utc::now() + ChronoDuration::milliseconds(1500)).trunc_subsecs(3);
     let job = app
         .submit_ok(
             &token,
