@@ -8,5 +8,6 @@ mod pipeline;
 mod resilience;
 mod retention;
 mod retries;
+mod schedules;
 mod stream;
 mod validation;

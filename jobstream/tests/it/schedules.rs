@@ -1,0 +1,252 @@
+//! Periodic jobs without a beat process: JetStream message schedules fire them, once
+//! per firing, however many API and worker processes run.
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use jobstream_core::stored::{StoredMessage, fired_sequence};
+use jobstream_core::{Envelope, EventType, schedule};
+use jobstream_entity::{queued_job, schedule as schedule_row};
+use jobstream_projector::{Projector, ProjectorConfig};
+use jobstream_testkit::{Backend, eventually};
+use reqwest::StatusCode;
+use sea_orm::{EntityTrait, QueryOrder};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, WAIT, connect, db_test};
+
+impl TestApp {
+    /// `POST {base}/v1/schedules`: status and body.
+    pub(crate) async fn create_schedule(
+        &self,
+        base: &str,
+        token: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(format!("{base}/v1/schedules"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /v1/schedules");
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `DELETE {base}/v1/schedules/{name}{query}`: status.
+    pub(crate) async fn delete_schedule(&self, base: &str, token: &str, path: &str) -> StatusCode {
+        self.http
+            .delete(format!("{base}/v1/schedules/{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("DELETE /v1/schedules")
+            .status()
+    }
+
+    /// The jobs fired so far by `owner`'s schedule `name`, decoded from the stream, in order.
+    pub(crate) async fn fired_jobs(&self, owner: &str, name: &str) -> Vec<(u64, Envelope)> {
+        let key = schedule::schedule_key(owner, name);
+        let subject = format!("jobs.default.{}.queued", schedule::fired_token(&key));
+        let stream = self.broker.stream().await.expect("stream");
+        let mut out = Vec::new();
+        let mut next = 1;
+        loop {
+            match stream.get_first_raw_message_by_subject(&subject, next).await {
+                Ok(msg) => {
+                    next = msg.sequence + 1;
+                    let env = Envelope::from_stored(&StoredMessage::from_raw(&msg))
+                        .expect("fired message decodes");
+                    out.push((msg.sequence, env));
+                }
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return out,
+                Err(e) => panic!("reading fired jobs: {e}"),
+            }
+        }
+    }
+}
+
+async fn each_firing_produces_exactly_one_job_with_two_apis_and_two_workers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (base2, _api2) = app.second_api().await;
+    let _worker2 = app.extra_worker("worker-2").await;
+    let alice = app.token("alice", false);
+    let body = json!({"name": "tick", "every": "1s", "kind": "echo", "payload": {"tick": true}});
+
+    let (status, created) = app.create_schedule(&app.base, &alice, &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["every"], "1s");
+    assert_eq!(created["owner"], "alice");
+    // The same schedule through the other API instance replaces it: still one schedule.
+    let (status, _) = app.create_schedule(&base2, &alice, &body).await;
+    assert_eq!(status, StatusCode::OK);
+    eventually("the schedule to be listed", WAIT, || async {
+        let (_, list) = app.get(&alice, "/v1/schedules").await;
+        (list.as_array().map(Vec::len) == Some(1)).then_some(list)
+    })
+    .await;
+
+    // Let it fire a few times while two workers pull the queue.
+    eventually("three fired jobs", WAIT, || async {
+        (app.fired_jobs("alice", "tick").await.len() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(app.delete_schedule(&base2, &alice, "tick").await, StatusCode::NO_CONTENT);
+    assert_eq!(app.delete_schedule(&app.base, &alice, "tick").await, StatusCode::NOT_FOUND);
+
+    // It fires no more (a bounded wait for something that must not happen).
+    let fired = app.fired_jobs("alice", "tick").await;
+    let more = tokio::time::timeout(Duration::from_millis(2500), async {
+        loop {
+            if app.fired_jobs("alice", "tick").await.len() > fired.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(more.is_err(), "a deleted schedule fired again");
+
+    // Every firing is exactly one job, run exactly once; ids are derived from the fired message.
+    let ids: Vec<Uuid> = fired.iter().map(|(_, e)| e.job_id).collect();
+    for (seq, env) in &fired {
+        assert_eq!(fired_sequence(env.job_id), *seq);
+        let id = env.job_id.to_string();
+        let row = app
+            .wait_for_row(&id, "fired job to succeed", |r| r.status == "succeeded")
+            .await;
+        assert_eq!(row.owner, "alice");
+        assert_eq!(row.result, Some(json!({"tick": true})));
+        assert_eq!(app.events_of(&id, EventType::Started).await.len(), 1, "ran once");
+        assert_eq!(app.events_of(&id, EventType::Succeeded).await.len(), 1);
+        // GET works for a fired job, and its history starts with the fired `queued` event.
+        let (status, job) = app.get(&alice, &format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(job["status"], "succeeded");
+    }
+    let rows = app.rows().await;
+    assert_eq!(rows.len(), fired.len(), "no job without a firing, no firing without a job");
+    eventually("the schedule to leave the list", WAIT, || async {
+        let (_, list) = app.get(&alice, "/v1/schedules").await;
+        (list.as_array().map(Vec::len) == Some(0)).then_some(())
+    })
+    .await;
+
+    // A replay (a fresh fold of the same stream) derives the same job ids.
+    let fresh = app.db.sibling().await;
+    let replay = Projector::build(
+        connect(&app.nats.url(), "replay").await,
+        fresh.conn.clone(),
+        ProjectorConfig {
+            name: "replay".into(),
+            ..app.options.projector_config.clone()
+        },
+    )
+    .await
+    .unwrap();
+    let mut applied = replay.applied();
+    let last = app
+        .broker
+        .jetstream()
+        .get_stream("JOBS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(replay.run(stop.clone()));
+    tokio::time::timeout(WAIT, applied.wait_for(|s| *s >= last))
+        .await
+        .expect("replay finished")
+        .unwrap();
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    let replayed = queued_job::Entity::find()
+        .order_by_asc(queued_job::Column::Id)
+        .all(&fresh.conn)
+        .await
+        .unwrap();
+    let mut live = rows;
+    live.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(replayed, live, "a replay rebuilds the same jobs, same ids");
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(
+        replayed.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        sorted.iter().map(Uuid::to_string).collect::<Vec<_>>()
+    );
+    assert!(
+        schedule_row::Entity::find()
+            .all(&fresh.conn)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the deleted schedule is not rebuilt"
+    );
+}
+db_test!(each_firing_produces_exactly_one_job_with_two_apis_and_two_workers);
+
+async fn schedules_are_owned_validated_and_cron_fires(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let alice = app.token("alice", false);
+    let bob = app.token("bob", false);
+    let admin = app.token("root", true);
+
+    let before = app.stream_messages().await;
+    for (body, field) in [
+        (json!({"name": "x", "cron": "* * * * *", "kind": "echo"}), "cron"),
+        (json!({"name": "x", "cron": "0 0 25 * * *", "kind": "echo"}), "cron"),
+        (json!({"name": "x", "every": "100ms", "kind": "echo"}), "every"),
+        (json!({"name": "x", "every": "5s", "cron": "@daily", "kind": "echo"}), "every"),
+        (json!({"name": "x", "kind": "echo"}), "cron"),
+        (json!({"name": "a.b", "every": "5s", "kind": "echo"}), "name"),
+        (json!({"name": "x", "every": "5s", "kind": "nope"}), "kind"),
+        (json!({"name": "x", "every": "5s", "kind": "echo", "delay_ms": 5}), "delay_ms"),
+    ] {
+        let (status, p) = app.create_schedule(&app.base, &alice, &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(p["errors"][0]["field"], field, "{p}");
+    }
+    assert_eq!(app.stream_messages().await, before, "nothing published");
+
+    // Same name, two owners: two schedules. A cron schedule fires every second.
+    let every_second = json!({"name": "n", "cron": "* * * * * *", "kind": "echo", "payload": "a"});
+    assert_eq!(app.create_schedule(&app.base, &alice, &every_second).await.0, StatusCode::CREATED);
+    let hourly = json!({"name": "n", "cron": "@hourly", "kind": "echo", "payload": "b"});
+    assert_eq!(app.create_schedule(&app.base, &bob, &hourly).await.0, StatusCode::CREATED);
+    let all = eventually("both schedules listed for the admin", WAIT, || async {
+        let (_, list) = app.get(&admin, "/v1/schedules").await;
+        (list.as_array().map(Vec::len) == Some(2)).then_some(list)
+    })
+    .await;
+    assert_eq!(all[0]["owner"], "alice");
+    let (_, mine) = app.get(&alice, "/v1/schedules").await;
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    assert_eq!(mine[0]["cron"], "* * * * * *");
+
+    let row = eventually("a cron-fired job to succeed", WAIT, || async {
+        app.rows()
+            .await
+            .into_iter()
+            .find(|r| r.owner == "alice" && r.status == "succeeded")
+    })
+    .await;
+    assert_eq!(row.result, Some(json!("a")));
+
+    // Bob deleting "n" deletes his own; alice's keeps firing until she deletes it; an admin may delete anyone's.
+    assert_eq!(app.delete_schedule(&app.base, &bob, "n").await, StatusCode::NO_CONTENT);
+    assert_eq!(app.delete_schedule(&app.base, &bob, "n?owner=alice").await, StatusCode::NOT_FOUND);
+    assert_eq!(app.delete_schedule(&app.base, &admin, "n?owner=alice").await, StatusCode::NO_CONTENT);
+    eventually("no schedules left", WAIT, || async {
+        let (_, list) = app.get(&admin, "/v1/schedules").await;
+        (list.as_array().map(Vec::len) == Some(0)).then_some(())
+    })
+    .await;
+}
+db_test!(schedules_are_owned_validated_and_cron_fires);
