@@ -2,6 +2,7 @@
 //! One binary (this file plus modules) so it links once.
 
 mod helpers;
+mod batch;
 mod delayed;
 mod idempotency;
 mod pipeline;
