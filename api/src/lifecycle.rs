@@ -274,7 +274,9 @@ fn refusal(e: jobstream_core::broker::BrokerError) -> ApiError {
     match e.refusal() {
         Some(reason) if reason.contains("too large") => ApiError::field(
             "jobs",
-            format!("the batch needs more messages than the server allows in one atomic batch ({reason})"),
+            format!(
+                "the batch needs more messages than the server allows in one atomic batch ({reason})"
+            ),
         ),
         Some(reason) => ApiError::field("body", reason),
         None => e.into(),
@@ -317,8 +319,8 @@ pub(crate) async fn store_job(
         })?;
         return Ok(Stored::Existing(Box::new(view)));
     }
-    let job =
-        JobState::from_queued(&first, 0).ok_or_else(|| anyhow::anyhow!("first event did not fold"))?;
+    let job = JobState::from_queued(&first, 0)
+        .ok_or_else(|| anyhow::anyhow!("first event did not fold"))?;
     Ok(Stored::New(Box::new(job)))
 }
 

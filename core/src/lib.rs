@@ -22,12 +22,12 @@ pub mod catalogue;
 pub mod event;
 pub mod fold;
 pub mod nats_server;
+pub mod schedule;
 pub mod shutdown;
 pub mod store;
+pub mod stored;
 pub mod subject;
 pub mod telemetry;
-pub mod schedule;
-pub mod stored;
 
 pub use event::{Envelope, Event, EventType};
 pub use fold::{JobState, JobStatus};

@@ -60,7 +60,7 @@ pub struct ScheduleSpec {
 pub enum ScheduleEvent {
     /// The schedule was created or replaced; it fires from now on.
     #[serde(rename = "schedule_created")]
-    Created(ScheduleSpec),
+    Created(Box<ScheduleSpec>),
     /// The schedule was deleted; it fires no more.
     #[serde(rename = "schedule_deleted")]
     Deleted {
@@ -234,8 +234,7 @@ pub fn validate_cron(expr: &str) -> Result<(), String> {
         ("day-of-week", 0, 6, &DAYS),
     ];
     for (field, (name, lo, hi, names)) in fields.iter().zip(specs) {
-        validate_field(field, lo, hi, names)
-            .map_err(|e| format!("{name} field {field:?}: {e}"))?;
+        validate_field(field, lo, hi, names).map_err(|e| format!("{name} field {field:?}: {e}"))?;
     }
     Ok(())
 }

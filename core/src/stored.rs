@@ -232,12 +232,12 @@ mod tests {
     fn fired_periodic_jobs_get_ids_derived_from_the_message() {
         let rec = ScheduleRecord::new(
             "k".into(),
-            ScheduleEvent::Created(ScheduleSpec {
+            ScheduleEvent::Created(Box::new(ScheduleSpec {
                 name: "n".into(),
                 owner: "alice".into(),
                 timing: Timing::Every("1s".into()),
                 job: spec(),
-            }),
+            })),
         );
         let bytes = rec.to_bytes();
         let h = headers(&[(SCHEDULER_HEADER, "schedules.k")]);

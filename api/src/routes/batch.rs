@@ -84,10 +84,7 @@ pub async fn submit_batch(
     if jobs.is_empty() || jobs.len() > MAX_BATCH {
         return Err(ApiError::field(
             "jobs",
-            format!(
-                "must hold 1 to {MAX_BATCH} jobs (found {})",
-                jobs.len()
-            ),
+            format!("must hold 1 to {MAX_BATCH} jobs (found {})", jobs.len()),
         ));
     }
     tracing::Span::current().record("jobs", jobs.len());
@@ -109,7 +106,10 @@ pub async fn submit_batch(
                     .map(|e| FieldError::new(prefix(&e.field), e.message)),
             ),
             Err(ApiError::BadRequest(_)) => {
-                errors.push(FieldError::new(format!("jobs[{i}]"), "must be a JSON object"));
+                errors.push(FieldError::new(
+                    format!("jobs[{i}]"),
+                    "must be a JSON object",
+                ));
             }
             Err(other) => return Err(other),
         }
@@ -128,7 +128,10 @@ pub async fn submit_batch(
     if let Some(existing) =
         lifecycle::publish_guarded(&state, &caller.sub, key.as_deref(), ids.clone(), msgs).await?
     {
-        tracing::info!(jobs = existing.len(), "idempotency key used before: existing batch returned");
+        tracing::info!(
+            jobs = existing.len(),
+            "idempotency key used before: existing batch returned"
+        );
         return Ok((StatusCode::OK, Json(BatchAccepted { ids: existing })).into_response());
     }
     tracing::info!(jobs = ids.len(), "batch stored");

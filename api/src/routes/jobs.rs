@@ -18,8 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::lifecycle;
 use crate::error::ApiError;
+use crate::lifecycle;
 use crate::state::AppState;
 
 /// Most attempts a job may ask for.
@@ -168,7 +168,9 @@ pub async fn submit_job(
         lifecycle::Stored::Existing(view) => {
             tracing::info!(existing = %view.id, "idempotency key used before: existing job returned");
             let location = format!("/v1/jobs/{}", view.id);
-            return Ok((StatusCode::OK, [(header::LOCATION, location)], Json(*view)).into_response());
+            return Ok(
+                (StatusCode::OK, [(header::LOCATION, location)], Json(*view)).into_response(),
+            );
         }
     };
     tracing::info!(status = job.status.as_str(), "job stored");

@@ -156,21 +156,25 @@ fn parse_schedule(body: Value, caller: &Caller) -> Result<ScheduleSpec, ApiError
             None
         }
     };
-    let text = |obj: &mut serde_json::Map<String, Value>, field: &str, errors: &mut Vec<FieldError>| {
-        match obj.remove(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(_) => {
-                errors.push(FieldError::new(field, "must be a string"));
-                None
+    let text =
+        |obj: &mut serde_json::Map<String, Value>, field: &str, errors: &mut Vec<FieldError>| {
+            match obj.remove(field) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s),
+                Some(_) => {
+                    errors.push(FieldError::new(field, "must be a string"));
+                    None
+                }
             }
-        }
-    };
+        };
     let cron = text(&mut obj, "cron", &mut errors);
     let every = text(&mut obj, "every", &mut errors);
     let timing = match (cron, every) {
         (Some(_), Some(_)) => {
-            errors.push(FieldError::new("every", "give either cron or every, not both"));
+            errors.push(FieldError::new(
+                "every",
+                "give either cron or every, not both",
+            ));
             None
         }
         (Some(c), None) => match schedule::validate_cron(&c) {
@@ -237,7 +241,10 @@ pub async fn create_schedule(
     let spec = parse_schedule(body, &caller)?;
     tracing::Span::current().record("schedule", spec.name.as_str());
     let key = schedule::schedule_key(&spec.owner, &spec.name);
-    let replaced = matches!(active_record(&state, &key).await?, Some((_, ScheduleEvent::Created(_))));
+    let replaced = matches!(
+        active_record(&state, &key).await?,
+        Some((_, ScheduleEvent::Created(_)))
+    );
     let timing = spec.timing.header_value();
     let target = format!(
         "{}.{}.{}.queued",
@@ -245,7 +252,7 @@ pub async fn create_schedule(
         spec.job.queue,
         schedule::fired_token(&key)
     );
-    let rec = ScheduleRecord::new(key.clone(), ScheduleEvent::Created(spec.clone()));
+    let rec = ScheduleRecord::new(key.clone(), ScheduleEvent::Created(Box::new(spec.clone())));
     let msg = Outgoing::new(schedule::subject(&key), rec.to_bytes())
         .with_header("Nats-Msg-Id", &rec.event_id.to_string())
         .with_header(SCHEDULE_HEADER, &timing)
@@ -258,7 +265,10 @@ pub async fn create_schedule(
                 Timing::Cron(_) => "cron",
                 Timing::Every(_) => "every",
             };
-            return Err(ApiError::field(field, format!("refused by nats-server: {reason}")));
+            return Err(ApiError::field(
+                field,
+                format!("refused by nats-server: {reason}"),
+            ));
         }
         return Err(e.into());
     }
@@ -276,7 +286,11 @@ async fn active_record(
     state: &AppState,
     key: &str,
 ) -> Result<Option<(u64, ScheduleEvent)>, ApiError> {
-    let Some(msg) = state.broker.last_on_subject(&schedule::subject(key)).await? else {
+    let Some(msg) = state
+        .broker
+        .last_on_subject(&schedule::subject(key))
+        .await?
+    else {
         return Ok(None);
     };
     let rec = ScheduleRecord::decode(&msg.payload)

@@ -49,7 +49,10 @@ async fn a_batch_of_1000_is_stored_in_order_and_runs(backend: Backend) {
     assert_eq!(ids.len(), 1000);
     let mut sorted = ids.clone();
     sorted.sort();
-    assert_eq!(sorted, ids, "ids in submission order (UUIDv7, time-ordered)");
+    assert_eq!(
+        sorted, ids,
+        "ids in submission order (UUIDv7, time-ordered)"
+    );
 
     app.wait_for_count("succeeded", 1000).await;
     // Each id is the job given at that position.
@@ -97,9 +100,19 @@ async fn one_invalid_job_stores_nothing(backend: Backend) {
         .collect();
     assert_eq!(
         fields,
-        ["jobs[2].kind", "jobs[3].payload.ms", "jobs[4].idempotency_key", "jobs[5]"]
+        [
+            "jobs[2].kind",
+            "jobs[3].payload.ms",
+            "jobs[4].idempotency_key",
+            "jobs[5]"
+        ]
     );
-    for bad in [json!({"jobs": []}), json!({"jobs": 5}), json!({}), json!({"jobs": [], "x": 1})] {
+    for bad in [
+        json!({"jobs": []}),
+        json!({"jobs": 5}),
+        json!({}),
+        json!({"jobs": [], "x": 1}),
+    ] {
         let (status, _) = app.submit_batch(&token, None, &bad).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
@@ -117,8 +130,10 @@ async fn one_invalid_job_stores_nothing(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(first["ids"], again["ids"]);
     let delayed = first["ids"][1].as_str().unwrap();
-    app.wait_for_row(delayed, "delayed job in the batch", |r| r.status == "scheduled")
-        .await;
+    app.wait_for_row(delayed, "delayed job in the batch", |r| {
+        r.status == "scheduled"
+    })
+    .await;
     assert_eq!(app.rows().await.len(), 2);
 
     // The largest batch: 1,000 delayed jobs (two messages each) plus its idempotency record.
@@ -164,14 +179,24 @@ async fn a_batch_refused_by_the_stream_stores_nothing(backend: Backend) {
         )
     };
     let before = app.stream_messages().await;
-    let mut msgs: Vec<Outgoing> = (0..5).map(|_| Outgoing::event(&event(), &queue, None)).collect();
+    let mut msgs: Vec<Outgoing> = (0..5)
+        .map(|_| Outgoing::event(&event(), &queue, None))
+        .collect();
     // The third message expects its subject to hold a message already: it does not.
-    msgs[2] = msgs[2].clone().with_header(EXPECTED_LAST_SUBJECT_SEQUENCE, "999");
+    msgs[2] = msgs[2]
+        .clone()
+        .with_header(EXPECTED_LAST_SUBJECT_SEQUENCE, "999");
     let err = app.broker.publish_atomic(msgs).await.unwrap_err();
     assert!(err.is_wrong_last_sequence(), "{err}");
-    assert_eq!(app.stream_messages().await, before, "no message of the batch stored");
+    assert_eq!(
+        app.stream_messages().await,
+        before,
+        "no message of the batch stored"
+    );
 
-    let msgs: Vec<Outgoing> = (0..5).map(|_| Outgoing::event(&event(), &queue, None)).collect();
+    let msgs: Vec<Outgoing> = (0..5)
+        .map(|_| Outgoing::event(&event(), &queue, None))
+        .collect();
     let ack = app.broker.publish_atomic(msgs).await.unwrap();
     assert_eq!(ack.last_seq - ack.first_seq, 4);
     assert_eq!(app.stream_messages().await, before + 5);

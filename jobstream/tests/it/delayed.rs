@@ -42,13 +42,19 @@ async fn a_delayed_job_is_scheduled_then_starts_within_a_second_after_its_time(b
         .wait_for_row(id, "delayed job to succeed", |r| r.status == "succeeded")
         .await;
     let started = row.started_at.expect("started");
-    assert!(started >= run_at, "started {started} before its time {run_at}");
+    assert!(
+        started >= run_at,
+        "started {started} before its time {run_at}"
+    );
     assert!(
         started - run_at < ChronoDuration::seconds(1),
         "started {} ms after its time",
         (started - run_at).num_milliseconds()
     );
-    assert_eq!(row.run_at.map(|t| t.timestamp_millis()), Some(run_at.timestamp_millis()));
+    assert_eq!(
+        row.run_at.map(|t| t.timestamp_millis()),
+        Some(run_at.timestamp_millis())
+    );
     assert_eq!(row.result, Some(json!("later")));
     for (t, n) in [
         (EventType::Scheduled, 1),
@@ -68,7 +74,10 @@ async fn a_delayed_job_survives_a_restart_of_every_process_and_runs_once(backend
     let mut app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": 7, "delay_ms": 2000}))
+        .submit_ok(
+            &token,
+            &json!({"kind": "echo", "payload": 7, "delay_ms": 2000}),
+        )
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
     let run_at = time(&job["run_at"]);
@@ -97,8 +106,16 @@ async fn a_delayed_job_survives_a_restart_of_every_process_and_runs_once(backend
         .await;
     assert_eq!(row.result, Some(json!(7)));
     assert_eq!(row.attempt, 1);
-    assert_eq!(app.events_of(&id, EventType::Queued).await.len(), 1, "fired once");
-    assert_eq!(app.events_of(&id, EventType::Started).await.len(), 1, "ran once");
+    assert_eq!(
+        app.events_of(&id, EventType::Queued).await.len(),
+        1,
+        "fired once"
+    );
+    assert_eq!(
+        app.events_of(&id, EventType::Started).await.len(),
+        1,
+        "ran once"
+    );
     assert_eq!(app.events_of(&id, EventType::Succeeded).await.len(), 1);
     let res = app
         .http
@@ -124,14 +141,20 @@ async fn bad_delays_are_refused_and_nothing_is_published(backend: Backend) {
     let token = app.token("alice", false);
     let before = app.stream_messages().await;
     for (body, field) in [
-        (json!({"kind": "echo", "run_at": "tomorrow at noon"}), "run_at"),
+        (
+            json!({"kind": "echo", "run_at": "tomorrow at noon"}),
+            "run_at",
+        ),
         (json!({"kind": "echo", "run_at": 1700000000}), "run_at"),
         (json!({"kind": "echo", "delay_ms": -5}), "delay_ms"),
         (
             json!({"kind": "echo", "run_at": "2030-01-01T00:00:00Z", "delay_ms": 10}),
             "delay_ms",
         ),
-        (json!({"kind": "echo", "run_at": "2999-01-01T00:00:00Z"}), "run_at"),
+        (
+            json!({"kind": "echo", "run_at": "2999-01-01T00:00:00Z"}),
+            "run_at",
+        ),
     ] {
         let res = app.submit(&token, &body).await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -143,7 +166,10 @@ async fn bad_delays_are_refused_and_nothing_is_published(backend: Backend) {
 
     // A run_at in the past runs now: queued at once.
     let job = app
-        .submit_ok(&token, &json!({"kind": "echo", "run_at": "2020-01-01T00:00:00Z"}))
+        .submit_ok(
+            &token,
+            &json!({"kind": "echo", "run_at": "2020-01-01T00:00:00Z"}),
+        )
         .await;
     assert_eq!(job["status"], "queued");
 }

@@ -83,7 +83,11 @@ async fn the_same_key_from_two_api_instances_yields_one_job(backend: Backend) {
     let answers: Vec<(StatusCode, Value)> = futures::stream::iter(0..16)
         .map(|i| {
             let (app, alice, body) = (&app, &alice, &body);
-            let base = if i % 2 == 0 { app.base.clone() } else { base2.clone() };
+            let base = if i % 2 == 0 {
+                app.base.clone()
+            } else {
+                base2.clone()
+            };
             async move { app.submit_keyed(&base, alice, "order-42", body).await }
         })
         .buffer_unordered(16)
@@ -130,7 +134,10 @@ async fn the_same_key_from_two_api_instances_yields_one_job(backend: Backend) {
 
     // The body field works like the header; a different key is a different job.
     let res = app
-        .submit(&alice, &json!({"kind": "echo", "idempotency_key": "order-42"}))
+        .submit(
+            &alice,
+            &json!({"kind": "echo", "idempotency_key": "order-42"}),
+        )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.unwrap()["id"], id.as_str());
@@ -177,7 +184,10 @@ async fn a_restarted_api_still_knows_the_key_and_bad_keys_are_refused(backend: B
     let p: Value = res.json().await.unwrap();
     assert_eq!(p["errors"][0]["field"], "idempotency_key");
     let res = app
-        .submit(&alice, &json!({"kind": "echo", "idempotency_key": "x".repeat(256)}))
+        .submit(
+            &alice,
+            &json!({"kind": "echo", "idempotency_key": "x".repeat(256)}),
+        )
         .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.stream_messages().await, before, "nothing published");

@@ -1,9 +1,9 @@
 //! End-to-end tests: real nats-server, real databases, the real API over HTTP.
 //! One binary (this file plus modules) so it links once.
 
-mod helpers;
 mod batch;
 mod delayed;
+mod helpers;
 mod idempotency;
 mod pipeline;
 mod resilience;

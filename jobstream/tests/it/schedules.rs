@@ -55,7 +55,10 @@ impl TestApp {
         let mut out = Vec::new();
         let mut next = 1;
         loop {
-            match stream.get_first_raw_message_by_subject(&subject, next).await {
+            match stream
+                .get_first_raw_message_by_subject(&subject, next)
+                .await
+            {
                 Ok(msg) => {
                     next = msg.sequence + 1;
                     let env = Envelope::from_stored(&StoredMessage::from_raw(&msg))
@@ -94,8 +97,14 @@ async fn each_firing_produces_exactly_one_job_with_two_apis_and_two_workers(back
         (app.fired_jobs("alice", "tick").await.len() >= 3).then_some(())
     })
     .await;
-    assert_eq!(app.delete_schedule(&base2, &alice, "tick").await, StatusCode::NO_CONTENT);
-    assert_eq!(app.delete_schedule(&app.base, &alice, "tick").await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.delete_schedule(&base2, &alice, "tick").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.delete_schedule(&app.base, &alice, "tick").await,
+        StatusCode::NOT_FOUND
+    );
 
     // It fires no more (a bounded wait for something that must not happen).
     let fired = app.fired_jobs("alice", "tick").await;
@@ -120,7 +129,11 @@ async fn each_firing_produces_exactly_one_job_with_two_apis_and_two_workers(back
             .await;
         assert_eq!(row.owner, "alice");
         assert_eq!(row.result, Some(json!({"tick": true})));
-        assert_eq!(app.events_of(&id, EventType::Started).await.len(), 1, "ran once");
+        assert_eq!(
+            app.events_of(&id, EventType::Started).await.len(),
+            1,
+            "ran once"
+        );
         assert_eq!(app.events_of(&id, EventType::Succeeded).await.len(), 1);
         // GET works for a fired job, and its history starts with the fired `queued` event.
         let (status, job) = app.get(&alice, &format!("/v1/jobs/{id}")).await;
@@ -128,7 +141,11 @@ async fn each_firing_produces_exactly_one_job_with_two_apis_and_two_workers(back
         assert_eq!(job["status"], "succeeded");
     }
     let rows = app.rows().await;
-    assert_eq!(rows.len(), fired.len(), "no job without a firing, no firing without a job");
+    assert_eq!(
+        rows.len(),
+        fired.len(),
+        "no job without a firing, no firing without a job"
+    );
     eventually("the schedule to leave the list", WAIT, || async {
         let (_, list) = app.get(&alice, "/v1/schedules").await;
         (list.as_array().map(Vec::len) == Some(0)).then_some(())
@@ -200,14 +217,32 @@ async fn schedules_are_owned_validated_and_cron_fires(backend: Backend) {
 
     let before = app.stream_messages().await;
     for (body, field) in [
-        (json!({"name": "x", "cron": "* * * * *", "kind": "echo"}), "cron"),
-        (json!({"name": "x", "cron": "0 0 25 * * *", "kind": "echo"}), "cron"),
-        (json!({"name": "x", "every": "100ms", "kind": "echo"}), "every"),
-        (json!({"name": "x", "every": "5s", "cron": "@daily", "kind": "echo"}), "every"),
+        (
+            json!({"name": "x", "cron": "* * * * *", "kind": "echo"}),
+            "cron",
+        ),
+        (
+            json!({"name": "x", "cron": "0 0 25 * * *", "kind": "echo"}),
+            "cron",
+        ),
+        (
+            json!({"name": "x", "every": "100ms", "kind": "echo"}),
+            "every",
+        ),
+        (
+            json!({"name": "x", "every": "5s", "cron": "@daily", "kind": "echo"}),
+            "every",
+        ),
         (json!({"name": "x", "kind": "echo"}), "cron"),
-        (json!({"name": "a.b", "every": "5s", "kind": "echo"}), "name"),
+        (
+            json!({"name": "a.b", "every": "5s", "kind": "echo"}),
+            "name",
+        ),
         (json!({"name": "x", "every": "5s", "kind": "nope"}), "kind"),
-        (json!({"name": "x", "every": "5s", "kind": "echo", "delay_ms": 5}), "delay_ms"),
+        (
+            json!({"name": "x", "every": "5s", "kind": "echo", "delay_ms": 5}),
+            "delay_ms",
+        ),
     ] {
         let (status, p) = app.create_schedule(&app.base, &alice, &body).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -217,9 +252,17 @@ async fn schedules_are_owned_validated_and_cron_fires(backend: Backend) {
 
     // Same name, two owners: two schedules. A cron schedule fires every second.
     let every_second = json!({"name": "n", "cron": "* * * * * *", "kind": "echo", "payload": "a"});
-    assert_eq!(app.create_schedule(&app.base, &alice, &every_second).await.0, StatusCode::CREATED);
+    assert_eq!(
+        app.create_schedule(&app.base, &alice, &every_second)
+            .await
+            .0,
+        StatusCode::CREATED
+    );
     let hourly = json!({"name": "n", "cron": "@hourly", "kind": "echo", "payload": "b"});
-    assert_eq!(app.create_schedule(&app.base, &bob, &hourly).await.0, StatusCode::CREATED);
+    assert_eq!(
+        app.create_schedule(&app.base, &bob, &hourly).await.0,
+        StatusCode::CREATED
+    );
     let all = eventually("both schedules listed for the admin", WAIT, || async {
         let (_, list) = app.get(&admin, "/v1/schedules").await;
         (list.as_array().map(Vec::len) == Some(2)).then_some(list)
@@ -240,9 +283,19 @@ async fn schedules_are_owned_validated_and_cron_fires(backend: Backend) {
     assert_eq!(row.result, Some(json!("a")));
 
     // Bob deleting "n" deletes his own; alice's keeps firing until she deletes it; an admin may delete anyone's.
-    assert_eq!(app.delete_schedule(&app.base, &bob, "n").await, StatusCode::NO_CONTENT);
-    assert_eq!(app.delete_schedule(&app.base, &bob, "n?owner=alice").await, StatusCode::NOT_FOUND);
-    assert_eq!(app.delete_schedule(&app.base, &admin, "n?owner=alice").await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete_schedule(&app.base, &bob, "n").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.delete_schedule(&app.base, &bob, "n?owner=alice").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.delete_schedule(&app.base, &admin, "n?owner=alice")
+            .await,
+        StatusCode::NO_CONTENT
+    );
     eventually("no schedules left", WAIT, || async {
         let (_, list) = app.get(&admin, "/v1/schedules").await;
         (list.as_array().map(Vec::len) == Some(0)).then_some(())

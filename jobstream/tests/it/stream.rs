@@ -19,7 +19,14 @@ async fn the_stream_is_created_and_updated_idempotently_with_limits_retention() 
     };
     let first = broker.ensure_stream(&settings).await.unwrap();
     let again = broker.ensure_stream(&settings).await.unwrap();
-    assert_eq!(first.config.subjects, vec!["jobs.>".to_owned()]);
+    assert_eq!(
+        first.config.subjects,
+        ["jobs.>", "schedules.>", "timers.>", "idem.>"].map(str::to_owned)
+    );
+    assert!(
+        first.config.allow_rollup,
+        "deleting a schedule rolls its record up"
+    );
     assert_eq!(
         again.config.retention,
         RetentionPolicy::Limits,
