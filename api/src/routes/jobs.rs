@@ -71,7 +71,7 @@ pub struct JobView {
     pub queue: String,
     /// Owner (`sub` of the submitter).
     pub owner: String,
-    /// `queued`, `running`, `retrying`, `succeeded`, `failed` or `cancelled`.
+    /// `scheduled`, `queued`, `running`, `retrying`, `succeeded`, `failed` or `cancelled`.
     pub status: String,
     /// Priority.
     pub priority: String,
