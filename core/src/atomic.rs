@@ -152,6 +152,20 @@ impl Broker {
         }
     }
 
+    /// Removes a delayed job's pending timer (purges `timers.<queue>.<job_id>`), so its
+    /// `queued` event is never produced. For cancelling a `scheduled` job: publish its
+    /// `cancelled` event, then drop the timer (if the timer fires in between, the fold
+    /// ignores the `queued` event after `cancelled`, and workers must not start it).
+    pub async fn cancel_timer(&self, queue: &QueueName, job_id: Uuid) -> Result<u64, BrokerError> {
+        let stream = self.stream().await?;
+        let purged = stream
+            .purge()
+            .filter(subject::timer(queue, job_id))
+            .await
+            .map_err(|e| BrokerError::Read(format!("purging a timer: {e}")))?;
+        Ok(purged.purged)
+    }
+
     /// The `queued` event of a job a periodic schedule fired, found through the stream
     /// sequence its id carries (and checked by decoding that message).
     pub async fn fired_queued_event(

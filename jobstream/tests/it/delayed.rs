@@ -174,3 +174,44 @@ async fn bad_delays_are_refused_and_nothing_is_published(backend: Backend) {
     assert_eq!(job["status"], "queued");
 }
 db_test!(bad_delays_are_refused_and_nothing_is_published);
+
+async fn a_scheduled_job_cancelled_before_its_time_never_runs(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token("alice", false);
+    let job = app
+        .submit_ok(&token, &json!({"kind": "echo", "delay_ms": 1500}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let job_id = uuid::Uuid::parse_str(&id).unwrap();
+    let run_at = time(&job["run_at"]);
+    // What a cancel does for a scheduled job: the `cancelled` event, then the timer is dropped.
+    let queue = jobstream_core::subject::QueueName::default_queue();
+    let cancelled = jobstream_core::Envelope::new(
+        job_id,
+        0,
+        jobstream_core::Event::Cancelled {
+            reason: Some("no longer needed".into()),
+        },
+    );
+    app.broker.publish(&cancelled, &queue, None).await.unwrap();
+    assert_eq!(app.broker.cancel_timer(&queue, job_id).await.unwrap(), 1);
+    app.wait_for_row(&id, "job to be cancelled", |r| r.status == "cancelled")
+        .await;
+
+    // Past its time (plus a margin), nothing fired and nothing ran.
+    eventually("run_at to pass", WAIT, || async {
+        (Utc::now() > run_at + ChronoDuration::milliseconds(1000)).then_some(())
+    })
+    .await;
+    assert!(
+        app.events_of(&id, EventType::Queued).await.is_empty(),
+        "fired"
+    );
+    assert!(
+        app.events_of(&id, EventType::Started).await.is_empty(),
+        "ran"
+    );
+    let (_, got) = app.get(&token, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(got["status"], "cancelled");
+}
+db_test!(a_scheduled_job_cancelled_before_its_time_never_runs);
