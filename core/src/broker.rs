@@ -223,10 +223,12 @@ impl Broker {
                 }
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
                     // A job fired by a periodic schedule: its `queued` event is on the schedule's subject.
-                    if !out
-                        .iter()
-                        .any(|(_, e)| e.event_type() == crate::EventType::Queued)
-                        && let Some(fired) = self.fired_queued_event(job_id).await?
+                    if !out.iter().any(|(_, e)| {
+                        matches!(
+                            e.event_type(),
+                            crate::EventType::Queued | crate::EventType::Scheduled
+                        )
+                    }) && let Some(fired) = self.fired_queued_event(job_id).await?
                     {
                         out.insert(out.partition_point(|(s, _)| *s < fired.0), fired);
                     }
