@@ -68,23 +68,27 @@ impl Projector {
             .stream()
             .await
             .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
-        // Create or update: a durable made by an older version gets the schedule subjects too.
         let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some(config.name.clone()),
-                description: Some("jobstream projector: folds every job event into SQL".to_owned()),
-                // Job events and schedule records (not timers or idempotency records).
-                filter_subjects: vec![
-                    jobstream_core::subject::all_events(),
-                    jobstream_core::schedule::all_subjects(),
-                ],
-                deliver_policy: DeliverPolicy::All,
-                // Acking the last message of a batch acknowledges the whole batch.
-                ack_policy: AckPolicy::All,
-                ack_wait: Duration::from_secs(60),
-                max_ack_pending: i64::try_from(config.batch_size * 4).unwrap_or(i64::MAX),
-                ..Default::default()
-            })
+            .get_or_create_consumer(
+                &config.name,
+                pull::Config {
+                    durable_name: Some(config.name.clone()),
+                    description: Some(
+                        "jobstream projector: folds every job event into SQL".to_owned(),
+                    ),
+                    // Job events and schedule records (not timers or idempotency records).
+                    filter_subjects: vec![
+                        jobstream_core::subject::all_events(),
+                        jobstream_core::schedule::all_subjects(),
+                    ],
+                    deliver_policy: DeliverPolicy::All,
+                    // Acking the last message of a batch acknowledges the whole batch.
+                    ack_policy: AckPolicy::All,
+                    ack_wait: Duration::from_secs(60),
+                    max_ack_pending: i64::try_from(config.batch_size * 4).unwrap_or(i64::MAX),
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
         let checkpoint = apply::load_checkpoint(&db, &config.name).await?;
