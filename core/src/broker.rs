@@ -135,7 +135,7 @@ impl Broker {
     ) -> Result<stream::Info, BrokerError> {
         let config = stream::Config {
             name: settings.name.clone(),
-            subjects: vec![subject::all_events()],
+            subjects: vec![subject::all_events(), crate::user::all_user_events()],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             max_age: settings.max_age,

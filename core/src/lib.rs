@@ -12,6 +12,9 @@
 //! - [`store`]: connecting to the SQL projection store (I/O).
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`shutdown`]: Ctrl-C / SIGTERM into a cancellation token.
+//! - [`user`]: user events (`users.<user_id>.<event>`), ids derived from `sub`, the user fold. Pure.
+//! - [`stream_event`]: a stored message as a job or user event, by subject prefix.
+//! - [`user_broker`]: publishing and reading user events; reading the whole stream (I/O).
 
 pub mod broker;
 pub mod catalogue;
@@ -22,6 +25,9 @@ pub mod shutdown;
 pub mod store;
 pub mod subject;
 pub mod telemetry;
+pub mod stream_event;
+pub mod user;
+pub mod user_broker;
 
 pub use event::{Envelope, Event, EventType};
 pub use fold::{JobState, JobStatus};

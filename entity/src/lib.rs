@@ -6,6 +6,8 @@
 //!
 //! - [`queued_job`]: the current state of each job.
 //! - [`projector_checkpoint`]: the last stream sequence folded, per projector.
+//! - [`user`]: one row per user, folded from `user.*` events.
 
 pub mod projector_checkpoint;
 pub mod queued_job;
+pub mod user;

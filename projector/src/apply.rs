@@ -3,6 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use jobstream_core::stream_event::StreamEvent;
+use jobstream_core::user::UserEnvelope;
 use jobstream_core::{Envelope, Event, JobState, JobStatus, fold::Rejected};
 use jobstream_entity::{projector_checkpoint, queued_job};
 use sea_orm::sea_query::OnConflict;
@@ -43,7 +45,7 @@ pub(crate) async fn load_checkpoint<C: ConnectionTrait>(db: &C, name: &str) -> R
 pub(crate) async fn apply_batch(
     db: &DatabaseConnection,
     checkpoint_name: &str,
-    batch: &[(u64, Option<Envelope>)],
+    batch: &[(u64, Option<StreamEvent>)],
 ) -> Result<BatchOutcome, DbErr> {
     let txn = db.begin().await?;
     let checkpoint = load_checkpoint(&txn, checkpoint_name).await?;
@@ -52,6 +54,7 @@ pub(crate) async fn apply_batch(
         ..Default::default()
     };
 
+    let mut fresh_users: Vec<(u64, &UserEnvelope)> = Vec::new();
     let fresh: Vec<(u64, &Envelope)> = batch
         .iter()
         .filter_map(|(seq, env)| {
@@ -61,7 +64,11 @@ pub(crate) async fn apply_batch(
             }
             out.checkpoint = out.checkpoint.max(*seq);
             match env {
-                Some(e) => Some((*seq, e)),
+                Some(StreamEvent::Job(e)) => Some((*seq, e)),
+                Some(StreamEvent::User(u)) => {
+                    fresh_users.push((*seq, u));
+                    None
+                }
                 None => {
                     out.undecodable += 1;
                     None
@@ -69,6 +76,10 @@ pub(crate) async fn apply_batch(
             }
         })
         .collect();
+    let (users_applied, users_ignored) =
+        crate::users::apply_user_events(&txn, &fresh_users).await?;
+    out.applied += users_applied;
+    out.ignored += users_ignored;
     if fresh.is_empty() && out.checkpoint == checkpoint {
         txn.commit().await?;
         return Ok(out);

@@ -6,6 +6,7 @@ use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
 use futures::StreamExt;
 use jobstream_core::Envelope;
 use jobstream_core::broker::Broker;
+use jobstream_core::stream_event::StreamEvent;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +76,8 @@ impl Projector {
                     description: Some(
                         "jobstream projector: folds every job event into SQL".to_owned(),
                     ),
-                    filter_subject: jobstream_core::subject::all_events(),
+                    // Every subject of the stream (jobs, users, …): the checkpoint is a stream sequence.
+                    filter_subject: String::new(),
                     deliver_policy: DeliverPolicy::All,
                     // Acking the last message of a batch acknowledges the whole batch.
                     ack_policy: AckPolicy::All,
@@ -107,10 +109,22 @@ impl Projector {
         &self.broker
     }
 
-    /// Applies one batch of `(sequence, event)` in one transaction.
+    /// Applies one batch of `(sequence, job event)` in one transaction.
     pub async fn apply_batch(
         &self,
         batch: &[(u64, Option<Envelope>)],
+    ) -> Result<BatchOutcome, DbErr> {
+        let batch: Vec<(u64, Option<StreamEvent>)> = batch
+            .iter()
+            .map(|(seq, env)| (*seq, env.clone().map(StreamEvent::Job)))
+            .collect();
+        apply::apply_batch(&self.db, &self.config.name, &batch).await
+    }
+
+    /// Applies one batch of `(sequence, event of any kind)` in one transaction.
+    pub async fn apply_stream_batch(
+        &self,
+        batch: &[(u64, Option<StreamEvent>)],
     ) -> Result<BatchOutcome, DbErr> {
         apply::apply_batch(&self.db, &self.config.name, batch).await
     }
@@ -160,8 +174,12 @@ impl Projector {
                                     Ok(i) => i.stream_sequence,
                                     Err(e) => { tracing::warn!(error = %e, "message without JetStream metadata"); continue; }
                                 };
-                                let env = match Envelope::decode(&m.payload) {
-                                    Ok(env) => Some(env),
+                                let env = match StreamEvent::decode(m.subject.as_str(), &m.payload) {
+                                    Ok(Some(env)) => Some(env),
+                                    Ok(None) => {
+                                        tracing::debug!(seq, subject = %m.subject, "message of another aggregate skipped");
+                                        None
+                                    }
                                     Err(e) => {
                                         tracing::error!(seq, subject = %m.subject, error = %e, "undecodable event skipped");
                                         None
@@ -183,7 +201,7 @@ impl Projector {
                     if let Some(&(first, _)) = batch.iter().find(|(seq, _)| *seq > checkpoint)
                         && first > checkpoint + 1
                     {
-                        match self.broker.events_between(checkpoint + 1, first).await {
+                        match self.broker.stream_events_between(checkpoint + 1, first).await {
                             Ok(mut missing) => {
                                 tracing::info!(from = checkpoint + 1, until = first, read = missing.len(), "filled a delivery gap from the stream");
                                 missing.append(&mut batch);
@@ -213,12 +231,12 @@ impl Projector {
     /// Retries a batch until it commits: skipping it would lose events. `None` on shutdown.
     async fn apply_until_committed(
         &self,
-        batch: &[(u64, Option<Envelope>)],
+        batch: &[(u64, Option<StreamEvent>)],
         shutdown: &CancellationToken,
     ) -> Option<BatchOutcome> {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.apply_batch(batch).await {
+            match self.apply_stream_batch(batch).await {
                 Ok(o) => return Some(o),
                 Err(e) => {
                     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "batch not committed; retrying");
