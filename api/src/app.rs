@@ -22,6 +22,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(jobs::router())
+        .merge(crate::routes::users::router())
         .merge(crate::openapi::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)

@@ -194,7 +194,7 @@ impl PinnedKey {
                     "symmetric (oct) keys do not belong in a public key set; use JWT_SECRET for HS256 development tokens",
                 ));
             }
-            AlgorithmParameters::Other(_) => return Err(bad("unsupported key type")),
+            _ => return Err(bad("unsupported key type")),
         };
         let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(&e.to_string()))?;
         Ok(PinnedKey { kid, alg, key })
@@ -521,7 +521,12 @@ impl FromRequestParts<AppState> for Caller {
         let caller = state.verifier.verify(token.trim())?;
         tracing::Span::current().record("sub", caller.sub.as_str());
         // A user's first authenticated request registers them (once; see `users`).
-        crate::users::ensure_registered(state, &caller).await;
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        crate::users::ensure_registered(state, &caller, request_id.as_deref()).await;
         Ok(caller)
     }
 }

@@ -11,6 +11,7 @@
 //! - [`routes`]: one module per resource, each with its own `router()`.
 //! - [`state`]: [`state::AppState`], what every handler gets.
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
+//! - [`users`]: registering users (first request, `POST /v1/users`) through the stream.
 
 pub mod app;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod users;
 
 pub use app::{App, app};
 pub use state::AppState;

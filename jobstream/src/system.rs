@@ -1,7 +1,7 @@
 //! Wiring shared by the commands: broker, database, auth and tuning from the CLI.
 
 use anyhow::Context;
-use jobstream_api::auth::AuthConfig;
+use jobstream_api::auth::{AuthConfig, KeySet, PinnedKey, Verifier, VerifyPolicy};
 use jobstream_core::broker::{Broker, StreamSettings};
 use jobstream_core::subject::QueueName;
 use jobstream_projector::ProjectorConfig;
@@ -66,18 +66,27 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Where `jobstream dev` keeps the HS256 secret, and where it is looked for by default.
+pub const DEFAULT_SECRET_FILE: &str = "data/jwt-secret";
+
 /// Token settings: the secret from `JWT_SECRET`, else from the secret file.
 pub fn auth_config(auth: &AuthArgs) -> anyhow::Result<AuthConfig> {
     let secret = match &auth.jwt_secret {
         Some(s) => s.clone(),
         None => {
-            let text = std::fs::read_to_string(&auth.jwt_secret_file).with_context(|| {
+            let file = auth
+                .jwt_secret_file
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SECRET_FILE.into());
+            let text = std::fs::read_to_string(&file).with_context(|| {
                 format!(
                     "no JWT secret: set JWT_SECRET, or JWT_SECRET_FILE (cannot read {}; `jobstream dev` creates it)",
-                    auth.jwt_secret_file.display()
+                    file.display()
                 )
             })?;
-            SecretString::from(text.trim().to_owned())
+            let text = text.trim();
+            anyhow::ensure!(!text.is_empty(), "the JWT secret file {} is empty", file.display());
+            SecretString::from(text.to_owned())
         }
     };
     Ok(AuthConfig {
@@ -85,6 +94,38 @@ pub fn auth_config(auth: &AuthArgs) -> anyhow::Result<AuthConfig> {
         issuer: auth.jwt_issuer.clone(),
         audience: auth.jwt_audience.clone(),
     })
+}
+
+/// The token verifier: the issuer's public keys (PEM and/or JWKS) when configured, plus
+/// HS256 only when a secret is explicitly given; otherwise the development HS256 secret.
+/// An unreadable or invalid key file is an error here, at start-up.
+pub fn verifier(auth: &AuthArgs) -> anyhow::Result<Verifier> {
+    let mut keys = KeySet::new();
+    if let Some(pem) = &auth.jwt_public_key_file {
+        keys.add_pem_file(pem, auth.jwt_public_key_kid.clone())
+            .context("JWT_PUBLIC_KEY_FILE")?;
+    }
+    if let Some(jwks) = &auth.jwt_jwks_file {
+        keys.add_jwks_file(jwks).context("JWT_JWKS_FILE")?;
+    }
+    let public = !keys.is_empty();
+    if !public || auth.jwt_secret.is_some() || auth.jwt_secret_file.is_some() {
+        let dev = auth_config(auth)?;
+        keys.add(PinnedKey::hs256(&dev.hs256_secret))?;
+        if public {
+            tracing::warn!("HS256 development tokens are accepted besides the public keys (a shared secret is configured)");
+        }
+    }
+    let policy = VerifyPolicy {
+        issuer: auth.jwt_issuer.clone(),
+        audience: auth.jwt_audience.clone(),
+        role_claim: auth.jwt_role_claim.clone(),
+        leeway_secs: auth.jwt_leeway.as_secs(),
+    };
+    for k in keys.keys() {
+        tracing::info!(kid = k.kid().unwrap_or("-"), alg = ?k.algorithm(), "token verification key");
+    }
+    Ok(Verifier::with_keys(keys, policy)?)
 }
 
 /// Worker settings from the command line.

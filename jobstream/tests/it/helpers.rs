@@ -84,6 +84,10 @@ pub(crate) struct Options {
     pub(crate) worker_config: WorkerConfig,
     /// Projector settings.
     pub(crate) projector_config: ProjectorConfig,
+    /// Token verifier of the API (default: HS256 with the test secret).
+    pub(crate) verifier: Option<Arc<Verifier>>,
+    /// `--open-registration`.
+    pub(crate) open_registration: bool,
 }
 
 impl Default for Options {
@@ -106,6 +110,8 @@ impl Default for Options {
                 sweep_interval: Duration::from_secs(3600),
                 ..ProjectorConfig::default()
             },
+            verifier: None,
+            open_registration: false,
         }
     }
 }
@@ -154,7 +160,11 @@ impl TestApp {
         let state = AppState {
             broker: connect(&nats.url(), "api").await,
             db: db.conn.clone(),
-            verifier: Arc::new(Verifier::new(&auth)),
+            verifier: options
+                .verifier
+                .clone()
+                .unwrap_or_else(|| Arc::new(Verifier::new(&auth))),
+            users: Arc::new(jobstream_api::users::Users::new(options.open_registration)),
         };
         let app = App::build(([127, 0, 0, 1], 0).into(), state)
             .await
