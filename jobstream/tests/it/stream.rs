@@ -19,7 +19,10 @@ async fn the_stream_is_created_and_updated_idempotently_with_limits_retention() 
     };
     let first = broker.ensure_stream(&settings).await.unwrap();
     let again = broker.ensure_stream(&settings).await.unwrap();
-    assert_eq!(first.config.subjects, vec!["jobs.>".to_owned()]);
+    assert_eq!(
+        first.config.subjects,
+        vec!["jobs.>".to_owned(), "users.>".to_owned()]
+    );
     assert_eq!(
         again.config.retention,
         RetentionPolicy::Limits,

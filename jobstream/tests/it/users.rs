@@ -373,6 +373,72 @@ async fn users_are_listed_page_by_page(backend: Backend) {
 }
 db_test!(users_are_listed_page_by_page);
 
+async fn the_users_table_is_rebuilt_identically_from_the_stream(backend: Backend) {
+    let app = issuer_app(backend, Options::default()).await;
+    let admin = admin_token();
+    for i in 0..5 {
+        let (status, _) = app
+            .post_user(&admin, &json!({"email": format!("r{i}@example.com"), "name": format!("R {i}"), "sub": format!("sso|{i}")}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let token = person(&format!("self.{i}"), &format!("Self {i}"), &format!("self{i}@example.com"));
+        app.submit_ok(&token, &json!({"kind": "echo", "payload": i})).await;
+    }
+    let rows = || async {
+        use sea_orm::QueryOrder;
+        user_row::Entity::find()
+            .order_by_asc(user_row::Column::Id)
+            .all(&app.db.conn)
+            .await
+            .expect("rows")
+    };
+    // 5 created + 5 self-registered + the admin.
+    eventually("11 users projected", WAIT, || async { (rows().await.len() == 11).then_some(()) }).await;
+    let live = rows().await;
+
+    let fresh_db = app.db.sibling().await;
+    let clean = jobstream_projector::Projector::build(
+        connect(&app.nats.url(), "clean-fold").await,
+        fresh_db.conn.clone(),
+        jobstream_projector::ProjectorConfig {
+            name: "clean-fold".into(),
+            ..app.options.projector_config.clone()
+        },
+    )
+    .await
+    .expect("projector");
+    let mut applied = clean.applied();
+    let last_seq = app
+        .broker
+        .jetstream()
+        .get_stream("JOBS")
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .state
+        .last_sequence;
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(clean.run(stop.clone()));
+    tokio::time::timeout(WAIT, applied.wait_for(|seq| *seq >= last_seq))
+        .await
+        .expect("clean fold finished")
+        .expect("watch");
+    stop.cancel();
+    run.await.expect("join").expect("projector run");
+    let rebuilt = {
+        use sea_orm::QueryOrder;
+        user_row::Entity::find()
+            .order_by_asc(user_row::Column::Id)
+            .all(&fresh_db.conn)
+            .await
+            .expect("rows")
+    };
+    assert_eq!(rebuilt, live);
+}
+db_test!(the_users_table_is_rebuilt_identically_from_the_stream);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_registration_lets_any_caller_create_users() {
     let app = issuer_app(
