@@ -18,7 +18,8 @@ use std::path::Path;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+pub use jsonwebtoken::Algorithm;
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -73,7 +74,7 @@ impl VerifyPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The file could not be read.
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}")]
     Read {
         /// The file.
         path: String,

@@ -165,3 +165,68 @@ fn hostname() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "worker".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn keys_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testkit/fixtures/keys")
+    }
+
+    fn args() -> AuthArgs {
+        AuthArgs::dev(PathBuf::from("/nonexistent/jwt-secret"))
+    }
+
+    #[test]
+    fn public_keys_alone_turn_hs256_off() {
+        let v = verifier(&AuthArgs {
+            jwt_secret_file: None,
+            jwt_jwks_file: Some(keys_dir().join("jwks.json")),
+            jwt_public_key_file: Some(keys_dir().join("rsa-public.pem")),
+            jwt_public_key_kid: Some("pem-rsa".into()),
+            ..args()
+        })
+        .expect("verifier");
+        let algs: Vec<_> = v.keys().keys().iter().map(|k| k.algorithm()).collect();
+        assert_eq!(v.keys().len(), 4);
+        assert!(
+            !algs.contains(&jobstream_api::auth::Algorithm::HS256),
+            "{algs:?}"
+        );
+    }
+
+    #[test]
+    fn unreadable_or_invalid_key_files_fail_start_up_with_one_clear_line() {
+        let missing = verifier(&AuthArgs {
+            jwt_public_key_file: Some("/nonexistent/issuer.pem".into()),
+            ..args()
+        })
+        .err()
+        .expect("refused");
+        let line = format!("{missing:#}");
+        assert!(
+            line.contains("JWT_PUBLIC_KEY_FILE") && line.contains("/nonexistent/issuer.pem"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        let private = verifier(&AuthArgs {
+            jwt_public_key_file: Some(keys_dir().join("rsa-private.pem")),
+            ..args()
+        })
+        .err()
+        .expect("refused");
+        assert!(format!("{private:#}").contains("private key"));
+        let not_jwks = verifier(&AuthArgs {
+            jwt_jwks_file: Some(keys_dir().join("rsa-public.pem")),
+            ..args()
+        })
+        .err()
+        .expect("refused");
+        assert!(format!("{not_jwks:#}").contains("JWT_JWKS_FILE"));
+        // No key at all (no public key, no readable secret).
+        assert!(verifier(&args()).is_err());
+    }
+}
