@@ -17,8 +17,8 @@ use std::path::Path;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 pub use jsonwebtoken::Algorithm;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -356,7 +356,9 @@ impl Caller {
         if self.is_admin {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("this route needs the admin role".into()))
+            Err(ApiError::Forbidden(
+                "this route needs the admin role".into(),
+            ))
         }
     }
 }
@@ -428,7 +430,8 @@ impl Verifier {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
-        let email = text("email").filter(|_| claims.get("email_verified") != Some(&Value::Bool(false)));
+        let email =
+            text("email").filter(|_| claims.get("email_verified") != Some(&Value::Bool(false)));
         Ok(Caller {
             sub,
             is_admin,
@@ -462,7 +465,8 @@ impl Verifier {
             .find(|k| k.alg == header.alg)
             .copied()
             .ok_or_else(|| {
-                let pinned: Vec<String> = candidates.iter().map(|k| format!("{:?}", k.alg)).collect();
+                let pinned: Vec<String> =
+                    candidates.iter().map(|k| format!("{:?}", k.alg)).collect();
                 format!(
                     "algorithm {:?} is not allowed for this key (pinned to {})",
                     header.alg,

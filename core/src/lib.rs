@@ -23,9 +23,9 @@ pub mod fold;
 pub mod nats_server;
 pub mod shutdown;
 pub mod store;
+pub mod stream_event;
 pub mod subject;
 pub mod telemetry;
-pub mod stream_event;
 pub mod user;
 pub mod user_broker;
 

@@ -62,7 +62,14 @@ mod tests {
         assert_eq!(ev, Some(StreamEvent::Job(job.clone())));
         let u = UserEnvelope::new(
             Uuid::now_v7(),
-            UserEvent::Registered { profile: UserProfile { sub: Some("a".into()), email: None, name: None }, created_by: None },
+            UserEvent::Registered {
+                profile: UserProfile {
+                    sub: Some("a".into()),
+                    email: None,
+                    name: None,
+                },
+                created_by: None,
+            },
         );
         let ev = StreamEvent::decode(&u.subject(), &u.to_bytes()).unwrap();
         assert_eq!(ev, Some(StreamEvent::User(u)));

@@ -213,7 +213,13 @@ impl UserState {
         seq: u64,
     ) -> Result<UserState, UserRejected> {
         match (state, &env.event) {
-            (None, UserEvent::Registered { profile, created_by }) => Ok(UserState {
+            (
+                None,
+                UserEvent::Registered {
+                    profile,
+                    created_by,
+                },
+            ) => Ok(UserState {
                 id: env.user_id,
                 profile: profile.clone(),
                 created_by: created_by.clone(),

@@ -44,7 +44,12 @@ impl Broker {
         } else {
             msg.message_id(env.event_id.to_string())
         };
-        let ack = match self.jetstream().send_publish(env.subject(), msg).await?.await {
+        let ack = match self
+            .jetstream()
+            .send_publish(env.subject(), msg)
+            .await?
+            .await
+        {
             Ok(ack) => ack,
             Err(e) if registering && e.kind() == PublishErrorKind::WrongLastSequence => {
                 return Ok(UserPublish::AlreadyRegistered);
@@ -58,7 +63,10 @@ impl Broker {
     }
 
     /// Every stored event of one user, in stream order (undecodable ones skipped with a warning).
-    pub async fn user_history(&self, user_id: Uuid) -> Result<Vec<(u64, UserEnvelope)>, BrokerError> {
+    pub async fn user_history(
+        &self,
+        user_id: Uuid,
+    ) -> Result<Vec<(u64, UserEnvelope)>, BrokerError> {
         let stream = self.stream().await?;
         let filter = user::of_user(user_id);
         let mut out = Vec::new();
@@ -69,10 +77,14 @@ impl Broker {
                     next = msg.sequence + 1;
                     match UserEnvelope::decode(&msg.payload) {
                         Ok(env) => out.push((msg.sequence, env)),
-                        Err(e) => tracing::warn!(seq = msg.sequence, error = %e, "skipping undecodable user event"),
+                        Err(e) => {
+                            tracing::warn!(seq = msg.sequence, error = %e, "skipping undecodable user event")
+                        }
                     }
                 }
-                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(out),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(out);
+                }
                 Err(e) => return Err(BrokerError::Read(e.to_string())),
             }
         }
@@ -81,7 +93,9 @@ impl Broker {
     /// A user's current state folded straight from the stream (`None`: never registered).
     pub async fn user_from_stream(&self, user_id: Uuid) -> Result<Option<UserState>, BrokerError> {
         let history = self.user_history(user_id).await?;
-        Ok(UserState::fold_history(history.iter().map(|(s, e)| (*s, e))))
+        Ok(UserState::fold_history(
+            history.iter().map(|(s, e)| (*s, e)),
+        ))
     }
 
     /// Whether the user has a `user.registered` event (one direct read of the last message).
@@ -111,7 +125,9 @@ impl Broker {
                     next = msg.sequence + 1;
                     out.push((
                         msg.sequence,
-                        StreamEvent::decode(msg.subject.as_str(), &msg.payload).ok().flatten(),
+                        StreamEvent::decode(msg.subject.as_str(), &msg.payload)
+                            .ok()
+                            .flatten(),
                     ));
                 }
                 Ok(_) => break,

@@ -85,7 +85,11 @@ pub fn auth_config(auth: &AuthArgs) -> anyhow::Result<AuthConfig> {
                 )
             })?;
             let text = text.trim();
-            anyhow::ensure!(!text.is_empty(), "the JWT secret file {} is empty", file.display());
+            anyhow::ensure!(
+                !text.is_empty(),
+                "the JWT secret file {} is empty",
+                file.display()
+            );
             SecretString::from(text.to_owned())
         }
     };
@@ -113,7 +117,9 @@ pub fn verifier(auth: &AuthArgs) -> anyhow::Result<Verifier> {
         let dev = auth_config(auth)?;
         keys.add(PinnedKey::hs256(&dev.hs256_secret))?;
         if public {
-            tracing::warn!("HS256 development tokens are accepted besides the public keys (a shared secret is configured)");
+            tracing::warn!(
+                "HS256 development tokens are accepted besides the public keys (a shared secret is configured)"
+            );
         }
     }
     let policy = VerifyPolicy {

@@ -27,7 +27,9 @@ pub(crate) async fn apply_user_events<C: ConnectionTrait>(
             Ok(s) => {
                 users.insert(s.id, s);
             }
-            Err(e) => tracing::error!(error = %e, "unreadable users row: its events are ignored until the projection is rebuilt"),
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable users row: its events are ignored until the projection is rebuilt")
+            }
         }
     }
     let (mut applied, mut ignored) = (0, 0);
@@ -52,7 +54,11 @@ pub(crate) async fn apply_user_events<C: ConnectionTrait>(
     }
     dirty.sort();
     dirty.dedup();
-    let rows: Vec<user::Model> = dirty.iter().filter_map(|id| users.get(id)).map(user::Model::from).collect();
+    let rows: Vec<user::Model> = dirty
+        .iter()
+        .filter_map(|id| users.get(id))
+        .map(user::Model::from)
+        .collect();
     if rows.is_empty() {
         return Ok((applied, ignored));
     }
@@ -60,7 +66,15 @@ pub(crate) async fn apply_user_events<C: ConnectionTrait>(
     user::Entity::insert_many(rows.into_iter().map(IntoActiveModel::into_active_model))
         .on_conflict(
             OnConflict::column(C::Id)
-                .update_columns([C::Sub, C::Email, C::Name, C::CreatedBy, C::CreatedAt, C::UpdatedAt, C::LastSeq])
+                .update_columns([
+                    C::Sub,
+                    C::Email,
+                    C::Name,
+                    C::CreatedBy,
+                    C::CreatedAt,
+                    C::UpdatedAt,
+                    C::LastSeq,
+                ])
                 .to_owned(),
         )
         .exec_without_returning(db)

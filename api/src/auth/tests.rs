@@ -80,7 +80,11 @@ fn pem_keys_of_each_type_verify_their_tokens_with_their_pinned_algorithm() {
     for (alg, private, public) in [
         (Algorithm::RS256, "rsa-private.pem", "rsa-public.pem"),
         (Algorithm::ES256, "ec-private.pem", "ec-public.pem"),
-        (Algorithm::EdDSA, "ed25519-private.pem", "ed25519-public.pem"),
+        (
+            Algorithm::EdDSA,
+            "ed25519-private.pem",
+            "ed25519-public.pem",
+        ),
     ] {
         let v = pem_verifier(public);
         assert_eq!(v.keys().keys()[0].algorithm(), alg);
@@ -105,7 +109,12 @@ fn jwks_keys_are_chosen_by_kid() {
         assert_eq!(v.verify(&token).unwrap().sub, "alice", "{kid}");
     }
     // The right key under the wrong kid: the kid's key (and algorithm) decides.
-    let token = sign(Algorithm::ES256, "ec-private.pem", Some("test-rsa"), &claims());
+    let token = sign(
+        Algorithm::ES256,
+        "ec-private.pem",
+        Some("test-rsa"),
+        &claims(),
+    );
     assert!(refused(&v, &token).contains("not allowed"));
     // Several keys: a token without a kid matches none.
     let token = sign(Algorithm::RS256, "rsa-private.pem", None, &claims());
@@ -159,7 +168,10 @@ fn time_claims_are_enforced_with_leeway() {
     v.verify(&s(&with(claims(), "nbf", json!(now() + 5))))
         .unwrap();
     // `exp` must be a number: a string is as good as missing.
-    refused(&v, &s(&with(claims(), "exp", json!((now() + 600).to_string()))));
+    refused(
+        &v,
+        &s(&with(claims(), "exp", json!((now() + 600).to_string()))),
+    );
     refused(&v, &s(&without(claims(), "exp")));
     // A stricter leeway is honoured.
     let mut keys = KeySet::new();
@@ -187,7 +199,10 @@ fn issuer_audience_and_subject_are_required_and_checked() {
     refused(&v, &s(&without(claims(), "sub")));
     refused(&v, &s(&with(claims(), "sub", json!(""))));
     refused(&v, &s(&with(claims(), "sub", json!(42))));
-    refused(&v, &s(&with(claims(), "sub", json!("x".repeat(MAX_SUB_LEN + 1)))));
+    refused(
+        &v,
+        &s(&with(claims(), "sub", json!("x".repeat(MAX_SUB_LEN + 1)))),
+    );
     // An audience list containing ours is fine (Google and others send lists).
     v.verify(&s(&with(claims(), "aud", json!(["other", AUD]))))
         .unwrap();
@@ -196,7 +211,12 @@ fn issuer_audience_and_subject_are_required_and_checked() {
 #[test]
 fn unknown_and_path_like_kids_are_refused() {
     let v = jwks_verifier();
-    let token = sign(Algorithm::RS256, "rsa-private.pem", Some("rotated-away"), &claims());
+    let token = sign(
+        Algorithm::RS256,
+        "rsa-private.pem",
+        Some("rotated-away"),
+        &claims(),
+    );
     assert!(refused(&v, &token).contains("unknown key id"));
     let token = sign(
         Algorithm::RS256,
@@ -206,17 +226,32 @@ fn unknown_and_path_like_kids_are_refused() {
     );
     assert!(refused(&v, &token).contains("unknown key id"));
     // A PEM key without a kid does not answer to one either.
-    let token = sign(Algorithm::RS256, "rsa-private.pem", Some("../../etc/passwd"), &claims());
+    let token = sign(
+        Algorithm::RS256,
+        "rsa-private.pem",
+        Some("../../etc/passwd"),
+        &claims(),
+    );
     refused(&pem_verifier("rsa-public.pem"), &token);
 }
 
 #[test]
 fn tampered_tokens_and_other_issuers_keys_are_refused() {
     let v = jwks_verifier();
-    let token = sign(Algorithm::RS256, "rsa-private.pem", Some("test-rsa"), &claims());
+    let token = sign(
+        Algorithm::RS256,
+        "rsa-private.pem",
+        Some("test-rsa"),
+        &claims(),
+    );
     let (head, sig) = token.rsplit_once('.').unwrap();
     // Another signature on the same header and claims.
-    let other = sign(Algorithm::RS256, "attacker-rsa-private.pem", Some("test-rsa"), &claims());
+    let other = sign(
+        Algorithm::RS256,
+        "attacker-rsa-private.pem",
+        Some("test-rsa"),
+        &claims(),
+    );
     let forged = format!("{head}.{}", other.rsplit_once('.').unwrap().1);
     refused(&v, &forged);
     // Claims changed after signing (alice → admin).
@@ -224,9 +259,19 @@ fn tampered_tokens_and_other_issuers_keys_are_refused() {
     let elevated = format!("{h}.{}.{sig}", b64(&with(claims(), "role", json!("admin"))));
     refused(&v, &elevated);
     // Signed by a key that is not in the set, under a kid that is.
-    let token = sign(Algorithm::RS256, "attacker-rsa-private.pem", Some("test-rsa"), &claims());
+    let token = sign(
+        Algorithm::RS256,
+        "attacker-rsa-private.pem",
+        Some("test-rsa"),
+        &claims(),
+    );
     assert!(refused(&v, &token).contains("InvalidSignature"));
-    let token = sign(Algorithm::RS256, "attacker-rsa-private.pem", None, &claims());
+    let token = sign(
+        Algorithm::RS256,
+        "attacker-rsa-private.pem",
+        None,
+        &claims(),
+    );
     refused(&pem_verifier("rsa-public.pem"), &token);
 }
 
@@ -234,9 +279,21 @@ fn tampered_tokens_and_other_issuers_keys_are_refused() {
 fn roles_come_from_the_configured_claim_string_or_array() {
     let s = |c: &Value| sign(Algorithm::EdDSA, "ed25519-private.pem", None, c);
     let v = pem_verifier("ed25519-public.pem");
-    assert!(v.verify(&s(&with(claims(), "role", json!("admin")))).unwrap().is_admin);
-    assert!(!v.verify(&s(&with(claims(), "role", json!("user")))).unwrap().is_admin);
-    assert!(!v.verify(&s(&with(claims(), "roles", json!(["admin"])))).unwrap().is_admin);
+    assert!(
+        v.verify(&s(&with(claims(), "role", json!("admin"))))
+            .unwrap()
+            .is_admin
+    );
+    assert!(
+        !v.verify(&s(&with(claims(), "role", json!("user"))))
+            .unwrap()
+            .is_admin
+    );
+    assert!(
+        !v.verify(&s(&with(claims(), "roles", json!(["admin"]))))
+            .unwrap()
+            .is_admin
+    );
     let mut keys = KeySet::new();
     keys.add(PinnedKey::from_pem(&fixture("ed25519-public.pem"), None).unwrap())
         .unwrap();
@@ -248,19 +305,37 @@ fn roles_come_from_the_configured_claim_string_or_array() {
         },
     )
     .unwrap();
-    assert!(v.verify(&s(&with(claims(), "roles", json!(["user", "admin"])))).unwrap().is_admin);
-    assert!(!v.verify(&s(&with(claims(), "roles", json!(["user"])))).unwrap().is_admin);
-    assert!(!v.verify(&s(&with(claims(), "role", json!("admin")))).unwrap().is_admin);
+    assert!(
+        v.verify(&s(&with(claims(), "roles", json!(["user", "admin"]))))
+            .unwrap()
+            .is_admin
+    );
+    assert!(
+        !v.verify(&s(&with(claims(), "roles", json!(["user"]))))
+            .unwrap()
+            .is_admin
+    );
+    assert!(
+        !v.verify(&s(&with(claims(), "role", json!("admin"))))
+            .unwrap()
+            .is_admin
+    );
 }
 
 #[test]
 fn profile_claims_are_read_and_unverified_emails_dropped() {
     let v = pem_verifier("ec-public.pem");
     let s = |c: &Value| sign(Algorithm::ES256, "ec-private.pem", None, c);
-    let c = with(with(claims(), "email", json!("a@x.org")), "name", json!("A"));
+    let c = with(
+        with(claims(), "email", json!("a@x.org")),
+        "name",
+        json!("A"),
+    );
     let caller = v.verify(&s(&c)).unwrap();
     assert_eq!(caller.email.as_deref(), Some("a@x.org"));
-    let caller = v.verify(&s(&with(c, "email_verified", json!(false)))).unwrap();
+    let caller = v
+        .verify(&s(&with(c, "email_verified", json!(false))))
+        .unwrap();
     assert_eq!(caller.email, None);
 }
 
@@ -308,7 +383,10 @@ fn dev_tokens_verify_and_carry_the_role() {
         hs256_secret: SecretString::from("other".to_owned()),
         ..c.clone()
     };
-    refused(&v, &mint_hs256(&other, "alice", false, Duration::from_secs(60)).unwrap());
+    refused(
+        &v,
+        &mint_hs256(&other, "alice", false, Duration::from_secs(60)).unwrap(),
+    );
     // An RS256 token against the HS256 dev verifier: pinned, refused.
     let token = sign(
         Algorithm::RS256,

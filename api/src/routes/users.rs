@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use jobstream_core::JobState;
 use jobstream_core::catalogue::FieldError;
 use jobstream_core::event::{Envelope, Event, JobSpec, Priority};
 use jobstream_core::subject::QueueName;
 use jobstream_core::user::{self, UserEnvelope, UserEvent, UserProfile, UserState};
 use jobstream_core::user_broker::UserPublish;
-use jobstream_core::JobState;
 use jobstream_entity::user as user_row;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
@@ -295,7 +295,9 @@ pub fn validate_email(email: &str) -> Result<String, String> {
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
                 && !domain.contains("..")
-                && !e.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '<' || c == '>')
+                && !e.chars().any(|c| {
+                    c.is_whitespace() || c.is_control() || c == ',' || c == '<' || c == '>'
+                })
         }
         None => false,
     };
@@ -471,7 +473,11 @@ pub async fn create_user(
     })?;
     let job = JobState::from_queued(&job_env, job_seq)
         .ok_or_else(|| anyhow::anyhow!("queued event did not fold"))?;
-    tracing::info!(user_seq, job_seq, "user created; registration e-mail queued");
+    tracing::info!(
+        user_seq,
+        job_seq,
+        "user created; registration e-mail queued"
+    );
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/jobs/{job_id}"))],
@@ -489,8 +495,21 @@ mod tests {
 
     #[test]
     fn emails_are_checked_and_normalised() {
-        assert_eq!(validate_email(" Ada@Example.COM "), Ok("ada@example.com".into()));
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "a@b@c.org", "ada@.com", "ada@example..com"] {
+        assert_eq!(
+            validate_email(" Ada@Example.COM "),
+            Ok("ada@example.com".into())
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "a@b@c.org",
+            "ada@.com",
+            "ada@example..com",
+        ] {
             assert!(validate_email(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -110,7 +110,10 @@ pub async fn seed(
         let (name, local) = if round == 0 {
             (name.to_owned(), local.to_owned())
         } else {
-            (format!("{name} {}", round + 1), format!("{local}{}", round + 1))
+            (
+                format!("{name} {}", round + 1),
+                format!("{local}{}", round + 1),
+            )
         };
         let sub = format!("demo-{local}");
         let res = http
@@ -128,7 +131,10 @@ pub async fn seed(
                 report.users_created += 1;
             }
             409 => report.users_existing += 1,
-            s => anyhow::bail!("POST /v1/users: {s} {}", res.text().await.unwrap_or_default()),
+            s => anyhow::bail!(
+                "POST /v1/users: {s} {}",
+                res.text().await.unwrap_or_default()
+            ),
         }
         demo_subs.push(sub);
         eprintln!(
@@ -169,7 +175,13 @@ pub async fn seed(
     // Wait until every job is where it is meant to settle (or the timeout).
     let deadline = Instant::now() + plan.timeout;
     loop {
-        let statuses = statuses_of(&http, base, &admin, expected.iter().map(|(id, _)| id.as_str())).await?;
+        let statuses = statuses_of(
+            &http,
+            base,
+            &admin,
+            expected.iter().map(|(id, _)| id.as_str()),
+        )
+        .await?;
         let settled = expected
             .iter()
             .zip(&statuses)
@@ -188,7 +200,11 @@ pub async fn seed(
         &http,
         base,
         &admin,
-        report.jobs.iter().chain(&report.registration_jobs).map(String::as_str),
+        report
+            .jobs
+            .iter()
+            .chain(&report.registration_jobs)
+            .map(String::as_str),
     )
     .await?;
     for s in all {

@@ -88,11 +88,14 @@ fn without(mut c: Value, key: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_forged_expired_or_misdirected_token_is_a_401_and_stores_nothing() {
-    let app = issuer_app(Backend::Sqlite, Options {
-        worker: false,
-        projector: false,
-        ..Options::default()
-    })
+    let app = issuer_app(
+        Backend::Sqlite,
+        Options {
+            worker: false,
+            projector: false,
+            ..Options::default()
+        },
+    )
     .await;
     let rs = |c: &Value| sign(Algorithm::RS256, "rsa-private.pem", Some("test-rsa"), c);
     let good = rs(&claims("alice"));
@@ -115,21 +118,45 @@ async fn every_forged_expired_or_misdirected_token_is_a_401_and_stores_nothing()
                 b64(&claims("alice"))
             ),
         ),
-        ("HS256 signed with the RSA public key", hs256_with_public_key),
-        ("expired", rs(&with(claims("alice"), "exp", json!(now() - 300)))),
-        ("nbf in the future", rs(&with(claims("alice"), "nbf", json!(now() + 600)))),
-        ("wrong aud", rs(&with(claims("alice"), "aud", json!("another-client")))),
+        (
+            "HS256 signed with the RSA public key",
+            hs256_with_public_key,
+        ),
+        (
+            "expired",
+            rs(&with(claims("alice"), "exp", json!(now() - 300))),
+        ),
+        (
+            "nbf in the future",
+            rs(&with(claims("alice"), "nbf", json!(now() + 600))),
+        ),
+        (
+            "wrong aud",
+            rs(&with(claims("alice"), "aud", json!("another-client"))),
+        ),
         ("missing aud", rs(&without(claims("alice"), "aud"))),
-        ("wrong iss", rs(&with(claims("alice"), "iss", json!("https://evil.test")))),
+        (
+            "wrong iss",
+            rs(&with(claims("alice"), "iss", json!("https://evil.test"))),
+        ),
         ("missing iss", rs(&without(claims("alice"), "iss"))),
         ("missing sub", rs(&without(claims("alice"), "sub"))),
         (
             "exp as a string",
-            rs(&with(claims("alice"), "exp", json!((now() + 600).to_string()))),
+            rs(&with(
+                claims("alice"),
+                "exp",
+                json!((now() + 600).to_string()),
+            )),
         ),
         (
             "unknown kid",
-            sign(Algorithm::RS256, "rsa-private.pem", Some("key-2019"), &claims("alice")),
+            sign(
+                Algorithm::RS256,
+                "rsa-private.pem",
+                Some("key-2019"),
+                &claims("alice"),
+            ),
         ),
         (
             "path-like kid",
@@ -148,7 +175,10 @@ async fn every_forged_expired_or_misdirected_token_is_a_401_and_stores_nothing()
                 b64(&with(claims("alice"), "roles", json!(["admin"])))
             ),
         ),
-        ("truncated signature", format!("{head}.{}", &sig[..sig.len() / 2])),
+        (
+            "truncated signature",
+            format!("{head}.{}", &sig[..sig.len() / 2]),
+        ),
         ("tampered signature", {
             let mut bytes = sig.as_bytes().to_vec();
             let mid = bytes.len() / 2;
@@ -166,12 +196,21 @@ async fn every_forged_expired_or_misdirected_token_is_a_401_and_stores_nothing()
         ),
         (
             "another issuer's key without kid",
-            sign(Algorithm::RS256, "attacker-rsa-private.pem", None, &claims("alice")),
+            sign(
+                Algorithm::RS256,
+                "attacker-rsa-private.pem",
+                None,
+                &claims("alice"),
+            ),
         ),
         ("not a JWT", "hello".to_owned()),
     ];
     for (what, token) in &cases {
-        for (method, path) in [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/users/me")] {
+        for (method, path) in [
+            ("GET", "/v1/jobs"),
+            ("POST", "/v1/jobs"),
+            ("GET", "/v1/users/me"),
+        ] {
             let req = match method {
                 "GET" => app.http.get(format!("{}{path}", app.base)),
                 _ => app
@@ -180,12 +219,25 @@ async fn every_forged_expired_or_misdirected_token_is_a_401_and_stores_nothing()
                     .json(&json!({"kind": "echo", "payload": {}})),
             };
             let res = req.bearer_auth(token).send().await.expect("request");
-            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{what}: {method} {path}");
-            assert_eq!(res.headers()["content-type"], "application/problem+json", "{what}");
+            assert_eq!(
+                res.status(),
+                StatusCode::UNAUTHORIZED,
+                "{what}: {method} {path}"
+            );
+            assert_eq!(
+                res.headers()["content-type"],
+                "application/problem+json",
+                "{what}"
+            );
             assert_eq!(res.headers()["www-authenticate"], "Bearer", "{what}");
             let p: Value = res.json().await.expect("problem");
             assert_eq!(p["status"], 401, "{what}");
-            assert!(p["detail"].as_str().is_some_and(|d| d.contains("invalid bearer token")), "{what}: {p}");
+            assert!(
+                p["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("invalid bearer token")),
+                "{what}: {p}"
+            );
         }
     }
     let res = app
@@ -214,7 +266,10 @@ async fn rs256_es256_and_eddsa_tokens_from_pem_and_jwks_are_accepted() {
         for kid in [Some(kid), None] {
             let token = sign(alg, private, kid, &claims("google-oauth2|1234.5678"));
             let job = app
-                .submit_ok(&token, &json!({"kind": "echo", "payload": {"alg": format!("{alg:?}"), "kid": kid}}))
+                .submit_ok(
+                    &token,
+                    &json!({"kind": "echo", "payload": {"alg": format!("{alg:?}"), "kid": kid}}),
+                )
                 .await;
             let id = job["id"].as_str().expect("id").to_owned();
             let (status, got) = app.get(&token, &format!("/v1/jobs/{id}")).await;
@@ -224,9 +279,15 @@ async fn rs256_es256_and_eddsa_tokens_from_pem_and_jwks_are_accepted() {
         }
     }
     // The same subject, whatever key signed: one owner, six jobs.
-    let token = sign(Algorithm::EdDSA, "ed25519-private.pem", None, &claims("google-oauth2|1234.5678"));
+    let token = sign(
+        Algorithm::EdDSA,
+        "ed25519-private.pem",
+        None,
+        &claims("google-oauth2|1234.5678"),
+    );
     for id in &ids {
-        app.wait_for_row(id, "job succeeded", |r| r.status == "succeeded").await;
+        app.wait_for_row(id, "job succeeded", |r| r.status == "succeeded")
+            .await;
     }
     let (status, page) = app.get(&token, "/v1/jobs?limit=50").await;
     assert_eq!(status, StatusCode::OK);
@@ -235,10 +296,13 @@ async fn rs256_es256_and_eddsa_tokens_from_pem_and_jwks_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_from_the_configured_claim_gate_admin_routes_and_hide_other_users_jobs() {
-    let app = issuer_app(Backend::Sqlite, Options {
-        worker: false,
-        ..Options::default()
-    })
+    let app = issuer_app(
+        Backend::Sqlite,
+        Options {
+            worker: false,
+            ..Options::default()
+        },
+    )
     .await;
     let es = |c: &Value| sign(Algorithm::ES256, "ec-private.pem", Some("test-ec"), c);
     let alice = es(&with(claims("alice"), "roles", json!(["user"])));
@@ -255,10 +319,16 @@ async fn roles_from_the_configured_claim_gate_admin_routes_and_hide_other_users_
     let (status, _) = app.get(&admin, "/v1/users").await;
     assert_eq!(status, StatusCode::OK);
 
-    let job = app.submit_ok(&alice, &json!({"kind": "echo", "payload": 1})).await;
+    let job = app
+        .submit_ok(&alice, &json!({"kind": "echo", "payload": 1}))
+        .await;
     let path = format!("/v1/jobs/{}", job["id"].as_str().expect("id"));
     let (status, p) = app.get(&bob, &path).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "another user's job is hidden: {p}");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another user's job is hidden: {p}"
+    );
     assert_eq!(app.get(&admin, &path).await.0, StatusCode::OK);
     assert_eq!(app.get(&alice, &path).await.0, StatusCode::OK);
 }

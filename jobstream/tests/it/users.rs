@@ -56,7 +56,12 @@ fn person(sub: &str, name: &str, email: &str) -> String {
 fn admin_token() -> String {
     let mut c = claims("root");
     c["roles"] = json!(["admin"]);
-    sign(Algorithm::EdDSA, "ed25519-private.pem", Some("test-ed25519"), &c)
+    sign(
+        Algorithm::EdDSA,
+        "ed25519-private.pem",
+        Some("test-ed25519"),
+        &c,
+    )
 }
 
 impl TestApp {
@@ -65,7 +70,11 @@ impl TestApp {
         let state = AppState {
             broker: connect(&self.nats.url(), "api-2").await,
             db: self.db.conn.clone(),
-            verifier: self.options.verifier.clone().unwrap_or_else(issuer_verifier),
+            verifier: self
+                .options
+                .verifier
+                .clone()
+                .unwrap_or_else(issuer_verifier),
             users: Arc::new(Users::new(self.options.open_registration)),
         };
         let app = App::build(([127, 0, 0, 1], 0).into(), state)
@@ -244,19 +253,31 @@ async fn admins_create_users_whose_registration_email_job_runs(backend: Backend)
 
     // The registration e-mail is a job like any other: its progress is visible.
     let row = app
-        .wait_for_row(job_id, "registration e-mail sent", |r| r.status == "succeeded")
+        .wait_for_row(job_id, "registration e-mail sent", |r| {
+            r.status == "succeeded"
+        })
         .await;
     assert_eq!(
         row.result,
-        Some(json!({"delivered_to": "grace@navy.mil", "greeting": "Welcome, Grace Hopper!", "user_id": user_id}))
+        Some(
+            json!({"delivered_to": "grace@navy.mil", "greeting": "Welcome, Grace Hopper!", "user_id": user_id})
+        )
     );
     let (status, got) = app.get(&admin, &format!("/v1/jobs/{job_id}")).await;
-    assert_eq!((status, got["status"].as_str()), (StatusCode::OK, Some("succeeded")));
+    assert_eq!(
+        (status, got["status"].as_str()),
+        (StatusCode::OK, Some("succeeded"))
+    );
 
     // The user signs in later with that sub: it is the same user, not a new one.
     let id = Uuid::parse_str(&user_id).expect("uuid");
     app.wait_for_user(id).await;
-    let grace = sign(Algorithm::ES256, "ec-private.pem", Some("test-ec"), &claims("auth0|grace"));
+    let grace = sign(
+        Algorithm::ES256,
+        "ec-private.pem",
+        Some("test-ec"),
+        &claims("auth0|grace"),
+    );
     let (status, me) = app.get(&grace, "/v1/users/me").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["id"], user_id);
@@ -285,40 +306,77 @@ async fn user_creation_is_validated_authorised_and_unique(backend: Backend) {
     let fields = |p: &Value| -> Vec<String> {
         let mut f: Vec<String> = p["errors"]
             .as_array()
-            .map(|e| e.iter().filter_map(|f| f["field"].as_str().map(str::to_owned)).collect())
+            .map(|e| {
+                e.iter()
+                    .filter_map(|f| f["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         f.sort();
         f
     };
-    let (status, p) = app.post_user(&admin, &json!({"email": "not-an-address", "name": "X"})).await;
+    let (status, p) = app
+        .post_user(&admin, &json!({"email": "not-an-address", "name": "X"}))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(fields(&p), ["email"]);
-    let (status, p) = app.post_user(&admin, &json!({"email": "x@example.com", "name": "   "})).await;
+    let (status, p) = app
+        .post_user(&admin, &json!({"email": "x@example.com", "name": "   "}))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(fields(&p), ["name"]);
-    let (status, p) = app.post_user(&admin, &json!({"sub": "", "role": "admin"})).await;
+    let (status, p) = app
+        .post_user(&admin, &json!({"sub": "", "role": "admin"}))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(fields(&p), ["email", "name", "role", "sub"]);
     // Users may not create users (open registration is off).
-    let (status, p) = app.post_user(&alice, &json!({"email": "b@example.com", "name": "B"})).await;
+    let (status, p) = app
+        .post_user(&alice, &json!({"email": "b@example.com", "name": "B"}))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{p}");
-    assert_eq!(app.stream_messages().await, before, "refused requests store nothing");
+    assert_eq!(
+        app.stream_messages().await,
+        before,
+        "refused requests store nothing"
+    );
 
     // Duplicate e-mail, right away: the stream refuses the second registration.
-    let (status, _) = app.post_user(&admin, &json!({"email": "carol@example.com", "name": "Carol"})).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (status, p) = app.post_user(&admin, &json!({"email": "CAROL@example.com", "name": "Carol 2"})).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{p}");
-    assert!(p["detail"].as_str().is_some_and(|d| d.contains("carol@example.com")));
-    // Duplicate e-mail under another sub, once the projection has the first user.
-    app.wait_for_user(user::user_id_for_email("carol@example.com")).await;
     let (status, _) = app
-        .post_user(&admin, &json!({"email": "carol@example.com", "name": "Carol", "sub": "carol-sso"}))
+        .post_user(
+            &admin,
+            &json!({"email": "carol@example.com", "name": "Carol"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, p) = app
+        .post_user(
+            &admin,
+            &json!({"email": "CAROL@example.com", "name": "Carol 2"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("carol@example.com"))
+    );
+    // Duplicate e-mail under another sub, once the projection has the first user.
+    app.wait_for_user(user::user_id_for_email("carol@example.com"))
+        .await;
+    let (status, _) = app
+        .post_user(
+            &admin,
+            &json!({"email": "carol@example.com", "name": "Carol", "sub": "carol-sso"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     // Duplicate sub: alice registered herself on her first request.
     let (status, _) = app
-        .post_user(&admin, &json!({"email": "alice2@example.com", "name": "Alice", "sub": "alice"}))
+        .post_user(
+            &admin,
+            &json!({"email": "alice2@example.com", "name": "Alice", "sub": "alice"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     // One user event and one job event for carol; nothing for the refusals.
@@ -338,7 +396,10 @@ async fn users_are_listed_page_by_page(backend: Backend) {
     let admin = admin_token();
     for i in 0..7 {
         let (status, _) = app
-            .post_user(&admin, &json!({"email": format!("u{i}@example.com"), "name": format!("User {i}")}))
+            .post_user(
+                &admin,
+                &json!({"email": format!("u{i}@example.com"), "name": format!("User {i}")}),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED);
     }
@@ -369,7 +430,10 @@ async fn users_are_listed_page_by_page(backend: Backend) {
     assert_eq!(back["items"], pages[0]["items"]);
     let (_, one) = app.get(&admin, "/v1/users?email=U3@example.com").await;
     assert_eq!(one["items"].as_array().map(Vec::len), Some(1));
-    assert_eq!(app.get(&admin, "/v1/users?limit=0").await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        app.get(&admin, "/v1/users?limit=0").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 }
 db_test!(users_are_listed_page_by_page);
 
@@ -381,8 +445,13 @@ async fn the_users_table_is_rebuilt_identically_from_the_stream(backend: Backend
             .post_user(&admin, &json!({"email": format!("r{i}@example.com"), "name": format!("R {i}"), "sub": format!("sso|{i}")}))
             .await;
         assert_eq!(status, StatusCode::CREATED);
-        let token = person(&format!("self.{i}"), &format!("Self {i}"), &format!("self{i}@example.com"));
-        app.submit_ok(&token, &json!({"kind": "echo", "payload": i})).await;
+        let token = person(
+            &format!("self.{i}"),
+            &format!("Self {i}"),
+            &format!("self{i}@example.com"),
+        );
+        app.submit_ok(&token, &json!({"kind": "echo", "payload": i}))
+            .await;
     }
     let rows = || async {
         use sea_orm::QueryOrder;
@@ -393,7 +462,10 @@ async fn the_users_table_is_rebuilt_identically_from_the_stream(backend: Backend
             .expect("rows")
     };
     // 5 created + 5 self-registered + the admin.
-    eventually("11 users projected", WAIT, || async { (rows().await.len() == 11).then_some(()) }).await;
+    eventually("11 users projected", WAIT, || async {
+        (rows().await.len() == 11).then_some(())
+    })
+    .await;
     let live = rows().await;
 
     let fresh_db = app.db.sibling().await;
@@ -453,13 +525,19 @@ async fn open_registration_lets_any_caller_create_users() {
     .await;
     let token = person("newcomer", "New Comer", "new@example.com");
     let (status, created) = app
-        .post_user(&token, &json!({"email": "friend@example.com", "name": "A Friend"}))
+        .post_user(
+            &token,
+            &json!({"email": "friend@example.com", "name": "A Friend"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["user"]["created_by"], "newcomer");
     // The caller owns (and can follow) the registration e-mail job.
     let job = created["registration_job"]["id"].as_str().expect("job id");
-    assert_eq!(app.get(&token, &format!("/v1/jobs/{job}")).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get(&token, &format!("/v1/jobs/{job}")).await.0,
+        StatusCode::OK
+    );
     // Listing users stays an admin route.
     assert_eq!(app.get(&token, "/v1/users").await.0, StatusCode::FORBIDDEN);
 }
