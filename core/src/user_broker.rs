@@ -78,7 +78,7 @@ impl Broker {
                     match UserEnvelope::decode(&msg.payload) {
                         Ok(env) => out.push((msg.sequence, env)),
                         Err(e) => {
-                            tracing::warn!(seq = msg.sequence, error = %e, "skipping undecodable user event")
+                            tracing::warn!(seq = msg.sequence, error = %e, "skipping undecodable user event");
                         }
                     }
                 }

@@ -210,8 +210,7 @@ mod tests {
             jwt_public_key_file: Some("/nonexistent/issuer.pem".into()),
             ..args()
         })
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         let line = format!("{missing:#}");
         assert!(
             line.contains("JWT_PUBLIC_KEY_FILE") && line.contains("/nonexistent/issuer.pem"),
@@ -222,15 +221,13 @@ mod tests {
             jwt_public_key_file: Some(keys_dir().join("rsa-private.pem")),
             ..args()
         })
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert!(format!("{private:#}").contains("private key"));
         let not_jwks = verifier(&AuthArgs {
             jwt_jwks_file: Some(keys_dir().join("rsa-public.pem")),
             ..args()
         })
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert!(format!("{not_jwks:#}").contains("JWT_JWKS_FILE"));
         // No key at all (no public key, no readable secret).
         assert!(verifier(&args()).is_err());

@@ -28,7 +28,7 @@ pub(crate) async fn apply_user_events<C: ConnectionTrait>(
                 users.insert(s.id, s);
             }
             Err(e) => {
-                tracing::error!(error = %e, "unreadable users row: its events are ignored until the projection is rebuilt")
+                tracing::error!(error = %e, "unreadable users row: its events are ignored until the projection is rebuilt");
             }
         }
     }

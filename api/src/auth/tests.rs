@@ -381,7 +381,7 @@ fn dev_tokens_verify_and_carry_the_role() {
     assert!(v.verify(&a).unwrap().is_admin);
     let other = AuthConfig {
         hs256_secret: SecretString::from("other".to_owned()),
-        ..c.clone()
+        ..c
     };
     refused(
         &v,
