@@ -248,7 +248,7 @@ async fn every_forged_expired_or_misdirected_token_is_a_401_and_stores_nothing()
         .expect("request");
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "no token");
     // Nothing was stored: no job, and no user registered by a rejected token.
-    assert_eq!(app.stream_messages().await, 0);
+    assert_eq!(app.stream_total().await, 0);
     // The good token works on the same app.
     let (status, _) = app.get(&good, "/v1/jobs").await;
     assert_eq!(status, StatusCode::OK);

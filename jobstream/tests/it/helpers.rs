@@ -300,18 +300,25 @@ impl TestApp {
             .expect("rows")
     }
 
-    /// Number of messages in the stream.
+    /// Number of job events in the stream (`jobs.>`; a caller's first authenticated request
+    /// also stores their `user.registered` under `users.>`, not counted here).
     pub(crate) async fn stream_messages(&self) -> u64 {
-        self.broker
+        use async_nats::jetstream::consumer::{AckPolicy, pull};
+        let consumer = self
+            .broker
             .jetstream()
             .get_stream("JOBS")
             .await
             .expect("stream")
-            .info()
+            .create_consumer(pull::Config {
+                filter_subject: "jobs.>".into(),
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(5),
+                ..Default::default()
+            })
             .await
-            .expect("info")
-            .state
-            .messages
+            .expect("counting consumer");
+        consumer.cached_info().num_pending
     }
 
     /// The events of a job in the stream, of one type.

@@ -127,6 +127,20 @@ impl TestApp {
         }
     }
 
+    /// Every message in the stream, job and user events alike.
+    pub(crate) async fn stream_total(&self) -> u64 {
+        self.broker
+            .jetstream()
+            .get_stream("JOBS")
+            .await
+            .expect("stream")
+            .info()
+            .await
+            .expect("info")
+            .state
+            .messages
+    }
+
     async fn post_user(&self, token: &str, body: &Value) -> (StatusCode, Value) {
         let res = self
             .http
@@ -184,7 +198,7 @@ async fn first_requests_register_the_user_once_and_me_reads_its_writes(backend: 
     let history = app.broker.user_history(id).await.expect("history");
     assert_eq!(history.len(), 1, "one registration: {history:?}");
     assert!(matches!(history[0].1.event, UserEvent::Registered { .. }));
-    assert_eq!(app.stream_messages().await, 1);
+    assert_eq!(app.stream_total().await, 1);
 
     for base in [&app.base, &base2] {
         let res = app
@@ -301,7 +315,7 @@ async fn user_creation_is_validated_authorised_and_unique(backend: Backend) {
     // Register both callers first, so the stream count below only moves with what we test.
     assert_eq!(app.get(&admin, "/v1/users/me").await.0, StatusCode::OK);
     assert_eq!(app.get(&alice, "/v1/users/me").await.0, StatusCode::OK);
-    let before = app.stream_messages().await;
+    let before = app.stream_total().await;
 
     let fields = |p: &Value| -> Vec<String> {
         let mut f: Vec<String> = p["errors"]
@@ -336,7 +350,7 @@ async fn user_creation_is_validated_authorised_and_unique(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{p}");
     assert_eq!(
-        app.stream_messages().await,
+        app.stream_total().await,
         before,
         "refused requests store nothing"
     );
@@ -380,7 +394,7 @@ async fn user_creation_is_validated_authorised_and_unique(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     // One user event and one job event for carol; nothing for the refusals.
-    assert_eq!(app.stream_messages().await, before + 2);
+    assert_eq!(app.stream_total().await, before + 2);
 }
 db_test!(user_creation_is_validated_authorised_and_unique);
 
@@ -540,6 +554,19 @@ async fn open_registration_lets_any_caller_create_users() {
     );
     // Listing users stays an admin route.
     assert_eq!(app.get(&token, "/v1/users").await.0, StatusCode::FORBIDDEN);
+    // The routes are in the OpenAPI document.
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    for path in ["/v1/users", "/v1/users/me", "/v1/jobs"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
