@@ -11,7 +11,8 @@
 //! key's is refused, so `alg: none` or an HS256 token "signed" with a public key
 //! never verifies. `exp`, `sub`, `iss` and `aud` are required and checked against the
 //! configuration, `nbf` is honoured, with a small leeway for clock skew. Roles come
-//! from a configurable claim (a string or an array of strings): `admin` or `user`.
+//! from a configurable claim (a string or an array of strings, a dotted path for nested
+//! claims): `admin` or `user`.
 
 use std::path::Path;
 
@@ -417,7 +418,7 @@ impl Verifier {
             }
             _ => return Err(refuse("sub must be a non-empty string".into())),
         };
-        let is_admin = match claims.get(&self.policy.role_claim) {
+        let is_admin = match role_claim(&claims, &self.policy.role_claim) {
             Some(Value::String(r)) => r == "admin",
             Some(Value::Array(rs)) => rs.iter().any(|r| r.as_str() == Some("admin")),
             _ => false,
@@ -474,6 +475,20 @@ impl Verifier {
                 )
             })
     }
+}
+
+/// The role claim: the claim of that exact name (Auth0's namespaced claims contain dots),
+/// else a dotted path into nested objects (Keycloak's `realm_access.roles`).
+fn role_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if let Some(v) = claims.get(name) {
+        return Some(v);
+    }
+    let mut parts = name.split('.');
+    let mut v = claims.get(parts.next()?)?;
+    for part in parts {
+        v = v.get(part)?;
+    }
+    Some(v)
 }
 
 /// Signs a development token (HS256) for `sub`, valid for `ttl`.

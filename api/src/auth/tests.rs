@@ -323,6 +323,41 @@ fn roles_come_from_the_configured_claim_string_or_array() {
 }
 
 #[test]
+fn nested_and_namespaced_role_claims_are_found() {
+    let s = |c: &Value| sign(Algorithm::EdDSA, "ed25519-private.pem", None, c);
+    let verifier = |claim: &str| {
+        let mut keys = KeySet::new();
+        keys.add(PinnedKey::from_pem(&fixture("ed25519-public.pem"), None).unwrap())
+            .unwrap();
+        Verifier::with_keys(
+            keys,
+            VerifyPolicy {
+                role_claim: claim.into(),
+                ..VerifyPolicy::new(ISS, AUD)
+            },
+        )
+        .unwrap()
+    };
+    let keycloak = verifier("realm_access.roles");
+    let c = with(
+        claims(),
+        "realm_access",
+        json!({"roles": ["offline_access", "admin"]}),
+    );
+    assert!(keycloak.verify(&s(&c)).unwrap().is_admin);
+    let c = with(claims(), "realm_access", json!({"roles": ["user"]}));
+    assert!(!keycloak.verify(&s(&c)).unwrap().is_admin);
+    assert!(!keycloak.verify(&s(&claims())).unwrap().is_admin);
+    let auth0 = verifier("https://jobstream.example/roles");
+    let c = with(
+        claims(),
+        "https://jobstream.example/roles",
+        json!(["admin"]),
+    );
+    assert!(auth0.verify(&s(&c)).unwrap().is_admin);
+}
+
+#[test]
 fn profile_claims_are_read_and_unverified_emails_dropped() {
     let v = pem_verifier("ec-public.pem");
     let s = |c: &Value| sign(Algorithm::ES256, "ec-private.pem", None, c);

@@ -45,14 +45,14 @@ pub const MAX_EMAIL_LEN: usize = 254;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/users", get(list_users).post(create_user))
-        .route("/v1/users/me", get(me))
+        .route("/v1/users/me", get(me).patch(update_me))
 }
 
 /// The users part of the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    paths(me, list_users, create_user),
-    components(schemas(UserView, UserPage, CreateUser, CreatedUser)),
+    paths(me, update_me, list_users, create_user),
+    components(schemas(UserView, UserPage, CreateUser, CreatedUser, UpdateUser)),
     tags((name = "users", description = "Users and registration"))
 )]
 pub struct UsersDoc;
@@ -100,8 +100,8 @@ fn request_id(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-request-id").and_then(|v| v.to_str().ok())
 }
 
-/// The caller's own user. Read-your-writes: right after the first request it is folded
-/// from the stream when the projection has not caught up.
+/// The caller's own user, folded from the stream (read-your-writes: right after the first
+/// request or an update, whatever the projection's lag).
 #[utoipa::path(
     get, path = "/v1/users/me", tag = "users",
     responses((status = 200, body = UserView), (status = 401, body = crate::error::Problem, content_type = "application/problem+json")),
@@ -115,16 +115,97 @@ pub async fn me(
 ) -> Result<Json<UserView>, ApiError> {
     // The extractor registered the caller; if that failed (NATS hiccup), this retries and reports it.
     let id = register_caller(&state, &caller, request_id(&headers)).await?;
-    if let Some(row) = user_row::Entity::find_by_id(id.to_string())
-        .one(&state.db)
-        .await?
-    {
-        return view_of_row(row).map(Json);
-    }
+    // A user's history is a handful of events: fold it from the stream, so the answer
+    // includes the caller's own latest registration or update even if the projection lags.
     match state.broker.user_from_stream(id).await? {
         Some(s) => Ok(Json(UserView::from(&s))),
         None => Err(ApiError::Unexpected(anyhow::anyhow!(
             "user {id} registered but not found in the stream"
+        ))),
+    }
+}
+
+/// Changes to the caller's own profile.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // Documents the body; parsing is field by field to name the bad field.
+pub struct UpdateUser {
+    /// New display name.
+    name: Option<String>,
+    /// New e-mail address.
+    email: Option<String>,
+}
+
+/// Change the caller's name or e-mail address (a `user.updated` event).
+#[utoipa::path(
+    patch, path = "/v1/users/me", tag = "users", request_body = UpdateUser,
+    responses(
+        (status = 200, description = "Updated", body = UserView),
+        (status = 409, description = "E-mail address taken", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty), err(Debug, level = "info"))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<UserView>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Value::Object(mut obj) = body else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    let mut errors = Vec::new();
+    let name = match obj.remove("name") {
+        None | Some(Value::Null) => None,
+        Some(v) => parse_name(&v)
+            .map_err(|m| errors.push(FieldError::new("name", m)))
+            .ok(),
+    };
+    let email = match obj.remove("email") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(e)) => validate_email(&e)
+            .map_err(|m| errors.push(FieldError::new("email", m)))
+            .ok(),
+        Some(_) => {
+            errors.push(FieldError::new("email", "must be a string"));
+            None
+        }
+    };
+    for unknown in obj.keys() {
+        errors.push(FieldError::new(unknown.clone(), "unknown field"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Unprocessable(errors));
+    }
+    if name.is_none() && email.is_none() {
+        return Err(ApiError::field("name", "give name and/or email to change"));
+    }
+    let rid = request_id(&headers);
+    let id = register_caller(&state, &caller, rid).await?;
+    tracing::Span::current().record("user_id", tracing::field::display(id));
+    if let Some(e) = &email {
+        let taken = user_row::Entity::find()
+            .filter(user_row::Column::Email.eq(e.as_str()))
+            .filter(user_row::Column::Id.ne(id.to_string()))
+            .one(&state.db)
+            .await?;
+        if taken.is_some() {
+            return Err(ApiError::Conflict(format!(
+                "another user has the e-mail address {e}"
+            )));
+        }
+    }
+    let env = UserEnvelope::new(id, UserEvent::Updated { email, name });
+    state.broker.publish_user_event(&env, rid).await?;
+    tracing::info!("user updated");
+    match state.broker.user_from_stream(id).await? {
+        Some(s) => Ok(Json(UserView::from(&s))),
+        None => Err(ApiError::Unexpected(anyhow::anyhow!(
+            "user {id} updated but not found in the stream"
         ))),
     }
 }
@@ -308,6 +389,18 @@ pub fn validate_email(email: &str) -> Result<String, String> {
     }
 }
 
+/// A display name: a non-empty string of at most [`MAX_NAME_LEN`] characters, trimmed.
+fn parse_name(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) if s.trim().is_empty() => Err("must not be empty".into()),
+        Value::String(s) if s.trim().chars().count() > MAX_NAME_LEN => {
+            Err(format!("must be at most {MAX_NAME_LEN} characters"))
+        }
+        Value::String(s) => Ok(s.trim().to_owned()),
+        _ => Err("must be a string".into()),
+    }
+}
+
 struct NewUser {
     email: String,
     name: String,
@@ -335,22 +428,9 @@ fn parse_new_user(body: Value) -> Result<NewUser, ApiError> {
         }
     };
     let name = match obj.remove("name") {
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            errors.push(FieldError::new("name", "must not be empty"));
-            None
-        }
-        Some(Value::String(s)) if s.trim().chars().count() > MAX_NAME_LEN => {
-            errors.push(FieldError::new(
-                "name",
-                format!("must be at most {MAX_NAME_LEN} characters"),
-            ));
-            None
-        }
-        Some(Value::String(s)) => Some(s.trim().to_owned()),
-        Some(_) => {
-            errors.push(FieldError::new("name", "must be a string"));
-            None
-        }
+        Some(v) => parse_name(&v)
+            .map_err(|m| errors.push(FieldError::new("name", m)))
+            .ok(),
         None => {
             errors.push(FieldError::new("name", "required"));
             None

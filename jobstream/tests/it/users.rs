@@ -466,6 +466,15 @@ async fn the_users_table_is_rebuilt_identically_from_the_stream(backend: Backend
         );
         app.submit_ok(&token, &json!({"kind": "echo", "payload": i}))
             .await;
+        let res = app
+            .http
+            .patch(format!("{}/v1/users/me", app.base))
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("Renamed {i}")}))
+            .send()
+            .await
+            .expect("PATCH");
+        assert_eq!(res.status(), StatusCode::OK);
     }
     let rows = || async {
         use sea_orm::QueryOrder;
@@ -476,8 +485,13 @@ async fn the_users_table_is_rebuilt_identically_from_the_stream(backend: Backend
             .expect("rows")
     };
     // 5 created + 5 self-registered + the admin.
-    eventually("11 users projected", WAIT, || async {
-        (rows().await.len() == 11).then_some(())
+    eventually("11 users projected, renames included", WAIT, || async {
+        let rows = rows().await;
+        let renamed = rows
+            .iter()
+            .filter(|r| r.name.as_deref().is_some_and(|n| n.starts_with("Renamed")))
+            .count();
+        (rows.len() == 11 && renamed == 5).then_some(())
     })
     .await;
     let live = rows().await;
@@ -524,6 +538,60 @@ async fn the_users_table_is_rebuilt_identically_from_the_stream(backend: Backend
     assert_eq!(rebuilt, live);
 }
 db_test!(the_users_table_is_rebuilt_identically_from_the_stream);
+
+async fn users_update_their_profile_and_read_it_back_at_once(backend: Backend) {
+    let app = issuer_app(
+        backend,
+        Options {
+            worker: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let ada = person("ada", "Ada", "ada@example.com");
+    let bob = person("bob", "Bob", "bob@example.com");
+    let patch = |token: &str, body: Value| {
+        let req = app
+            .http
+            .patch(format!("{}/v1/users/me", app.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send();
+        async move {
+            let res = req.await.expect("PATCH");
+            let status = res.status();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, me) = patch(&ada, json!({"name": "Ada King, Countess of Lovelace"})).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["name"], "Ada King, Countess of Lovelace");
+    assert_eq!(me["email"], "ada@example.com");
+    // Read-your-writes, whatever the projector's lag.
+    let (_, me) = app.get(&ada, "/v1/users/me").await;
+    assert_eq!(me["name"], "Ada King, Countess of Lovelace");
+    let id = user::user_id_for_sub("ada");
+    eventually("update projected", WAIT, || async {
+        user_row::Entity::find_by_id(id.to_string())
+            .one(&app.db.conn)
+            .await
+            .expect("query")
+            .filter(|r| r.name.as_deref() == Some("Ada King, Countess of Lovelace"))
+    })
+    .await;
+
+    let (status, p) = patch(&ada, json!({"name": " ", "colour": "red"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["errors"].as_array().map(Vec::len), Some(2));
+    // Bob's address, once the projection has Bob.
+    assert_eq!(app.get(&bob, "/v1/users/me").await.0, StatusCode::OK);
+    app.wait_for_user(user::user_id_for_sub("bob")).await;
+    let (status, _) = patch(&ada, json!({"email": "BOB@example.com"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let history = app.broker.user_history(id).await.expect("history");
+    assert_eq!(history.len(), 2, "registered + one update: {history:?}");
+}
+db_test!(users_update_their_profile_and_read_it_back_at_once);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_registration_lets_any_caller_create_users() {
