@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, FromConsumer, pull};
 use futures::StreamExt;
 use jobstream_core::Envelope;
 use jobstream_core::broker::Broker;
@@ -68,7 +68,7 @@ impl Projector {
             .stream()
             .await
             .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
-        let consumer = stream
+        let mut consumer = stream
             .get_or_create_consumer(
                 &config.name,
                 pull::Config {
@@ -88,6 +88,19 @@ impl Projector {
             )
             .await
             .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
+        // A consumer created by an older version filtered `jobs.>` only: widen it to the whole
+        // stream (users too). Updating keeps its position; the checkpoint decides anyway.
+        if !consumer.cached_info().config.filter_subject.is_empty() {
+            let mut widened =
+                pull::Config::try_from_consumer_config(consumer.cached_info().config.clone())
+                    .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
+            widened.filter_subject = String::new();
+            consumer = stream
+                .update_consumer(widened)
+                .await
+                .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
+            tracing::info!(name = %config.name, "projector consumer widened to every subject of the stream");
+        }
         let checkpoint = apply::load_checkpoint(&db, &config.name).await?;
         let (applied_tx, _) = watch::channel(checkpoint);
         Ok(Projector {

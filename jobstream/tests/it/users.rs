@@ -686,3 +686,48 @@ async fn seed_fills_a_development_system_with_users_and_a_mix_of_jobs() {
     assert_eq!((again.users_created, again.users_existing), (0, 3));
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_consumer_from_before_users_is_widened_to_the_whole_stream() {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let mut app = issuer_app(
+        Backend::Sqlite,
+        Options {
+            worker: false,
+            projector: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    // The durable consumer as the previous version created it: job events only.
+    app.broker
+        .stream()
+        .await
+        .expect("stream")
+        .create_consumer(pull::Config {
+            durable_name: Some("projector".into()),
+            filter_subject: "jobs.>".into(),
+            ack_policy: AckPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("old consumer");
+    let token = person("late", "Late Adopter", "late@example.com");
+    assert_eq!(app.get(&token, "/v1/users/me").await.0, StatusCode::OK);
+    app.start_projector().await;
+    let row = app.wait_for_user(user::user_id_for_sub("late")).await;
+    assert_eq!(row.name.as_deref(), Some("Late Adopter"));
+    let info = app
+        .broker
+        .stream()
+        .await
+        .expect("stream")
+        .get_consumer::<pull::Config>("projector")
+        .await
+        .expect("consumer")
+        .cached_info()
+        .config
+        .filter_subject
+        .clone();
+    assert_eq!(info, "");
+}
