@@ -24,6 +24,7 @@ pub fn app(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(batch::router())
         .merge(schedules::router())
+        .merge(crate::routes::users::router())
         .merge(crate::openapi::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// NATS or the database cannot be reached: retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The resource already exists (e.g. a user with this e-mail).
+    #[error("{0}")]
+    Conflict(String),
     /// A bug or an unexpected failure; details are logged, never returned.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +90,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "Bad Request",
             ApiError::Unprocessable(_) => "Unprocessable Content",
             ApiError::Unavailable(_) => "Service Unavailable",
+            ApiError::Conflict(_) => "Conflict",
             ApiError::Unexpected(_) => "Internal Server Error",
         }
     }

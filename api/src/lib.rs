@@ -12,6 +12,7 @@
 //! - [`routes`]: one module per resource, each with its own `router()`.
 //! - [`state`]: [`state::AppState`], what every handler gets.
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
+//! - [`users`]: registering users (first request, `POST /v1/users`) through the stream.
 
 pub mod app;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod lifecycle;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod users;
 
 pub use app::{App, app};
 pub use state::AppState;

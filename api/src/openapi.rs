@@ -36,5 +36,12 @@ impl utoipa::Modify for BearerAuth {
 
 /// `/openapi.json`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+    Router::new().route(
+        "/openapi.json",
+        get(|| async {
+            let mut doc = ApiDoc::openapi();
+            doc.merge(crate::routes::users::UsersDoc::openapi());
+            Json(doc)
+        }),
+    )
 }

@@ -16,4 +16,6 @@ pub struct AppState {
     pub db: DatabaseConnection,
     /// Bearer token verification.
     pub verifier: Arc<Verifier>,
+    /// User settings and the cache of registered users.
+    pub users: Arc<crate::users::Users>,
 }

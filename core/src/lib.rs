@@ -15,6 +15,8 @@
 //! - [`stored`]: the one decoder of stored stream messages (including scheduler-fired ones).
 //! - [`schedule`]: periodic schedules: records, cron / `@every` syntax, subjects.
 //! - [`shutdown`]: Ctrl-C / SIGTERM into a cancellation token.
+//! - [`user`]: user events (`users.<user_id>.<event>`), ids derived from `sub`, the user fold. Pure.
+//! - [`user_broker`]: publishing and reading user events; reading the whole stream (I/O).
 
 pub mod atomic;
 pub mod broker;
@@ -28,6 +30,8 @@ pub mod store;
 pub mod stored;
 pub mod subject;
 pub mod telemetry;
+pub mod user;
+pub mod user_broker;
 
 pub use event::{Envelope, Event, EventType};
 pub use fold::{JobState, JobStatus};

@@ -1,5 +1,5 @@
 //! Reading stored stream messages: the ONE place a message of the `JOBS` stream
-//! becomes an [`Envelope`] (or a schedule record).
+//! becomes an [`Envelope`] (or a schedule or user record).
 //!
 //! Most job events are their payload. Two kinds are produced by nats-server's
 //! message scheduler and need the stored message itself (subject, sequence,
@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::event::{DecodeError, Envelope, Event, SCHEMA_VERSION};
 use crate::schedule::{self, ScheduleEvent, ScheduleRecord};
 use crate::subject;
+use crate::user::UserEnvelope;
 
 /// Header nats-server sets on a message produced by a schedule: the subject holding the schedule.
 pub const SCHEDULER_HEADER: &str = "Nats-Scheduler";
@@ -88,6 +89,8 @@ pub enum Record {
     Job(Envelope),
     /// A schedule record (created or deleted).
     Schedule(ScheduleRecord),
+    /// A user event (`users.<user_id>.<event>`).
+    User(UserEnvelope),
     /// Machinery, not an event: a pending delayed-job timer or an idempotency record.
     Other,
 }
@@ -100,6 +103,8 @@ impl Record {
             Envelope::from_stored(m).map(Record::Job)
         } else if prefix == schedule::PREFIX {
             ScheduleRecord::decode(m.payload).map(Record::Schedule)
+        } else if prefix == crate::user::PREFIX {
+            UserEnvelope::decode(m.payload).map(Record::User)
         } else {
             Ok(Record::Other)
         }

@@ -160,6 +160,7 @@ pub fn stream_subjects() -> Vec<String> {
         crate::schedule::all_subjects(),
         format!("{TIMERS_PREFIX}.>"),
         format!("{IDEMPOTENCY_PREFIX}.>"),
+        crate::user::all_user_events(),
     ]
 }
 

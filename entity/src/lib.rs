@@ -7,7 +7,9 @@
 //! - [`queued_job`]: the current state of each job.
 //! - [`projector_checkpoint`]: the last stream sequence folded, per projector.
 //! - [`schedule`]: the active periodic schedules.
+//! - [`user`]: one row per user, folded from `user.*` events.
 
 pub mod projector_checkpoint;
 pub mod queued_job;
 pub mod schedule;
+pub mod user;

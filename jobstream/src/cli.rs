@@ -33,7 +33,7 @@ impl Cli {
     /// Log filter when `RUST_LOG` is unset (quieter for client commands).
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
-            Command::Token(_) | Command::Bench(_) => "warn",
+            Command::Token(_) | Command::Bench(_) | Command::Seed(_) => "warn",
             _ => "info,sqlx=warn,async_nats=warn",
         }
     }
@@ -56,6 +56,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Submit N echo jobs over HTTP and measure throughput and latency.
     Bench(BenchArgs),
+    /// Fill a development system with demo users and a realistic mix of jobs (through the API).
+    Seed(SeedArgs),
 }
 
 /// Where NATS is and how the stream is set up.
@@ -93,15 +95,49 @@ pub struct AuthArgs {
     /// HS256 secret (development). Prefer JWT_SECRET_FILE.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
-    /// File holding the HS256 secret (`jobstream dev` writes data/jwt-secret).
-    #[arg(long, env = "JWT_SECRET_FILE", default_value = "data/jwt-secret")]
-    pub jwt_secret_file: PathBuf,
+    /// File holding the HS256 secret (`jobstream dev` writes data/jwt-secret, the default
+    /// when no public key is configured; with public keys, HS256 is on only when this or
+    /// JWT_SECRET is set).
+    #[arg(long, env = "JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
     /// Required `iss` claim.
     #[arg(long, env = "JWT_ISSUER", default_value = "jobstream")]
     pub jwt_issuer: String,
     /// Required `aud` claim.
     #[arg(long, env = "JWT_AUDIENCE", default_value = "jobstream")]
     pub jwt_audience: String,
+    /// PEM file with the issuer's public key (RSA → RS256, EC P-256 → ES256, Ed25519 → EdDSA).
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Key id of the PEM key (tokens carrying a `kid` must name it); none by default.
+    #[arg(long, env = "JWT_PUBLIC_KEY_KID")]
+    pub jwt_public_key_kid: Option<String>,
+    /// JWKS file with the issuer's public keys (chosen by the token's `kid`).
+    #[arg(long, env = "JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Claim holding the role: a string or an array of strings; `admin` makes an admin.
+    #[arg(long, env = "JWT_ROLE_CLAIM", default_value = "role")]
+    pub jwt_role_claim: String,
+    /// Clock-skew allowance for `exp` and `nbf`.
+    #[arg(long, env = "JWT_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+}
+
+impl AuthArgs {
+    /// Development settings: HS256 with the secret in `secret_file`, default issuer and audience.
+    pub fn dev(secret_file: PathBuf) -> Self {
+        AuthArgs {
+            jwt_secret: None,
+            jwt_secret_file: Some(secret_file),
+            jwt_issuer: "jobstream".into(),
+            jwt_audience: "jobstream".into(),
+            jwt_public_key_file: None,
+            jwt_public_key_kid: None,
+            jwt_jwks_file: None,
+            jwt_role_claim: jobstream_api::auth::DEFAULT_ROLE_CLAIM.into(),
+            jwt_leeway: Duration::from_secs(jobstream_api::auth::DEFAULT_LEEWAY_SECS),
+        }
+    }
 }
 
 /// `jobstream api`.
@@ -122,6 +158,9 @@ pub struct ApiArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: AuthArgs,
+    /// Let any authenticated caller create users with `POST /v1/users` (else admins only).
+    #[arg(long, env = "OPEN_REGISTRATION")]
+    pub open_registration: bool,
 }
 
 /// Worker tuning.
@@ -239,6 +278,9 @@ pub struct DevArgs {
     /// Database (default: SQLite in the data dir).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Let any authenticated caller create users with `POST /v1/users` (else admins only).
+    #[arg(long, env = "OPEN_REGISTRATION")]
+    pub open_registration: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub worker: WorkerTuning,
@@ -281,6 +323,29 @@ pub struct BenchArgs {
     pub concurrency: usize,
     /// Give up waiting for completion after this long.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub auth: AuthArgs,
+}
+
+/// `jobstream seed`.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// Base URL of a running API (`jobstream dev`).
+    #[arg(long, env = "JOBSTREAM_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Demo users to create (each gets a registration e-mail job).
+    #[arg(long, default_value_t = 5)]
+    pub users: usize,
+    /// Jobs to submit per demo user (a mix that succeeds, fails, runs and waits).
+    #[arg(long, default_value_t = 12)]
+    pub jobs_per_user: usize,
+    /// Queue with no worker, where the "waiting" jobs stay queued.
+    #[arg(long, default_value = "backlog")]
+    pub idle_queue: String,
+    /// Stop waiting for jobs to settle after this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]

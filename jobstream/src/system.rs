@@ -1,7 +1,7 @@
 //! Wiring shared by the commands: broker, database, auth and tuning from the CLI.
 
 use anyhow::Context;
-use jobstream_api::auth::AuthConfig;
+use jobstream_api::auth::{AuthConfig, KeySet, PinnedKey, Verifier, VerifyPolicy};
 use jobstream_core::broker::{Broker, StreamSettings};
 use jobstream_core::subject::QueueName;
 use jobstream_projector::ProjectorConfig;
@@ -66,18 +66,31 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Where `jobstream dev` keeps the HS256 secret, and where it is looked for by default.
+pub const DEFAULT_SECRET_FILE: &str = "data/jwt-secret";
+
 /// Token settings: the secret from `JWT_SECRET`, else from the secret file.
 pub fn auth_config(auth: &AuthArgs) -> anyhow::Result<AuthConfig> {
     let secret = match &auth.jwt_secret {
         Some(s) => s.clone(),
         None => {
-            let text = std::fs::read_to_string(&auth.jwt_secret_file).with_context(|| {
+            let file = auth
+                .jwt_secret_file
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SECRET_FILE.into());
+            let text = std::fs::read_to_string(&file).with_context(|| {
                 format!(
                     "no JWT secret: set JWT_SECRET, or JWT_SECRET_FILE (cannot read {}; `jobstream dev` creates it)",
-                    auth.jwt_secret_file.display()
+                    file.display()
                 )
             })?;
-            SecretString::from(text.trim().to_owned())
+            let text = text.trim();
+            anyhow::ensure!(
+                !text.is_empty(),
+                "the JWT secret file {} is empty",
+                file.display()
+            );
+            SecretString::from(text.to_owned())
         }
     };
     Ok(AuthConfig {
@@ -85,6 +98,40 @@ pub fn auth_config(auth: &AuthArgs) -> anyhow::Result<AuthConfig> {
         issuer: auth.jwt_issuer.clone(),
         audience: auth.jwt_audience.clone(),
     })
+}
+
+/// The token verifier: the issuer's public keys (PEM and/or JWKS) when configured, plus
+/// HS256 only when a secret is explicitly given; otherwise the development HS256 secret.
+/// An unreadable or invalid key file is an error here, at start-up.
+pub fn verifier(auth: &AuthArgs) -> anyhow::Result<Verifier> {
+    let mut keys = KeySet::new();
+    if let Some(pem) = &auth.jwt_public_key_file {
+        keys.add_pem_file(pem, auth.jwt_public_key_kid.clone())
+            .context("JWT_PUBLIC_KEY_FILE")?;
+    }
+    if let Some(jwks) = &auth.jwt_jwks_file {
+        keys.add_jwks_file(jwks).context("JWT_JWKS_FILE")?;
+    }
+    let public = !keys.is_empty();
+    if !public || auth.jwt_secret.is_some() || auth.jwt_secret_file.is_some() {
+        let dev = auth_config(auth)?;
+        keys.add(PinnedKey::hs256(&dev.hs256_secret))?;
+        if public {
+            tracing::warn!(
+                "HS256 development tokens are accepted besides the public keys (a shared secret is configured)"
+            );
+        }
+    }
+    let policy = VerifyPolicy {
+        issuer: auth.jwt_issuer.clone(),
+        audience: auth.jwt_audience.clone(),
+        role_claim: auth.jwt_role_claim.clone(),
+        leeway_secs: auth.jwt_leeway.as_secs(),
+    };
+    for k in keys.keys() {
+        tracing::info!(kid = k.kid().unwrap_or("-"), alg = ?k.algorithm(), "token verification key");
+    }
+    Ok(Verifier::with_keys(keys, policy)?)
 }
 
 /// Worker settings from the command line.
@@ -123,4 +170,66 @@ fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "worker".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn keys_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testkit/fixtures/keys")
+    }
+
+    fn args() -> AuthArgs {
+        AuthArgs::dev(PathBuf::from("/nonexistent/jwt-secret"))
+    }
+
+    #[test]
+    fn public_keys_alone_turn_hs256_off() {
+        let v = verifier(&AuthArgs {
+            jwt_secret_file: None,
+            jwt_jwks_file: Some(keys_dir().join("jwks.json")),
+            jwt_public_key_file: Some(keys_dir().join("rsa-public.pem")),
+            jwt_public_key_kid: Some("pem-rsa".into()),
+            ..args()
+        })
+        .expect("verifier");
+        let algs: Vec<_> = v.keys().keys().iter().map(|k| k.algorithm()).collect();
+        assert_eq!(v.keys().len(), 4);
+        assert!(
+            !algs.contains(&jobstream_api::auth::Algorithm::HS256),
+            "{algs:?}"
+        );
+    }
+
+    #[test]
+    fn unreadable_or_invalid_key_files_fail_start_up_with_one_clear_line() {
+        let missing = verifier(&AuthArgs {
+            jwt_public_key_file: Some("/nonexistent/issuer.pem".into()),
+            ..args()
+        })
+        .expect_err("refused");
+        let line = format!("{missing:#}");
+        assert!(
+            line.contains("JWT_PUBLIC_KEY_FILE") && line.contains("/nonexistent/issuer.pem"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        let private = verifier(&AuthArgs {
+            jwt_public_key_file: Some(keys_dir().join("rsa-private.pem")),
+            ..args()
+        })
+        .expect_err("refused");
+        assert!(format!("{private:#}").contains("private key"));
+        let not_jwks = verifier(&AuthArgs {
+            jwt_jwks_file: Some(keys_dir().join("rsa-public.pem")),
+            ..args()
+        })
+        .expect_err("refused");
+        assert!(format!("{not_jwks:#}").contains("JWT_JWKS_FILE"));
+        // No key at all (no public key, no readable secret).
+        assert!(verifier(&args()).is_err());
+    }
 }

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use jobstream_core::schedule::ScheduleRecord;
 use jobstream_core::stored::Record;
+use jobstream_core::user::UserEnvelope;
 use jobstream_core::{Envelope, Event, JobState, JobStatus, fold::Rejected};
 use jobstream_entity::{projector_checkpoint, queued_job};
 use sea_orm::sea_query::OnConflict;
@@ -54,7 +55,7 @@ pub(crate) async fn apply_batch(
     apply_records(db, checkpoint_name, &records).await
 }
 
-/// Applies `(sequence, record)` pairs — job events and schedule records — in order
+/// Applies `(sequence, record)` pairs — job events, schedule and user records — in order
 /// (a message that failed to decode is `None`) and moves the checkpoint, all in one transaction.
 pub(crate) async fn apply_records(
     db: &DatabaseConnection,
@@ -69,6 +70,7 @@ pub(crate) async fn apply_records(
     };
 
     let mut schedules: Vec<(u64, &ScheduleRecord)> = Vec::new();
+    let mut fresh_users: Vec<(u64, &UserEnvelope)> = Vec::new();
     let fresh: Vec<(u64, &Envelope)> = batch
         .iter()
         .filter_map(|(seq, rec)| {
@@ -81,6 +83,10 @@ pub(crate) async fn apply_records(
                 Some(Record::Job(e)) => Some((*seq, e)),
                 Some(Record::Schedule(s)) => {
                     schedules.push((*seq, s));
+                    None
+                }
+                Some(Record::User(u)) => {
+                    fresh_users.push((*seq, u));
                     None
                 }
                 Some(Record::Other) => {
@@ -98,6 +104,10 @@ pub(crate) async fn apply_records(
         crate::schedules::apply_schedule_record(&txn, seq, rec).await?;
         out.applied += 1;
     }
+    let (users_applied, users_ignored) =
+        crate::users::apply_user_events(&txn, &fresh_users).await?;
+    out.applied += users_applied;
+    out.ignored += users_ignored;
     if fresh.is_empty() && out.checkpoint == checkpoint {
         txn.commit().await?;
         return Ok(out);

@@ -6,6 +6,7 @@
 //! - [`Projector`]: the durable consumer loop; one batch = one transaction.
 //! - [`fold_batch`](Projector::apply_batch): applies a batch and moves the checkpoint
 //!   in the same transaction, so a redelivered or replayed event is a no-op.
+//! - user events (`users.*`) fold into the `users` table in the same transaction.
 //! - [`sweep`](Projector::sweep): deletes finished jobs older than the job TTL.
 //! - `schedules`: folds schedule records (`schedules.<key>`) into the `schedules` table,
 //!   in the same transaction and under the same checkpoint as the job events.
@@ -16,6 +17,7 @@
 mod apply;
 mod run;
 mod schedules;
+mod users;
 
 pub use apply::BatchOutcome;
 pub use run::{Projector, ProjectorConfig, ProjectorError};

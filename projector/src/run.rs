@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, FromConsumer, pull};
 use futures::StreamExt;
 use jobstream_core::Envelope;
 use jobstream_core::broker::Broker;
@@ -68,7 +68,7 @@ impl Projector {
             .stream()
             .await
             .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
-        let consumer = stream
+        let mut consumer = stream
             .get_or_create_consumer(
                 &config.name,
                 pull::Config {
@@ -76,11 +76,8 @@ impl Projector {
                     description: Some(
                         "jobstream projector: folds every job event into SQL".to_owned(),
                     ),
-                    // Job events and schedule records (not timers or idempotency records).
-                    filter_subjects: vec![
-                        jobstream_core::subject::all_events(),
-                        jobstream_core::schedule::all_subjects(),
-                    ],
+                    // Every subject of the stream (jobs, schedules, users, …): the checkpoint is a stream sequence.
+                    filter_subject: String::new(),
                     deliver_policy: DeliverPolicy::All,
                     // Acking the last message of a batch acknowledges the whole batch.
                     ack_policy: AckPolicy::All,
@@ -91,6 +88,21 @@ impl Projector {
             )
             .await
             .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
+        // A consumer created by an older version filtered `jobs.>` (and `schedules.>`) only: widen it to the whole
+        // stream (users too). Updating keeps its position; the checkpoint decides anyway.
+        let filters = &consumer.cached_info().config;
+        if !filters.filter_subject.is_empty() || !filters.filter_subjects.is_empty() {
+            let mut widened =
+                pull::Config::try_from_consumer_config(consumer.cached_info().config.clone())
+                    .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
+            widened.filter_subject = String::new();
+            widened.filter_subjects = Vec::new();
+            consumer = stream
+                .update_consumer(widened)
+                .await
+                .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
+            tracing::info!(name = %config.name, "projector consumer widened to every subject of the stream");
+        }
         let checkpoint = apply::load_checkpoint(&db, &config.name).await?;
         let (applied_tx, _) = watch::channel(checkpoint);
         Ok(Projector {
@@ -112,7 +124,7 @@ impl Projector {
         &self.broker
     }
 
-    /// Applies one batch of `(sequence, event)` in one transaction.
+    /// Applies one batch of `(sequence, job event)` in one transaction.
     pub async fn apply_batch(
         &self,
         batch: &[(u64, Option<Envelope>)],
@@ -217,7 +229,7 @@ impl Projector {
         Ok(())
     }
 
-    /// Applies one batch of `(sequence, record)` — job events and schedule records — in one transaction.
+    /// Applies one batch of `(sequence, record)` — job events, schedule and user records — in one transaction.
     pub async fn apply_records(
         &self,
         batch: &[(u64, Option<Record>)],

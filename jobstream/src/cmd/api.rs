@@ -2,20 +2,22 @@
 
 use std::sync::Arc;
 
-use jobstream_api::{App, AppState, auth::Verifier};
+use jobstream_api::users::Users;
+use jobstream_api::{App, AppState};
 
 use crate::cli::ApiArgs;
 use crate::system;
 
 /// Serves the API until Ctrl-C / SIGTERM.
 pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
-    let auth = system::auth_config(&args.auth)?;
+    let verifier = system::verifier(&args.auth)?;
     let broker = system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-api").await?;
     let db = system::connect_db_migrated(&args.db.database_url).await?;
     let state = AppState {
         broker,
         db,
-        verifier: Arc::new(Verifier::new(&auth)),
+        verifier: Arc::new(verifier),
+        users: Arc::new(Users::new(args.open_registration)),
     };
     let app = App::build((args.host, args.port).into(), state).await?;
     app.run_until_stopped(jobstream_core::shutdown::token_on_signal())

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use jobstream_api::users::Users;
 use jobstream_api::{App, AppState, auth::Verifier};
 use jobstream_core::nats_server::{self, NatsServerProcess, ServerOptions};
 use jobstream_projector::Projector;
@@ -77,12 +78,7 @@ async fn run_system(
         )
     });
     let db = system::connect_db_migrated(&db_url).await?;
-    let auth = system::auth_config(&AuthArgs {
-        jwt_secret: None,
-        jwt_secret_file: secret_file.to_path_buf(),
-        jwt_issuer: "jobstream".into(),
-        jwt_audience: "jobstream".into(),
-    })?;
+    let auth = system::auth_config(&AuthArgs::dev(secret_file.to_path_buf()))?;
 
     let projector = Projector::build(
         system::connect_broker(&nats.nats_url, nats, "jobstream-dev-projector").await?,
@@ -101,6 +97,7 @@ async fn run_system(
         broker: system::connect_broker(&nats.nats_url, nats, "jobstream-dev-api").await?,
         db,
         verifier: Arc::new(Verifier::new(&auth)),
+        users: Arc::new(Users::new(args.open_registration)),
     };
     let app = App::build(([127, 0, 0, 1], args.port).into(), state)
         .await

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod dev;
 pub mod migrate;
 pub mod projector;
+pub mod seed;
 pub mod token;
 pub mod worker;
 
@@ -20,5 +21,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(a) => migrate::run(a).await,
         Command::Token(a) => token::run(&a),
         Command::Bench(a) => bench::run(a).await,
+        Command::Seed(a) => seed::run(a).await,
     }
 }

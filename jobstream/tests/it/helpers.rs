@@ -84,6 +84,10 @@ pub(crate) struct Options {
     pub(crate) worker_config: WorkerConfig,
     /// Projector settings.
     pub(crate) projector_config: ProjectorConfig,
+    /// Token verifier of the API (default: HS256 with the test secret).
+    pub(crate) verifier: Option<Arc<Verifier>>,
+    /// `--open-registration`.
+    pub(crate) open_registration: bool,
 }
 
 impl Default for Options {
@@ -106,6 +110,8 @@ impl Default for Options {
                 sweep_interval: Duration::from_secs(3600),
                 ..ProjectorConfig::default()
             },
+            verifier: None,
+            open_registration: false,
         }
     }
 }
@@ -154,7 +160,11 @@ impl TestApp {
         let state = AppState {
             broker: connect(&nats.url(), "api").await,
             db: db.conn.clone(),
-            verifier: Arc::new(Verifier::new(&auth)),
+            verifier: options
+                .verifier
+                .clone()
+                .unwrap_or_else(|| Arc::new(Verifier::new(&auth))),
+            users: Arc::new(jobstream_api::users::Users::new(options.open_registration)),
         };
         let app = App::build(([127, 0, 0, 1], 0).into(), state)
             .await
@@ -182,6 +192,31 @@ impl TestApp {
             t.start_projector().await;
         }
         t
+    }
+
+    /// Another API instance on the same nats-server and database, with its own NATS
+    /// connection and user cache: returns its base URL and the running component.
+    pub(crate) async fn second_api(&self) -> (String, Component) {
+        let state = AppState {
+            broker: connect(&self.nats.url(), "api-2").await,
+            db: self.db.conn.clone(),
+            verifier: self
+                .options
+                .verifier
+                .clone()
+                .unwrap_or_else(|| Arc::new(Verifier::new(&self.auth))),
+            users: Arc::new(jobstream_api::users::Users::new(
+                self.options.open_registration,
+            )),
+        };
+        let app = App::build(([127, 0, 0, 1], 0).into(), state)
+            .await
+            .expect("bind second api");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let c = Component::spawn(|stop| async move {
+            app.run_until_stopped(stop).await.expect("api 2");
+        });
+        (base, c)
     }
 
     /// Starts a worker (its own NATS connection).
@@ -290,18 +325,25 @@ impl TestApp {
             .expect("rows")
     }
 
-    /// Number of messages in the stream.
+    /// Number of job events in the stream (`jobs.>`; a caller's first authenticated request
+    /// also stores their `user.registered` under `users.>`, not counted here).
     pub(crate) async fn stream_messages(&self) -> u64 {
-        self.broker
+        use async_nats::jetstream::consumer::{AckPolicy, pull};
+        let consumer = self
+            .broker
             .jetstream()
             .get_stream("JOBS")
             .await
             .expect("stream")
-            .info()
+            .create_consumer(pull::Config {
+                filter_subject: "jobs.>".into(),
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(5),
+                ..Default::default()
+            })
             .await
-            .expect("info")
-            .state
-            .messages
+            .expect("counting consumer");
+        consumer.cached_info().num_pending
     }
 
     /// The events of a job in the stream, of one type.

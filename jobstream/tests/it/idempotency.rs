@@ -1,10 +1,6 @@
 //! Idempotency keys: decided by the stream, across API instances; owners never collide.
 
-use std::sync::Arc;
-
 use futures::StreamExt;
-use jobstream_api::auth::Verifier;
-use jobstream_api::{App, AppState};
 use jobstream_core::EventType;
 use jobstream_entity::queued_job;
 use jobstream_testkit::Backend;
@@ -16,24 +12,6 @@ use serde_json::{Value, json};
 use crate::helpers::{Component, Options, TestApp, connect, db_test};
 
 impl TestApp {
-    /// Another API instance on the same nats-server and database (its own NATS connection):
-    /// returns its base URL and the running component.
-    pub(crate) async fn second_api(&self) -> (String, Component) {
-        let state = AppState {
-            broker: connect(&self.nats.url(), "api-2").await,
-            db: self.db.conn.clone(),
-            verifier: Arc::new(Verifier::new(&self.auth)),
-        };
-        let app = App::build(([127, 0, 0, 1], 0).into(), state)
-            .await
-            .expect("bind second api");
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let c = Component::spawn(|stop| async move {
-            app.run_until_stopped(stop).await.expect("api 2");
-        });
-        (base, c)
-    }
-
     /// Another worker process (its own NATS connection), sharing the queues' durable consumers.
     pub(crate) async fn extra_worker(&self, id: &str) -> Component {
         let worker = Worker::build(

@@ -1,6 +1,7 @@
 //! End-to-end tests: real nats-server, real databases, the real API over HTTP.
 //! One binary (this file plus modules) so it links once.
 
+mod auth;
 mod batch;
 mod delayed;
 mod helpers;
@@ -11,4 +12,5 @@ mod retention;
 mod retries;
 mod schedules;
 mod stream;
+mod users;
 mod validation;

@@ -1,0 +1,608 @@
+//! `/v1/users`: the seeds' users flows. `GET /v1/users/me`, `GET /v1/users` (admins),
+//! `POST /v1/users` (admins, or anyone with open registration), which registers the
+//! user and enqueues the `email.registration` job.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use jobstream_core::JobState;
+use jobstream_core::catalogue::FieldError;
+use jobstream_core::event::{Envelope, Event, JobSpec, Priority};
+use jobstream_core::subject::QueueName;
+use jobstream_core::user::{self, UserEnvelope, UserEvent, UserProfile, UserState};
+use jobstream_core::user_broker::UserPublish;
+use jobstream_entity::user as user_row;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::{Caller, MAX_SUB_LEN};
+use crate::error::ApiError;
+use crate::routes::jobs::{JobView, MAX_PAGE};
+use crate::state::AppState;
+use crate::users::{normalize_email, register_caller};
+
+/// Kind of the registration e-mail job (payload `{"to", "name", "user_id"}`).
+pub const REGISTRATION_KIND: &str = "email.registration";
+/// Queue of the registration e-mail job.
+pub const REGISTRATION_QUEUE: &str = "default";
+/// Attempts of the registration e-mail job (SMTP servers fail transiently).
+pub const REGISTRATION_MAX_ATTEMPTS: u32 = 5;
+/// Per-attempt deadline of the registration e-mail job.
+pub const REGISTRATION_TIMEOUT_MS: u64 = 60_000;
+/// Longest display name.
+pub const MAX_NAME_LEN: usize = 200;
+/// Longest e-mail address (RFC 5321 path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// `/v1/users` routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users", get(list_users).post(create_user))
+        .route("/v1/users/me", get(me).patch(update_me))
+}
+
+/// The users part of the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    paths(me, update_me, list_users, create_user),
+    components(schemas(UserView, UserPage, CreateUser, CreatedUser, UpdateUser)),
+    tags((name = "users", description = "Users and registration"))
+)]
+pub struct UsersDoc;
+
+/// A user as clients see it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    /// User id.
+    pub id: Uuid,
+    /// Identity provider subject, when known.
+    pub sub: Option<String>,
+    /// E-mail address (lower case).
+    pub email: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Who created the user; `null` when they registered by signing in.
+    pub created_by: Option<String>,
+    /// Registered at.
+    pub created_at: DateTime<Utc>,
+    /// Latest change at.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&UserState> for UserView {
+    fn from(s: &UserState) -> Self {
+        UserView {
+            id: s.id,
+            sub: s.profile.sub.clone(),
+            email: s.profile.email.clone(),
+            name: s.profile.name.clone(),
+            created_by: s.created_by.clone(),
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+fn view_of_row(row: user_row::Model) -> Result<UserView, ApiError> {
+    UserState::try_from(row)
+        .map(|s| UserView::from(&s))
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e)))
+}
+
+fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok())
+}
+
+/// The caller's own user, folded from the stream (read-your-writes: right after the first
+/// request or an update, whatever the projection's lag).
+#[utoipa::path(
+    get, path = "/v1/users/me", tag = "users",
+    responses((status = 200, body = UserView), (status = 401, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, err(Debug, level = "info"))]
+pub async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Json<UserView>, ApiError> {
+    // The extractor registered the caller; if that failed (NATS hiccup), this retries and reports it.
+    let id = register_caller(&state, &caller, request_id(&headers)).await?;
+    // A user's history is a handful of events: fold it from the stream, so the answer
+    // includes the caller's own latest registration or update even if the projection lags.
+    match state.broker.user_from_stream(id).await? {
+        Some(s) => Ok(Json(UserView::from(&s))),
+        None => Err(ApiError::Unexpected(anyhow::anyhow!(
+            "user {id} registered but not found in the stream"
+        ))),
+    }
+}
+
+/// Changes to the caller's own profile.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // Documents the body; parsing is field by field to name the bad field.
+pub struct UpdateUser {
+    /// New display name.
+    name: Option<String>,
+    /// New e-mail address.
+    email: Option<String>,
+}
+
+/// Change the caller's name or e-mail address (a `user.updated` event).
+#[utoipa::path(
+    patch, path = "/v1/users/me", tag = "users", request_body = UpdateUser,
+    responses(
+        (status = 200, description = "Updated", body = UserView),
+        (status = 409, description = "E-mail address taken", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty), err(Debug, level = "info"))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<UserView>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Value::Object(mut obj) = body else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    let mut errors = Vec::new();
+    let name = match obj.remove("name") {
+        None | Some(Value::Null) => None,
+        Some(v) => parse_name(&v)
+            .map_err(|m| errors.push(FieldError::new("name", m)))
+            .ok(),
+    };
+    let email = match obj.remove("email") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(e)) => validate_email(&e)
+            .map_err(|m| errors.push(FieldError::new("email", m)))
+            .ok(),
+        Some(_) => {
+            errors.push(FieldError::new("email", "must be a string"));
+            None
+        }
+    };
+    for unknown in obj.keys() {
+        errors.push(FieldError::new(unknown.clone(), "unknown field"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Unprocessable(errors));
+    }
+    if name.is_none() && email.is_none() {
+        return Err(ApiError::field("name", "give name and/or email to change"));
+    }
+    let rid = request_id(&headers);
+    let id = register_caller(&state, &caller, rid).await?;
+    tracing::Span::current().record("user_id", tracing::field::display(id));
+    if let Some(e) = &email {
+        let taken = user_row::Entity::find()
+            .filter(user_row::Column::Email.eq(e.as_str()))
+            .filter(user_row::Column::Id.ne(id.to_string()))
+            .one(&state.db)
+            .await?;
+        if taken.is_some() {
+            return Err(ApiError::Conflict(format!(
+                "another user has the e-mail address {e}"
+            )));
+        }
+    }
+    let env = UserEnvelope::new(id, UserEvent::Updated { email, name });
+    state.broker.publish_user_event(&env, rid).await?;
+    tracing::info!("user updated");
+    match state.broker.user_from_stream(id).await? {
+        Some(s) => Ok(Json(UserView::from(&s))),
+        None => Err(ApiError::Unexpected(anyhow::anyhow!(
+            "user {id} updated but not found in the stream"
+        ))),
+    }
+}
+
+/// Cursor of a user list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserListQuery {
+    /// Page size, 1..=500 (default 50).
+    pub limit: Option<u64>,
+    /// Page after this cursor, from `next_cursor`.
+    pub after: Option<String>,
+    /// Page before this cursor, from `prev_cursor`.
+    pub before: Option<String>,
+    /// Only the user with this e-mail address.
+    pub email: Option<String>,
+}
+
+/// A page of users, ordered by id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserPage {
+    /// The users.
+    pub items: Vec<UserView>,
+    /// Cursor of the next page, when there is one.
+    pub next_cursor: Option<String>,
+    /// Link to the next page.
+    pub next: Option<String>,
+    /// Cursor of the previous page.
+    pub prev_cursor: Option<String>,
+    /// Link to the previous page.
+    pub prev: Option<String>,
+}
+
+/// List users (admins only), ordered by id, with cursor pagination.
+#[utoipa::path(
+    get, path = "/v1/users", tag = "users", params(UserListQuery),
+    responses(
+        (status = 200, body = UserPage),
+        (status = 403, description = "Not an admin", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, err(Debug, level = "info"))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<UserListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UserPage>, ApiError> {
+    caller.require_admin()?;
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            format!("must be from 1 to {MAX_PAGE}"),
+        ));
+    }
+    let cursor = |field: &'static str, v: &str| {
+        Uuid::parse_str(v)
+            .map(|u| u.to_string())
+            .map_err(|_| ApiError::field(field, "must be a cursor returned by a previous page"))
+    };
+    let mut select = user_row::Entity::find();
+    if let Some(email) = &q.email {
+        select = select.filter(user_row::Column::Email.eq(normalize_email(email)));
+    }
+    if let Some(after) = &q.after {
+        select = select.filter(user_row::Column::Id.gt(cursor("after", after)?));
+    }
+    let backwards = q.before.is_some();
+    if let Some(before) = &q.before {
+        select = select.filter(user_row::Column::Id.lt(cursor("before", before)?));
+    }
+    let order = if backwards {
+        sea_orm::Order::Desc
+    } else {
+        sea_orm::Order::Asc
+    };
+    let mut rows = select
+        .order_by(user_row::Column::Id, order)
+        .limit(limit + 1)
+        .all(&state.db)
+        .await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    if backwards {
+        rows.reverse();
+    }
+    let items = rows
+        .into_iter()
+        .map(view_of_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (has_next, has_prev) = if backwards {
+        (true, more)
+    } else {
+        (more, q.after.is_some())
+    };
+    let next_cursor = has_next
+        .then(|| items.last().map(|u| u.id.to_string()))
+        .flatten();
+    let prev_cursor = has_prev
+        .then(|| items.first().map(|u| u.id.to_string()))
+        .flatten();
+    let link = |key: &str, c: &Option<String>| {
+        c.as_ref().map(|c| {
+            let mut l = format!("/v1/users?limit={limit}&{key}={c}");
+            if let Some(e) = &q.email {
+                l.push_str(&format!("&email={}", url_encode(e)));
+            }
+            l
+        })
+    };
+    Ok(Json(UserPage {
+        next: link("after", &next_cursor),
+        prev: link("before", &prev_cursor),
+        next_cursor,
+        prev_cursor,
+        items,
+    }))
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A user to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // Documents the body; parsing is field by field to name the bad field.
+pub struct CreateUser {
+    /// E-mail address; the registration mail goes there.
+    email: String,
+    /// Display name.
+    name: String,
+    /// The identity provider's subject, when the user will sign in with it.
+    sub: Option<String>,
+}
+
+/// The created user and its registration e-mail job.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedUser {
+    /// The user.
+    pub user: UserView,
+    /// The `email.registration` job (follow it at `/v1/jobs/{id}`).
+    pub registration_job: JobView,
+}
+
+/// Checks an e-mail address: one `@`, a non-empty local part, a dotted domain, no spaces.
+pub fn validate_email(email: &str) -> Result<String, String> {
+    let e = normalize_email(email);
+    if e.is_empty() {
+        return Err("required".into());
+    }
+    if e.len() > MAX_EMAIL_LEN {
+        return Err(format!("must be at most {MAX_EMAIL_LEN} characters"));
+    }
+    let valid = match e.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains("..")
+                && !e.chars().any(|c| {
+                    c.is_whitespace() || c.is_control() || c == ',' || c == '<' || c == '>'
+                })
+        }
+        None => false,
+    };
+    if valid {
+        Ok(e)
+    } else {
+        Err("must be an e-mail address like name@example.com".into())
+    }
+}
+
+/// A display name: a non-empty string of at most [`MAX_NAME_LEN`] characters, trimmed.
+fn parse_name(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) if s.trim().is_empty() => Err("must not be empty".into()),
+        Value::String(s) if s.trim().chars().count() > MAX_NAME_LEN => {
+            Err(format!("must be at most {MAX_NAME_LEN} characters"))
+        }
+        Value::String(s) => Ok(s.trim().to_owned()),
+        _ => Err("must be a string".into()),
+    }
+}
+
+struct NewUser {
+    email: String,
+    name: String,
+    sub: Option<String>,
+}
+
+fn parse_new_user(body: Value) -> Result<NewUser, ApiError> {
+    let Value::Object(mut obj) = body else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    let mut errors = Vec::new();
+    let email = match obj.remove("email") {
+        Some(Value::String(s)) => validate_email(&s)
+            .map_err(|m| errors.push(FieldError::new("email", m)))
+            .ok(),
+        Some(_) => {
+            errors.push(FieldError::new("email", "must be a string"));
+            None
+        }
+        None => {
+            errors.push(FieldError::new("email", "required"));
+            None
+        }
+    };
+    let name = match obj.remove("name") {
+        Some(v) => parse_name(&v)
+            .map_err(|m| errors.push(FieldError::new("name", m)))
+            .ok(),
+        None => {
+            errors.push(FieldError::new("name", "required"));
+            None
+        }
+    };
+    let sub = match obj.remove("sub") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_SUB_LEN => Some(s),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "sub",
+                format!("must be a non-empty string of at most {MAX_SUB_LEN} bytes"),
+            ));
+            None
+        }
+    };
+    for unknown in obj.keys() {
+        errors.push(FieldError::new(unknown.clone(), "unknown field"));
+    }
+    match (email, name) {
+        (Some(email), Some(name)) if errors.is_empty() => Ok(NewUser { email, name, sub }),
+        _ => Err(ApiError::Unprocessable(errors)),
+    }
+}
+
+/// Create a user and enqueue their registration e-mail (`email.registration`).
+///
+/// Admins only, unless open registration is enabled. A `409` when the e-mail address or
+/// `sub` is already registered.
+#[utoipa::path(
+    post, path = "/v1/users", tag = "users", request_body = CreateUser,
+    responses(
+        (status = 201, description = "Registered; the registration e-mail job is queued", body = CreatedUser, headers(("Location" = String, description = "URL of the registration job"))),
+        (status = 403, description = "Not an admin (and open registration is off)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "E-mail or sub already registered", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty, job_id = tracing::field::Empty), err(Debug, level = "info"))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    if !state.users.open_registration {
+        caller.require_admin()?;
+    }
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let new = parse_new_user(body)?;
+    let rid = request_id(&headers);
+    let user_id = match &new.sub {
+        Some(sub) => user::user_id_for_sub(sub),
+        None => user::user_id_for_email(&new.email),
+    };
+    let span = tracing::Span::current();
+    span.record("user_id", tracing::field::display(user_id));
+
+    // Users registered earlier with this address (a user created without a sub has an id derived
+    // from the address, so the stream itself refuses a duplicate below; this also covers users
+    // registered with a sub).
+    let taken = user_row::Entity::find()
+        .filter(user_row::Column::Email.eq(new.email.as_str()))
+        .one(&state.db)
+        .await?;
+    if taken.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "a user with the e-mail address {} is already registered",
+            new.email
+        )));
+    }
+    let env = UserEnvelope::new(
+        user_id,
+        UserEvent::Registered {
+            profile: UserProfile {
+                sub: new.sub.clone(),
+                email: Some(new.email.clone()),
+                name: Some(new.name.clone()),
+            },
+            created_by: Some(caller.sub.clone()),
+        },
+    );
+    let user_seq = match state.broker.publish_user_event(&env, rid).await? {
+        UserPublish::Stored(seq) => seq,
+        UserPublish::AlreadyRegistered => {
+            return Err(ApiError::Conflict(match &new.sub {
+                Some(_) => "a user with this sub is already registered".to_owned(),
+                None => format!(
+                    "a user with the e-mail address {} is already registered",
+                    new.email
+                ),
+            }));
+        }
+    };
+    state.users.remember(user_id);
+    let user = UserState::fold(None, &env, user_seq)
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e)))?;
+
+    // The seeds' flow: a new user gets a registration e-mail, as a job like any other.
+    let spec = JobSpec {
+        kind: REGISTRATION_KIND.to_owned(),
+        queue: QueueName::parse(REGISTRATION_QUEUE).unwrap_or_else(|_| QueueName::default_queue()),
+        owner: caller.sub.clone(),
+        payload: json!({ "to": new.email, "name": new.name, "user_id": user_id }),
+        priority: Priority::Normal,
+        max_attempts: REGISTRATION_MAX_ATTEMPTS,
+        timeout_ms: REGISTRATION_TIMEOUT_MS,
+        run_at: None,
+        idempotency_key: None,
+        result_ttl_ms: None,
+    };
+    let job_id = Uuid::now_v7();
+    span.record("job_id", tracing::field::display(job_id));
+    let queue = spec.queue.clone();
+    let job_env = Envelope::new(job_id, 0, Event::Queued(spec));
+    let job_seq = state.broker.publish(&job_env, &queue, rid).await.map_err(|e| {
+        tracing::error!(error = %e, "user registered but the registration e-mail job was not queued");
+        ApiError::from(e)
+    })?;
+    let job = JobState::from_queued(&job_env, job_seq)
+        .ok_or_else(|| anyhow::anyhow!("queued event did not fold"))?;
+    tracing::info!(
+        user_seq,
+        job_seq,
+        "user created; registration e-mail queued"
+    );
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/jobs/{job_id}"))],
+        Json(CreatedUser {
+            user: UserView::from(&user),
+            registration_job: JobView::from(&job),
+        }),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_checked_and_normalised() {
+        assert_eq!(
+            validate_email(" Ada@Example.COM "),
+            Ok("ada@example.com".into())
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "a@b@c.org",
+            "ada@.com",
+            "ada@example..com",
+        ] {
+            assert!(validate_email(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_all_named() {
+        let Err(ApiError::Unprocessable(errs)) =
+            parse_new_user(json!({"email": "nope", "name": "  ", "sub": 5, "extra": 1}))
+        else {
+            panic!("expected 422")
+        };
+        let mut fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["email", "extra", "name", "sub"]);
+    }
+}
