@@ -28,6 +28,12 @@ pub enum ApiError {
     /// NATS or the database cannot be reached: retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The body is larger than allowed.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The body's media type is not accepted (or does not match its bytes).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A bug or an unexpected failure; details are logged, never returned.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -74,6 +80,8 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +94,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "Bad Request",
             ApiError::Unprocessable(_) => "Unprocessable Content",
             ApiError::Unavailable(_) => "Service Unavailable",
+            ApiError::PayloadTooLarge(_) => "Content Too Large",
+            ApiError::UnsupportedMediaType(_) => "Unsupported Media Type",
             ApiError::Unexpected(_) => "Internal Server Error",
         }
     }

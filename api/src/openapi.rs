@@ -5,17 +5,17 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use crate::routes::{health, jobs};
+use crate::routes::{files, health, jobs, kinds};
 use crate::state::AppState;
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jobstream", description = "Event-sourced background jobs on NATS JetStream."),
-    paths(health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs),
-    components(schemas(jobs::SubmitJob, jobs::JobView, jobs::JobPage, crate::error::Problem, crate::error::ProblemField)),
+    paths(health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs, kinds::list_kinds, kinds::get_kind, files::upload_file, files::download_file),
+    components(schemas(jobs::SubmitJob, jobs::JobView, jobs::JobPage, crate::error::Problem, crate::error::ProblemField, kinds::KindView, kinds::KindDefaults, kinds::KindList, files::FileView)),
     modifiers(&BearerAuth),
-    tags((name = "jobs", description = "Submit and read jobs"), (name = "health", description = "Probes"))
+    tags((name = "jobs", description = "Submit and read jobs"), (name = "health", description = "Probes"), (name = "kinds", description = "The catalogue of job kinds"), (name = "files", description = "Uploads and thumbnails"))
 )]
 pub struct ApiDoc;
 

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use jobstream_core::broker::Broker;
+use jobstream_core::kinds::Catalogue;
 use sea_orm::DatabaseConnection;
 
 use crate::auth::Verifier;
+use crate::routes::files::FilesState;
 
 /// What every handler gets: the broker to append events, the projection to read, the token verifier.
 #[derive(Clone)]
@@ -16,4 +18,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     /// Bearer token verification.
     pub verifier: Arc<Verifier>,
+    /// The job kinds accepted, with their payload schemas.
+    pub kinds: Catalogue,
+    /// The files bucket (uploads, thumbnails).
+    pub files: FilesState,
 }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use jobstream_api::{App, AppState, auth::Verifier};
 use jobstream_core::nats_server::{self, NatsServerProcess, ServerOptions};
 use jobstream_projector::Projector;
-use jobstream_worker::{Registry, Worker};
+use jobstream_worker::Worker;
 
 use crate::cli::{AuthArgs, DevArgs, NatsArgs};
 use crate::system;
@@ -91,14 +91,16 @@ async fn run_system(
     )
     .await?;
     let worker_config = system::worker_config(&args.worker)?;
-    let worker = Worker::build(
-        system::connect_broker(&nats.nats_url, nats, "jobstream-dev-worker").await?,
-        Registry::with_builtins(),
-        worker_config,
-    )
-    .await?;
+    let worker_broker =
+        system::connect_broker(&nats.nats_url, nats, "jobstream-dev-worker").await?;
+    let files = system::open_files(&worker_broker, &args.files, nats).await?;
+    let registry = system::registry(system::kinds_config(&args.kinds, files, &args.data_dir))?;
+    let worker = Worker::build(worker_broker, registry, worker_config).await?;
+    let api_broker = system::connect_broker(&nats.nats_url, nats, "jobstream-dev-api").await?;
     let state = AppState {
-        broker: system::connect_broker(&nats.nats_url, nats, "jobstream-dev-api").await?,
+        files: system::files_state(&api_broker, &args.files, nats).await?,
+        kinds: system::catalogue(&args.catalogue)?,
+        broker: api_broker,
         db,
         verifier: Arc::new(Verifier::new(&auth)),
     };

@@ -51,7 +51,7 @@ pub(crate) struct Component {
 }
 
 impl Component {
-    fn spawn<F>(f: impl FnOnce(CancellationToken) -> F) -> Self
+    pub(crate) fn spawn<F>(f: impl FnOnce(CancellationToken) -> F) -> Self
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -84,6 +84,8 @@ pub(crate) struct Options {
     pub(crate) worker_config: WorkerConfig,
     /// Projector settings.
     pub(crate) projector_config: ProjectorConfig,
+    /// Kinds the API accepts.
+    pub(crate) kinds: jobstream_core::kinds::Catalogue,
 }
 
 impl Default for Options {
@@ -106,6 +108,7 @@ impl Default for Options {
                 sweep_interval: Duration::from_secs(3600),
                 ..ProjectorConfig::default()
             },
+            kinds: jobstream_core::kinds::Catalogue::builtin(),
         }
     }
 }
@@ -155,6 +158,16 @@ impl TestApp {
             broker: connect(&nats.url(), "api").await,
             db: db.conn.clone(),
             verifier: Arc::new(Verifier::new(&auth)),
+            kinds: options.kinds.clone(),
+            files: jobstream_api::routes::files::FilesState {
+                store: jobstream_core::files::FileStore::open(
+                    broker.jetstream(),
+                    &jobstream_core::files::FileSettings::default(),
+                )
+                .await
+                .expect("files bucket"),
+                max_upload_bytes: 1024 * 1024,
+            },
         };
         let app = App::build(([127, 0, 0, 1], 0).into(), state)
             .await
@@ -186,14 +199,15 @@ impl TestApp {
 
     /// Starts a worker (its own NATS connection).
     pub(crate) async fn start_worker(&mut self) {
+        self.start_worker_with(Registry::with_builtins()).await;
+    }
+
+    /// Starts a worker with the given handlers (its own NATS connection).
+    pub(crate) async fn start_worker_with(&mut self, registry: Registry) {
         let broker = connect(&self.nats.url(), "worker").await;
-        let worker = Worker::build(
-            broker,
-            Registry::with_builtins(),
-            self.options.worker_config.clone(),
-        )
-        .await
-        .expect("worker");
+        let worker = Worker::build(broker, registry, self.options.worker_config.clone())
+            .await
+            .expect("worker");
         self.worker = Some(Component::spawn(|stop| async move {
             worker.run(stop).await.expect("worker run");
         }));
