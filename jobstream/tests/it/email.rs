@@ -14,7 +14,8 @@ use serde_json::json;
 use crate::helpers::{TestApp, db_test};
 use crate::kinds::{ChildProcess, RealKinds, free_port, wait_for_port};
 
-/// aiosmtpd on `port`, storing what it accepts as a Maildir in `dir`; `max_size` bytes per message.
+/// aiosmtpd on `port`, storing what it accepts as a Maildir in `dir` (created by the server);
+/// `max_size` bytes per message.
 fn smtp_server(port: u16, dir: &Path, max_size: usize) -> ChildProcess {
     ChildProcess::python(&[
         "-m",
@@ -55,9 +56,10 @@ fn mail_config(smtp_port: Option<u16>, mailbox: &Path) -> RealKinds {
 }
 
 async fn mail_goes_through_a_real_smtp_server_and_rejections_are_fatal(backend: Backend) {
-    let maildir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let maildir = tmp.path().join("maildir");
     let port = free_port();
-    let server = smtp_server(port, maildir.path(), 4096);
+    let server = smtp_server(port, &maildir, 4096);
     wait_for_port(port, "aiosmtpd to listen").await;
     let mailbox = tempfile::tempdir().unwrap();
     let app = TestApp::with_real_kinds(
@@ -97,7 +99,7 @@ async fn mail_goes_through_a_real_smtp_server_and_rejections_are_fatal(backend: 
         .await;
     assert_eq!(welcome.status, "succeeded", "{:?}", welcome.error);
 
-    let messages = maildir_messages(maildir.path());
+    let messages = maildir_messages(&maildir);
     assert_eq!(messages.len(), 2, "server: {}", server.output());
     let report = messages
         .iter()
@@ -140,7 +142,8 @@ async fn mail_goes_through_a_real_smtp_server_and_rejections_are_fatal(backend: 
 db_test!(mail_goes_through_a_real_smtp_server_and_rejections_are_fatal);
 
 async fn an_unreachable_smtp_server_is_retried_until_it_is_up(backend: Backend) {
-    let maildir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let maildir = tmp.path().join("maildir");
     let port = free_port();
     let mailbox = tempfile::tempdir().unwrap();
     let app = TestApp::with_real_kinds(
@@ -163,7 +166,7 @@ async fn an_unreachable_smtp_server_is_retried_until_it_is_up(backend: Backend) 
         (!app.events_of(&id, EventType::Retrying).await.is_empty()).then_some(())
     })
     .await;
-    let server = smtp_server(port, maildir.path(), 1 << 20);
+    let server = smtp_server(port, &maildir, 1 << 20);
     let row = app
         .wait_for_row(&id, "the job to finish", |r| {
             r.status == "succeeded" || r.status == "failed"
@@ -177,7 +180,7 @@ async fn an_unreachable_smtp_server_is_retried_until_it_is_up(backend: Backend) 
         server.output()
     );
     assert!(row.attempt > 1);
-    assert_eq!(maildir_messages(maildir.path()).len(), 1);
+    assert_eq!(maildir_messages(&maildir).len(), 1);
 }
 db_test!(an_unreachable_smtp_server_is_retried_until_it_is_up);
 

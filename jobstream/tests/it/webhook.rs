@@ -1,5 +1,7 @@
 //! `http.request` against a real HTTP server on loopback (axum, port 0), with
 //! the loopback network allow-listed; and refusal of loopback without it.
+//! (Private and link-local ranges are covered by the worker's unit tests, so
+//! these tests never address anything but loopback.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -172,10 +174,16 @@ async fn webhooks_are_called_retried_on_5xx_and_failed_on_4xx(backend: Backend) 
     );
 
     // Redirects are not followed (the target could be an internal address): the 302 is the result.
+    let hits_before = t.hits.load(Ordering::SeqCst);
     let row = app
         .run_job(&token, &json!({"kind": "http.request", "payload": {"method": "GET", "url": format!("{}/redirect", t.base)}}))
         .await;
     assert_eq!(row.result.unwrap()["status"], 302);
+    assert_eq!(
+        t.hits.load(Ordering::SeqCst),
+        hits_before + 1,
+        "the redirect was not followed"
+    );
 }
 db_test!(webhooks_are_called_retried_on_5xx_and_failed_on_4xx);
 
@@ -188,8 +196,7 @@ async fn loopback_and_private_targets_are_refused_without_an_allow_list(backend:
         format!("{}/hook", t.base),
         format!("http://localhost:{port}/hook"),
         format!("http://[::1]:{port}/hook"),
-        "http://169.254.169.254/latest/meta-data".to_owned(),
-        "http://10.0.0.1/".to_owned(),
+        format!("http://127.0.0.2:{port}/hook"),
     ] {
         let row = app
             .run_job(
