@@ -119,7 +119,7 @@ impl Mailer {
         let message_id = message_id(job_id);
         match &self.smtp {
             Some(smtp) => {
-                let response = smtp.send(message).await.map_err(classify_smtp)?;
+                let response = smtp.send(message).await.map_err(|e| classify_smtp(&e))?;
                 let text = response.message().collect::<Vec<_>>().join(" ");
                 tracing::info!(recipients = recipients.len(), "e-mail sent over SMTP");
                 Ok(json!({
@@ -154,7 +154,7 @@ fn message_id(job_id: uuid::Uuid) -> String {
 
 /// Temporary SMTP trouble is retried; a permanent rejection (5xx) or a message the server
 /// can never accept is fatal.
-fn classify_smtp(e: lettre::transport::smtp::Error) -> JobError {
+fn classify_smtp(e: &lettre::transport::smtp::Error) -> JobError {
     if e.is_permanent() {
         JobError::Fatal(format!("SMTP server rejected the message permanently: {e}"))
     } else if e.is_client() {

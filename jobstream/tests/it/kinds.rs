@@ -19,20 +19,11 @@ use serde_json::{Value, json};
 use crate::helpers::{Options, TestApp, db_test};
 
 /// What the real kinds of a test worker are configured with.
+#[derive(Default)]
 pub(crate) struct RealKinds {
     pub(crate) mail: MailConfig,
     pub(crate) webhook: WebhookConfig,
     pub(crate) images: ImageLimits,
-}
-
-impl Default for RealKinds {
-    fn default() -> Self {
-        RealKinds {
-            mail: MailConfig::default(),
-            webhook: WebhookConfig::default(),
-            images: ImageLimits::default(),
-        }
-    }
 }
 
 impl TestApp {
