@@ -154,9 +154,13 @@ impl Webhook {
             .iter()
             .find(|a| !ip_allowed(a.ip(), &self.config.allow))
         {
+            let what = if bare.parse::<IpAddr>().is_ok() {
+                bad.ip().to_string()
+            } else {
+                format!("{host} resolves to {}, which", bad.ip())
+            };
             return Err(JobError::Fatal(format!(
-                "refused: {host} resolves to {}, which is not a public address (loopback, private, link-local or reserved); an operator can allow it with --webhook-allow",
-                bad.ip()
+                "refused: {what} is not a public address (loopback, private, link-local or reserved); an operator can allow it with --webhook-allow"
             )));
         }
         Ok(addrs)

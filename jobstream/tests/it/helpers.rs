@@ -51,7 +51,7 @@ pub(crate) struct Component {
 }
 
 impl Component {
-    pub(crate) fn spawn<F>(f: impl FnOnce(CancellationToken) -> F) -> Self
+    fn spawn<F>(f: impl FnOnce(CancellationToken) -> F) -> Self
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -125,6 +125,8 @@ pub(crate) struct TestApp {
     pub(crate) broker: Broker,
     pub(crate) worker: Option<Component>,
     pub(crate) projector: Option<Component>,
+    /// Where the default worker writes e-mails (`<job_id>.eml`; no SMTP in tests unless asked).
+    pub(crate) mailbox: tempfile::TempDir,
     _api: Component,
 }
 
@@ -186,6 +188,7 @@ impl TestApp {
             broker,
             worker: None,
             projector: None,
+            mailbox: tempfile::tempdir().expect("mailbox dir"),
             _api: api,
         };
         if options.worker {
@@ -197,9 +200,24 @@ impl TestApp {
         t
     }
 
-    /// Starts a worker (its own NATS connection).
+    /// Starts a worker with every built-in kind (its own NATS connection); e-mails go to [`Self::mailbox`].
     pub(crate) async fn start_worker(&mut self) {
-        self.start_worker_with(Registry::with_builtins()).await;
+        let registry = Registry::with_all_builtins(jobstream_worker::KindsConfig {
+            mail: jobstream_worker::email::MailConfig {
+                mailbox_dir: self.mailbox.path().to_path_buf(),
+                ..Default::default()
+            },
+            files: jobstream_core::files::FileStore::open(
+                self.broker.jetstream(),
+                &jobstream_core::files::FileSettings::default(),
+            )
+            .await
+            .expect("files bucket"),
+            images: Default::default(),
+            webhook: Default::default(),
+        })
+        .expect("registry");
+        self.start_worker_with(registry).await;
     }
 
     /// Starts a worker with the given handlers (its own NATS connection).
