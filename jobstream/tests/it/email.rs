@@ -17,6 +17,11 @@ use crate::kinds::{ChildProcess, RealKinds, free_port, wait_for_port};
 /// aiosmtpd on `port`, storing what it accepts as a Maildir in `dir` (created by the server);
 /// `max_size` bytes per message.
 fn smtp_server(port: u16, dir: &Path, max_size: usize) -> ChildProcess {
+    smtp_server_with(port, dir, max_size, "aiosmtpd.handlers.Mailbox")
+}
+
+/// [`smtp_server`] with another handler class (see `jobstream/tests/fixtures/smtp_handlers.py`).
+fn smtp_server_with(port: u16, dir: &Path, max_size: usize, handler: &str) -> ChildProcess {
     ChildProcess::python(&[
         "-m",
         "aiosmtpd",
@@ -26,7 +31,7 @@ fn smtp_server(port: u16, dir: &Path, max_size: usize) -> ChildProcess {
         "-s",
         &max_size.to_string(),
         "-c",
-        "aiosmtpd.handlers.Mailbox",
+        handler,
         dir.to_str().expect("utf-8 path"),
     ])
 }
@@ -141,7 +146,7 @@ async fn mail_goes_through_a_real_smtp_server_and_rejections_are_fatal(backend: 
 }
 db_test!(mail_goes_through_a_real_smtp_server_and_rejections_are_fatal);
 
-async fn an_unreachable_smtp_server_is_retried_until_it_is_up(backend: Backend) {
+async fn an_unreachable_server_and_a_451_reply_are_retried_until_delivery(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let maildir = tmp.path().join("maildir");
     let port = free_port();
@@ -166,7 +171,8 @@ async fn an_unreachable_smtp_server_is_retried_until_it_is_up(backend: Backend) 
         (!app.events_of(&id, EventType::Retrying).await.is_empty()).then_some(())
     })
     .await;
-    let server = smtp_server(port, &maildir, 1 << 20);
+    // The server's first answer is a temporary 451: retried too.
+    let server = smtp_server_with(port, &maildir, 1 << 20, "smtp_handlers.TempFailFirst");
     let row = app
         .wait_for_row(&id, "the job to finish", |r| {
             r.status == "succeeded" || r.status == "failed"
@@ -181,8 +187,27 @@ async fn an_unreachable_smtp_server_is_retried_until_it_is_up(backend: Backend) 
     );
     assert!(row.attempt > 1);
     assert_eq!(maildir_messages(&maildir).len(), 1);
+    let errors: Vec<String> = app
+        .events_of(&id, EventType::Retrying)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.event {
+            jobstream_core::Event::Retrying { error, .. } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("Connection refused") || e.contains("connection")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("451")),
+        "a 451 reply is retried: {errors:?}"
+    );
 }
-db_test!(an_unreachable_smtp_server_is_retried_until_it_is_up);
+db_test!(an_unreachable_server_and_a_451_reply_are_retried_until_delivery);
 
 async fn without_smtp_mail_lands_in_the_mailbox_folder(backend: Backend) {
     let mailbox = tempfile::tempdir().unwrap();

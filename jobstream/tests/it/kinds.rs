@@ -79,7 +79,8 @@ pub(crate) struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// `python3 args…` with the project's Python tools on `PYTHONPATH`, output into a log file.
+    /// `python3 args…` with the project's Python tools and the test fixtures
+    /// (`jobstream/tests/fixtures`) on `PYTHONPATH`, output into a log file.
     pub(crate) fn python(args: &[&str]) -> ChildProcess {
         let tools = workspace_root().join(".tools/python");
         assert!(
@@ -93,7 +94,14 @@ impl ChildProcess {
         let child = tokio::process::Command::new("python3")
             .args(args)
             .current_dir(workspace_root())
-            .env("PYTHONPATH", &tools)
+            .env(
+                "PYTHONPATH",
+                std::env::join_paths([
+                    tools.clone(),
+                    workspace_root().join("jobstream/tests/fixtures"),
+                ])
+                .expect("PYTHONPATH"),
+            )
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())
             .stdout(out)
