@@ -96,11 +96,8 @@ impl ChildProcess {
             .current_dir(workspace_root())
             .env(
                 "PYTHONPATH",
-                std::env::join_paths([
-                    tools.clone(),
-                    workspace_root().join("jobstream/tests/fixtures"),
-                ])
-                .expect("PYTHONPATH"),
+                std::env::join_paths([tools, workspace_root().join("jobstream/tests/fixtures")])
+                    .expect("PYTHONPATH"),
             )
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())
