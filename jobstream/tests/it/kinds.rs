@@ -222,6 +222,18 @@ async fn kinds_are_listed_and_payloads_are_checked_against_their_schema(backend:
         app.get(&token, "/v1/kinds/nope").await.0,
         StatusCode::NOT_FOUND
     );
+    let (_, doc) = app.get(&token, "/openapi.json").await;
+    for path in [
+        "/v1/kinds",
+        "/v1/kinds/{name}",
+        "/v1/files",
+        "/v1/files/{id}",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
     assert_eq!(
         app.http
             .get(format!("{}/v1/kinds", app.base))
