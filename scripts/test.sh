@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite (what `make test` and CI run): installs the pinned nats-server,
+# The whole test suite (what `make test` and CI run): installs the pinned nats-server and Python test tools,
 # makes sure PostgreSQL is up, then runs every test on SQLite and on PostgreSQL.
 # Each PostgreSQL test creates its own database on TEST_DATABASE_URL's server and drops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-nats-server.sh
+# aiosmtpd (a real SMTP server) and nats-py (the Python example worker), pinned, into .tools/python.
+scripts/install-python-tools.sh
 
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
   if command -v pg_lsclusters >/dev/null 2>&1; then

@@ -12,7 +12,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::routes::{batch, health, jobs, schedules};
+use crate::routes::{batch, files, health, jobs, kinds, schedules};
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -25,6 +25,8 @@ pub fn app(state: AppState) -> Router {
         .merge(batch::router())
         .merge(schedules::router())
         .merge(crate::routes::users::router())
+        .merge(kinds::router())
+        .merge(files::router())
         .merge(crate::openapi::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)

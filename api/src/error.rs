@@ -31,6 +31,12 @@ pub enum ApiError {
     /// The resource already exists (e.g. a user with this e-mail).
     #[error("{0}")]
     Conflict(String),
+    /// The body is larger than allowed.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The body's media type is not accepted (or does not match its bytes).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A bug or an unexpected failure; details are logged, never returned.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -78,6 +84,8 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,6 +99,8 @@ impl ApiError {
             ApiError::Unprocessable(_) => "Unprocessable Content",
             ApiError::Unavailable(_) => "Service Unavailable",
             ApiError::Conflict(_) => "Conflict",
+            ApiError::PayloadTooLarge(_) => "Content Too Large",
+            ApiError::UnsupportedMediaType(_) => "Unsupported Media Type",
             ApiError::Unexpected(_) => "Internal Server Error",
         }
     }

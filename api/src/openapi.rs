@@ -5,7 +5,7 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use crate::routes::{batch, health, jobs, schedules};
+use crate::routes::{batch, files, health, jobs, kinds, schedules};
 use crate::state::AppState;
 
 /// The API description served at `/openapi.json`.
@@ -13,12 +13,15 @@ use crate::state::AppState;
 #[openapi(
     info(title = "jobstream", description = "Event-sourced background jobs on NATS JetStream."),
     paths(health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs,
-        batch::submit_batch, schedules::create_schedule, schedules::list_schedules, schedules::delete_schedule),
+        batch::submit_batch, schedules::create_schedule, schedules::list_schedules, schedules::delete_schedule,
+        kinds::list_kinds, kinds::get_kind, files::upload_file, files::download_file),
     components(schemas(jobs::SubmitJob, jobs::JobView, jobs::JobPage, crate::error::Problem, crate::error::ProblemField,
-        batch::SubmitBatch, batch::BatchAccepted, schedules::CreateSchedule, schedules::ScheduleView)),
+        batch::SubmitBatch, batch::BatchAccepted, schedules::CreateSchedule, schedules::ScheduleView,
+        kinds::KindView, kinds::KindDefaults, kinds::KindList, files::FileView)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Submit and read jobs"), (name = "health", description = "Probes"),
-        (name = "schedules", description = "Periodic jobs, fired by JetStream message schedules"))
+        (name = "schedules", description = "Periodic jobs, fired by JetStream message schedules"),
+        (name = "kinds", description = "The catalogue of job kinds"), (name = "files", description = "Uploads and thumbnails"))
 )]
 pub struct ApiDoc;
 

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use jobstream_core::broker::Broker;
+use jobstream_core::kinds::Catalogue;
 use sea_orm::DatabaseConnection;
 
 use crate::auth::Verifier;
+use crate::routes::files::FilesState;
 
 /// What every handler gets: the broker to append events, the projection to read, the token verifier.
 #[derive(Clone)]
@@ -18,4 +20,8 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// User settings and the cache of registered users.
     pub users: Arc<crate::users::Users>,
+    /// The job kinds accepted, with their payload schemas.
+    pub kinds: Catalogue,
+    /// The files bucket (uploads, thumbnails).
+    pub files: FilesState,
 }

@@ -66,6 +66,34 @@ pub const BUILTIN: &[KindSpec] = &[
         default_max_attempts: 3,
         default_timeout_ms: 60_000,
     },
+    KindSpec {
+        name: "email.send",
+        description: "Sends an e-mail (text and/or HTML) over SMTP, or into the development mailbox folder.",
+        default_queue: "default",
+        default_max_attempts: 5,
+        default_timeout_ms: 60_000,
+    },
+    KindSpec {
+        name: "email.registration",
+        description: "Sends the registration (welcome) e-mail to a newly created user.",
+        default_queue: "default",
+        default_max_attempts: 5,
+        default_timeout_ms: 60_000,
+    },
+    KindSpec {
+        name: "image.thumbnail",
+        description: "Resizes an uploaded image (see POST /v1/files) to fit width x height and stores the thumbnail as a new file.",
+        default_queue: "default",
+        default_max_attempts: 3,
+        default_timeout_ms: 120_000,
+    },
+    KindSpec {
+        name: "http.request",
+        description: "Calls an HTTP(S) URL (a webhook); retried on 5xx and network errors, failed on 4xx.",
+        default_queue: "default",
+        default_max_attempts: 5,
+        default_timeout_ms: 60_000,
+    },
 ];
 
 /// Looks up a kind by name.

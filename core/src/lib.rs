@@ -7,6 +7,8 @@
 //! - [`subject`]: validated subject tokens and the `jobs.<queue>.<job_id>.<event>` scheme.
 //! - [`fold`]: the job state machine; folds events into a [`fold::JobState`]. Pure, no I/O.
 //! - [`catalogue`]: the built-in job kinds and their defaults.
+//! - [`kinds`]: the run-time catalogue (built-in plus custom kinds) with payload JSON Schemas.
+//! - [`files`]: the JetStream object store bucket of uploaded files and thumbnails.
 //! - [`broker`]: connecting to NATS, the `JOBS` stream, publishing events (I/O).
 //! - [`nats_server`]: starting a local nats-server child (dev mode, tests).
 //! - [`store`]: connecting to the SQL projection store (I/O).
@@ -22,7 +24,9 @@ pub mod atomic;
 pub mod broker;
 pub mod catalogue;
 pub mod event;
+pub mod files;
 pub mod fold;
+pub mod kinds;
 pub mod nats_server;
 pub mod schedule;
 pub mod shutdown;

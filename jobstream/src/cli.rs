@@ -161,6 +161,12 @@ pub struct ApiArgs {
     /// Let any authenticated caller create users with `POST /v1/users` (else admins only).
     #[arg(long, env = "OPEN_REGISTRATION")]
     pub open_registration: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub files: FilesArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub catalogue: CatalogueArgs,
 }
 
 /// Worker tuning.
@@ -203,6 +209,12 @@ pub struct WorkerArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tuning: WorkerTuning,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub files: FilesArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub kinds: KindsArgs,
 }
 
 /// Projector tuning.
@@ -287,6 +299,15 @@ pub struct DevArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub projector: ProjectorTuning,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub files: FilesArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub kinds: KindsArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub catalogue: CatalogueArgs,
 }
 
 /// `jobstream token`.
@@ -352,6 +373,88 @@ pub struct SeedArgs {
     pub auth: AuthArgs,
 }
 
+/// The files bucket (uploads and thumbnails): api and worker.
+#[derive(Debug, Clone, Args)]
+pub struct FilesArgs {
+    /// JetStream object store bucket of uploaded files and thumbnails.
+    #[arg(long, env = "FILES_BUCKET", default_value = "FILES")]
+    pub files_bucket: String,
+    /// Largest upload accepted by `POST /v1/files` (e.g. 10MiB, 500KiB, or bytes).
+    #[arg(long, env = "MAX_UPLOAD_SIZE", default_value = "10MiB", value_parser = parse_size)]
+    pub max_upload_size: u64,
+    /// Largest total size of the files bucket (-1: unlimited).
+    #[arg(long, env = "FILES_BUCKET_MAX_BYTES", default_value_t = -1, allow_hyphen_values = true)]
+    pub files_bucket_max_bytes: i64,
+}
+
+/// Custom job kinds the API accepts (for workers in other languages).
+#[derive(Debug, Clone, Args)]
+pub struct CatalogueArgs {
+    /// JSON file with custom kinds: `[{"name", "description", "queue", "max_attempts", "timeout_ms", "payload_schema"}]`.
+    #[arg(long, env = "KINDS_FILE")]
+    pub kinds_file: Option<PathBuf>,
+}
+
+/// Settings of the built-in kinds that do real work (e-mail, thumbnails, webhooks): worker.
+#[derive(Debug, Clone, Args)]
+pub struct KindsArgs {
+    /// SMTP server: `smtp://user:pass@host:port` (plain), `smtp://…?tls=required` (STARTTLS), `smtps://…` (TLS).
+    /// Unset: e-mails are written as .eml files into the mailbox folder.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
+    /// Deadline of one SMTP exchange.
+    #[arg(long, env = "SMTP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub smtp_timeout: Duration,
+    /// Mailbox folder used without SMTP (default: `<data dir>/mailbox`).
+    #[arg(long, env = "MAILBOX_DIR")]
+    pub mailbox_dir: Option<PathBuf>,
+    /// Sender of e-mails that name none.
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "jobstream <noreply@localhost>"
+    )]
+    pub mail_from: String,
+    /// Networks webhooks may call although they are not public, comma-separated (e.g. 127.0.0.1/32,10.0.0.0/8).
+    #[arg(long, env = "WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub webhook_allow: Vec<ipnet::IpNet>,
+    /// Largest webhook response body kept in the job's result (the rest is cut).
+    #[arg(long, env = "WEBHOOK_MAX_RESPONSE", default_value = "64KiB", value_parser = parse_size)]
+    pub webhook_max_response: u64,
+    /// Largest source image a thumbnail job reads.
+    #[arg(long, env = "IMAGE_MAX_FILE_SIZE", default_value = "32MiB", value_parser = parse_size)]
+    pub image_max_file_size: u64,
+    /// Largest width or height of a source image, in pixels (decompression bombs are refused).
+    #[arg(long, env = "IMAGE_MAX_SIDE", default_value_t = 12_000)]
+    pub image_max_side: u32,
+    /// Most memory the image decoder may allocate for one image.
+    #[arg(long, env = "IMAGE_MAX_ALLOC", default_value = "512MiB", value_parser = parse_size)]
+    pub image_max_alloc: u64,
+}
+
+/// Parses a size: `512`, `64KiB`, `10MiB`, `1GiB` (also `KB`/`MB`/`GB`, as powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512, 64KiB or 10MiB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use KiB, MiB or GiB)"
+            ));
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// Parses `500ms`, `30s`, `10m`, `12h`, `7d` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -386,6 +489,14 @@ mod tests {
         assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("10MiB"), Ok(10 * 1024 * 1024));
+        assert!(parse_size("3 parsecs").is_err());
     }
 
     #[test]

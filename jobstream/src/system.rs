@@ -2,15 +2,23 @@
 
 use anyhow::Context;
 use jobstream_api::auth::{AuthConfig, KeySet, PinnedKey, Verifier, VerifyPolicy};
+use jobstream_api::routes::files::FilesState;
 use jobstream_core::broker::{Broker, StreamSettings};
+use jobstream_core::files::{FileSettings, FileStore};
+use jobstream_core::kinds::Catalogue;
 use jobstream_core::subject::QueueName;
 use jobstream_projector::ProjectorConfig;
-use jobstream_worker::{Backoff, WorkerConfig};
+use jobstream_worker::email::MailConfig;
+use jobstream_worker::thumbnail::ImageLimits;
+use jobstream_worker::webhook::WebhookConfig;
+use jobstream_worker::{Backoff, KindsConfig, Registry, WorkerConfig};
 use migration::MigratorTrait;
 use sea_orm::DatabaseConnection;
 use secrecy::SecretString;
 
-use crate::cli::{AuthArgs, NatsArgs, ProjectorTuning, WorkerTuning};
+use crate::cli::{
+    AuthArgs, CatalogueArgs, FilesArgs, KindsArgs, NatsArgs, ProjectorTuning, WorkerTuning,
+};
 
 /// Stream settings from the command line.
 pub fn stream_settings(nats: &NatsArgs) -> StreamSettings {
@@ -164,6 +172,79 @@ pub fn projector_config(t: &ProjectorTuning) -> ProjectorConfig {
         job_ttl: t.job_ttl,
         ..ProjectorConfig::default()
     }
+}
+
+/// Opens (or creates) the files bucket.
+pub async fn open_files(
+    broker: &Broker,
+    files: &FilesArgs,
+    nats: &NatsArgs,
+) -> anyhow::Result<FileStore> {
+    let settings = FileSettings {
+        bucket: files.files_bucket.clone(),
+        max_bucket_bytes: files.files_bucket_max_bytes,
+        replicas: nats.stream_replicas,
+    };
+    Ok(FileStore::open(broker.jetstream(), &settings).await?)
+}
+
+/// What the API needs of the files bucket.
+pub async fn files_state(
+    broker: &Broker,
+    files: &FilesArgs,
+    nats: &NatsArgs,
+) -> anyhow::Result<FilesState> {
+    Ok(FilesState {
+        store: open_files(broker, files, nats).await?,
+        max_upload_bytes: files.max_upload_size,
+    })
+}
+
+/// The catalogue of kinds: the built-in ones plus the kinds file, when given.
+pub fn catalogue(args: &CatalogueArgs) -> anyhow::Result<Catalogue> {
+    match &args.kinds_file {
+        Some(path) => {
+            let c = Catalogue::from_file(path)?;
+            tracing::info!(path = %path.display(), kinds = ?c.names(), "custom kinds loaded");
+            Ok(c)
+        }
+        None => Ok(Catalogue::builtin()),
+    }
+}
+
+/// Settings of the e-mail, thumbnail and webhook kinds; `data_dir` holds the default mailbox.
+pub fn kinds_config(args: &KindsArgs, files: FileStore, data_dir: &std::path::Path) -> KindsConfig {
+    KindsConfig {
+        mail: MailConfig {
+            smtp_url: args.smtp_url.clone(),
+            mailbox_dir: args
+                .mailbox_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("mailbox")),
+            from: args.mail_from.clone(),
+            smtp_timeout: args.smtp_timeout,
+            ..MailConfig::default()
+        },
+        files,
+        images: ImageLimits {
+            max_file_bytes: args.image_max_file_size,
+            max_side: args.image_max_side,
+            max_alloc: args.image_max_alloc,
+        },
+        webhook: WebhookConfig {
+            allow: args.webhook_allow.clone(),
+            max_response_bytes: usize::try_from(args.webhook_max_response).unwrap_or(usize::MAX),
+            ..WebhookConfig::default()
+        },
+    }
+}
+
+/// The worker's handlers: every built-in kind, configured.
+pub fn registry(config: KindsConfig) -> anyhow::Result<Registry> {
+    if config.mail.smtp_url.is_none() {
+        tracing::info!(mailbox = %config.mail.mailbox_dir.display(), "no SMTP_URL: e-mails go to the mailbox folder");
+    }
+    Ok(Registry::with_all_builtins(config)?)
 }
 
 fn hostname() -> String {

@@ -36,6 +36,8 @@ pub struct JobContext {
     pub job_id: Uuid,
     /// The job kind.
     pub kind: String,
+    /// Who submitted the job (`sub`); handlers that touch user data check it.
+    pub owner: String,
     /// The job's input.
     pub payload: Value,
     /// This attempt's number, from 1.

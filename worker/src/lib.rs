@@ -6,6 +6,9 @@
 //! ## Layout
 //! - [`handler`]: the [`Handler`] trait, [`JobContext`], [`JobError`] and the [`Registry`].
 //! - [`builtin`]: the built-in kinds (`echo`, `sleep`, `fail`).
+//! - [`kinds`]: the kinds that do real work and their typed config ([`kinds::KindsConfig`]):
+//!   [`email`] (`email.send`, `email.registration`), [`thumbnail`] (`image.thumbnail`),
+//!   [`webhook`] (`http.request`).
 //! - [`run`]: the pull loop, per-message processing, acks and shutdown.
 //!
 //! ## Outcomes and acks
@@ -14,8 +17,13 @@
 //! handler runs, `Progress` acks keep the message from being redelivered.
 
 pub mod builtin;
+pub mod email;
 pub mod handler;
+pub mod kinds;
 pub mod run;
+pub mod thumbnail;
+pub mod webhook;
 
 pub use handler::{Handler, JobContext, JobError, Registry};
+pub use kinds::KindsConfig;
 pub use run::{Backoff, Worker, WorkerConfig, WorkerError};

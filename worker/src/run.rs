@@ -402,6 +402,7 @@ async fn run_attempt(
     let ctx = JobContext {
         job_id,
         kind: spec.kind.clone(),
+        owner: spec.owner.clone(),
         payload: spec.payload.clone(),
         attempt,
         max_attempts: spec.max_attempts,

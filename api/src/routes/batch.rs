@@ -99,7 +99,7 @@ pub async fn submit_batch(
             ));
             continue;
         }
-        match parse_submission(job, &caller) {
+        match parse_submission(job, &caller, &state.kinds) {
             Ok(spec) => specs.push(spec),
             Err(ApiError::Unprocessable(errs)) => errors.extend(
                 errs.into_iter()

@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use jobstream_core::event::{JobSpec, Priority};
+use jobstream_core::kinds::Catalogue;
 use jobstream_core::subject::QueueName;
 use jobstream_core::{JobState, JobStatus, catalogue, fold};
 use jobstream_entity::queued_job;
@@ -157,7 +158,7 @@ pub async fn submit_job(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let mut spec = parse_submission(body, &caller)?;
+    let mut spec = parse_submission(body, &caller, &state.kinds)?;
     spec.idempotency_key = lifecycle::merge_key(&headers, spec.idempotency_key.take())?;
     let job_id = Uuid::now_v7();
     let span = tracing::Span::current();
@@ -184,7 +185,11 @@ pub async fn submit_job(
 }
 
 /// Validates a submission field by field, so every error names its field.
-pub(crate) fn parse_submission(body: Value, caller: &Caller) -> Result<JobSpec, ApiError> {
+pub(crate) fn parse_submission(
+    body: Value,
+    caller: &Caller,
+    kinds: &Catalogue,
+) -> Result<JobSpec, ApiError> {
     let Value::Object(mut obj) = body else {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),
@@ -192,10 +197,10 @@ pub(crate) fn parse_submission(body: Value, caller: &Caller) -> Result<JobSpec, 
     };
     let mut errors = Vec::new();
     let kind = match obj.remove("kind") {
-        Some(Value::String(k)) => match catalogue::find(&k) {
+        Some(Value::String(k)) => match kinds.find(&k) {
             Some(spec) => Some(spec),
             None => {
-                let known: Vec<&str> = catalogue::BUILTIN.iter().map(|k| k.name).collect();
+                let known = kinds.names();
                 errors.push(catalogue::FieldError::new(
                     "kind",
                     format!("unknown kind {k:?}; known kinds: {}", known.join(", ")),
@@ -238,21 +243,21 @@ pub(crate) fn parse_submission(body: Value, caller: &Caller) -> Result<JobSpec, 
         errors.push(catalogue::FieldError::new(unknown.clone(), "unknown field"));
     }
     if let Some(k) = kind
-        && let Err(e) = catalogue::validate_payload(k.name, &payload)
+        && let Err(e) = kinds.validate(&k.name, &payload)
     {
-        errors.push(e);
+        errors.extend(e);
     }
     match kind {
         Some(k) if errors.is_empty() => Ok(JobSpec {
-            kind: k.name.to_owned(),
+            kind: k.name.clone(),
             queue: queue.unwrap_or_else(|| {
-                QueueName::parse(k.default_queue).unwrap_or_else(|_| QueueName::default_queue())
+                QueueName::parse(&k.queue).unwrap_or_else(|_| QueueName::default_queue())
             }),
             owner: caller.sub.clone(),
             payload,
             priority: priority.unwrap_or_default(),
-            max_attempts: max_attempts.unwrap_or(k.default_max_attempts),
-            timeout_ms: timeout_ms.unwrap_or(k.default_timeout_ms),
+            max_attempts: max_attempts.unwrap_or(k.max_attempts),
+            timeout_ms: timeout_ms.unwrap_or(k.timeout_ms),
             run_at: extras.run_at,
             idempotency_key: extras.idempotency_key,
             result_ttl_ms: None,

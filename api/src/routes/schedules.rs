@@ -132,7 +132,11 @@ impl From<schedule_row::Model> for ScheduleView {
 const NOT_FOR_SCHEDULES: [&str; 3] = ["run_at", "delay_ms", "idempotency_key"];
 
 /// Parses a schedule body, naming every bad field.
-fn parse_schedule(body: Value, caller: &Caller) -> Result<ScheduleSpec, ApiError> {
+fn parse_schedule(
+    body: Value,
+    caller: &Caller,
+    kinds: &jobstream_core::kinds::Catalogue,
+) -> Result<ScheduleSpec, ApiError> {
     let Value::Object(mut obj) = body else {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),
@@ -201,7 +205,7 @@ fn parse_schedule(body: Value, caller: &Caller) -> Result<ScheduleSpec, ApiError
             errors.push(FieldError::new(field, "not allowed in a schedule"));
         }
     }
-    let job = match parse_submission(Value::Object(obj), caller) {
+    let job = match parse_submission(Value::Object(obj), caller, kinds) {
         Ok(job) => Some(job),
         Err(ApiError::Unprocessable(errs)) => {
             errors.extend(errs);
@@ -238,7 +242,7 @@ pub async fn create_schedule(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let spec = parse_schedule(body, &caller)?;
+    let spec = parse_schedule(body, &caller, &state.kinds)?;
     tracing::Span::current().record("schedule", spec.name.as_str());
     let key = schedule::schedule_key(&spec.owner, &spec.name);
     let replaced = matches!(

@@ -531,14 +531,20 @@ pub async fn create_user(
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e)))?;
 
     // The seeds' flow: a new user gets a registration e-mail, as a job like any other.
+    // Defaults from the catalogue (a deployment may move the kind to its own queue).
+    let def = state.kinds.find(REGISTRATION_KIND);
     let spec = JobSpec {
         kind: REGISTRATION_KIND.to_owned(),
-        queue: QueueName::parse(REGISTRATION_QUEUE).unwrap_or_else(|_| QueueName::default_queue()),
+        queue: def
+            .and_then(|k| QueueName::parse(&k.queue).ok())
+            .unwrap_or_else(|| {
+                QueueName::parse(REGISTRATION_QUEUE).unwrap_or_else(|_| QueueName::default_queue())
+            }),
         owner: caller.sub.clone(),
         payload: json!({ "to": new.email, "name": new.name, "user_id": user_id }),
         priority: Priority::Normal,
-        max_attempts: REGISTRATION_MAX_ATTEMPTS,
-        timeout_ms: REGISTRATION_TIMEOUT_MS,
+        max_attempts: def.map_or(REGISTRATION_MAX_ATTEMPTS, |k| k.max_attempts),
+        timeout_ms: def.map_or(REGISTRATION_TIMEOUT_MS, |k| k.timeout_ms),
         run_at: None,
         idempotency_key: None,
         result_ttl_ms: None,

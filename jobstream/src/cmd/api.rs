@@ -13,11 +13,15 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let verifier = system::verifier(&args.auth)?;
     let broker = system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-api").await?;
     let db = system::connect_db_migrated(&args.db.database_url).await?;
+    let kinds = system::catalogue(&args.catalogue)?;
+    let files = system::files_state(&broker, &args.files, &args.nats).await?;
     let state = AppState {
         broker,
         db,
         verifier: Arc::new(verifier),
         users: Arc::new(Users::new(args.open_registration)),
+        kinds,
+        files,
     };
     let app = App::build((args.host, args.port).into(), state).await?;
     app.run_until_stopped(jobstream_core::shutdown::token_on_signal())

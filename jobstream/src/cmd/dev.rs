@@ -13,7 +13,7 @@ use jobstream_api::users::Users;
 use jobstream_api::{App, AppState, auth::Verifier};
 use jobstream_core::nats_server::{self, NatsServerProcess, ServerOptions};
 use jobstream_projector::Projector;
-use jobstream_worker::{Registry, Worker};
+use jobstream_worker::Worker;
 
 use crate::cli::{AuthArgs, DevArgs, NatsArgs};
 use crate::system;
@@ -87,14 +87,16 @@ async fn run_system(
     )
     .await?;
     let worker_config = system::worker_config(&args.worker)?;
-    let worker = Worker::build(
-        system::connect_broker(&nats.nats_url, nats, "jobstream-dev-worker").await?,
-        Registry::with_builtins(),
-        worker_config,
-    )
-    .await?;
+    let worker_broker =
+        system::connect_broker(&nats.nats_url, nats, "jobstream-dev-worker").await?;
+    let files = system::open_files(&worker_broker, &args.files, nats).await?;
+    let registry = system::registry(system::kinds_config(&args.kinds, files, &args.data_dir))?;
+    let worker = Worker::build(worker_broker, registry, worker_config).await?;
+    let api_broker = system::connect_broker(&nats.nats_url, nats, "jobstream-dev-api").await?;
     let state = AppState {
-        broker: system::connect_broker(&nats.nats_url, nats, "jobstream-dev-api").await?,
+        files: system::files_state(&api_broker, &args.files, nats).await?,
+        kinds: system::catalogue(&args.catalogue)?,
+        broker: api_broker,
         db,
         verifier: Arc::new(Verifier::new(&auth)),
         users: Arc::new(Users::new(args.open_registration)),

@@ -88,6 +88,8 @@ pub(crate) struct Options {
     pub(crate) verifier: Option<Arc<Verifier>>,
     /// `--open-registration`.
     pub(crate) open_registration: bool,
+    /// Kinds the API accepts.
+    pub(crate) kinds: jobstream_core::kinds::Catalogue,
 }
 
 impl Default for Options {
@@ -112,6 +114,7 @@ impl Default for Options {
             },
             verifier: None,
             open_registration: false,
+            kinds: jobstream_core::kinds::Catalogue::builtin(),
         }
     }
 }
@@ -128,6 +131,8 @@ pub(crate) struct TestApp {
     pub(crate) broker: Broker,
     pub(crate) worker: Option<Component>,
     pub(crate) projector: Option<Component>,
+    /// Where the default worker writes e-mails (`<job_id>.eml`; no SMTP in tests unless asked).
+    pub(crate) mailbox: tempfile::TempDir,
     _api: Component,
 }
 
@@ -165,6 +170,8 @@ impl TestApp {
                 .clone()
                 .unwrap_or_else(|| Arc::new(Verifier::new(&auth))),
             users: Arc::new(jobstream_api::users::Users::new(options.open_registration)),
+            kinds: options.kinds.clone(),
+            files: files_state(&broker).await,
         };
         let app = App::build(([127, 0, 0, 1], 0).into(), state)
             .await
@@ -183,6 +190,7 @@ impl TestApp {
             broker,
             worker: None,
             projector: None,
+            mailbox: tempfile::tempdir().expect("mailbox dir"),
             _api: api,
         };
         if options.worker {
@@ -208,6 +216,8 @@ impl TestApp {
             users: Arc::new(jobstream_api::users::Users::new(
                 self.options.open_registration,
             )),
+            kinds: self.options.kinds.clone(),
+            files: files_state(&self.broker).await,
         };
         let app = App::build(([127, 0, 0, 1], 0).into(), state)
             .await
@@ -219,16 +229,32 @@ impl TestApp {
         (base, c)
     }
 
-    /// Starts a worker (its own NATS connection).
+    /// Starts a worker with every built-in kind (its own NATS connection); e-mails go to [`Self::mailbox`].
     pub(crate) async fn start_worker(&mut self) {
+        let registry = Registry::with_all_builtins(jobstream_worker::KindsConfig {
+            mail: jobstream_worker::email::MailConfig {
+                mailbox_dir: self.mailbox.path().to_path_buf(),
+                ..Default::default()
+            },
+            files: jobstream_core::files::FileStore::open(
+                self.broker.jetstream(),
+                &jobstream_core::files::FileSettings::default(),
+            )
+            .await
+            .expect("files bucket"),
+            images: Default::default(),
+            webhook: Default::default(),
+        })
+        .expect("registry");
+        self.start_worker_with(registry).await;
+    }
+
+    /// Starts a worker with the given handlers (its own NATS connection).
+    pub(crate) async fn start_worker_with(&mut self, registry: Registry) {
         let broker = connect(&self.nats.url(), "worker").await;
-        let worker = Worker::build(
-            broker,
-            Registry::with_builtins(),
-            self.options.worker_config.clone(),
-        )
-        .await
-        .expect("worker");
+        let worker = Worker::build(broker, registry, self.options.worker_config.clone())
+            .await
+            .expect("worker");
         self.worker = Some(Component::spawn(|stop| async move {
             worker.run(stop).await.expect("worker run");
         }));
@@ -357,6 +383,19 @@ impl TestApp {
             .map(|(_, e)| e)
             .filter(|e| e.event_type() == t)
             .collect()
+    }
+}
+
+/// The files bucket of a test API (uploads up to 1 MiB).
+async fn files_state(broker: &Broker) -> jobstream_api::routes::files::FilesState {
+    jobstream_api::routes::files::FilesState {
+        store: jobstream_core::files::FileStore::open(
+            broker.jetstream(),
+            &jobstream_core::files::FileSettings::default(),
+        )
+        .await
+        .expect("files bucket"),
+        max_upload_bytes: 1024 * 1024,
     }
 }
 

@@ -4,9 +4,13 @@
 mod auth;
 mod batch;
 mod delayed;
+mod email;
+mod files;
 mod helpers;
 mod idempotency;
+mod kinds;
 mod pipeline;
+mod python_worker;
 mod resilience;
 mod retention;
 mod retries;
@@ -14,3 +18,4 @@ mod schedules;
 mod stream;
 mod users;
 mod validation;
+mod webhook;
