@@ -22,6 +22,9 @@ pub enum ApiError {
     /// The body is not JSON, or not an object.
     #[error("{0}")]
     BadRequest(String),
+    /// The request conflicts with the resource's current state (e.g. cancelling a finished job).
+    #[error("{0}")]
+    Conflict(String),
     /// The body is JSON but a field is invalid.
     #[error("invalid request")]
     Unprocessable(Vec<FieldError>),
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,6 +88,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::NotFound(_) => "Not Found",
             ApiError::BadRequest(_) => "Bad Request",
+            ApiError::Conflict(_) => "Conflict",
             ApiError::Unprocessable(_) => "Unprocessable Content",
             ApiError::Unavailable(_) => "Service Unavailable",
             ApiError::Unexpected(_) => "Internal Server Error",

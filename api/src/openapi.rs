@@ -5,15 +5,15 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use crate::routes::{health, jobs};
+use crate::routes::{health, job_actions, jobs};
 use crate::state::AppState;
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jobstream", description = "Event-sourced background jobs on NATS JetStream."),
-    paths(health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs),
-    components(schemas(jobs::SubmitJob, jobs::JobView, jobs::JobPage, crate::error::Problem, crate::error::ProblemField)),
+    paths(health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs, job_actions::cancel_job, job_actions::retry_job),
+    components(schemas(jobs::SubmitJob, jobs::JobView, jobs::AttemptErrorView, job_actions::CancelJob, jobs::JobPage, crate::error::Problem, crate::error::ProblemField)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Submit and read jobs"), (name = "health", description = "Probes"))
 )]

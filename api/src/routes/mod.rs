@@ -1,4 +1,5 @@
 //! One module per resource, each exposing `router()`.
 
 pub mod health;
+pub mod job_actions;
 pub mod jobs;
