@@ -153,6 +153,27 @@ pub struct WorkerTuning {
     /// On shutdown, how long running jobs may finish before they are cancelled and redelivered.
     #[arg(long, env = "WORKER_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Global limit of jobs running at once in a queue across all workers, as
+    /// `queue=N` (comma-separated or repeated), enforced by the NATS server.
+    #[arg(long = "queue-limit", env = "QUEUE_LIMITS", value_delimiter = ',', value_parser = parse_queue_limit)]
+    pub queue_limits: Vec<(String, i64)>,
+    /// How long a cancelled job's handler may take to stop before it is abandoned.
+    #[arg(long, env = "WORKER_CANCEL_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub cancel_grace: Duration,
+}
+
+/// Parses `queue=N` (N ≥ 1).
+pub fn parse_queue_limit(s: &str) -> Result<(String, i64), String> {
+    let (queue, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected queue=N, e.g. mail=5"))?;
+    let n: i64 = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{s:?}: the limit must be an integer of at least 1"))?;
+    Ok((queue.trim().to_owned(), n))
 }
 
 /// `jobstream worker`.
@@ -321,6 +342,14 @@ mod tests {
         assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn queue_limits_parse() {
+        assert_eq!(parse_queue_limit("mail=5"), Ok(("mail".into(), 5)));
+        assert!(parse_queue_limit("mail").is_err());
+        assert!(parse_queue_limit("mail=0").is_err());
+        assert!(parse_queue_limit("mail=x").is_err());
     }
 
     #[test]

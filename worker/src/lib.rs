@@ -10,12 +10,25 @@
 //!
 //! ## Outcomes and acks
 //! A `queued` message is acked only after its outcome event is stored:
-//! `succeeded` → `Ack`; `retrying` → `Nak(delay)`; `failed` → `Term`. While a
-//! handler runs, `Progress` acks keep the message from being redelivered.
+//! `succeeded` → `Ack`; `retrying` → `Nak(delay)`; `failed` or `cancelled` →
+//! `Term`. While a handler runs, `Progress` acks keep the message from being
+//! redelivered.
+//!
+//! ## Lanes, retries and cancellation
+//! Each queue has one durable consumer per priority lane (`high`, `normal`,
+//! `low`); a worker pulls higher lanes first. A lane consumer takes the lane's
+//! `queued` and `retry_requested` events, so a job retried by a client is picked
+//! up like a new one (its spec is read from its `queued` event). Before running,
+//! a worker folds the job's history (a first delivery of a `queued` message skips
+//! that): a cancelled or finished job, or a message superseded by a later retry
+//! request, is acked without running; `started` is appended only if the job has
+//! no newer event (optimistic concurrency), so a cancel request stored first
+//! always wins. Running jobs are cancelled through a core NATS subscription on
+//! the queues' `cancel_requested` subjects.
 
 pub mod builtin;
 pub mod handler;
 pub mod run;
 
-pub use handler::{Handler, JobContext, JobError, Registry};
+pub use handler::{Handler, JobContext, JobError, ProgressReporter, Registry};
 pub use run::{Backoff, Worker, WorkerConfig, WorkerError};

@@ -1,24 +1,27 @@
 //! The worker process: pull, run, report, ack.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{self, AckPolicy, DeliverPolicy, pull},
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jobstream_core::broker::{Broker, BrokerError};
-use jobstream_core::event::{Envelope, Event, JobSpec, REQUEST_ID_HEADER};
+use jobstream_core::event::{Envelope, Event, JobSpec, Priority, REQUEST_ID_HEADER, RetryBackoff};
 use jobstream_core::subject::{self, QueueName};
+use jobstream_core::{JobState, JobStatus};
 use rand::Rng;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 
-use crate::handler::{JobContext, JobError, Registry};
+use crate::handler::{JobContext, JobError, ProgressReporter, Registry};
 
 /// Exponential back-off with jitter between attempts.
 #[derive(Debug, Clone, Copy)]
@@ -61,12 +64,18 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Time the server waits for an ack (or progress) before redelivering.
     pub ack_wait: Duration,
-    /// Jobs running at once per queue across all workers (the consumer's `max_ack_pending`).
+    /// `max_ack_pending` of a lane consumer this worker creates for a queue without a limit.
     pub queue_max_in_flight: i64,
-    /// Back-off between attempts.
+    /// Global limits: jobs of a queue running at once across all workers, enforced by
+    /// the server (the lane consumers' `max_ack_pending`).
+    /// Applied to existing consumers at start; a queue not listed keeps what it has.
+    pub queue_limits: HashMap<QueueName, i64>,
+    /// Back-off between attempts for jobs whose `queued` event names none.
     pub backoff: Backoff,
     /// On shutdown: how long running jobs may finish before they are cancelled.
     pub shutdown_grace: Duration,
+    /// How long a cancelled job's handler may take to return after its token is cancelled.
+    pub cancel_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -77,8 +86,10 @@ impl Default for WorkerConfig {
             concurrency: 32,
             ack_wait: Duration::from_secs(30),
             queue_max_in_flight: 10_000,
+            queue_limits: HashMap::new(),
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(25),
+            cancel_grace: Duration::from_secs(5),
         }
     }
 }
@@ -96,10 +107,23 @@ pub enum WorkerError {
     },
 }
 
-/// Durable consumer name of a queue, shared by all workers of that queue.
+/// Durable consumer name of a queue's normal lane, shared by all workers of that queue.
 pub fn consumer_name(queue: &QueueName) -> String {
     format!("worker-{queue}")
 }
+
+/// Durable consumer name of one priority lane of a queue. The normal lane keeps
+/// [`consumer_name`]; the others are `worker_high-<queue>` and `worker_low-<queue>`
+/// (the `_` cannot collide with a normal lane's `worker-…`).
+pub fn lane_consumer_name(queue: &QueueName, lane: Priority) -> String {
+    match lane {
+        Priority::Normal => consumer_name(queue),
+        other => format!("worker_{}-{queue}", other.as_str()),
+    }
+}
+
+/// Cancellation handles of the jobs this worker runs, by job id.
+type Running = Mutex<HashMap<Uuid, CancellationToken>>;
 
 struct Shared {
     broker: Broker,
@@ -107,16 +131,24 @@ struct Shared {
     config: WorkerConfig,
     /// Cancelled when the grace period is over: running handlers must stop.
     hard_stop: CancellationToken,
+    /// Jobs running here; a cancel request for one of them cancels its token.
+    running: Running,
+}
+
+/// The lane consumers of one queue, most urgent first.
+struct QueueLanes {
+    queue: QueueName,
+    lanes: Vec<(Priority, consumer::Consumer<pull::Config>)>,
 }
 
 /// A worker bound to its queues' consumers.
 pub struct Worker {
     shared: Arc<Shared>,
-    consumers: Vec<(QueueName, consumer::Consumer<pull::Config>)>,
+    queues: Vec<QueueLanes>,
 }
 
 impl Worker {
-    /// Creates (or reuses) one durable consumer per queue.
+    /// Creates (or updates) one durable consumer per queue and priority lane.
     pub async fn build(
         broker: Broker,
         registry: Registry,
@@ -126,31 +158,22 @@ impl Worker {
             queue: "*".into(),
             reason: e.to_string(),
         })?;
-        let mut consumers = Vec::new();
+        let mut queues = Vec::new();
         for queue in &config.queues {
-            let name = consumer_name(queue);
-            let c = stream
-                .get_or_create_consumer(
-                    &name,
-                    pull::Config {
-                        durable_name: Some(name.clone()),
-                        description: Some(format!("jobstream workers of queue {queue}")),
-                        filter_subject: subject::queued_in(queue),
-                        deliver_policy: DeliverPolicy::All,
-                        ack_policy: AckPolicy::Explicit,
-                        ack_wait: config.ack_wait,
-                        // Attempts are counted by the worker against each job's own max_attempts.
-                        max_deliver: -1,
-                        max_ack_pending: config.queue_max_in_flight,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| WorkerError::Consumer {
-                    queue: queue.to_string(),
-                    reason: e.to_string(),
-                })?;
-            consumers.push((queue.clone(), c));
+            let mut lanes = Vec::new();
+            for lane in subject::LANES {
+                let c = ensure_lane_consumer(&stream, &config, queue, lane)
+                    .await
+                    .map_err(|reason| WorkerError::Consumer {
+                        queue: queue.to_string(),
+                        reason,
+                    })?;
+                lanes.push((lane, c));
+            }
+            queues.push(QueueLanes {
+                queue: queue.clone(),
+                lanes,
+            });
         }
         Ok(Worker {
             shared: Arc::new(Shared {
@@ -158,8 +181,9 @@ impl Worker {
                 registry,
                 config,
                 hard_stop: CancellationToken::new(),
+                running: Mutex::new(HashMap::new()),
             }),
-            consumers,
+            queues,
         })
     }
 
@@ -171,10 +195,15 @@ impl Worker {
         let mut pullers = JoinSet::new();
         let (tx, mut rx) =
             tokio::sync::mpsc::channel::<(jetstream::Message, OwnedSemaphorePermit)>(1);
-        for (queue, consumer) in self.consumers {
+        let client = self.shared.broker.client().clone();
+        let listener = tokio::spawn(listen_for_cancellations(
+            self.shared.clone(),
+            self.queues.iter().map(|q| q.queue.clone()).collect(),
+        ));
+        for lanes in self.queues {
             pullers.spawn(pull_loop(
-                queue,
-                consumer,
+                lanes,
+                client.clone(),
                 permits.clone(),
                 tx.clone(),
                 shutdown.clone(),
@@ -222,21 +251,73 @@ impl Worker {
                 jobs.abort_all();
             }
         }
+        listener.abort();
         tracing::info!("worker stopped");
         Ok(())
     }
 }
 
-/// Pulls batches sized to the free local permits, so no message waits in a buffer
-/// while its ack timer runs.
+/// Creates a lane consumer, or brings an existing one up to date: its filters, and
+/// its `max_ack_pending` when this worker is configured with a limit for the queue
+/// (without one, an existing consumer keeps its limit, so workers started without
+/// `--queue-limit` never undo it).
+async fn ensure_lane_consumer(
+    stream: &jetstream::stream::Stream<()>,
+    config: &WorkerConfig,
+    queue: &QueueName,
+    lane: Priority,
+) -> Result<consumer::Consumer<pull::Config>, String> {
+    use async_nats::jetstream::consumer::FromConsumer;
+    let name = lane_consumer_name(queue, lane);
+    let limit = config.queue_limits.get(queue).copied();
+    let mut wanted = match stream.consumer_info(&name).await {
+        Ok(info) => pull::Config::try_from_consumer_config(info.config).map_err(|e| e.to_string())?,
+        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+            pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!(
+                    "jobstream workers of queue {queue}, {} priority",
+                    lane.as_str()
+                )),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                // Attempts are counted by the worker against each job's own max_attempts.
+                max_deliver: -1,
+                max_ack_pending: config.queue_max_in_flight,
+                ..Default::default()
+            }
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    wanted.filter_subject = String::new();
+    wanted.filter_subjects = subject::runnable_in(queue, lane);
+    if let Some(limit) = limit {
+        wanted.max_ack_pending = limit;
+    }
+    stream
+        .create_consumer(wanted)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// How long an idle puller waits for a doorbell before looking again anyway.
+const IDLE_POLL: Duration = Duration::from_secs(2);
+
+/// Pulls one queue, highest lane first, in batches sized to the free local permits,
+/// so no message waits in a buffer while its ack timer runs. When every lane is
+/// empty it waits for a "doorbell": a core NATS subscription on the queue's
+/// runnable subjects, which sees each new `queued`/`retry_requested` as it is stored.
 async fn pull_loop(
-    queue: QueueName,
-    consumer: consumer::Consumer<pull::Config>,
+    lanes: QueueLanes,
+    client: async_nats::Client,
     permits: Arc<Semaphore>,
     tx: tokio::sync::mpsc::Sender<(jetstream::Message, OwnedSemaphorePermit)>,
     shutdown: CancellationToken,
 ) {
     const MAX_BATCH: usize = 256;
+    let queue = &lanes.queue;
+    let mut doorbell = doorbell(&client, queue).await;
     'outer: loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -249,46 +330,158 @@ async fn pull_loop(
                 Err(_) => break,
             }
         }
-        let batch = consumer
-            .batch()
-            .max_messages(held.len())
-            .expires(Duration::from_secs(5))
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(%queue, error = %e, "pull request failed; retrying");
+        // Whatever rang so far is covered by the look below.
+        while let Some(Some(_)) = doorbell.next().now_or_never() {}
+        let mut received = 0usize;
+        for (lane, consumer) in &lanes.lanes {
+            if held.is_empty() {
+                break;
+            }
+            let batch = consumer
+                .fetch()
+                .max_messages(held.len())
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(%queue, lane = lane.as_str(), error = %e, "pull request failed; retrying");
+                    continue;
+                }
+            };
+            loop {
                 tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = shutdown.cancelled() => break 'outer,
+                    next = batch.next() => match next {
+                        Some(Ok(msg)) => {
+                            let Some(permit) = held.pop() else { break };
+                            received += 1;
+                            if tx.send((msg, permit)).await.is_err() { break 'outer; }
+                        }
+                        Some(Err(e)) => tracing::debug!(%queue, error = %e, "pull batch ended"),
+                        None => break,
+                    }
                 }
             }
-        };
-        loop {
+        }
+        if received == 0 {
+            drop(held);
             tokio::select! {
-                () = shutdown.cancelled() => break 'outer,
-                next = batch.next() => match next {
-                    Some(Ok(msg)) => {
-                        let Some(permit) = held.pop() else { break };
-                        if tx.send((msg, permit)).await.is_err() { break 'outer; }
-                    }
-                    Some(Err(e)) => tracing::debug!(%queue, error = %e, "pull batch ended"),
-                    None => break,
-                }
+                () = shutdown.cancelled() => break,
+                _ = doorbell.next() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
             }
         }
     }
 }
 
-/// What to do with the `queued` message once the attempt is over.
+/// New runnable messages of a queue (any lane), as a signal only.
+async fn doorbell(
+    client: &async_nats::Client,
+    queue: &QueueName,
+) -> futures::stream::SelectAll<async_nats::Subscriber> {
+    let mut subs = Vec::new();
+    for lane in subject::LANES {
+        for filter in subject::runnable_in(queue, lane) {
+            match client.subscribe(filter).await {
+                Ok(s) => subs.push(s),
+                // Without it the puller still looks every IDLE_POLL.
+                Err(e) => tracing::warn!(%queue, error = %e, "doorbell subscription failed"),
+            }
+        }
+    }
+    futures::stream::select_all(subs)
+}
+
+/// Cancels the token of a running job when its `cancel_requested` event is stored.
+/// (A job that is not running is cancelled by the event itself: no worker starts it.)
+async fn listen_for_cancellations(shared: Arc<Shared>, queues: Vec<QueueName>) {
+    let mut subs = Vec::new();
+    for queue in &queues {
+        match shared
+            .broker
+            .client()
+            .subscribe(subject::cancel_requests_in(queue))
+            .await
+        {
+            Ok(s) => subs.push(s),
+            Err(e) => tracing::error!(%queue, error = %e, "cannot listen for cancel requests"),
+        }
+    }
+    let mut requests = futures::stream::select_all(subs);
+    while let Some(msg) = requests.next().await {
+        let Ok(env) = Envelope::decode(&msg.payload) else {
+            continue;
+        };
+        let token = shared.running.lock().ok().and_then(|r| r.get(&env.job_id).cloned());
+        if let Some(token) = token {
+            tracing::info!(job_id = %env.job_id, "cancel requested: stopping the handler");
+            token.cancel();
+        }
+    }
+}
+
+/// What to do with the message once the attempt is over.
 enum Disposition {
     Ack,
     Nak(Option<Duration>),
     Term,
 }
 
-/// Processes one delivery of a `queued` message, end to end.
+/// What a delivery of a runnable message should do, decided from the job's history.
+#[derive(Debug)]
+enum Plan {
+    /// Run an attempt; `started` is stored only if the job's latest event is still `last_seq`.
+    Run { spec: JobSpec, last_seq: u64 },
+    /// The job was asked to cancel while its previous worker ran it: record `cancelled`.
+    Cancel { spec: JobSpec, last_seq: u64 },
+    /// Nothing to run (finished, cancelled, or superseded by a later retry request).
+    Skip(String),
+}
+
+/// Folds a job's history (in stream order) and decides what the runnable message at
+/// `msg_seq` should do. Only the latest accepted `queued`/`retry_requested` event may
+/// run the job, so a job runs at most once per request, however its messages arrive.
+fn plan(history: &[(u64, Envelope)], msg_seq: u64) -> Plan {
+    let mut state: Option<JobState> = None;
+    let mut trigger = 0;
+    for (seq, env) in history {
+        match &mut state {
+            None => {
+                state = JobState::from_queued(env, *seq);
+                if state.is_some() {
+                    trigger = *seq;
+                }
+            }
+            Some(s) => {
+                if s.apply(env, *seq).is_ok() && matches!(env.event, Event::RetryRequested { .. }) {
+                    trigger = *seq;
+                }
+            }
+        }
+    }
+    let Some(job) = state else {
+        return Plan::Skip("the job's queued event is not in the stream".into());
+    };
+    if trigger != msg_seq {
+        return Plan::Skip(format!(
+            "superseded by the job's event at seq {trigger}"
+        ));
+    }
+    match job.status {
+        s if s.is_terminal() => Plan::Skip(format!("the job is already {}", s.as_str())),
+        JobStatus::Running if job.cancel_requested() => Plan::Cancel {
+            spec: job.spec,
+            last_seq: job.last_seq,
+        },
+        _ => Plan::Run {
+            spec: job.spec,
+            last_seq: job.last_seq,
+        },
+    }
+}
+
+/// Processes one delivery of a runnable (`queued` or `retry_requested`) message, end to end.
 async fn process(shared: &Shared, msg: jetstream::Message) {
     let (delivered, seq) = match msg.info() {
         Ok(i) => (
@@ -309,11 +502,11 @@ async fn process(shared: &Shared, msg: jetstream::Message) {
             return;
         }
     };
-    let Event::Queued(spec) = &env.event else {
-        tracing::error!(stream_seq = seq, subject = %msg.subject, "non-queued event on a queue subject terminated");
+    if !matches!(env.event, Event::Queued(_) | Event::RetryRequested { .. }) {
+        tracing::error!(stream_seq = seq, subject = %msg.subject, "non-runnable event on a queue subject terminated");
         let _ = msg.ack_with(AckKind::Term).await;
         return;
-    };
+    }
     let request_id = msg
         .headers
         .as_ref()
@@ -322,13 +515,13 @@ async fn process(shared: &Shared, msg: jetstream::Message) {
     let span = tracing::info_span!(
         "job",
         job_id = %env.job_id,
-        kind = %spec.kind,
-        queue = %spec.queue,
+        kind = tracing::field::Empty,
+        queue = tracing::field::Empty,
         attempt = delivered,
         stream_seq = seq,
         request_id = request_id.as_deref().unwrap_or(""),
     );
-    let disposition = run_attempt(shared, &msg, &env, spec, delivered, request_id.as_deref())
+    let disposition = decide_and_run(shared, &msg, &env, seq, delivered, request_id.as_deref())
         .instrument(span.clone())
         .await;
     let acked = match disposition {
@@ -341,40 +534,130 @@ async fn process(shared: &Shared, msg: jetstream::Message) {
     }
 }
 
-async fn run_attempt(
+/// Decides from the job's history (or, for a first delivery of a `queued` message,
+/// from the message itself, with the `started` append conditional on nothing having
+/// happened since) and runs the attempt. A conflicting append means the job changed
+/// meanwhile (say, a cancel request): fold again and decide again.
+async fn decide_and_run(
     shared: &Shared,
     msg: &jetstream::Message,
-    queued: &Envelope,
-    spec: &JobSpec,
+    env: &Envelope,
+    seq: u64,
     attempt: u32,
     request_id: Option<&str>,
 ) -> Disposition {
+    const MAX_CONFLICTS: usize = 8;
+    let mut fast = match &env.event {
+        Event::Queued(spec) if attempt == 1 => Some(Plan::Run {
+            spec: spec.clone(),
+            last_seq: seq,
+        }),
+        _ => None,
+    };
+    for _ in 0..MAX_CONFLICTS {
+        let plan = match fast.take() {
+            Some(p) => p,
+            None => match shared.broker.job_history(env.job_id).await {
+                Ok(history) => plan(&history, seq),
+                Err(e) => return retry_soon(&e),
+            },
+        };
+        let result = match plan {
+            Plan::Skip(why) => {
+                tracing::info!(reason = %why, "nothing to run; acking");
+                return Disposition::Ack;
+            }
+            Plan::Cancel { spec, last_seq } => {
+                let cancelled = Envelope::new(
+                    env.job_id,
+                    attempt,
+                    Event::Cancelled {
+                        reason: Some("cancelled while its worker was gone".into()),
+                    },
+                );
+                match shared
+                    .broker
+                    .publish_if_last(&cancelled, &spec.queue, request_id, last_seq)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!("job cancelled");
+                        return Disposition::Term;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Plan::Run { spec, last_seq } => {
+                let span = tracing::Span::current();
+                span.record("kind", spec.kind.as_str());
+                span.record("queue", spec.queue.as_str());
+                run_attempt(shared, msg, env.job_id, &spec, attempt, request_id, last_seq).await
+            }
+        };
+        match result {
+            Ok(d) => return d,
+            Err(BrokerError::Conflict { .. }) => {
+                tracing::debug!("the job changed meanwhile; deciding again");
+            }
+            Err(e) => return retry_soon(&e),
+        }
+    }
+    tracing::warn!("the job keeps changing; trying again later");
+    Disposition::Nak(Some(Duration::from_secs(1)))
+}
+
+/// Removes a job from the running map when its attempt ends, however it ends.
+struct RunningGuard<'a> {
+    running: &'a Running,
+    job_id: Uuid,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&self.job_id);
+        }
+    }
+}
+
+/// How the handler's run ended.
+enum Ran {
+    /// It returned (on its own, or after its token was cancelled by shutdown or a timeout).
+    Returned(Result<Value, JobError>),
+    /// A client cancelled the job; the handler returned within the grace period, or not.
+    Cancelled(Option<Result<Value, JobError>>),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_attempt(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    job_id: Uuid,
+    spec: &JobSpec,
+    attempt: u32,
+    request_id: Option<&str>,
+    last_seq: u64,
+) -> Result<Disposition, BrokerError> {
     let broker = &shared.broker;
-    let job_id = queued.job_id;
     let publish = |event: Event| {
         let env = Envelope::new(job_id, attempt, event);
         async move { broker.publish(&env, &spec.queue, request_id).await }
     };
-    // A redelivery after the outcome was stored but its ack was lost: nothing to run.
-    if attempt > 1 {
-        match broker.has_terminal_event(&spec.queue, job_id).await {
-            Ok(true) => {
-                tracing::info!("job already finished; acking the redelivery");
-                return Disposition::Ack;
-            }
-            Ok(false) => {}
-            Err(e) => return retry_soon(&e),
+    let fail_now = |error: String| {
+        let env = Envelope::new(job_id, attempt, Event::Failed { error });
+        async move {
+            broker
+                .publish_if_last(&env, &spec.queue, request_id, last_seq)
+                .await
+                .map(|_| Disposition::Term)
         }
-    }
+    };
     if attempt > spec.max_attempts {
-        let error = format!(
+        return fail_now(format!(
             "gave up after {} deliveries (the worker running it stopped or timed out)",
             attempt - 1
-        );
-        return match publish(Event::Failed { error }).await {
-            Ok(_) => Disposition::Term,
-            Err(e) => retry_soon(&e),
-        };
+        ))
+        .await;
     }
     let Some(handler) = shared.registry.get(&spec.kind) else {
         let error = format!(
@@ -382,18 +665,28 @@ async fn run_attempt(
             spec.kind, shared.config.id
         );
         tracing::error!(%error);
-        return match publish(Event::Failed { error }).await {
-            Ok(_) => Disposition::Term,
-            Err(e) => retry_soon(&e),
-        };
+        return fail_now(error).await;
     };
-    if let Err(e) = publish(Event::Started {
-        worker: shared.config.id.clone(),
-    })
-    .await
-    {
-        return retry_soon(&e);
+    // Registered before `started` is stored, so a cancel request stored after it finds the job.
+    let job_token = shared.hard_stop.child_token();
+    let request_token = CancellationToken::new();
+    if let Ok(mut r) = shared.running.lock() {
+        r.insert(job_id, request_token.clone());
     }
+    let _guard = RunningGuard {
+        running: &shared.running,
+        job_id,
+    };
+    let started = Envelope::new(
+        job_id,
+        attempt,
+        Event::Started {
+            worker: shared.config.id.clone(),
+        },
+    );
+    broker
+        .publish_if_last(&started, &spec.queue, request_id, last_seq)
+        .await?;
     tracing::info!("job started");
 
     let ctx = JobContext {
@@ -402,34 +695,76 @@ async fn run_attempt(
         payload: spec.payload.clone(),
         attempt,
         max_attempts: spec.max_attempts,
-        cancel: shared.hard_stop.child_token(),
+        cancel: job_token.clone(),
+        progress: ProgressReporter::new(
+            broker.clone(),
+            spec.queue.clone(),
+            job_id,
+            attempt,
+            request_id.map(str::to_owned),
+        ),
     };
     let timeout = Duration::from_millis(spec.timeout_ms);
-    let outcome = with_heartbeat(msg, shared.config.ack_wait, async {
-        match tokio::time::timeout(timeout, handler.run(ctx)).await {
-            Ok(r) => r,
-            Err(_) => Err(JobError::Failed(format!(
-                "timed out after {} ms",
-                spec.timeout_ms
-            ))),
+    let cancel_grace = shared.config.cancel_grace;
+    let ran = with_heartbeat(msg, shared.config.ack_wait, async {
+        let work = handler.run(ctx);
+        tokio::pin!(work);
+        tokio::select! {
+            r = &mut work => Ran::Returned(r),
+            () = tokio::time::sleep(timeout) => {
+                // The deadline: the handler's future is dropped (its token cancelled for any tasks it spawned).
+                job_token.cancel();
+                Ran::Returned(Err(JobError::Failed(format!("timed out after {} ms", spec.timeout_ms))))
+            }
+            () = request_token.cancelled() => {
+                job_token.cancel();
+                Ran::Cancelled(tokio::time::timeout(cancel_grace, &mut work).await.ok())
+            }
         }
     })
     .await;
 
-    if shared.hard_stop.is_cancelled() && outcome.is_err() {
-        // Interrupted by shutdown, not failed: hand it to another worker now.
-        tracing::warn!("job interrupted by shutdown; redelivering");
-        return Disposition::Nak(None);
-    }
-    let (event, disposition) =
-        outcome_event(outcome, attempt, spec.max_attempts, &shared.config.backoff);
-    let name = event.event_type().as_str();
-    match publish(event).await {
-        Ok(_) => {
-            tracing::info!(outcome = name, "job attempt finished");
-            disposition
+    let (event, disposition) = match ran {
+        Ran::Cancelled(Some(Ok(result))) => {
+            tracing::info!("cancel requested, but the handler finished its work");
+            (Event::Succeeded { result }, Disposition::Ack)
         }
-        Err(e) => retry_soon(&e),
+        Ran::Cancelled(returned) => {
+            let how = if returned.is_some() {
+                "stopped"
+            } else {
+                "abandoned after the cancel grace period"
+            };
+            tracing::info!(how, "job cancelled while running");
+            (
+                Event::Cancelled {
+                    reason: Some(format!("cancelled while running (attempt {attempt}, handler {how})")),
+                },
+                Disposition::Term,
+            )
+        }
+        Ran::Returned(outcome) => {
+            if shared.hard_stop.is_cancelled() && outcome.is_err() {
+                // Interrupted by shutdown, not failed: hand it to another worker now.
+                tracing::warn!("job interrupted by shutdown; redelivering");
+                return Ok(Disposition::Nak(None));
+            }
+            let backoff = spec.backoff.map_or(shared.config.backoff, Backoff::from);
+            outcome_event(outcome, attempt, spec.max_attempts, &backoff)
+        }
+    };
+    let name = event.event_type().as_str();
+    publish(event).await?;
+    tracing::info!(outcome = name, "job attempt finished");
+    Ok(disposition)
+}
+
+impl From<RetryBackoff> for Backoff {
+    fn from(b: RetryBackoff) -> Self {
+        Backoff {
+            base: Duration::from_millis(b.base_ms),
+            max: Duration::from_millis(b.max_ms),
+        }
     }
 }
 
