@@ -261,7 +261,8 @@ impl JobState {
                 self.cancel_requested_at = None;
             }
         }
-        if env.attempt > self.attempt {
+        // A retry request starts a fresh count, whatever attempt its envelope names.
+        if env.attempt > self.attempt && !matches!(env.event, Event::RetryRequested { .. }) {
             self.attempt = env.attempt;
         }
         self.updated_at = env.at;
@@ -567,7 +568,10 @@ mod tests {
         };
         s.apply(&ev(id, 0, retry.clone()), next()).unwrap();
         assert_eq!(s.status, JobStatus::Queued);
-        assert_eq!((s.attempt, s.error.as_deref(), s.finished_at), (0, None, None));
+        assert_eq!(
+            (s.attempt, s.error.as_deref(), s.finished_at),
+            (0, None, None)
+        );
         let errors: Vec<(u32, &str)> = s
             .errors
             .iter()

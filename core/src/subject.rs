@@ -169,10 +169,7 @@ pub fn runnable_in(queue: &QueueName, lane: Priority) -> Vec<String> {
 
 /// Filter of the cancel requests of one queue (workers listen on it to stop running handlers).
 pub fn cancel_requests_in(queue: &QueueName) -> String {
-    format!(
-        "{PREFIX}.{queue}.*.{}",
-        EventType::CancelRequested.as_str()
-    )
+    format!("{PREFIX}.{queue}.*.{}", EventType::CancelRequested.as_str())
 }
 
 /// The parts of a job event subject.

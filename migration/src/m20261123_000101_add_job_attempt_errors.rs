@@ -28,9 +28,7 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(QueuedJobs::Table)
-                    .add_column(timestamp_with_time_zone_null(
-                        QueuedJobs::CancelRequestedAt,
-                    ))
+                    .add_column(timestamp_with_time_zone_null(QueuedJobs::CancelRequestedAt))
                     .to_owned(),
             )
             .await

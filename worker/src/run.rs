@@ -193,8 +193,7 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(self.shared.config.concurrency));
         let mut jobs: JoinSet<()> = JoinSet::new();
         let mut pullers = JoinSet::new();
-        let (tx, mut rx) =
-            tokio::sync::mpsc::channel::<(jetstream::Message, OwnedSemaphorePermit)>(1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(1);
         let client = self.shared.broker.client().clone();
         let listener = tokio::spawn(listen_for_cancellations(
             self.shared.clone(),
@@ -214,10 +213,13 @@ impl Worker {
         loop {
             tokio::select! {
                 received = rx.recv() => match received {
-                    Some((msg, permit)) => {
+                    Some(Delivery { msg, permit, wake }) => {
                         let shared = self.shared.clone();
                         jobs.spawn(async move {
-                            process(&shared, msg).await;
+                            if let Some(delay) = process(&shared, msg).await {
+                                // The puller looks again when the message is due back.
+                                let _ = wake.send(tokio::time::Instant::now() + delay + REDELIVERY_SLACK);
+                            }
                             drop(permit);
                         });
                     }
@@ -271,7 +273,9 @@ async fn ensure_lane_consumer(
     let name = lane_consumer_name(queue, lane);
     let limit = config.queue_limits.get(queue).copied();
     let mut wanted = match stream.consumer_info(&name).await {
-        Ok(info) => pull::Config::try_from_consumer_config(info.config).map_err(|e| e.to_string())?,
+        Ok(info) => {
+            pull::Config::try_from_consumer_config(info.config).map_err(|e| e.to_string())?
+        }
         Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
             pull::Config {
                 durable_name: Some(name.clone()),
@@ -301,23 +305,38 @@ async fn ensure_lane_consumer(
         .map_err(|e| e.to_string())
 }
 
-/// How long an idle puller waits for a doorbell before looking again anyway.
-const IDLE_POLL: Duration = Duration::from_secs(2);
+/// How long an idle puller waits for a doorbell before looking again anyway (this
+/// bounds how late it notices a message redelivered after a dead worker's `ack_wait`).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Margin after a `Nak(delay)` before looking for the message again.
+const REDELIVERY_SLACK: Duration = Duration::from_millis(20);
+
+/// A message handed from a puller to the worker, with the local permit it holds
+/// and where to say when a `Nak`ed message is due back.
+struct Delivery {
+    msg: jetstream::Message,
+    permit: OwnedSemaphorePermit,
+    wake: tokio::sync::mpsc::UnboundedSender<tokio::time::Instant>,
+}
 
 /// Pulls one queue, highest lane first, in batches sized to the free local permits,
 /// so no message waits in a buffer while its ack timer runs. When every lane is
-/// empty it waits for a "doorbell": a core NATS subscription on the queue's
-/// runnable subjects, which sees each new `queued`/`retry_requested` as it is stored.
+/// empty it waits for a "doorbell" (a core NATS subscription on the queue's
+/// runnable subjects, which sees each new `queued`/`retry_requested` as it is
+/// stored), for a message it `Nak`ed to be due back, or for [`IDLE_POLL`].
 async fn pull_loop(
     lanes: QueueLanes,
     client: async_nats::Client,
     permits: Arc<Semaphore>,
-    tx: tokio::sync::mpsc::Sender<(jetstream::Message, OwnedSemaphorePermit)>,
+    tx: tokio::sync::mpsc::Sender<Delivery>,
     shutdown: CancellationToken,
 ) {
+    use std::cmp::Reverse;
     const MAX_BATCH: usize = 256;
     let queue = &lanes.queue;
     let mut doorbell = doorbell(&client, queue).await;
+    let (wake, mut wakeups) = tokio::sync::mpsc::unbounded_channel();
+    let mut due = std::collections::BinaryHeap::new();
     'outer: loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -337,11 +356,7 @@ async fn pull_loop(
             if held.is_empty() {
                 break;
             }
-            let batch = consumer
-                .fetch()
-                .max_messages(held.len())
-                .messages()
-                .await;
+            let batch = consumer.fetch().max_messages(held.len()).messages().await;
             let mut batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
@@ -356,7 +371,8 @@ async fn pull_loop(
                         Some(Ok(msg)) => {
                             let Some(permit) = held.pop() else { break };
                             received += 1;
-                            if tx.send((msg, permit)).await.is_err() { break 'outer; }
+                            let delivery = Delivery { msg, permit, wake: wake.clone() };
+                            if tx.send(delivery).await.is_err() { break 'outer; }
                         }
                         Some(Err(e)) => tracing::debug!(%queue, error = %e, "pull batch ended"),
                         None => break,
@@ -366,10 +382,28 @@ async fn pull_loop(
         }
         if received == 0 {
             drop(held);
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = doorbell.next() => {}
-                () = tokio::time::sleep(IDLE_POLL) => {}
+            loop {
+                while let Ok(at) = wakeups.try_recv() {
+                    due.push(Reverse(at));
+                }
+                let now = tokio::time::Instant::now();
+                let mut past_due = false;
+                while due.peek().is_some_and(|Reverse(at)| *at <= now) {
+                    due.pop();
+                    past_due = true;
+                }
+                if past_due {
+                    break;
+                }
+                let until = due
+                    .peek()
+                    .map_or(now + IDLE_POLL, |Reverse(at)| (*at).min(now + IDLE_POLL));
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'outer,
+                    _ = doorbell.next() => break,
+                    () = tokio::time::sleep_until(until) => break,
+                    Some(at) = wakeups.recv() => due.push(Reverse(at)),
+                }
             }
         }
     }
@@ -413,7 +447,11 @@ async fn listen_for_cancellations(shared: Arc<Shared>, queues: Vec<QueueName>) {
         let Ok(env) = Envelope::decode(&msg.payload) else {
             continue;
         };
-        let token = shared.running.lock().ok().and_then(|r| r.get(&env.job_id).cloned());
+        let token = shared
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&env.job_id).cloned());
         if let Some(token) = token {
             tracing::info!(job_id = %env.job_id, "cancel requested: stopping the handler");
             token.cancel();
@@ -464,9 +502,7 @@ fn plan(history: &[(u64, Envelope)], msg_seq: u64) -> Plan {
         return Plan::Skip("the job's queued event is not in the stream".into());
     };
     if trigger != msg_seq {
-        return Plan::Skip(format!(
-            "superseded by the job's event at seq {trigger}"
-        ));
+        return Plan::Skip(format!("superseded by the job's event at seq {trigger}"));
     }
     match job.status {
         s if s.is_terminal() => Plan::Skip(format!("the job is already {}", s.as_str())),
@@ -481,8 +517,9 @@ fn plan(history: &[(u64, Envelope)], msg_seq: u64) -> Plan {
     }
 }
 
-/// Processes one delivery of a runnable (`queued` or `retry_requested`) message, end to end.
-async fn process(shared: &Shared, msg: jetstream::Message) {
+/// Processes one delivery of a runnable (`queued` or `retry_requested`) message, end
+/// to end; returns the delay after which a `Nak`ed message is due back.
+async fn process(shared: &Shared, msg: jetstream::Message) -> Option<Duration> {
     let (delivered, seq) = match msg.info() {
         Ok(i) => (
             u32::try_from(i.delivered).unwrap_or(u32::MAX),
@@ -490,7 +527,7 @@ async fn process(shared: &Shared, msg: jetstream::Message) {
         ),
         Err(e) => {
             tracing::error!(error = %e, "message without JetStream metadata");
-            return;
+            return None;
         }
     };
     let env = match Envelope::decode(&msg.payload) {
@@ -499,13 +536,13 @@ async fn process(shared: &Shared, msg: jetstream::Message) {
             // A message no worker can ever read: terminate it instead of redelivering forever.
             tracing::error!(stream_seq = seq, subject = %msg.subject, error = %e, "undecodable queued message terminated");
             let _ = msg.ack_with(AckKind::Term).await;
-            return;
+            return None;
         }
     };
     if !matches!(env.event, Event::Queued(_) | Event::RetryRequested { .. }) {
         tracing::error!(stream_seq = seq, subject = %msg.subject, "non-runnable event on a queue subject terminated");
         let _ = msg.ack_with(AckKind::Term).await;
-        return;
+        return None;
     }
     let request_id = msg
         .headers
@@ -524,14 +561,18 @@ async fn process(shared: &Shared, msg: jetstream::Message) {
     let disposition = decide_and_run(shared, &msg, &env, seq, delivered, request_id.as_deref())
         .instrument(span.clone())
         .await;
-    let acked = match disposition {
-        Disposition::Ack => msg.double_ack().await,
-        Disposition::Nak(d) => msg.ack_with(AckKind::Nak(d)).await,
-        Disposition::Term => msg.ack_with(AckKind::Term).await,
+    let (acked, due) = match disposition {
+        Disposition::Ack => (msg.double_ack().await, None),
+        Disposition::Nak(d) => (
+            msg.ack_with(AckKind::Nak(d)).await,
+            Some(d.unwrap_or_default()),
+        ),
+        Disposition::Term => (msg.ack_with(AckKind::Term).await, None),
     };
     if let Err(e) = acked {
         span.in_scope(|| tracing::warn!(error = %e, "ack failed; the message will be redelivered and recognised as done"));
     }
+    due
 }
 
 /// Decides from the job's history (or, for a first delivery of a `queued` message,
@@ -591,7 +632,10 @@ async fn decide_and_run(
                 let span = tracing::Span::current();
                 span.record("kind", spec.kind.as_str());
                 span.record("queue", spec.queue.as_str());
-                run_attempt(shared, msg, env.job_id, &spec, attempt, request_id, last_seq).await
+                run_attempt(
+                    shared, msg, env.job_id, &spec, attempt, request_id, last_seq,
+                )
+                .await
             }
         };
         match result {
@@ -738,7 +782,9 @@ async fn run_attempt(
             tracing::info!(how, "job cancelled while running");
             (
                 Event::Cancelled {
-                    reason: Some(format!("cancelled while running (attempt {attempt}, handler {how})")),
+                    reason: Some(format!(
+                        "cancelled while running (attempt {attempt}, handler {how})"
+                    )),
                 },
                 Disposition::Term,
             )

@@ -175,7 +175,12 @@ async fn append_after_fold(
         let Some(event) = decide(&job)? else {
             return Ok(job);
         };
-        let env = Envelope::new(job_id, job.attempt, event);
+        // A retry request opens a fresh set of attempts: attempt 0, like `queued`.
+        let attempt = match event {
+            Event::RetryRequested { .. } => 0,
+            _ => job.attempt,
+        };
+        let env = Envelope::new(job_id, attempt, event);
         match state
             .broker
             .publish_if_last(&env, &job.spec.queue, request_id(headers), job.last_seq)
@@ -184,7 +189,11 @@ async fn append_after_fold(
             Ok(seq) => {
                 job.apply(&env, seq)
                     .map_err(|e| anyhow::anyhow!("stored event does not fold: {e}"))?;
-                tracing::info!(stream_seq = seq, event = env.event_type().as_str(), "event appended");
+                tracing::info!(
+                    stream_seq = seq,
+                    event = env.event_type().as_str(),
+                    "event appended"
+                );
                 return Ok(job);
             }
             Err(BrokerError::Conflict { .. }) => {

@@ -51,7 +51,7 @@ pub(crate) struct Component {
 }
 
 impl Component {
-    fn spawn<F>(f: impl FnOnce(CancellationToken) -> F) -> Self
+    pub(crate) fn spawn<F>(f: impl FnOnce(CancellationToken) -> F) -> Self
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {

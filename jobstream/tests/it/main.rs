@@ -2,6 +2,7 @@
 //! One binary (this file plus modules) so it links once.
 
 mod helpers;
+mod lifecycle;
 mod pipeline;
 mod resilience;
 mod retention;
