@@ -172,6 +172,17 @@ pub fn cancel_requests_in(queue: &QueueName) -> String {
     format!("{PREFIX}.{queue}.*.{}", EventType::CancelRequested.as_str())
 }
 
+/// Subject of the concurrency tokens ("slots") of one queue, on the slots stream
+/// beside the job stream `stream` (not an event subject: outside `jobs.>`).
+pub fn slots_of(stream: &str, queue: &QueueName) -> String {
+    format!("slots.{stream}.{queue}")
+}
+
+/// Every slots subject beside the job stream `stream`.
+pub fn all_slots(stream: &str) -> String {
+    format!("slots.{stream}.>")
+}
+
 /// The parts of a job event subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedSubject<'a> {

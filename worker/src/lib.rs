@@ -7,6 +7,7 @@
 //! - [`handler`]: the [`Handler`] trait, [`JobContext`], [`JobError`] and the [`Registry`].
 //! - [`builtin`]: the built-in kinds (`echo`, `sleep`, `fail`).
 //! - [`run`]: the pull loop, per-message processing, acks and shutdown.
+//! - [`limit`]: per-queue global concurrency limits (server-held tokens).
 //!
 //! ## Outcomes and acks
 //! A `queued` message is acked only after its outcome event is stored:
@@ -28,6 +29,7 @@
 
 pub mod builtin;
 pub mod handler;
+pub mod limit;
 pub mod run;
 
 pub use handler::{Handler, JobContext, JobError, ProgressReporter, Registry};

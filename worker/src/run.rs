@@ -22,6 +22,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::handler::{JobContext, JobError, ProgressReporter, Registry};
+use crate::limit::{self, Slots};
 
 /// Exponential back-off with jitter between attempts.
 #[derive(Debug, Clone, Copy)]
@@ -135,10 +136,11 @@ struct Shared {
     running: Running,
 }
 
-/// The lane consumers of one queue, most urgent first.
+/// The lane consumers of one queue, most urgent first, and its slots when it is limited.
 struct QueueLanes {
     queue: QueueName,
     lanes: Vec<(Priority, consumer::Consumer<pull::Config>)>,
+    slots: Option<Slots>,
 }
 
 /// A worker bound to its queues' consumers.
@@ -170,9 +172,20 @@ impl Worker {
                     })?;
                 lanes.push((lane, c));
             }
+            let slots = match config.queue_limits.get(queue) {
+                Some(limit) => Slots::ensure(&broker, queue, *limit, config.ack_wait)
+                    .await
+                    .map(Some),
+                None => Slots::find(&broker, queue).await,
+            }
+            .map_err(|reason| WorkerError::Consumer {
+                queue: queue.to_string(),
+                reason: format!("concurrency slots: {reason}"),
+            })?;
             queues.push(QueueLanes {
                 queue: queue.clone(),
                 lanes,
+                slots,
             });
         }
         Ok(Worker {
@@ -213,10 +226,19 @@ impl Worker {
         loop {
             tokio::select! {
                 received = rx.recv() => match received {
-                    Some(Delivery { msg, permit, wake }) => {
+                    Some(Delivery { msg, permit, wake, slot }) => {
                         let shared = self.shared.clone();
                         jobs.spawn(async move {
-                            if let Some(delay) = process(&shared, msg).await {
+                            let work = process(&shared, msg);
+                            let due = match &slot {
+                                // The queue's slot is held (kept alive) exactly as long as the job.
+                                Some(token) => with_heartbeat(token, shared.config.ack_wait, work).await,
+                                None => work.await,
+                            };
+                            if let Some(token) = slot {
+                                limit::release(token).await;
+                            }
+                            if let Some(delay) = due {
                                 // The puller looks again when the message is due back.
                                 let _ = wake.send(tokio::time::Instant::now() + delay + REDELIVERY_SLACK);
                             }
@@ -317,6 +339,8 @@ struct Delivery {
     msg: jetstream::Message,
     permit: OwnedSemaphorePermit,
     wake: tokio::sync::mpsc::UnboundedSender<tokio::time::Instant>,
+    /// The queue's concurrency token, when the queue is limited.
+    slot: Option<jetstream::Message>,
 }
 
 /// Pulls one queue, highest lane first, in batches sized to the free local permits,
@@ -349,6 +373,18 @@ async fn pull_loop(
                 Err(_) => break,
             }
         }
+        // A limited queue: no more jobs than the server hands out tokens.
+        let mut tokens = Vec::new();
+        if let Some(slots) = &lanes.slots {
+            tokens = tokio::select! {
+                () = shutdown.cancelled() => break,
+                t = slots.acquire(held.len(), IDLE_POLL) => t,
+            };
+            if tokens.is_empty() {
+                continue;
+            }
+            held.truncate(tokens.len());
+        }
         // Whatever rang so far is covered by the look below.
         while let Some(Some(_)) = doorbell.next().now_or_never() {}
         let mut received = 0usize;
@@ -371,7 +407,7 @@ async fn pull_loop(
                         Some(Ok(msg)) => {
                             let Some(permit) = held.pop() else { break };
                             received += 1;
-                            let delivery = Delivery { msg, permit, wake: wake.clone() };
+                            let delivery = Delivery { msg, permit, wake: wake.clone(), slot: tokens.pop() };
                             if tx.send(delivery).await.is_err() { break 'outer; }
                         }
                         Some(Err(e)) => tracing::debug!(%queue, error = %e, "pull batch ended"),
@@ -379,6 +415,9 @@ async fn pull_loop(
                     }
                 }
             }
+        }
+        for token in tokens.drain(..) {
+            limit::release(token).await;
         }
         if received == 0 {
             drop(held);

@@ -609,10 +609,23 @@ async fn a_queue_limit_holds_across_two_workers() {
         concurrency: 8,
         ..app.options.worker_config.clone()
     };
-    // The first worker knows no limit (its consumers are created with the default);
-    // the second applies the limit to the existing consumers; a third, again without
-    // a limit, leaves it in place.
+    let build = |id: &'static str, config: WorkerConfig| {
+        let url = app.nats.url();
+        async move {
+            Worker::build(connect(&url, id).await, Registry::new(), config)
+                .await
+                .unwrap()
+        }
+    };
+    // The queue's consumers exist already, without a limit; a worker started with
+    // `--queue-limit limited=2` applies it; workers started without one use it and
+    // leave it in place.
+    drop(build("worker-0", base.clone()).await);
+    let mut limited = base.clone();
+    limited.id = "worker-b".into();
+    limited.queue_limits.insert(queue.clone(), LIMIT as i64);
     let (ran_a, ran_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let b = app.spawn_worker(registry(ran_b.clone()), limited).await;
     let a = app
         .spawn_worker(
             registry(ran_a.clone()),
@@ -622,19 +635,7 @@ async fn a_queue_limit_holds_across_two_workers() {
             },
         )
         .await;
-    let mut limited = base.clone();
-    limited.id = "worker-b".into();
-    limited.queue_limits.insert(queue.clone(), LIMIT as i64);
-    let b = app.spawn_worker(registry(ran_b.clone()), limited).await;
-    drop(
-        Worker::build(
-            connect(&app.nats.url(), "worker-c").await,
-            Registry::new(),
-            base.clone(),
-        )
-        .await
-        .unwrap(),
-    );
+    drop(build("worker-c", base.clone()).await);
     let stream = app.broker.stream().await.unwrap();
     for lane in subject::LANES {
         let info = stream
@@ -643,15 +644,27 @@ async fn a_queue_limit_holds_across_two_workers() {
             .unwrap();
         assert_eq!(info.config.max_ack_pending, LIMIT as i64, "{lane:?}");
     }
+    let slots = app
+        .broker
+        .jetstream()
+        .get_stream("JOBS_SLOTS")
+        .await
+        .unwrap()
+        .consumer_info(jobstream_worker::limit::slots_consumer_name(&queue))
+        .await
+        .unwrap();
+    assert_eq!(slots.config.max_ack_pending, LIMIT as i64);
 
     let token = app.token("alice", false);
-    let ids: Vec<String> = futures::stream::iter(0..40)
+    // Every lane at once: the limit holds for the queue, not per lane.
+    let ids: Vec<String> = futures::stream::iter(0..60)
         .map(|i| {
             let (app, token) = (&app, &token);
+            let priority = ["high", "normal", "low"][i % 3];
             async move {
                 app.submit_ok(
                     token,
-                    &json!({"kind": "echo", "payload": i, "queue": "limited"}),
+                    &json!({"kind": "echo", "payload": i, "queue": "limited", "priority": priority}),
                 )
                 .await["id"]
                     .as_str()
