@@ -950,4 +950,102 @@ mod tests {
         let (e, _) = outcome_event(Err(JobError::Fatal("x".into())), 1, 3, &b);
         assert!(matches!(e, Event::Failed { .. }));
     }
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            kind: "echo".into(),
+            queue: QueueName::default_queue(),
+            owner: "alice".into(),
+            payload: Value::Null,
+            priority: Priority::Normal,
+            max_attempts: 3,
+            timeout_ms: 1000,
+            run_at: None,
+            idempotency_key: None,
+            result_ttl_ms: None,
+            backoff: None,
+        }
+    }
+
+    fn history(events: Vec<Event>) -> Vec<(u64, Envelope)> {
+        let id = Uuid::now_v7();
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (i as u64 + 1, Envelope::new(id, 0, e)))
+            .collect()
+    }
+
+    #[test]
+    fn only_the_latest_runnable_event_runs_the_job() {
+        let retry = || Event::RetryRequested {
+            priority: Priority::Normal,
+            by: None,
+        };
+        let h = history(vec![
+            Event::Queued(spec()),
+            Event::CancelRequested {
+                reason: None,
+                by: None,
+            },
+            retry(),
+        ]);
+        // The original queued message of a cancelled-then-retried job is superseded.
+        assert!(matches!(plan(&h, 1), Plan::Skip(_)));
+        assert!(matches!(plan(&h, 3), Plan::Run { last_seq: 3, .. }));
+        // A retry request the fold refused (the job was not finished) never runs it.
+        let h = history(vec![Event::Queued(spec()), retry()]);
+        assert!(matches!(plan(&h, 1), Plan::Run { last_seq: 1, .. }));
+        assert!(matches!(plan(&h, 2), Plan::Skip(_)));
+    }
+
+    #[test]
+    fn finished_or_cancelled_jobs_never_run_again() {
+        let cancelled = history(vec![
+            Event::Queued(spec()),
+            Event::CancelRequested {
+                reason: None,
+                by: None,
+            },
+        ]);
+        assert!(matches!(plan(&cancelled, 1), Plan::Skip(_)));
+        let done = history(vec![
+            Event::Queued(spec()),
+            Event::Started { worker: "w".into() },
+            Event::Succeeded {
+                result: Value::Null,
+            },
+        ]);
+        assert!(matches!(plan(&done, 1), Plan::Skip(_)));
+        // Its worker died while it ran, and it was asked to cancel meanwhile.
+        let orphan = history(vec![
+            Event::Queued(spec()),
+            Event::Started { worker: "w".into() },
+            Event::CancelRequested {
+                reason: None,
+                by: None,
+            },
+        ]);
+        assert!(matches!(plan(&orphan, 1), Plan::Cancel { last_seq: 3, .. }));
+        // Its worker died while it ran: run it again.
+        let died = history(vec![
+            Event::Queued(spec()),
+            Event::Started { worker: "w".into() },
+        ]);
+        assert!(matches!(plan(&died, 1), Plan::Run { last_seq: 2, .. }));
+        assert!(matches!(plan(&[], 1), Plan::Skip(_)));
+    }
+
+    #[test]
+    fn a_jobs_own_backoff_wins_over_the_workers_default() {
+        let b = Backoff::from(RetryBackoff {
+            base_ms: 10,
+            max_ms: 15,
+        });
+        let (e, _) = outcome_event(Err(JobError::Failed("x".into())), 2, 3, &b);
+        let Event::Retrying { retry_in_ms, .. } = e else {
+            panic!("{e:?}")
+        };
+        assert!((12..=18).contains(&retry_in_ms), "{retry_in_ms}");
+    }
 }

@@ -691,3 +691,61 @@ async fn a_queue_limit_holds_across_two_workers() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_append_is_refused_when_the_job_has_a_newer_event() {
+    let nats = jobstream_testkit::NatsServer::start().await;
+    let broker = connect(&nats.url(), "test").await;
+    broker
+        .ensure_stream(&jobstream_core::broker::StreamSettings::default())
+        .await
+        .unwrap();
+    let queue = QueueName::default_queue();
+    let (job, other) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let queued = |id| {
+        Envelope::new(
+            id,
+            0,
+            Event::Queued(JobSpec {
+                kind: "echo".into(),
+                queue: QueueName::default_queue(),
+                owner: "alice".into(),
+                payload: Value::Null,
+                priority: Priority::High,
+                max_attempts: 1,
+                timeout_ms: 1000,
+                run_at: None,
+                idempotency_key: None,
+                result_ttl_ms: None,
+                backoff: None,
+            }),
+        )
+    };
+    let seq = broker.publish(&queued(job), &queue, None).await.unwrap();
+    // Another job's events do not count: the condition is on this job's subjects.
+    broker.publish(&queued(other), &queue, None).await.unwrap();
+    let cancel = Envelope::new(
+        job,
+        0,
+        Event::CancelRequested {
+            reason: None,
+            by: None,
+        },
+    );
+    let cancel_seq = broker
+        .publish_if_last(&cancel, &queue, None, seq)
+        .await
+        .expect("nothing happened to the job since its queued event");
+    let started = Envelope::new(job, 1, Event::Started { worker: "w".into() });
+    let err = broker
+        .publish_if_last(&started, &queue, None, seq)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, jobstream_core::broker::BrokerError::Conflict { .. }),
+        "{err}"
+    );
+    let history = broker.job_history(job).await.unwrap();
+    let seqs: Vec<u64> = history.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, [seq, cancel_seq], "the refused start was not stored");
+}
