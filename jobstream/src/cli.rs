@@ -141,10 +141,12 @@ pub struct WorkerTuning {
     /// Time before an unacknowledged job is redelivered (kept alive by heartbeats while running).
     #[arg(long, env = "WORKER_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
     pub ack_wait: Duration,
-    /// Jobs running at once per queue across all workers.
+    /// `max_ack_pending` of a queue's lane consumers when they are created without a
+    /// `--queue-limit` (a cap on delivered, unacknowledged jobs per lane).
     #[arg(long, env = "QUEUE_MAX_IN_FLIGHT", default_value_t = 10_000)]
     pub queue_max_in_flight: i64,
-    /// Delay before the second attempt; doubles each attempt.
+    /// Delay before the second attempt, doubling each attempt, for jobs whose `queued`
+    /// event names no back-off (the API always writes the kind's default).
     #[arg(long, env = "RETRY_BACKOFF_BASE", default_value = "1s", value_parser = parse_duration)]
     pub backoff_base: Duration,
     /// Longest delay between attempts.
