@@ -627,11 +627,20 @@ async fn decide_and_run(
     request_id: Option<&str>,
 ) -> Disposition {
     const MAX_CONFLICTS: usize = 8;
+    // A first delivery of a `queued` message that is its job's first event (no
+    // earlier event, such as a cancel request of a delayed job, to fold) needs no
+    // fold: the conditional `started` covers whatever comes after it.
     let mut fast = match &env.event {
-        Event::Queued(spec) if attempt == 1 => Some(Plan::Run {
-            spec: spec.clone(),
-            last_seq: seq,
-        }),
+        Event::Queued(spec) if attempt == 1 => {
+            match first_event_seq(&shared.broker, env.job_id).await {
+                Ok(Some(first)) if first == seq => Some(Plan::Run {
+                    spec: spec.clone(),
+                    last_seq: seq,
+                }),
+                Ok(_) => None,
+                Err(e) => return retry_soon(&e),
+            }
+        }
         _ => None,
     };
     for _ in 0..MAX_CONFLICTS {
@@ -687,6 +696,54 @@ async fn decide_and_run(
     }
     tracing::warn!("the job keeps changing; trying again later");
     Disposition::Nak(Some(Duration::from_secs(1)))
+}
+
+/// Stream sequence of a job's first stored event.
+async fn first_event_seq(broker: &Broker, job_id: Uuid) -> Result<Option<u64>, BrokerError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let stream = broker.stream().await?;
+    match stream
+        .get_first_raw_message_by_subject(subject::of_job(job_id), 1)
+        .await
+    {
+        Ok(m) => Ok(Some(m.sequence)),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(BrokerError::Read(e.to_string())),
+    }
+}
+
+/// Completes once a `cancel_requested` of the job is stored after `since`: a
+/// fallback for a cancel request whose core NATS notification this worker missed
+/// (say, while reconnecting). Looks every `every`.
+async fn cancel_stored_after(
+    broker: &Broker,
+    queue: &QueueName,
+    job_id: Uuid,
+    since: u64,
+    every: Duration,
+) {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = subject::for_event(
+        queue,
+        job_id,
+        &Event::CancelRequested {
+            reason: None,
+            by: None,
+        },
+    );
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        let Ok(stream) = broker.stream().await else {
+            continue;
+        };
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) if m.sequence > since => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+            Err(e) => tracing::debug!(error = %e, "cannot look for a cancel request"),
+        }
+    }
 }
 
 /// Removes a job from the running map when its attempt ends, however it ends.
@@ -767,7 +824,7 @@ async fn run_attempt(
             worker: shared.config.id.clone(),
         },
     );
-    broker
+    let started_seq = broker
         .publish_if_last(&started, &spec.queue, request_id, last_seq)
         .await?;
     tracing::info!("job started");
@@ -799,7 +856,14 @@ async fn run_attempt(
                 job_token.cancel();
                 Ran::Returned(Err(JobError::Failed(format!("timed out after {} ms", spec.timeout_ms))))
             }
-            () = request_token.cancelled() => {
+            () = async {
+                tokio::select! {
+                    () = request_token.cancelled() => {}
+                    () = cancel_stored_after(broker, &spec.queue, job_id, started_seq, shared.config.ack_wait) => {
+                        tracing::info!("cancel request found in the stream: stopping the handler");
+                    }
+                }
+            } => {
                 job_token.cancel();
                 Ran::Cancelled(tokio::time::timeout(cancel_grace, &mut work).await.ok())
             }
