@@ -276,6 +276,10 @@ impl Worker {
             }
         }
         listener.abort();
+        // Acks and naks are fire-and-forget publishes: make sure they leave before the connection goes.
+        if let Err(e) = self.shared.broker.client().flush().await {
+            tracing::warn!(error = %e, "could not flush the last acks; their messages come back after ack_wait");
+        }
         tracing::info!("worker stopped");
         Ok(())
     }

@@ -749,3 +749,33 @@ async fn a_conditional_append_is_refused_when_the_job_has_a_newer_event() {
     let seqs: Vec<u64> = history.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, [seq, cancel_seq], "the refused start was not stored");
 }
+
+async fn a_job_still_running_after_the_shutdown_grace_is_redelivered_not_lost(backend: Backend) {
+    let mut options = Options::default();
+    options.worker_config.shutdown_grace = Duration::from_millis(300);
+    let mut app = TestApp::with(backend, options).await;
+    let token = app.token("alice", false);
+    let job = app
+        .submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 2_000}}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    app.wait_for_job(&token, id, "job to run", |j| j["status"] == "running")
+        .await;
+    // SIGTERM: the grace period is shorter than the job, so it is cancelled and handed back.
+    app.worker.take().unwrap().stop().await;
+    app.start_worker().await;
+    let done = app
+        .wait_for_job(&token, id, "job to succeed on the next worker", |j| {
+            j["status"] == "succeeded"
+        })
+        .await;
+    assert_eq!(done["attempt"], 2);
+    assert_eq!(app.events_of(id, EventType::Started).await.len(), 2);
+    assert_eq!(app.events_of(id, EventType::Succeeded).await.len(), 1);
+    assert!(
+        app.events_of(id, EventType::Retrying).await.is_empty()
+            && app.events_of(id, EventType::Failed).await.is_empty(),
+        "an interrupted attempt is not a failed one"
+    );
+}
+db_test!(a_job_still_running_after_the_shutdown_grace_is_redelivered_not_lost);
