@@ -8,6 +8,8 @@
 //! - [`builtin`]: the built-in kinds (`echo`, `sleep`, `fail`).
 //! - [`run`]: the pull loop, per-message processing, acks and shutdown.
 //! - [`limit`]: per-queue global concurrency limits (server-held tokens).
+//! - `lanes`: priority lane consumers and the pull loop; `decide`: what a delivery
+//!   does, from the job's history; `cancel`: stopping running handlers.
 //!
 //! ## Outcomes and acks
 //! A `queued` message is acked only after its outcome event is stored:
@@ -28,7 +30,10 @@
 //! the queues' `cancel_requested` subjects.
 
 pub mod builtin;
+mod cancel;
+mod decide;
 pub mod handler;
+mod lanes;
 pub mod limit;
 pub mod run;
 
