@@ -408,7 +408,7 @@ async fn a_retrying_job_is_cancelled_at_once_and_its_redelivery_never_runs(backe
     let job = app
         .submit_ok(
             &token,
-            &json!({"kind": "fail", "payload": {"times": 5}, "max_attempts": 5, "backoff_base_ms": 1_000}),
+            &json!({"kind": "fail", "payload": {"times": 5}, "max_attempts": 5, "backoff_base_ms": 2_000}),
         )
         .await;
     let id = job["id"].as_str().unwrap();
