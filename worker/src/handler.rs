@@ -57,7 +57,8 @@ pub struct JobContext {
 impl JobContext {
     /// Reports progress (percent, clamped to 100, and a message) as a `progress` event,
     /// visible on `GET /v1/jobs/{id}`. Waits until the event is stored; a failure to
-    /// store it is logged, never fails the job.
+    /// store it is logged, never fails the job. Each call appends one event to the
+    /// log: report on meaningful steps (a few per second at most), not per item.
     pub async fn progress(&self, percent: u8, message: impl Into<String>) {
         self.progress
             .report(Some(percent.min(100)), Some(message.into()))

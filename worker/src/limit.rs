@@ -132,6 +132,11 @@ impl Slots {
         Ok(Some(Slots { consumer }))
     }
 
+    /// How long the server waits for a held token's in-progress ack before taking it back.
+    pub fn ack_wait(&self) -> Duration {
+        self.consumer.cached_info().config.ack_wait
+    }
+
     /// Takes up to `n` tokens: what is free now, else waits up to `wait` for one.
     pub async fn acquire(&self, n: usize, wait: Duration) -> Vec<Message> {
         let mut tokens = Vec::new();

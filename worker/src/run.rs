@@ -133,6 +133,8 @@ pub(crate) struct Shared {
     pub(crate) hard_stop: CancellationToken,
     /// Jobs running here; a cancel request for one of them cancels its token.
     pub(crate) running: Running,
+    /// The shortest `ack_wait` of this worker's consumers: in-progress acks go out every third of it.
+    pub(crate) heartbeat_wait: Duration,
 }
 
 /// A worker bound to its queues' consumers.
@@ -153,6 +155,8 @@ impl Worker {
             reason: e.to_string(),
         })?;
         let mut queues = Vec::new();
+        // Existing consumers keep the ack_wait they were created with: heartbeat for the shortest.
+        let mut heartbeat_wait = config.ack_wait;
         for queue in &config.queues {
             let mut lanes = Vec::new();
             for lane in subject::LANES {
@@ -162,6 +166,7 @@ impl Worker {
                         queue: queue.to_string(),
                         reason,
                     })?;
+                heartbeat_wait = heartbeat_wait.min(c.cached_info().config.ack_wait);
                 lanes.push((lane, c));
             }
             let slots = match config.queue_limits.get(queue) {
@@ -174,6 +179,9 @@ impl Worker {
                 queue: queue.to_string(),
                 reason: format!("concurrency slots: {reason}"),
             })?;
+            if let Some(slots) = &slots {
+                heartbeat_wait = heartbeat_wait.min(slots.ack_wait());
+            }
             queues.push(QueueLanes {
                 queue: queue.clone(),
                 lanes,
@@ -187,6 +195,7 @@ impl Worker {
                 config,
                 hard_stop: CancellationToken::new(),
                 running: Mutex::new(HashMap::new()),
+                heartbeat_wait,
             }),
             queues,
         })
@@ -224,7 +233,7 @@ impl Worker {
                             let work = process(&shared, msg);
                             let due = match &slot {
                                 // The queue's slot is held (kept alive) exactly as long as the job.
-                                Some(token) => with_heartbeat(token, shared.config.ack_wait, work).await,
+                                Some(token) => with_heartbeat(token, shared.heartbeat_wait, work).await,
                                 None => work.await,
                             };
                             if let Some(token) = slot {
@@ -512,7 +521,7 @@ async fn run_attempt(
     };
     let timeout = Duration::from_millis(spec.timeout_ms);
     let cancel_grace = shared.config.cancel_grace;
-    let ran = with_heartbeat(msg, shared.config.ack_wait, async {
+    let ran = with_heartbeat(msg, shared.heartbeat_wait, async {
         let work = handler.run(ctx);
         tokio::pin!(work);
         tokio::select! {
