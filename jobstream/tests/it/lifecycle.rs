@@ -779,3 +779,51 @@ async fn a_job_still_running_after_the_shutdown_grace_is_redelivered_not_lost(ba
     );
 }
 db_test!(a_job_still_running_after_the_shutdown_grace_is_redelivered_not_lost);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_from_before_priority_lanes_is_upgraded_in_place() {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let nats = jobstream_testkit::NatsServer::start().await;
+    let broker = connect(&nats.url(), "test").await;
+    broker
+        .ensure_stream(&jobstream_core::broker::StreamSettings::default())
+        .await
+        .unwrap();
+    let queue = QueueName::default_queue();
+    let stream = broker.stream().await.unwrap();
+    // The consumer an older worker created: one filter, its own limit.
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(lane_consumer_name(&queue, Priority::Normal)),
+            filter_subject: subject::queued_in(&queue),
+            ack_policy: AckPolicy::Explicit,
+            max_ack_pending: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    drop(
+        Worker::build(broker.clone(), Registry::new(), WorkerConfig::default())
+            .await
+            .unwrap(),
+    );
+    let info = stream
+        .consumer_info(lane_consumer_name(&queue, Priority::Normal))
+        .await
+        .unwrap();
+    assert_eq!(
+        info.config.filter_subjects,
+        subject::runnable_in(&queue, Priority::Normal)
+    );
+    assert_eq!(info.config.max_ack_pending, 7, "no limit given: kept");
+    for lane in [Priority::High, Priority::Low] {
+        let info = stream
+            .consumer_info(lane_consumer_name(&queue, lane))
+            .await
+            .unwrap();
+        assert_eq!(
+            info.config.filter_subjects,
+            subject::runnable_in(&queue, lane)
+        );
+    }
+}
