@@ -24,10 +24,10 @@ pub(crate) struct QueueLanes {
     pub(crate) slots: Option<Slots>,
 }
 
-/// Creates a lane consumer, or brings an existing one up to date: its filters, and
-/// its `max_ack_pending` when this worker is configured with a limit for the queue
-/// (without one, an existing consumer keeps its limit, so workers started without
-/// `--queue-limit` never undo it).
+/// Creates a lane consumer, or brings an existing one up to date (its filters; its
+/// other settings, such as `max_ack_pending`, are kept). A queue's global limit is
+/// not set here but with tokens ([`crate::limit`]): a lane's `max_ack_pending` also
+/// counts messages waiting out their retry back-off, which are not running.
 pub(crate) async fn ensure_lane_consumer(
     stream: &jetstream::stream::Stream<()>,
     config: &WorkerConfig,
@@ -36,7 +36,6 @@ pub(crate) async fn ensure_lane_consumer(
 ) -> Result<consumer::Consumer<pull::Config>, String> {
     use async_nats::jetstream::consumer::FromConsumer;
     let name = lane_consumer_name(queue, lane);
-    let limit = config.queue_limits.get(queue).copied();
     let mut wanted = match stream.consumer_info(&name).await {
         Ok(info) => {
             pull::Config::try_from_consumer_config(info.config).map_err(|e| e.to_string())?
@@ -61,9 +60,6 @@ pub(crate) async fn ensure_lane_consumer(
     };
     wanted.filter_subject = String::new();
     wanted.filter_subjects = subject::runnable_in(queue, lane);
-    if let Some(limit) = limit {
-        wanted.max_ack_pending = limit;
-    }
     stream
         .create_consumer(wanted)
         .await

@@ -138,27 +138,51 @@ impl Slots {
     }
 
     /// Takes up to `n` tokens: what is free now, else waits up to `wait` for one.
+    ///
+    /// Tokens are requested one per pull request: a request for several that the
+    /// server can only partly fill (the limit is reached) would be parked by the
+    /// server until more are released, while this worker holds the ones it got.
     pub async fn acquire(&self, n: usize, wait: Duration) -> Vec<Message> {
         let mut tokens = Vec::new();
-        if let Ok(mut batch) = self.consumer.fetch().max_messages(n).messages().await {
-            while let Some(Ok(m)) = batch.next().await {
-                tokens.push(m);
+        while tokens.len() < n {
+            match self.take_one(None).await {
+                Some(t) => tokens.push(t),
+                None => break,
             }
         }
         if tokens.is_empty()
-            && let Ok(mut batch) = self
-                .consumer
-                .batch()
-                .max_messages(1)
-                .expires(wait)
-                .messages()
-                .await
+            && let Some(t) = self.take_one(Some(wait)).await
         {
-            while let Some(Ok(m)) = batch.next().await {
-                tokens.push(m);
-            }
+            tokens.push(t);
         }
         tokens
+    }
+
+    /// One token: at once (`None`: the server answers "none free" if it has none), or
+    /// within `wait`.
+    async fn take_one(&self, wait: Option<Duration>) -> Option<Message> {
+        let batch = match wait {
+            None => self.consumer.fetch().max_messages(1).messages().await,
+            Some(wait) => {
+                self.consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(wait)
+                    .messages()
+                    .await
+            }
+        };
+        match batch {
+            Ok(mut b) => match b.next().await {
+                Some(Ok(m)) => Some(m),
+                // No token free (404), the limit reached (409), or the wait ran out (408).
+                Some(Err(_)) | None => None,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot request a concurrency slot");
+                None
+            }
+        }
     }
 }
 

@@ -66,7 +66,7 @@ pub struct WorkerConfig {
     /// `max_ack_pending` of a lane consumer this worker creates for a queue without a limit.
     pub queue_max_in_flight: i64,
     /// Global limits: jobs of a queue running at once across all workers, enforced by
-    /// the server (the lane consumers' `max_ack_pending`).
+    /// the server (tokens of the queue's slots consumer, see [`crate::limit`]).
     /// Applied to existing consumers at start; a queue not listed keeps what it has.
     pub queue_limits: HashMap<QueueName, i64>,
     /// Back-off between attempts for jobs whose `queued` event names none.
