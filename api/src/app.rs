@@ -12,7 +12,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::routes::{batch, files, health, jobs, kinds, schedules};
+use crate::routes::{batch, files, health, job_actions, jobs, kinds, schedules};
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -27,6 +27,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::routes::users::router())
         .merge(kinds::router())
         .merge(files::router())
+        .merge(job_actions::router())
         .merge(crate::openapi::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)

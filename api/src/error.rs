@@ -22,15 +22,16 @@ pub enum ApiError {
     /// The body is not JSON, or not an object.
     #[error("{0}")]
     BadRequest(String),
+    /// The request conflicts with the resource's current state (cancelling a finished job,
+    /// a user with this e-mail exists).
+    #[error("{0}")]
+    Conflict(String),
     /// The body is JSON but a field is invalid.
     #[error("invalid request")]
     Unprocessable(Vec<FieldError>),
     /// NATS or the database cannot be reached: retry later.
     #[error("{0}")]
     Unavailable(String),
-    /// The resource already exists (e.g. a user with this e-mail).
-    #[error("{0}")]
-    Conflict(String),
     /// The body is larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -81,9 +82,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -96,9 +97,9 @@ impl ApiError {
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::NotFound(_) => "Not Found",
             ApiError::BadRequest(_) => "Bad Request",
+            ApiError::Conflict(_) => "Conflict",
             ApiError::Unprocessable(_) => "Unprocessable Content",
             ApiError::Unavailable(_) => "Service Unavailable",
-            ApiError::Conflict(_) => "Conflict",
             ApiError::PayloadTooLarge(_) => "Content Too Large",
             ApiError::UnsupportedMediaType(_) => "Unsupported Media Type",
             ApiError::Unexpected(_) => "Internal Server Error",

@@ -19,7 +19,7 @@ use jobstream_core::atomic::{
 use jobstream_core::catalogue::FieldError;
 use jobstream_core::event::{Envelope, Event, JobSpec, SCHEMA_VERSION};
 use jobstream_core::subject;
-use jobstream_core::{EventType, JobState, fold};
+use jobstream_core::{JobState, fold};
 use jobstream_entity::queued_job;
 use sea_orm::EntityTrait;
 use serde::{Deserialize, Serialize};
@@ -167,7 +167,8 @@ pub(crate) fn job_messages(
     match spec.run_at {
         Some(run_at) if run_at > now => {
             let scheduled = Envelope::new(job_id, 0, Event::Scheduled(spec.clone()));
-            let target = subject::job_event(&spec.queue, job_id, EventType::Queued);
+            // The fired `queued` event lands on the job's priority lane.
+            let target = subject::for_event(&spec.queue, job_id, &queued.event);
             let mut timer = Outgoing::event(&queued, &spec.queue, request_id)
                 .with_header(SCHEDULE_HEADER, &format!("@at {}", fire_time(run_at)))
                 .with_header(SCHEDULE_TARGET_HEADER, &target)

@@ -5,7 +5,7 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use crate::routes::{batch, files, health, jobs, kinds, schedules};
+use crate::routes::{batch, files, health, job_actions, jobs, kinds, schedules};
 use crate::state::AppState;
 
 /// The API description served at `/openapi.json`.
@@ -13,9 +13,11 @@ use crate::state::AppState;
 #[openapi(
     info(title = "jobstream", description = "Event-sourced background jobs on NATS JetStream."),
     paths(health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs,
+        job_actions::cancel_job, job_actions::retry_job,
         batch::submit_batch, schedules::create_schedule, schedules::list_schedules, schedules::delete_schedule,
         kinds::list_kinds, kinds::get_kind, files::upload_file, files::download_file),
-    components(schemas(jobs::SubmitJob, jobs::JobView, jobs::JobPage, crate::error::Problem, crate::error::ProblemField,
+    components(schemas(jobs::SubmitJob, jobs::JobView, jobs::AttemptErrorView, job_actions::CancelJob, jobs::JobPage,
+        crate::error::Problem, crate::error::ProblemField,
         batch::SubmitBatch, batch::BatchAccepted, schedules::CreateSchedule, schedules::ScheduleView,
         kinds::KindView, kinds::KindDefaults, kinds::KindList, files::FileView)),
     modifiers(&BearerAuth),

@@ -51,7 +51,8 @@ impl Outgoing {
             headers.insert(REQUEST_ID_HEADER, rid);
         }
         Outgoing {
-            subject: subject::job_event(queue, env.job_id, env.event_type()),
+            // Lane-aware: a `queued` event goes to its priority lane.
+            subject: subject::for_event(queue, env.job_id, &env.event),
             headers,
             payload: env.to_bytes(),
         }

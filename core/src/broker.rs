@@ -76,7 +76,16 @@ pub enum BrokerError {
     /// Reading from the stream failed.
     #[error("cannot read the stream: {0}")]
     Read(String),
+    /// A conditional append was refused: the job has a newer event than the caller folded.
+    #[error("job {job_id} changed meanwhile; event not stored")]
+    Conflict {
+        /// The job.
+        job_id: Uuid,
+    },
 }
+
+/// Header naming the (wildcard) subject that `Nats-Expected-Last-Subject-Sequence` applies to.
+const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
 /// A connection to NATS plus the stream jobstream uses.
 #[derive(Clone, Debug)]
@@ -190,8 +199,48 @@ impl Broker {
         queue: &subject::QueueName,
         request_id: Option<&str>,
     ) -> Result<u64, BrokerError> {
-        let subject = subject::job_event(queue, env.job_id, env.event_type());
+        self.publish_with(env, queue, request_id, HeaderMap::new())
+            .await
+    }
+
+    /// Appends an event only if the job's latest stored event is at `last_seq`
+    /// (JetStream optimistic concurrency over the job's subjects); so a decision
+    /// made from the job's history cannot be overtaken by another event.
+    /// [`BrokerError::Conflict`] means something happened to the job meanwhile: fold again.
+    pub async fn publish_if_last(
+        &self,
+        env: &Envelope,
+        queue: &subject::QueueName,
+        request_id: Option<&str>,
+        last_seq: u64,
+    ) -> Result<u64, BrokerError> {
         let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            last_seq.to_string().as_str(),
+        );
+        headers.insert(
+            EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+            subject::of_job(env.job_id).as_str(),
+        );
+        match self.publish_with(env, queue, request_id, headers).await {
+            Err(BrokerError::Publish(e))
+                if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
+            {
+                Err(BrokerError::Conflict { job_id: env.job_id })
+            }
+            other => other,
+        }
+    }
+
+    async fn publish_with(
+        &self,
+        env: &Envelope,
+        queue: &subject::QueueName,
+        request_id: Option<&str>,
+        mut headers: HeaderMap,
+    ) -> Result<u64, BrokerError> {
+        let subject = subject::for_event(queue, env.job_id, &env.event);
         if let Some(rid) = request_id {
             headers.insert(REQUEST_ID_HEADER, rid);
         }

@@ -5,6 +5,14 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::event::RetryBackoff;
+
+/// Back-off of kinds that name none: 1 s after the first failure, doubling, at most 5 min.
+pub const DEFAULT_BACKOFF: RetryBackoff = RetryBackoff {
+    base_ms: 1_000,
+    max_ms: 300_000,
+};
+
 /// Defaults and description of one job kind.
 #[derive(Debug, Clone, Serialize)]
 pub struct KindSpec {
@@ -18,6 +26,8 @@ pub struct KindSpec {
     pub default_max_attempts: u32,
     /// Per-attempt deadline used when the submission names none, in milliseconds.
     pub default_timeout_ms: u64,
+    /// Back-off between attempts when the submission names none.
+    pub default_backoff: RetryBackoff,
 }
 
 /// A payload field that failed validation.
@@ -51,6 +61,7 @@ pub const BUILTIN: &[KindSpec] = &[
         default_queue: "default",
         default_max_attempts: 3,
         default_timeout_ms: 60_000,
+        default_backoff: DEFAULT_BACKOFF,
     },
     KindSpec {
         name: "sleep",
@@ -58,6 +69,7 @@ pub const BUILTIN: &[KindSpec] = &[
         default_queue: "default",
         default_max_attempts: 3,
         default_timeout_ms: MAX_SLEEP_MS + 60_000,
+        default_backoff: DEFAULT_BACKOFF,
     },
     KindSpec {
         name: "fail",
@@ -65,6 +77,11 @@ pub const BUILTIN: &[KindSpec] = &[
         default_queue: "default",
         default_max_attempts: 3,
         default_timeout_ms: 60_000,
+        // Quick retries: this kind exists to exercise the retry machinery.
+        default_backoff: RetryBackoff {
+            base_ms: 100,
+            max_ms: 2_000,
+        },
     },
     KindSpec {
         name: "email.send",
@@ -72,6 +89,7 @@ pub const BUILTIN: &[KindSpec] = &[
         default_queue: "default",
         default_max_attempts: 5,
         default_timeout_ms: 60_000,
+        default_backoff: DEFAULT_BACKOFF,
     },
     KindSpec {
         name: "email.registration",
@@ -79,6 +97,7 @@ pub const BUILTIN: &[KindSpec] = &[
         default_queue: "default",
         default_max_attempts: 5,
         default_timeout_ms: 60_000,
+        default_backoff: DEFAULT_BACKOFF,
     },
     KindSpec {
         name: "image.thumbnail",
@@ -86,6 +105,7 @@ pub const BUILTIN: &[KindSpec] = &[
         default_queue: "default",
         default_max_attempts: 3,
         default_timeout_ms: 120_000,
+        default_backoff: DEFAULT_BACKOFF,
     },
     KindSpec {
         name: "http.request",
@@ -93,6 +113,7 @@ pub const BUILTIN: &[KindSpec] = &[
         default_queue: "default",
         default_max_attempts: 5,
         default_timeout_ms: 60_000,
+        default_backoff: DEFAULT_BACKOFF,
     },
 ];
 

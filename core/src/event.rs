@@ -100,6 +100,19 @@ pub struct JobSpec {
     /// How long a finished job's result is kept, in milliseconds; `None` uses the projector's TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_ttl_ms: Option<u64>,
+    /// Back-off between attempts (the kind's default, unless the submission chose one);
+    /// `None` (events written before it existed) uses the worker's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<RetryBackoff>,
+}
+
+/// Exponential back-off between attempts: `base_ms·2^(attempt-1)`, capped at `max_ms`, with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryBackoff {
+    /// Delay after the first failed attempt, in milliseconds.
+    pub base_ms: u64,
+    /// Longest delay, in milliseconds.
+    pub max_ms: u64,
 }
 
 /// What happened to a job. A closed set: consumers match it exhaustively.
@@ -156,6 +169,30 @@ pub enum Event {
     /// produces its `queued` event then.
     #[serde(rename = "scheduled")]
     Scheduled(JobSpec),
+    /// A client asked to cancel the job. A job that is not running is cancelled by
+    /// this event alone; a running one keeps running until its worker stops the
+    /// handler and appends `cancelled`.
+    #[serde(rename = "cancel_requested")]
+    CancelRequested {
+        /// Why, when given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Who asked (`sub` of the caller).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// A client asked to run a failed or cancelled job again, with a fresh set of
+    /// attempts. Published on the job's priority lane, so workers pick it up like a
+    /// `queued` event (the spec is read from the job's `queued` event).
+    #[serde(rename = "retry_requested")]
+    RetryRequested {
+        /// The job's priority (chooses the lane subject).
+        #[serde(default)]
+        priority: Priority,
+        /// Who asked (`sub` of the caller).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
 }
 
 /// The `type` of an event, also the last token of its subject.
@@ -178,11 +215,15 @@ pub enum EventType {
     Cancelled,
     /// See [`Event::Scheduled`].
     Scheduled,
+    /// See [`Event::CancelRequested`].
+    CancelRequested,
+    /// See [`Event::RetryRequested`].
+    RetryRequested,
 }
 
 impl EventType {
     /// Every event type, in lifecycle order.
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 10] = [
         EventType::Queued,
         EventType::Started,
         EventType::Progress,
@@ -191,6 +232,8 @@ impl EventType {
         EventType::Failed,
         EventType::Cancelled,
         EventType::Scheduled,
+        EventType::CancelRequested,
+        EventType::RetryRequested,
     ];
 
     /// The wire name (the `type` tag and the subject's last token).
@@ -204,6 +247,8 @@ impl EventType {
             EventType::Failed => "failed",
             EventType::Cancelled => "cancelled",
             EventType::Scheduled => "scheduled",
+            EventType::CancelRequested => "cancel_requested",
+            EventType::RetryRequested => "retry_requested",
         }
     }
 
@@ -233,6 +278,18 @@ impl Event {
             Event::Failed { .. } => EventType::Failed,
             Event::Cancelled { .. } => EventType::Cancelled,
             Event::Scheduled(_) => EventType::Scheduled,
+            Event::CancelRequested { .. } => EventType::CancelRequested,
+            Event::RetryRequested { .. } => EventType::RetryRequested,
+        }
+    }
+
+    /// The priority lane of an event that makes a job runnable (`queued`,
+    /// `retry_requested`); `None` for every other event.
+    pub fn lane(&self) -> Option<Priority> {
+        match self {
+            Event::Queued(spec) => Some(spec.priority),
+            Event::RetryRequested { priority, .. } => Some(*priority),
+            _ => None,
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The job state machine: folding a job's events, in stream order, into its state.
 //!
 //! `queued → running → (succeeded | retrying → running … | failed)`;
-//! `queued | retrying | running → cancelled`; a delayed job starts `scheduled`:
-//! `scheduled → (queued | cancelled)`. Impossible transitions are
+//! `queued | retrying | running → cancelled`; `failed | cancelled → queued`
+//! (`retry_requested`, a fresh set of attempts); a delayed job starts `scheduled`:
+//! `scheduled → (queued | cancelled)`. A `cancel_requested` cancels a
+//! job that is not running at once; a running job stays running (flagged) until
+//! its worker appends `cancelled`. Impossible transitions are
 //! rejected (and so recorded as ignored by callers), never applied. Pure: no I/O,
 //! so the projector, the API's stream fallback and `verify` share it.
 
@@ -72,6 +75,17 @@ impl JobStatus {
     }
 }
 
+/// The error of one failed attempt (every one is kept, in order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// The attempt's number.
+    pub attempt: u32,
+    /// What went wrong.
+    pub error: String,
+    /// When the attempt failed.
+    pub at: DateTime<Utc>,
+}
+
 /// The current state of one job: what the projection stores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobState {
@@ -101,6 +115,10 @@ pub struct JobState {
     pub updated_at: DateTime<Utc>,
     /// Stream sequence of the latest applied event.
     pub last_seq: u64,
+    /// Every failed attempt's error, oldest first (across retries requested by clients).
+    pub errors: Vec<AttemptError>,
+    /// When a client asked to cancel the job while it ran (it stops once its worker appends `cancelled`).
+    pub cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 /// An event the state machine refused; the state is unchanged.
@@ -150,6 +168,8 @@ impl JobState {
             finished_at: None,
             updated_at: env.at,
             last_seq: seq,
+            errors: Vec::new(),
+            cancel_requested_at: None,
         })
     }
 
@@ -173,6 +193,10 @@ impl JobState {
             (Event::Failed { .. } | Event::Cancelled { .. }, Queued | Retrying | Running) => true,
             // A delayed job: its message schedule fired, or it was cancelled before that.
             (Event::Queued(_), Scheduled) | (Event::Cancelled { .. }, Scheduled) => true,
+            // Any unfinished job may be asked to stop (written with `!is_terminal`, so
+            // statuses added later, such as delayed jobs, are cancellable the same way).
+            (Event::CancelRequested { .. }, s) => !s.is_terminal(),
+            (Event::RetryRequested { .. }, Failed | Cancelled) => true,
             _ => false,
         };
         if !allowed {
@@ -202,6 +226,7 @@ impl JobState {
             Event::Retrying { error, .. } => {
                 self.status = Retrying;
                 self.error = Some(error.clone());
+                self.push_error(env, error);
             }
             Event::Succeeded { result } => {
                 self.status = Succeeded;
@@ -214,6 +239,7 @@ impl JobState {
                 self.status = Failed;
                 self.error = Some(error.clone());
                 self.finished_at = Some(env.at);
+                self.push_error(env, error);
             }
             Event::Cancelled { reason } => {
                 self.status = Cancelled;
@@ -222,13 +248,51 @@ impl JobState {
                 }
                 self.finished_at = Some(env.at);
             }
+            Event::CancelRequested { reason, .. } => {
+                if self.status == Running {
+                    // Its worker stops the handler and appends `cancelled`.
+                    self.cancel_requested_at = Some(env.at);
+                } else {
+                    self.status = Cancelled;
+                    self.error = Some(reason.clone().unwrap_or_else(|| "cancelled".to_owned()));
+                    self.finished_at = Some(env.at);
+                }
+            }
+            Event::RetryRequested { .. } => {
+                // A fresh set of attempts; the errors of earlier ones stay in `errors`.
+                self.status = Queued;
+                self.attempt = 0;
+                self.result = None;
+                self.error = None;
+                self.progress = None;
+                self.progress_message = None;
+                self.started_at = None;
+                self.finished_at = None;
+                self.cancel_requested_at = None;
+            }
         }
-        if env.attempt > self.attempt {
+        // A retry request starts a fresh count, whatever attempt its envelope names.
+        if env.attempt > self.attempt && !matches!(env.event, Event::RetryRequested { .. }) {
             self.attempt = env.attempt;
         }
         self.updated_at = env.at;
         self.last_seq = seq;
         Ok(())
+    }
+}
+
+impl JobState {
+    fn push_error(&mut self, env: &Envelope, error: &str) {
+        self.errors.push(AttemptError {
+            attempt: env.attempt,
+            error: error.to_owned(),
+            at: env.at,
+        });
+    }
+
+    /// Whether a client asked to cancel this (running) job.
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel_requested_at.is_some()
     }
 }
 
@@ -268,6 +332,7 @@ mod tests {
                 run_at: None,
                 idempotency_key: None,
                 result_ttl_ms: None,
+                backoff: None,
             }),
         )
     }
@@ -440,5 +505,135 @@ mod tests {
         assert_eq!(s.status, JobStatus::Succeeded);
         assert_eq!(s.last_seq, 3);
         assert!(fold_history([(2, &st)]).is_none());
+    }
+
+    #[test]
+    fn a_cancel_request_cancels_a_waiting_job_at_once() {
+        let id = Uuid::now_v7();
+        for before in [
+            vec![],
+            vec![
+                Event::Started { worker: "w".into() },
+                Event::Retrying {
+                    error: "boom".into(),
+                    retry_in_ms: 10,
+                },
+            ],
+        ] {
+            let mut s = JobState::from_queued(&queued(id), 1).unwrap();
+            for (i, e) in before.into_iter().enumerate() {
+                s.apply(&ev(id, 1, e), 2 + i as u64).unwrap();
+            }
+            let req = Event::CancelRequested {
+                reason: Some("no longer needed".into()),
+                by: Some("alice".into()),
+            };
+            s.apply(&ev(id, 0, req.clone()), 10).unwrap();
+            assert_eq!(s.status, JobStatus::Cancelled);
+            assert_eq!(s.error.as_deref(), Some("no longer needed"));
+            assert!(s.finished_at.is_some());
+            // A second request, or a late start, changes nothing.
+            assert!(s.apply(&ev(id, 0, req), 11).is_err());
+            assert!(
+                s.apply(&ev(id, 1, Event::Started { worker: "w".into() }), 12)
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn a_running_job_stays_running_until_its_worker_cancels_it() {
+        let id = Uuid::now_v7();
+        let mut s = JobState::from_queued(&queued(id), 1).unwrap();
+        s.apply(&ev(id, 1, Event::Started { worker: "w".into() }), 2)
+            .unwrap();
+        s.apply(
+            &ev(
+                id,
+                0,
+                Event::CancelRequested {
+                    reason: None,
+                    by: None,
+                },
+            ),
+            3,
+        )
+        .unwrap();
+        assert_eq!(s.status, JobStatus::Running);
+        assert!(s.cancel_requested());
+        s.apply(
+            &ev(
+                id,
+                1,
+                Event::Cancelled {
+                    reason: Some("cancelled while running".into()),
+                },
+            ),
+            4,
+        )
+        .unwrap();
+        assert_eq!(s.status, JobStatus::Cancelled);
+    }
+
+    #[test]
+    fn a_retry_request_gives_a_failed_job_fresh_attempts_and_keeps_every_error() {
+        let id = Uuid::now_v7();
+        let mut s = JobState::from_queued(&queued(id), 1).unwrap();
+        let mut seq = 1;
+        let mut next = || {
+            seq += 1;
+            seq
+        };
+        for attempt in 1..=2 {
+            s.apply(
+                &ev(id, attempt, Event::Started { worker: "w".into() }),
+                next(),
+            )
+            .unwrap();
+            let error = format!("boom {attempt}");
+            let e = if attempt == 1 {
+                Event::Retrying {
+                    error,
+                    retry_in_ms: 1,
+                }
+            } else {
+                Event::Failed { error }
+            };
+            s.apply(&ev(id, attempt, e), next()).unwrap();
+        }
+        assert_eq!(s.status, JobStatus::Failed);
+        let retry = Event::RetryRequested {
+            priority: Priority::Normal,
+            by: None,
+        };
+        s.apply(&ev(id, 0, retry.clone()), next()).unwrap();
+        assert_eq!(s.status, JobStatus::Queued);
+        assert_eq!(
+            (s.attempt, s.error.as_deref(), s.finished_at),
+            (0, None, None)
+        );
+        let errors: Vec<(u32, &str)> = s
+            .errors
+            .iter()
+            .map(|e| (e.attempt, e.error.as_str()))
+            .collect();
+        assert_eq!(errors, [(1, "boom 1"), (2, "boom 2")]);
+        // Only a finished-but-unsuccessful job can be retried.
+        assert!(s.apply(&ev(id, 0, retry.clone()), next()).is_err());
+        s.apply(&ev(id, 1, Event::Started { worker: "w".into() }), next())
+            .unwrap();
+        s.apply(
+            &ev(
+                id,
+                1,
+                Event::Succeeded {
+                    result: Value::Null,
+                },
+            ),
+            next(),
+        )
+        .unwrap();
+        assert!(s.apply(&ev(id, 0, retry), next()).is_err());
+        assert_eq!(s.errors.len(), 2);
     }
 }

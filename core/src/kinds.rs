@@ -42,6 +42,9 @@ pub struct KindDef {
     /// `builtin` (run by the Rust worker) or `custom` (from a kinds file).
     #[serde(default = "custom_source")]
     pub source: KindSource,
+    /// Back-off between attempts used when the submission names none.
+    #[serde(default = "default_backoff")]
+    pub default_backoff: crate::event::RetryBackoff,
 }
 
 /// Where a kind comes from.
@@ -54,6 +57,9 @@ pub enum KindSource {
     Custom,
 }
 
+fn default_backoff() -> crate::event::RetryBackoff {
+    crate::catalogue::DEFAULT_BACKOFF
+}
 fn default_queue() -> String {
     "default".to_owned()
 }
@@ -292,6 +298,7 @@ fn builtin_def(spec: &KindSpec) -> KindDef {
         timeout_ms: spec.default_timeout_ms,
         payload_schema: builtin_schema(spec.name),
         source: KindSource::Builtin,
+        default_backoff: spec.default_backoff,
     }
 }
 
@@ -451,6 +458,7 @@ mod tests {
             timeout_ms: 1000,
             payload_schema: json!({"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}),
             source: KindSource::Builtin,
+            default_backoff: crate::catalogue::DEFAULT_BACKOFF,
         };
         let c = Catalogue::with_custom(vec![def("text.reverse")]).unwrap();
         let k = c.find("text.reverse").unwrap();

@@ -202,6 +202,7 @@ mod tests {
             run_at: None,
             idempotency_key: None,
             result_ttl_ms: None,
+            backoff: None,
         }
     }
 

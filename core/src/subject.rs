@@ -1,5 +1,11 @@
 //! Subjects of the `JOBS` stream: `jobs.<queue>.<job_id>.<event>`.
 //!
+//! Priority lanes: the events that make a job runnable (`queued`,
+//! `retry_requested`) carry the job's lane in their event token:
+//! `queued` / `queued-high` / `queued-low` (normal has no suffix). Each lane
+//! has its own worker consumer, and workers pull higher lanes first. Every
+//! other event's token is its plain type name.
+//!
 //! Every token that goes into a subject is validated here, so a queue name can
 //! never smuggle a `.`, `*` or `>` into a subject and widen a filter.
 
@@ -8,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::EventType;
+use crate::event::{Event, EventType, Priority};
 
 /// Prefix of every job event subject.
 pub const PREFIX: &str = "jobs";
@@ -111,6 +117,72 @@ pub fn all_events() -> String {
     format!("{PREFIX}.>")
 }
 
+/// Priority lanes, most urgent first: the order in which workers pull.
+pub const LANES: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+/// Suffix of a lane in a runnable event's token (`""` for normal, so normal
+/// jobs keep the plain `queued` subject).
+pub fn lane_suffix(lane: Priority) -> &'static str {
+    match lane {
+        Priority::Low => "-low",
+        Priority::Normal => "",
+        Priority::High => "-high",
+    }
+}
+
+/// The event token of `event` on `lane` (the lane only counts for runnable events).
+pub fn event_token(event: EventType, lane: Option<Priority>) -> String {
+    match lane {
+        Some(l) => format!("{}{}", event.as_str(), lane_suffix(l)),
+        None => event.as_str().to_owned(),
+    }
+}
+
+/// Splits an event token into its type and lane (`queued-high` → `(Queued, Some(High))`).
+pub fn parse_event_token(token: &str) -> Option<(EventType, Option<Priority>)> {
+    if let Some(t) = EventType::parse(token) {
+        return Some((t, None));
+    }
+    let (name, lane) = token.rsplit_once('-')?;
+    let lane = Priority::parse(lane).filter(|l| *l != Priority::Normal)?;
+    let t = EventType::parse(name)?;
+    matches!(t, EventType::Queued | EventType::RetryRequested).then_some((t, Some(lane)))
+}
+
+/// Subject of `event` of job `job_id`: runnable events go to their priority lane.
+/// Every publisher uses this, so a job always lands on the lane its priority names.
+pub fn for_event(queue: &QueueName, job_id: Uuid, event: &Event) -> String {
+    format!(
+        "{PREFIX}.{queue}.{job_id}.{}",
+        event_token(event.event_type(), event.lane())
+    )
+}
+
+/// Filters of one lane of one queue: its `queued` and `retry_requested` events
+/// (what a lane's worker consumer takes).
+pub fn runnable_in(queue: &QueueName, lane: Priority) -> Vec<String> {
+    [EventType::Queued, EventType::RetryRequested]
+        .into_iter()
+        .map(|t| format!("{PREFIX}.{queue}.*.{}", event_token(t, Some(lane))))
+        .collect()
+}
+
+/// Filter of the cancel requests of one queue (workers listen on it to stop running handlers).
+pub fn cancel_requests_in(queue: &QueueName) -> String {
+    format!("{PREFIX}.{queue}.*.{}", EventType::CancelRequested.as_str())
+}
+
+/// Subject of the concurrency tokens ("slots") of one queue, on the slots stream
+/// beside the job stream `stream` (not an event subject: outside `jobs.>`).
+pub fn slots_of(stream: &str, queue: &QueueName) -> String {
+    format!("slots.{stream}.{queue}")
+}
+
+/// Every slots subject beside the job stream `stream`.
+pub fn all_slots(stream: &str) -> String {
+    format!("slots.{stream}.>")
+}
+
 /// The parts of a job event subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedSubject<'a> {
@@ -188,5 +260,45 @@ mod tests {
         assert_eq!((p.queue, p.event), ("mail", "succeeded"));
         assert_eq!(p.job_id, id.to_string());
         assert_eq!(queued_in(&q), "jobs.mail.*.queued");
+    }
+
+    #[test]
+    fn runnable_events_carry_their_lane() {
+        let q = QueueName::parse("mail").unwrap();
+        let id = Uuid::now_v7();
+        let retry = |priority| Event::RetryRequested { priority, by: None };
+        assert_eq!(
+            for_event(&q, id, &retry(Priority::High)),
+            format!("jobs.mail.{id}.retry_requested-high")
+        );
+        assert_eq!(
+            for_event(&q, id, &retry(Priority::Normal)),
+            format!("jobs.mail.{id}.retry_requested")
+        );
+        let done = Event::Failed { error: "x".into() };
+        assert_eq!(for_event(&q, id, &done), format!("jobs.mail.{id}.failed"));
+        assert_eq!(
+            runnable_in(&q, Priority::Low),
+            ["jobs.mail.*.queued-low", "jobs.mail.*.retry_requested-low"]
+        );
+        assert_eq!(runnable_in(&q, Priority::Normal)[0], queued_in(&q));
+        for lane in LANES {
+            for t in [EventType::Queued, EventType::RetryRequested] {
+                let token = event_token(t, Some(lane));
+                assert_eq!(
+                    parse_event_token(&token),
+                    Some((t, (lane != Priority::Normal).then_some(lane)))
+                );
+            }
+        }
+        assert_eq!(
+            parse_event_token("cancel_requested"),
+            Some((EventType::CancelRequested, None))
+        );
+        assert_eq!(parse_event_token("failed-high"), None);
+        assert_eq!(parse_event_token("queued-normal"), None);
+        // Lane subjects still have the four-token shape the projector and history reads rely on.
+        let s = for_event(&q, id, &retry(Priority::Low));
+        assert_eq!(parse(&s).unwrap().event, "retry_requested-low");
     }
 }

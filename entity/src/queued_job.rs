@@ -54,6 +54,10 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// Stream sequence of the latest applied event.
     pub last_seq: i64,
+    /// Every failed attempt's error, oldest first (a JSON array of `{attempt, error, at}`).
+    pub errors: Option<Json>,
+    /// When a client asked to cancel the job while it ran.
+    pub cancel_requested_at: Option<DateTimeUtc>,
 }
 
 /// No relations yet.
@@ -100,6 +104,9 @@ impl From<&jobstream_core::JobState> for Model {
             finished_at: s.finished_at,
             updated_at: s.updated_at,
             last_seq: i64::try_from(s.last_seq).unwrap_or(i64::MAX),
+            errors: (!s.errors.is_empty())
+                .then(|| serde_json::to_value(&s.errors).unwrap_or_default()),
+            cancel_requested_at: s.cancel_requested_at,
         }
     }
 }
@@ -127,6 +134,8 @@ impl TryFrom<Model> for jobstream_core::JobState {
                 run_at: m.run_at,
                 idempotency_key: m.idempotency_key,
                 result_ttl_ms: m.result_ttl_ms.map(|v| u64::try_from(v).unwrap_or(0)),
+                // Only the worker needs it; it reads the job's `queued` event.
+                backoff: None,
             },
             status: jobstream_core::JobStatus::parse(&m.status).ok_or_else(|| bad("status"))?,
             attempt: u32::try_from(m.attempt).map_err(|_| bad("attempt"))?,
@@ -139,6 +148,11 @@ impl TryFrom<Model> for jobstream_core::JobState {
             finished_at: m.finished_at,
             updated_at: m.updated_at,
             last_seq: u64::try_from(m.last_seq).map_err(|_| bad("last_seq"))?,
+            errors: match m.errors {
+                Some(v) => serde_json::from_value(v).map_err(|_| bad("errors"))?,
+                None => Vec::new(),
+            },
+            cancel_requested_at: m.cancel_requested_at,
         })
     }
 }

@@ -186,10 +186,12 @@ pub struct WorkerTuning {
     /// Time before an unacknowledged job is redelivered (kept alive by heartbeats while running).
     #[arg(long, env = "WORKER_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
     pub ack_wait: Duration,
-    /// Jobs running at once per queue across all workers.
+    /// `max_ack_pending` of a queue's lane consumers when they are created without a
+    /// `--queue-limit` (a cap on delivered, unacknowledged jobs per lane).
     #[arg(long, env = "QUEUE_MAX_IN_FLIGHT", default_value_t = 10_000)]
     pub queue_max_in_flight: i64,
-    /// Delay before the second attempt; doubles each attempt.
+    /// Delay before the second attempt, doubling each attempt, for jobs whose `queued`
+    /// event names no back-off (the API always writes the kind's default).
     #[arg(long, env = "RETRY_BACKOFF_BASE", default_value = "1s", value_parser = parse_duration)]
     pub backoff_base: Duration,
     /// Longest delay between attempts.
@@ -198,6 +200,27 @@ pub struct WorkerTuning {
     /// On shutdown, how long running jobs may finish before they are cancelled and redelivered.
     #[arg(long, env = "WORKER_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Global limit of jobs running at once in a queue across all workers, as
+    /// `queue=N` (comma-separated or repeated), enforced by the NATS server.
+    #[arg(long = "queue-limit", env = "QUEUE_LIMITS", value_delimiter = ',', value_parser = parse_queue_limit)]
+    pub queue_limits: Vec<(String, i64)>,
+    /// How long a cancelled job's handler may take to stop before it is abandoned.
+    #[arg(long, env = "WORKER_CANCEL_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub cancel_grace: Duration,
+}
+
+/// Parses `queue=N` (N ≥ 1).
+pub fn parse_queue_limit(s: &str) -> Result<(String, i64), String> {
+    let (queue, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected queue=N, e.g. mail=5"))?;
+    let n: i64 = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{s:?}: the limit must be an integer of at least 1"))?;
+    Ok((queue.trim().to_owned(), n))
 }
 
 /// `jobstream worker`.
@@ -497,6 +520,14 @@ mod tests {
         assert_eq!(parse_size("64KiB"), Ok(65_536));
         assert_eq!(parse_size("10MiB"), Ok(10 * 1024 * 1024));
         assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn queue_limits_parse() {
+        assert_eq!(parse_queue_limit("mail=5"), Ok(("mail".into(), 5)));
+        assert!(parse_queue_limit("mail").is_err());
+        assert!(parse_queue_limit("mail=0").is_err());
+        assert!(parse_queue_limit("mail=x").is_err());
     }
 
     #[test]

@@ -150,6 +150,15 @@ pub fn worker_config(t: &WorkerTuning) -> anyhow::Result<WorkerConfig> {
         .map(|q| QueueName::parse(q).map_err(|e| anyhow::anyhow!("queue {q:?}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(t.concurrency > 0, "worker concurrency must be at least 1");
+    let queue_limits = t
+        .queue_limits
+        .iter()
+        .map(|(q, n)| {
+            QueueName::parse(q)
+                .map(|q| (q, *n))
+                .map_err(|e| anyhow::anyhow!("--queue-limit {q:?}: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     Ok(WorkerConfig {
         id: format!("{}-{}", hostname(), std::process::id()),
         queues,
@@ -161,6 +170,8 @@ pub fn worker_config(t: &WorkerTuning) -> anyhow::Result<WorkerConfig> {
             max: t.backoff_max,
         },
         shutdown_grace: t.shutdown_grace,
+        queue_limits,
+        cancel_grace: t.cancel_grace,
     })
 }
 

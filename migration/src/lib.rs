@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_queued_jobs;
 mod m20261122_000002_create_projector_checkpoints;
+mod m20261123_000101_add_job_attempt_errors;
 mod m20261123_000201_create_schedules;
 mod m20261123_000401_create_users;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_queued_jobs::Migration),
             Box::new(m20261122_000002_create_projector_checkpoints::Migration),
+            Box::new(m20261123_000101_add_job_attempt_errors::Migration),
             Box::new(m20261123_000201_create_schedules::Migration),
             Box::new(m20261123_000401_create_users::Migration),
         ]

@@ -243,6 +243,8 @@ pub(crate) async fn upsert_jobs<C: ConnectionTrait>(
         C::FinishedAt,
         C::UpdatedAt,
         C::LastSeq,
+        C::Errors,
+        C::CancelRequestedAt,
     ];
     let mut rows = rows;
     while !rows.is_empty() {

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use jobstream_core::broker::Broker;
+use jobstream_core::event::{Envelope, Event};
+use jobstream_core::subject::QueueName;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -30,7 +33,7 @@ pub enum JobError {
 }
 
 /// Everything a handler gets for one attempt.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct JobContext {
     /// The job id.
     pub job_id: Uuid,
@@ -44,8 +47,81 @@ pub struct JobContext {
     pub attempt: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
-    /// Cancelled when the worker shuts down past its grace period; handlers should stop promptly.
+    /// Cancelled when the job is cancelled (`POST /v1/jobs/{id}/cancel`), when its
+    /// attempt times out, or when the worker shuts down past its grace period:
+    /// handlers should stop promptly (a cancelled job's handler gets the worker's
+    /// cancel grace period to return).
     pub cancel: CancellationToken,
+    /// Where [`JobContext::progress`] reports go (nowhere in a context built by hand).
+    pub progress: ProgressReporter,
+}
+
+impl JobContext {
+    /// Reports progress (percent, clamped to 100, and a message) as a `progress` event,
+    /// visible on `GET /v1/jobs/{id}`. Waits until the event is stored; a failure to
+    /// store it is logged, never fails the job. Each call appends one event to the
+    /// log: report on meaningful steps (a few per second at most), not per item.
+    pub async fn progress(&self, percent: u8, message: impl Into<String>) {
+        self.progress
+            .report(Some(percent.min(100)), Some(message.into()))
+            .await;
+    }
+}
+
+/// Appends `progress` events of one attempt.
+#[derive(Clone, Default)]
+pub struct ProgressReporter {
+    target: Option<Arc<ProgressTarget>>,
+}
+
+struct ProgressTarget {
+    broker: Broker,
+    queue: QueueName,
+    job_id: Uuid,
+    attempt: u32,
+    request_id: Option<String>,
+}
+
+impl std::fmt::Debug for ProgressReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressReporter")
+            .field("job_id", &self.target.as_ref().map(|t| t.job_id))
+            .finish()
+    }
+}
+
+impl ProgressReporter {
+    /// Reports to the job's stream subjects.
+    pub fn new(
+        broker: Broker,
+        queue: QueueName,
+        job_id: Uuid,
+        attempt: u32,
+        request_id: Option<String>,
+    ) -> Self {
+        ProgressReporter {
+            target: Some(Arc::new(ProgressTarget {
+                broker,
+                queue,
+                job_id,
+                attempt,
+                request_id,
+            })),
+        }
+    }
+
+    /// Appends one `progress` event (a no-op without a target).
+    pub async fn report(&self, percent: Option<u8>, message: Option<String>) {
+        let Some(t) = &self.target else { return };
+        let env = Envelope::new(t.job_id, t.attempt, Event::Progress { percent, message });
+        if let Err(e) = t
+            .broker
+            .publish(&env, &t.queue, t.request_id.as_deref())
+            .await
+        {
+            tracing::warn!(job_id = %t.job_id, error = %e, "progress not stored");
+        }
+    }
 }
 
 /// Runs jobs of one kind.

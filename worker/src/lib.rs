@@ -10,20 +10,40 @@
 //!   [`email`] (`email.send`, `email.registration`), [`thumbnail`] (`image.thumbnail`),
 //!   [`webhook`] (`http.request`).
 //! - [`run`]: the pull loop, per-message processing, acks and shutdown.
+//! - [`limit`]: per-queue global concurrency limits (server-held tokens).
+//! - `lanes`: priority lane consumers and the pull loop; `decide`: what a delivery
+//!   does, from the job's history; `cancel`: stopping running handlers.
 //!
 //! ## Outcomes and acks
 //! A `queued` message is acked only after its outcome event is stored:
-//! `succeeded` → `Ack`; `retrying` → `Nak(delay)`; `failed` → `Term`. While a
-//! handler runs, `Progress` acks keep the message from being redelivered.
+//! `succeeded` → `Ack`; `retrying` → `Nak(delay)`; `failed` or `cancelled` →
+//! `Term`. While a handler runs, `Progress` acks keep the message from being
+//! redelivered.
+//!
+//! ## Lanes, retries and cancellation
+//! Each queue has one durable consumer per priority lane (`high`, `normal`,
+//! `low`); a worker pulls higher lanes first. A lane consumer takes the lane's
+//! `queued` and `retry_requested` events, so a job retried by a client is picked
+//! up like a new one (its spec is read from its `queued` event). Before running,
+//! a worker folds the job's history (a first delivery of a `queued` message skips
+//! that): a cancelled or finished job, or a message superseded by a later retry
+//! request, is acked without running; `started` is appended only if the job has
+//! no newer event (optimistic concurrency), so a cancel request stored first
+//! always wins. Running jobs are cancelled through a core NATS subscription on
+//! the queues' `cancel_requested` subjects.
 
 pub mod builtin;
+mod cancel;
+mod decide;
 pub mod email;
 pub mod handler;
 pub mod kinds;
+mod lanes;
+pub mod limit;
 pub mod run;
 pub mod thumbnail;
 pub mod webhook;
 
-pub use handler::{Handler, JobContext, JobError, Registry};
+pub use handler::{Handler, JobContext, JobError, ProgressReporter, Registry};
 pub use kinds::KindsConfig;
 pub use run::{Backoff, Worker, WorkerConfig, WorkerError};

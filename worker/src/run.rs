@@ -1,24 +1,26 @@
-//! The worker process: pull, run, report, ack.
+//! The worker process: build the consumers, run jobs, report outcomes, ack.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{
-    self, AckKind,
-    consumer::{self, AckPolicy, DeliverPolicy, pull},
-};
-use futures::StreamExt;
+use async_nats::jetstream::{self, AckKind};
 use jobstream_core::broker::{Broker, BrokerError};
-use jobstream_core::event::{Envelope, Event, JobSpec, REQUEST_ID_HEADER};
+use jobstream_core::event::{Envelope, Event, JobSpec, Priority, REQUEST_ID_HEADER, RetryBackoff};
 use jobstream_core::subject::{self, QueueName};
 use rand::Rng;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 
-use crate::handler::{JobContext, JobError, Registry};
+use crate::cancel::{Running, RunningGuard, cancel_stored_after, listen_for_cancellations};
+use crate::decide::{Plan, first_event_seq, plan};
+use crate::handler::{JobContext, JobError, ProgressReporter, Registry};
+use crate::lanes::{Delivery, QueueLanes, REDELIVERY_SLACK, ensure_lane_consumer, pull_loop};
+use crate::limit::{self, Slots};
 
 /// Exponential back-off with jitter between attempts.
 #[derive(Debug, Clone, Copy)]
@@ -61,12 +63,18 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Time the server waits for an ack (or progress) before redelivering.
     pub ack_wait: Duration,
-    /// Jobs running at once per queue across all workers (the consumer's `max_ack_pending`).
+    /// `max_ack_pending` of a lane consumer this worker creates for a queue without a limit.
     pub queue_max_in_flight: i64,
-    /// Back-off between attempts.
+    /// Global limits: jobs of a queue running at once across all workers, enforced by
+    /// the server (tokens of the queue's slots consumer, see [`crate::limit`]).
+    /// Applied to existing consumers at start; a queue not listed keeps what it has.
+    pub queue_limits: HashMap<QueueName, i64>,
+    /// Back-off between attempts for jobs whose `queued` event names none.
     pub backoff: Backoff,
     /// On shutdown: how long running jobs may finish before they are cancelled.
     pub shutdown_grace: Duration,
+    /// How long a cancelled job's handler may take to return after its token is cancelled.
+    pub cancel_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -77,8 +85,10 @@ impl Default for WorkerConfig {
             concurrency: 32,
             ack_wait: Duration::from_secs(30),
             queue_max_in_flight: 10_000,
+            queue_limits: HashMap::new(),
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(25),
+            cancel_grace: Duration::from_secs(5),
         }
     }
 }
@@ -96,27 +106,45 @@ pub enum WorkerError {
     },
 }
 
-/// Durable consumer name of a queue, shared by all workers of that queue.
+/// Durable consumer name of a queue's normal lane, shared by all workers of that queue.
 pub fn consumer_name(queue: &QueueName) -> String {
     format!("worker-{queue}")
 }
 
-struct Shared {
-    broker: Broker,
-    registry: Registry,
-    config: WorkerConfig,
+/// Durable consumer name of one priority lane of a queue. The normal lane keeps
+/// [`consumer_name`]; the others are `worker_high-<queue>` and `worker_low-<queue>`
+/// (the `_` cannot collide with a normal lane's `worker-…`).
+pub fn lane_consumer_name(queue: &QueueName, lane: Priority) -> String {
+    match lane {
+        Priority::Normal => consumer_name(queue),
+        other => format!("worker_{}-{queue}", other.as_str()),
+    }
+}
+
+/// What every job task of a worker shares.
+pub(crate) struct Shared {
+    /// The NATS connection.
+    pub(crate) broker: Broker,
+    /// Handlers by kind.
+    pub(crate) registry: Registry,
+    /// Settings.
+    pub(crate) config: WorkerConfig,
     /// Cancelled when the grace period is over: running handlers must stop.
-    hard_stop: CancellationToken,
+    pub(crate) hard_stop: CancellationToken,
+    /// Jobs running here; a cancel request for one of them cancels its token.
+    pub(crate) running: Running,
+    /// The shortest `ack_wait` of this worker's consumers: in-progress acks go out every third of it.
+    pub(crate) heartbeat_wait: Duration,
 }
 
 /// A worker bound to its queues' consumers.
 pub struct Worker {
     shared: Arc<Shared>,
-    consumers: Vec<(QueueName, consumer::Consumer<pull::Config>)>,
+    queues: Vec<QueueLanes>,
 }
 
 impl Worker {
-    /// Creates (or reuses) one durable consumer per queue.
+    /// Creates (or updates) one durable consumer per queue and priority lane.
     pub async fn build(
         broker: Broker,
         registry: Registry,
@@ -126,31 +154,39 @@ impl Worker {
             queue: "*".into(),
             reason: e.to_string(),
         })?;
-        let mut consumers = Vec::new();
+        let mut queues = Vec::new();
+        // Existing consumers keep the ack_wait they were created with: heartbeat for the shortest.
+        let mut heartbeat_wait = config.ack_wait;
         for queue in &config.queues {
-            let name = consumer_name(queue);
-            let c = stream
-                .get_or_create_consumer(
-                    &name,
-                    pull::Config {
-                        durable_name: Some(name.clone()),
-                        description: Some(format!("jobstream workers of queue {queue}")),
-                        filter_subject: subject::queued_in(queue),
-                        deliver_policy: DeliverPolicy::All,
-                        ack_policy: AckPolicy::Explicit,
-                        ack_wait: config.ack_wait,
-                        // Attempts are counted by the worker against each job's own max_attempts.
-                        max_deliver: -1,
-                        max_ack_pending: config.queue_max_in_flight,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| WorkerError::Consumer {
-                    queue: queue.to_string(),
-                    reason: e.to_string(),
-                })?;
-            consumers.push((queue.clone(), c));
+            let mut lanes = Vec::new();
+            for lane in subject::LANES {
+                let c = ensure_lane_consumer(&stream, &config, queue, lane)
+                    .await
+                    .map_err(|reason| WorkerError::Consumer {
+                        queue: queue.to_string(),
+                        reason,
+                    })?;
+                heartbeat_wait = heartbeat_wait.min(c.cached_info().config.ack_wait);
+                lanes.push((lane, c));
+            }
+            let slots = match config.queue_limits.get(queue) {
+                Some(limit) => Slots::ensure(&broker, queue, *limit, config.ack_wait)
+                    .await
+                    .map(Some),
+                None => Slots::find(&broker, queue).await,
+            }
+            .map_err(|reason| WorkerError::Consumer {
+                queue: queue.to_string(),
+                reason: format!("concurrency slots: {reason}"),
+            })?;
+            if let Some(slots) = &slots {
+                heartbeat_wait = heartbeat_wait.min(slots.ack_wait());
+            }
+            queues.push(QueueLanes {
+                queue: queue.clone(),
+                lanes,
+                slots,
+            });
         }
         Ok(Worker {
             shared: Arc::new(Shared {
@@ -158,8 +194,10 @@ impl Worker {
                 registry,
                 config,
                 hard_stop: CancellationToken::new(),
+                running: Mutex::new(HashMap::new()),
+                heartbeat_wait,
             }),
-            consumers,
+            queues,
         })
     }
 
@@ -169,12 +207,16 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(self.shared.config.concurrency));
         let mut jobs: JoinSet<()> = JoinSet::new();
         let mut pullers = JoinSet::new();
-        let (tx, mut rx) =
-            tokio::sync::mpsc::channel::<(jetstream::Message, OwnedSemaphorePermit)>(1);
-        for (queue, consumer) in self.consumers {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(1);
+        let client = self.shared.broker.client().clone();
+        let listener = tokio::spawn(listen_for_cancellations(
+            self.shared.clone(),
+            self.queues.iter().map(|q| q.queue.clone()).collect(),
+        ));
+        for lanes in self.queues {
             pullers.spawn(pull_loop(
-                queue,
-                consumer,
+                lanes,
+                client.clone(),
                 permits.clone(),
                 tx.clone(),
                 shutdown.clone(),
@@ -185,10 +227,22 @@ impl Worker {
         loop {
             tokio::select! {
                 received = rx.recv() => match received {
-                    Some((msg, permit)) => {
+                    Some(Delivery { msg, permit, wake, slot }) => {
                         let shared = self.shared.clone();
                         jobs.spawn(async move {
-                            process(&shared, msg).await;
+                            let work = process(&shared, msg);
+                            let due = match &slot {
+                                // The queue's slot is held (kept alive) exactly as long as the job.
+                                Some(token) => with_heartbeat(token, shared.heartbeat_wait, work).await,
+                                None => work.await,
+                            };
+                            if let Some(token) = slot {
+                                limit::release(token).await;
+                            }
+                            if let Some(delay) = due {
+                                // The puller looks again when the message is due back.
+                                let _ = wake.send(tokio::time::Instant::now() + delay + REDELIVERY_SLACK);
+                            }
                             drop(permit);
                         });
                     }
@@ -222,74 +276,26 @@ impl Worker {
                 jobs.abort_all();
             }
         }
+        listener.abort();
+        // Acks and naks are fire-and-forget publishes: make sure they leave before the connection goes.
+        if let Err(e) = self.shared.broker.client().flush().await {
+            tracing::warn!(error = %e, "could not flush the last acks; their messages come back after ack_wait");
+        }
         tracing::info!("worker stopped");
         Ok(())
     }
 }
 
-/// Pulls batches sized to the free local permits, so no message waits in a buffer
-/// while its ack timer runs.
-async fn pull_loop(
-    queue: QueueName,
-    consumer: consumer::Consumer<pull::Config>,
-    permits: Arc<Semaphore>,
-    tx: tokio::sync::mpsc::Sender<(jetstream::Message, OwnedSemaphorePermit)>,
-    shutdown: CancellationToken,
-) {
-    const MAX_BATCH: usize = 256;
-    'outer: loop {
-        let first = tokio::select! {
-            () = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let mut held = vec![first];
-        while held.len() < MAX_BATCH {
-            match permits.clone().try_acquire_owned() {
-                Ok(p) => held.push(p),
-                Err(_) => break,
-            }
-        }
-        let batch = consumer
-            .batch()
-            .max_messages(held.len())
-            .expires(Duration::from_secs(5))
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(%queue, error = %e, "pull request failed; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break 'outer,
-                next = batch.next() => match next {
-                    Some(Ok(msg)) => {
-                        let Some(permit) = held.pop() else { break };
-                        if tx.send((msg, permit)).await.is_err() { break 'outer; }
-                    }
-                    Some(Err(e)) => tracing::debug!(%queue, error = %e, "pull batch ended"),
-                    None => break,
-                }
-            }
-        }
-    }
-}
-
-/// What to do with the `queued` message once the attempt is over.
+/// What to do with the message once the attempt is over.
 enum Disposition {
     Ack,
     Nak(Option<Duration>),
     Term,
 }
 
-/// Processes one delivery of a `queued` message, end to end.
-async fn process(shared: &Shared, msg: jetstream::Message) {
+/// Processes one delivery of a runnable (`queued` or `retry_requested`) message, end
+/// to end; returns the delay after which a `Nak`ed message is due back.
+async fn process(shared: &Shared, msg: jetstream::Message) -> Option<Duration> {
     let (delivered, seq) = match msg.info() {
         Ok(i) => (
             u32::try_from(i.delivered).unwrap_or(u32::MAX),
@@ -297,7 +303,7 @@ async fn process(shared: &Shared, msg: jetstream::Message) {
         ),
         Err(e) => {
             tracing::error!(error = %e, "message without JetStream metadata");
-            return;
+            return None;
         }
     };
     // The one decoder: fired delayed and periodic jobs need the stored message, not just its payload.
@@ -309,14 +315,14 @@ async fn process(shared: &Shared, msg: jetstream::Message) {
             // A message no worker can ever read: terminate it instead of redelivering forever.
             tracing::error!(stream_seq = seq, subject = %msg.subject, error = %e, "undecodable queued message terminated");
             let _ = msg.ack_with(AckKind::Term).await;
-            return;
+            return None;
         }
     };
-    let Event::Queued(spec) = &env.event else {
-        tracing::error!(stream_seq = seq, subject = %msg.subject, "non-queued event on a queue subject terminated");
+    if !matches!(env.event, Event::Queued(_) | Event::RetryRequested { .. }) {
+        tracing::error!(stream_seq = seq, subject = %msg.subject, "non-runnable event on a queue subject terminated");
         let _ = msg.ack_with(AckKind::Term).await;
-        return;
-    };
+        return None;
+    }
     let request_id = msg
         .headers
         .as_ref()
@@ -325,59 +331,151 @@ async fn process(shared: &Shared, msg: jetstream::Message) {
     let span = tracing::info_span!(
         "job",
         job_id = %env.job_id,
-        kind = %spec.kind,
-        queue = %spec.queue,
+        kind = tracing::field::Empty,
+        queue = tracing::field::Empty,
         attempt = delivered,
         stream_seq = seq,
         request_id = request_id.as_deref().unwrap_or(""),
     );
-    let disposition = run_attempt(shared, &msg, &env, spec, delivered, request_id.as_deref())
+    let disposition = decide_and_run(shared, &msg, &env, seq, delivered, request_id.as_deref())
         .instrument(span.clone())
         .await;
-    let acked = match disposition {
-        Disposition::Ack => msg.double_ack().await,
-        Disposition::Nak(d) => msg.ack_with(AckKind::Nak(d)).await,
-        Disposition::Term => msg.ack_with(AckKind::Term).await,
+    let (acked, due) = match disposition {
+        Disposition::Ack => (msg.double_ack().await, None),
+        Disposition::Nak(d) => (
+            msg.ack_with(AckKind::Nak(d)).await,
+            Some(d.unwrap_or_default()),
+        ),
+        Disposition::Term => (msg.ack_with(AckKind::Term).await, None),
     };
     if let Err(e) = acked {
         span.in_scope(|| tracing::warn!(error = %e, "ack failed; the message will be redelivered and recognised as done"));
     }
+    due
 }
 
-async fn run_attempt(
+/// Decides from the job's history (or, for a first delivery of a `queued` message,
+/// from the message itself, with the `started` append conditional on nothing having
+/// happened since) and runs the attempt. A conflicting append means the job changed
+/// meanwhile (say, a cancel request): fold again and decide again.
+async fn decide_and_run(
     shared: &Shared,
     msg: &jetstream::Message,
-    queued: &Envelope,
-    spec: &JobSpec,
+    env: &Envelope,
+    seq: u64,
     attempt: u32,
     request_id: Option<&str>,
 ) -> Disposition {
+    const MAX_CONFLICTS: usize = 8;
+    // A first delivery of a `queued` message that is its job's first event (no
+    // earlier event, such as a cancel request of a delayed job, to fold) needs no
+    // fold: the conditional `started` covers whatever comes after it.
+    let mut fast = match &env.event {
+        Event::Queued(spec) if attempt == 1 => {
+            match first_event_seq(&shared.broker, env.job_id).await {
+                Ok(Some(first)) if first == seq => Some(Plan::Run {
+                    spec: spec.clone(),
+                    last_seq: seq,
+                }),
+                Ok(_) => None,
+                Err(e) => return retry_soon(&e),
+            }
+        }
+        _ => None,
+    };
+    for _ in 0..MAX_CONFLICTS {
+        let plan = match fast.take() {
+            Some(p) => p,
+            None => match shared.broker.job_history(env.job_id).await {
+                Ok(history) => plan(&history, seq),
+                Err(e) => return retry_soon(&e),
+            },
+        };
+        let result = match plan {
+            Plan::Skip(why) => {
+                tracing::info!(reason = %why, "nothing to run; acking");
+                return Disposition::Ack;
+            }
+            Plan::Cancel { spec, last_seq } => {
+                let cancelled = Envelope::new(
+                    env.job_id,
+                    attempt,
+                    Event::Cancelled {
+                        reason: Some("cancelled while its worker was gone".into()),
+                    },
+                );
+                match shared
+                    .broker
+                    .publish_if_last(&cancelled, &spec.queue, request_id, last_seq)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!("job cancelled");
+                        return Disposition::Term;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Plan::Run { spec, last_seq } => {
+                let span = tracing::Span::current();
+                span.record("kind", spec.kind.as_str());
+                span.record("queue", spec.queue.as_str());
+                run_attempt(
+                    shared, msg, env.job_id, &spec, attempt, request_id, last_seq,
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(d) => return d,
+            Err(BrokerError::Conflict { .. }) => {
+                tracing::debug!("the job changed meanwhile; deciding again");
+            }
+            Err(e) => return retry_soon(&e),
+        }
+    }
+    tracing::warn!("the job keeps changing; trying again later");
+    Disposition::Nak(Some(Duration::from_secs(1)))
+}
+
+/// How the handler's run ended.
+enum Ran {
+    /// It returned (on its own, or after its token was cancelled by shutdown or a timeout).
+    Returned(Result<Value, JobError>),
+    /// A client cancelled the job; the handler returned within the grace period, or not.
+    Cancelled(Option<Result<Value, JobError>>),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_attempt(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    job_id: Uuid,
+    spec: &JobSpec,
+    attempt: u32,
+    request_id: Option<&str>,
+    last_seq: u64,
+) -> Result<Disposition, BrokerError> {
     let broker = &shared.broker;
-    let job_id = queued.job_id;
     let publish = |event: Event| {
         let env = Envelope::new(job_id, attempt, event);
         async move { broker.publish(&env, &spec.queue, request_id).await }
     };
-    // A redelivery after the outcome was stored but its ack was lost: nothing to run.
-    if attempt > 1 {
-        match broker.has_terminal_event(&spec.queue, job_id).await {
-            Ok(true) => {
-                tracing::info!("job already finished; acking the redelivery");
-                return Disposition::Ack;
-            }
-            Ok(false) => {}
-            Err(e) => return retry_soon(&e),
+    let fail_now = |error: String| {
+        let env = Envelope::new(job_id, attempt, Event::Failed { error });
+        async move {
+            broker
+                .publish_if_last(&env, &spec.queue, request_id, last_seq)
+                .await
+                .map(|_| Disposition::Term)
         }
-    }
+    };
     if attempt > spec.max_attempts {
-        let error = format!(
+        return fail_now(format!(
             "gave up after {} deliveries (the worker running it stopped or timed out)",
             attempt - 1
-        );
-        return match publish(Event::Failed { error }).await {
-            Ok(_) => Disposition::Term,
-            Err(e) => retry_soon(&e),
-        };
+        ))
+        .await;
     }
     let Some(handler) = shared.registry.get(&spec.kind) else {
         let error = format!(
@@ -385,18 +483,28 @@ async fn run_attempt(
             spec.kind, shared.config.id
         );
         tracing::error!(%error);
-        return match publish(Event::Failed { error }).await {
-            Ok(_) => Disposition::Term,
-            Err(e) => retry_soon(&e),
-        };
+        return fail_now(error).await;
     };
-    if let Err(e) = publish(Event::Started {
-        worker: shared.config.id.clone(),
-    })
-    .await
-    {
-        return retry_soon(&e);
+    // Registered before `started` is stored, so a cancel request stored after it finds the job.
+    let job_token = shared.hard_stop.child_token();
+    let request_token = CancellationToken::new();
+    if let Ok(mut r) = shared.running.lock() {
+        r.insert(job_id, request_token.clone());
     }
+    let _guard = RunningGuard {
+        running: &shared.running,
+        job_id,
+    };
+    let started = Envelope::new(
+        job_id,
+        attempt,
+        Event::Started {
+            worker: shared.config.id.clone(),
+        },
+    );
+    let started_seq = broker
+        .publish_if_last(&started, &spec.queue, request_id, last_seq)
+        .await?;
     tracing::info!("job started");
 
     let ctx = JobContext {
@@ -406,34 +514,85 @@ async fn run_attempt(
         payload: spec.payload.clone(),
         attempt,
         max_attempts: spec.max_attempts,
-        cancel: shared.hard_stop.child_token(),
+        cancel: job_token.clone(),
+        progress: ProgressReporter::new(
+            broker.clone(),
+            spec.queue.clone(),
+            job_id,
+            attempt,
+            request_id.map(str::to_owned),
+        ),
     };
     let timeout = Duration::from_millis(spec.timeout_ms);
-    let outcome = with_heartbeat(msg, shared.config.ack_wait, async {
-        match tokio::time::timeout(timeout, handler.run(ctx)).await {
-            Ok(r) => r,
-            Err(_) => Err(JobError::Failed(format!(
-                "timed out after {} ms",
-                spec.timeout_ms
-            ))),
+    let cancel_grace = shared.config.cancel_grace;
+    let ran = with_heartbeat(msg, shared.heartbeat_wait, async {
+        let work = handler.run(ctx);
+        tokio::pin!(work);
+        tokio::select! {
+            r = &mut work => Ran::Returned(r),
+            () = tokio::time::sleep(timeout) => {
+                // The deadline: the handler's future is dropped (its token cancelled for any tasks it spawned).
+                job_token.cancel();
+                Ran::Returned(Err(JobError::Failed(format!("timed out after {} ms", spec.timeout_ms))))
+            }
+            () = async {
+                tokio::select! {
+                    () = request_token.cancelled() => {}
+                    () = cancel_stored_after(broker, &spec.queue, job_id, started_seq, shared.config.ack_wait) => {
+                        tracing::info!("cancel request found in the stream: stopping the handler");
+                    }
+                }
+            } => {
+                job_token.cancel();
+                Ran::Cancelled(tokio::time::timeout(cancel_grace, &mut work).await.ok())
+            }
         }
     })
     .await;
 
-    if shared.hard_stop.is_cancelled() && outcome.is_err() {
-        // Interrupted by shutdown, not failed: hand it to another worker now.
-        tracing::warn!("job interrupted by shutdown; redelivering");
-        return Disposition::Nak(None);
-    }
-    let (event, disposition) =
-        outcome_event(outcome, attempt, spec.max_attempts, &shared.config.backoff);
-    let name = event.event_type().as_str();
-    match publish(event).await {
-        Ok(_) => {
-            tracing::info!(outcome = name, "job attempt finished");
-            disposition
+    let (event, disposition) = match ran {
+        Ran::Cancelled(Some(Ok(result))) => {
+            tracing::info!("cancel requested, but the handler finished its work");
+            (Event::Succeeded { result }, Disposition::Ack)
         }
-        Err(e) => retry_soon(&e),
+        Ran::Cancelled(returned) => {
+            let how = if returned.is_some() {
+                "stopped"
+            } else {
+                "abandoned after the cancel grace period"
+            };
+            tracing::info!(how, "job cancelled while running");
+            (
+                Event::Cancelled {
+                    reason: Some(format!(
+                        "cancelled while running (attempt {attempt}, handler {how})"
+                    )),
+                },
+                Disposition::Term,
+            )
+        }
+        Ran::Returned(outcome) => {
+            if shared.hard_stop.is_cancelled() && outcome.is_err() {
+                // Interrupted by shutdown, not failed: hand it to another worker now.
+                tracing::warn!("job interrupted by shutdown; redelivering");
+                return Ok(Disposition::Nak(None));
+            }
+            let backoff = spec.backoff.map_or(shared.config.backoff, Backoff::from);
+            outcome_event(outcome, attempt, spec.max_attempts, &backoff)
+        }
+    };
+    let name = event.event_type().as_str();
+    publish(event).await?;
+    tracing::info!(outcome = name, "job attempt finished");
+    Ok(disposition)
+}
+
+impl From<RetryBackoff> for Backoff {
+    fn from(b: RetryBackoff) -> Self {
+        Backoff {
+            base: Duration::from_millis(b.base_ms),
+            max: Duration::from_millis(b.max_ms),
+        }
     }
 }
 
@@ -533,5 +692,18 @@ mod tests {
         assert!(matches!(e, Event::Retrying { .. }) && matches!(d, Disposition::Nak(Some(_))));
         let (e, _) = outcome_event(Err(JobError::Fatal("x".into())), 1, 3, &b);
         assert!(matches!(e, Event::Failed { .. }));
+    }
+
+    #[test]
+    fn a_jobs_own_backoff_wins_over_the_workers_default() {
+        let b = Backoff::from(RetryBackoff {
+            base_ms: 10,
+            max_ms: 15,
+        });
+        let (e, _) = outcome_event(Err(JobError::Failed("x".into())), 2, 3, &b);
+        let Event::Retrying { retry_in_ms, .. } = e else {
+            panic!("{e:?}")
+        };
+        assert!((12..=18).contains(&retry_in_ms), "{retry_in_ms}");
     }
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use jobstream_core::event::{JobSpec, Priority};
+use jobstream_core::event::{JobSpec, Priority, RetryBackoff};
 use jobstream_core::kinds::Catalogue;
 use jobstream_core::subject::QueueName;
 use jobstream_core::{JobState, JobStatus, catalogue, fold};
@@ -27,6 +27,8 @@ use crate::state::AppState;
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 /// Longest per-attempt timeout a job may ask for (24 h).
 pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// Longest back-off a job may ask for (24 h).
+pub const MAX_BACKOFF_MS: u64 = 24 * 3600 * 1000;
 /// Largest page of a list.
 pub const MAX_PAGE: u64 = 500;
 
@@ -59,6 +61,10 @@ pub struct SubmitJob {
     delay_ms: Option<u64>,
     /// The same key from the same owner yields the same job (or send an `Idempotency-Key` header).
     idempotency_key: Option<String>,
+    /// Delay after the first failed attempt, ms (doubles per attempt, ±20 % jitter); defaults per kind.
+    backoff_base_ms: Option<u64>,
+    /// Longest delay between attempts, ms; defaults per kind.
+    backoff_max_ms: Option<u64>,
 }
 
 /// A job as clients see it.
@@ -106,6 +112,21 @@ pub struct JobView {
     /// The idempotency key it was submitted with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Every failed attempt's error, oldest first (kept across retries).
+    pub errors: Vec<AttemptErrorView>,
+    /// When a cancellation was requested while the job ran (it ends `cancelled` once its handler stops).
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+}
+
+/// The error of one failed attempt.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptErrorView {
+    /// Attempt number.
+    pub attempt: u32,
+    /// What went wrong.
+    pub error: String,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 impl From<&JobState> for JobView {
@@ -131,11 +152,21 @@ impl From<&JobState> for JobView {
             updated_at: s.updated_at,
             run_at: s.spec.run_at,
             idempotency_key: s.spec.idempotency_key.clone(),
+            errors: s
+                .errors
+                .iter()
+                .map(|e| AttemptErrorView {
+                    attempt: e.attempt,
+                    error: e.error.clone(),
+                    at: e.at,
+                })
+                .collect(),
+            cancel_requested_at: s.cancel_requested_at,
         }
     }
 }
 
-fn request_id(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-request-id").and_then(|v| v.to_str().ok())
 }
 
@@ -239,6 +270,21 @@ pub(crate) fn parse_submission(
             .ok_or_else(|| format!("must be an integer from 1 to {MAX_TIMEOUT_MS}"))
     });
     let extras = lifecycle::take_extras(&mut obj, &mut errors);
+    let backoff_field = |v: &Value| {
+        v.as_u64()
+            .filter(|n| (1..=MAX_BACKOFF_MS).contains(n))
+            .ok_or_else(|| format!("must be an integer from 1 to {MAX_BACKOFF_MS}"))
+    };
+    let backoff_base_ms = take_opt(&mut obj, "backoff_base_ms", &mut errors, backoff_field);
+    let backoff_max_ms = take_opt(&mut obj, "backoff_max_ms", &mut errors, backoff_field);
+    if let (Some(base), Some(max)) = (backoff_base_ms, backoff_max_ms)
+        && base > max
+    {
+        errors.push(catalogue::FieldError::new(
+            "backoff_max_ms",
+            "must be at least backoff_base_ms",
+        ));
+    }
     for unknown in obj.keys() {
         errors.push(catalogue::FieldError::new(unknown.clone(), "unknown field"));
     }
@@ -261,6 +307,12 @@ pub(crate) fn parse_submission(
             run_at: extras.run_at,
             idempotency_key: extras.idempotency_key,
             result_ttl_ms: None,
+            backoff: Some(RetryBackoff {
+                base_ms: backoff_base_ms.unwrap_or(k.default_backoff.base_ms),
+                max_ms: backoff_max_ms
+                    .unwrap_or(k.default_backoff.max_ms)
+                    .max(backoff_base_ms.unwrap_or(0)),
+            }),
         }),
         _ => Err(ApiError::Unprocessable(errors)),
     }

@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod files;
 pub mod health;
+pub mod job_actions;
 pub mod jobs;
 pub mod kinds;
 pub mod schedules;

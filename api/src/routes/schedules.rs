@@ -250,11 +250,13 @@ pub async fn create_schedule(
         Some((_, ScheduleEvent::Created(_)))
     );
     let timing = spec.timing.header_value();
+    // Fired jobs land on the priority lane of the schedule's job.
     let target = format!(
-        "{}.{}.{}.queued",
+        "{}.{}.{}.{}",
         subject::PREFIX,
         spec.job.queue,
-        schedule::fired_token(&key)
+        schedule::fired_token(&key),
+        subject::event_token(jobstream_core::EventType::Queued, Some(spec.job.priority))
     );
     let rec = ScheduleRecord::new(key.clone(), ScheduleEvent::Created(Box::new(spec.clone())));
     let msg = Outgoing::new(schedule::subject(&key), rec.to_bytes())

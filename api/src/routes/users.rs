@@ -545,6 +545,7 @@ pub async fn create_user(
         priority: Priority::Normal,
         max_attempts: def.map_or(REGISTRATION_MAX_ATTEMPTS, |k| k.max_attempts),
         timeout_ms: def.map_or(REGISTRATION_TIMEOUT_MS, |k| k.timeout_ms),
+        backoff: def.map(|k| k.default_backoff),
         run_at: None,
         idempotency_key: None,
         result_ttl_ms: None,

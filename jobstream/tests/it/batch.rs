@@ -175,6 +175,7 @@ async fn a_batch_refused_by_the_stream_stores_nothing(backend: Backend) {
                 run_at: None,
                 idempotency_key: None,
                 result_ttl_ms: None,
+                backoff: None,
             }),
         )
     };

@@ -9,6 +9,7 @@ mod files;
 mod helpers;
 mod idempotency;
 mod kinds;
+mod lifecycle;
 mod pipeline;
 mod python_worker;
 mod resilience;

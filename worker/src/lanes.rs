@@ -1,0 +1,209 @@
+//! Priority lanes: one durable consumer per queue and lane, pulled most urgent
+//! first, with a doorbell so idle workers neither poll hard nor sleep long.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{self, AckPolicy, DeliverPolicy, pull},
+};
+use futures::{FutureExt, StreamExt};
+use jobstream_core::event::Priority;
+use jobstream_core::subject::{self, QueueName};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::limit::{self, Slots};
+use crate::run::{WorkerConfig, lane_consumer_name};
+
+/// The lane consumers of one queue, most urgent first, and its slots when it is limited.
+pub(crate) struct QueueLanes {
+    pub(crate) queue: QueueName,
+    pub(crate) lanes: Vec<(Priority, consumer::Consumer<pull::Config>)>,
+    pub(crate) slots: Option<Slots>,
+}
+
+/// Creates a lane consumer, or brings an existing one up to date (its filters; its
+/// other settings, such as `max_ack_pending`, are kept). A queue's global limit is
+/// not set here but with tokens ([`crate::limit`]): a lane's `max_ack_pending` also
+/// counts messages waiting out their retry back-off, which are not running.
+pub(crate) async fn ensure_lane_consumer(
+    stream: &jetstream::stream::Stream<()>,
+    config: &WorkerConfig,
+    queue: &QueueName,
+    lane: Priority,
+) -> Result<consumer::Consumer<pull::Config>, String> {
+    use async_nats::jetstream::consumer::FromConsumer;
+    let name = lane_consumer_name(queue, lane);
+    let mut wanted = match stream.consumer_info(&name).await {
+        Ok(info) => {
+            pull::Config::try_from_consumer_config(info.config).map_err(|e| e.to_string())?
+        }
+        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+            pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!(
+                    "jobstream workers of queue {queue}, {} priority",
+                    lane.as_str()
+                )),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                // Attempts are counted by the worker against each job's own max_attempts.
+                max_deliver: -1,
+                max_ack_pending: config.queue_max_in_flight,
+                ..Default::default()
+            }
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    wanted.filter_subject = String::new();
+    wanted.filter_subjects = subject::runnable_in(queue, lane);
+    stream
+        .create_consumer(wanted)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// How long an idle puller waits for a doorbell before looking again anyway (this
+/// bounds how late it notices a message redelivered after a dead worker's `ack_wait`).
+pub(crate) const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Margin after a `Nak(delay)` before looking for the message again.
+pub(crate) const REDELIVERY_SLACK: Duration = Duration::from_millis(20);
+
+/// A message handed from a puller to the worker, with the local permit it holds
+/// and where to say when a `Nak`ed message is due back.
+pub(crate) struct Delivery {
+    /// The runnable message.
+    pub(crate) msg: jetstream::Message,
+    /// The local concurrency permit it holds.
+    pub(crate) permit: OwnedSemaphorePermit,
+    /// Where to say when the message, `Nak`ed, is due back.
+    pub(crate) wake: tokio::sync::mpsc::UnboundedSender<tokio::time::Instant>,
+    /// The queue's concurrency token, when the queue is limited.
+    pub(crate) slot: Option<jetstream::Message>,
+}
+
+/// Pulls one queue, highest lane first, in batches sized to the free local permits,
+/// so no message waits in a buffer while its ack timer runs. When every lane is
+/// empty it waits for a "doorbell" (a core NATS subscription on the queue's
+/// runnable subjects, which sees each new `queued`/`retry_requested` as it is
+/// stored), for a message it `Nak`ed to be due back, or for [`IDLE_POLL`].
+pub(crate) async fn pull_loop(
+    lanes: QueueLanes,
+    client: async_nats::Client,
+    permits: Arc<Semaphore>,
+    tx: tokio::sync::mpsc::Sender<Delivery>,
+    shutdown: CancellationToken,
+) {
+    use std::cmp::Reverse;
+    const MAX_BATCH: usize = 256;
+    let queue = &lanes.queue;
+    let mut doorbell = doorbell(&client, queue).await;
+    let (wake, mut wakeups) = tokio::sync::mpsc::unbounded_channel();
+    let mut due = std::collections::BinaryHeap::new();
+    'outer: loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let mut held = vec![first];
+        while held.len() < MAX_BATCH {
+            match permits.clone().try_acquire_owned() {
+                Ok(p) => held.push(p),
+                Err(_) => break,
+            }
+        }
+        // A limited queue: no more jobs than the server hands out tokens.
+        let mut tokens = Vec::new();
+        if let Some(slots) = &lanes.slots {
+            tokens = tokio::select! {
+                () = shutdown.cancelled() => break,
+                t = slots.acquire(held.len(), IDLE_POLL) => t,
+            };
+            if tokens.is_empty() {
+                continue;
+            }
+            held.truncate(tokens.len());
+        }
+        // Whatever rang so far is covered by the look below.
+        while let Some(Some(_)) = doorbell.next().now_or_never() {}
+        let mut received = 0usize;
+        for (lane, consumer) in &lanes.lanes {
+            if held.is_empty() {
+                break;
+            }
+            let batch = consumer.fetch().max_messages(held.len()).messages().await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(%queue, lane = lane.as_str(), error = %e, "pull request failed; retrying");
+                    continue;
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'outer,
+                    next = batch.next() => match next {
+                        Some(Ok(msg)) => {
+                            let Some(permit) = held.pop() else { break };
+                            received += 1;
+                            let delivery = Delivery { msg, permit, wake: wake.clone(), slot: tokens.pop() };
+                            if tx.send(delivery).await.is_err() { break 'outer; }
+                        }
+                        Some(Err(e)) => tracing::debug!(%queue, error = %e, "pull batch ended"),
+                        None => break,
+                    }
+                }
+            }
+        }
+        for token in tokens.drain(..) {
+            limit::release(token).await;
+        }
+        if received == 0 {
+            drop(held);
+            loop {
+                while let Ok(at) = wakeups.try_recv() {
+                    due.push(Reverse(at));
+                }
+                let now = tokio::time::Instant::now();
+                let mut past_due = false;
+                while due.peek().is_some_and(|Reverse(at)| *at <= now) {
+                    due.pop();
+                    past_due = true;
+                }
+                if past_due {
+                    break;
+                }
+                let until = due
+                    .peek()
+                    .map_or(now + IDLE_POLL, |Reverse(at)| (*at).min(now + IDLE_POLL));
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'outer,
+                    _ = doorbell.next() => break,
+                    () = tokio::time::sleep_until(until) => break,
+                    Some(at) = wakeups.recv() => due.push(Reverse(at)),
+                }
+            }
+        }
+    }
+}
+
+/// New runnable messages of a queue (any lane), as a signal only.
+pub(crate) async fn doorbell(
+    client: &async_nats::Client,
+    queue: &QueueName,
+) -> futures::stream::SelectAll<async_nats::Subscriber> {
+    let mut subs = Vec::new();
+    for lane in subject::LANES {
+        for filter in subject::runnable_in(queue, lane) {
+            match client.subscribe(filter).await {
+                Ok(s) => subs.push(s),
+                // Without it the puller still looks every IDLE_POLL.
+                Err(e) => tracing::warn!(%queue, error = %e, "doorbell subscription failed"),
+            }
+        }
+    }
+    futures::stream::select_all(subs)
+}
