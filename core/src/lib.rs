@@ -10,6 +10,7 @@
 //! - [`broker`]: connecting to NATS, the `JOBS` stream, publishing events (I/O).
 //! - [`nats_server`]: starting a local nats-server child (dev mode, tests).
 //! - [`store`]: connecting to the SQL projection store (I/O).
+//! - [`stream_read`]: reading stored messages back by sequence (catch-up, history, replay) (I/O).
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`shutdown`]: Ctrl-C / SIGTERM into a cancellation token.
 
@@ -20,6 +21,7 @@ pub mod fold;
 pub mod nats_server;
 pub mod shutdown;
 pub mod store;
+pub mod stream_read;
 pub mod subject;
 pub mod telemetry;
 

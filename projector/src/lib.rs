@@ -7,11 +7,14 @@
 //! - [`fold_batch`](Projector::apply_batch): applies a batch and moves the checkpoint
 //!   in the same transaction, so a redelivered or replayed event is a no-op.
 //! - [`sweep`](Projector::sweep): deletes finished jobs older than the job TTL.
+//! - [`replay`]: rebuild the projection from the stream (into the live database through a
+//!   shadow and an atomic swap, or into another database) and verify it against a fresh fold.
 //!
 //! Exactly-once fold: the checkpoint (last applied stream sequence) is committed
 //! with the rows it covers, and messages are acked only after the commit.
 
 mod apply;
+pub mod replay;
 mod run;
 
 pub use apply::BatchOutcome;

@@ -1,0 +1,205 @@
+//! Reading stored messages back from the job stream: SSE catch-up, per-job
+//! history, `wait`, replay and verify.
+//!
+//! Every stored message these readers hand out is decoded by [`decode`], the one
+//! place that turns a stored message into an [`Envelope`]. Reads go by stream
+//! sequence and cover every subject of the stream (not only `jobs.>`), so a
+//! replay sees everything the stream holds.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::stream;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use uuid::Uuid;
+
+use crate::broker::{Broker, BrokerError};
+use crate::event::{DecodeError, Envelope};
+use crate::subject;
+
+/// Filter matching every subject of the stream.
+pub const EVERYTHING: &str = ">";
+
+/// One message as the stream stores it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Stream sequence.
+    pub seq: u64,
+    /// Subject it was stored under.
+    pub subject: String,
+    /// Headers it was stored with.
+    pub headers: Option<HeaderMap>,
+    /// The stored bytes.
+    pub payload: Bytes,
+    /// When the server stored it.
+    pub stored_at: DateTime<Utc>,
+}
+
+/// Turns a stored message into an event: the one place stored messages are decoded.
+pub fn decode(msg: &Stored) -> Result<Envelope, DecodeError> {
+    Envelope::decode(&msg.payload)
+}
+
+/// [`decode`], logging (and dropping) what does not decode.
+pub fn decode_or_log(msg: &Stored) -> Option<Envelope> {
+    match decode(msg) {
+        Ok(env) => Some(env),
+        Err(e) => {
+            tracing::warn!(stream_seq = msg.seq, subject = %msg.subject, error = %e, "undecodable stored message skipped");
+            None
+        }
+    }
+}
+
+fn utc(nanos: i128) -> DateTime<Utc> {
+    let secs = i64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(0);
+    let sub = u32::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0);
+    DateTime::from_timestamp(secs, sub).unwrap_or_default()
+}
+
+impl From<async_nats::jetstream::message::StreamMessage> for Stored {
+    fn from(m: async_nats::jetstream::message::StreamMessage) -> Self {
+        Stored {
+            seq: m.sequence,
+            subject: m.subject.to_string(),
+            headers: Some(m.headers),
+            payload: m.payload,
+            stored_at: utc(m.time.unix_timestamp_nanos()),
+        }
+    }
+}
+
+/// First and last sequence the stream holds (`first > last` when it is empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Oldest stored sequence (older ones expired or were deleted).
+    pub first: u64,
+    /// Newest stored sequence.
+    pub last: u64,
+}
+
+/// The stream's current bounds.
+pub async fn bounds(broker: &Broker) -> Result<Bounds, BrokerError> {
+    let stream = broker.stream().await?;
+    let info = stream
+        .get_info()
+        .await
+        .map_err(|e| BrokerError::Read(e.to_string()))?;
+    Ok(Bounds {
+        first: info.state.first_sequence,
+        last: info.state.last_sequence,
+    })
+}
+
+/// The first message at or after `seq` whose subject matches `filter`, if any.
+pub async fn next_at_or_after(
+    stream: &stream::Stream<()>,
+    filter: &str,
+    seq: u64,
+) -> Result<Option<Stored>, BrokerError> {
+    match stream
+        .direct_get_next_for_subject(filter, Some(seq.max(1)))
+        .await
+    {
+        Ok(m) => Ok(Some(m.into())),
+        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) => Err(BrokerError::Read(e.to_string())),
+    }
+}
+
+/// Up to `max` messages matching `filter` with sequence `>= from`, in order.
+pub async fn read_from(
+    broker: &Broker,
+    filter: &str,
+    from: u64,
+    max: usize,
+) -> Result<Vec<Stored>, BrokerError> {
+    let stream = broker.stream().await?;
+    let mut out = Vec::new();
+    let mut next = from;
+    while out.len() < max {
+        match next_at_or_after(&stream, filter, next).await? {
+            Some(m) => {
+                next = m.seq + 1;
+                out.push(m);
+            }
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Every stored event of one job, in stream order, decoded.
+pub async fn job_events(broker: &Broker, job_id: Uuid) -> Result<Vec<(Stored, Envelope)>, BrokerError> {
+    let msgs = read_from(broker, &subject::of_job(job_id), 1, usize::MAX).await?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| decode_or_log(&m).map(|e| (m, e)))
+        .collect())
+}
+
+/// The sequence of the first message stored at or after `t` (`None` if there is none).
+pub async fn first_seq_since(broker: &Broker, t: DateTime<Utc>) -> Result<Option<u64>, BrokerError> {
+    let b = bounds(broker).await?;
+    if b.first > b.last {
+        return Ok(None);
+    }
+    let stream = broker.stream().await?;
+    // Stored times grow with the sequence: binary search over [first, last + 1).
+    let (mut lo, mut hi) = (b.first, b.last + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match next_at_or_after(&stream, EVERYTHING, mid).await? {
+            Some(m) if m.stored_at >= t => hi = mid.min(m.seq),
+            Some(m) => lo = m.seq + 1,
+            None => hi = mid,
+        }
+    }
+    Ok((lo <= b.last).then_some(lo))
+}
+
+/// Every message from `start_seq` on, through one ordered (ephemeral, ack-less) consumer,
+/// with the number of messages still pending after each one. Runs until dropped.
+pub async fn ordered_from(
+    broker: &Broker,
+    start_seq: u64,
+    description: &str,
+) -> Result<impl Stream<Item = Result<(Stored, u64), BrokerError>> + use<>, BrokerError> {
+    let stream = broker.stream().await?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            description: Some(description.to_owned()),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start_seq.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BrokerError::Read(e.to_string()))?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| BrokerError::Read(e.to_string()))?;
+    Ok(messages.map(|m| {
+        let m = m.map_err(|e| BrokerError::Read(e.to_string()))?;
+        let info = m.info().map_err(|e| BrokerError::Read(e.to_string()))?;
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        let stored_at = utc(info.published.unix_timestamp_nanos());
+        Ok((
+            Stored {
+                seq,
+                subject: m.subject.to_string(),
+                headers: m.headers.clone(),
+                payload: m.payload.clone(),
+                stored_at,
+            },
+            pending,
+        ))
+    }))
+}
+
+/// How long readers wait between retries after a failed read.
+pub const RETRY_DELAY: Duration = Duration::from_millis(500);
