@@ -10,14 +10,18 @@
 //! - [`error`]: [`error::ApiError`], rendered as `application/problem+json`.
 //! - [`routes`]: one module per resource, each with its own `router()`.
 //! - [`state`]: [`state::AppState`], what every handler gets.
+//! - [`live`]: the process's one live tail of the stream, fanned out to SSE connections and waits.
+//! - [`tickets`]: single-use SSE tickets for browsers.
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
 
 pub mod app;
 pub mod auth;
 pub mod error;
+pub mod live;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod tickets;
 
 pub use app::{App, app};
 pub use state::AppState;

@@ -16,4 +16,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     /// Bearer token verification.
     pub verifier: Arc<Verifier>,
+    /// The live tail of the stream (SSE, `wait`), one per API process.
+    pub live: crate::live::EventHub,
+    /// The admin replay this process runs.
+    pub replay: crate::routes::admin_replay::ReplayControl,
 }

@@ -13,6 +13,8 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let broker = system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-api").await?;
     let db = system::connect_db_migrated(&args.db.database_url).await?;
     let state = AppState {
+        live: jobstream_api::live::EventHub::start(broker.clone()).await?,
+        replay: Default::default(),
         broker,
         db,
         verifier: Arc::new(Verifier::new(&auth)),

@@ -97,8 +97,11 @@ async fn run_system(
         worker_config,
     )
     .await?;
+    let api_broker = system::connect_broker(&nats.nats_url, nats, "jobstream-dev-api").await?;
     let state = AppState {
-        broker: system::connect_broker(&nats.nats_url, nats, "jobstream-dev-api").await?,
+        live: jobstream_api::live::EventHub::start(api_broker.clone()).await?,
+        replay: Default::default(),
+        broker: api_broker,
         db,
         verifier: Arc::new(Verifier::new(&auth)),
     };

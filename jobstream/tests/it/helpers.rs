@@ -151,8 +151,13 @@ impl TestApp {
             issuer: "jobstream-test".into(),
             audience: "jobstream".into(),
         };
+        let api_broker = connect(&nats.url(), "api").await;
         let state = AppState {
-            broker: connect(&nats.url(), "api").await,
+            live: jobstream_api::live::EventHub::start(api_broker.clone())
+                .await
+                .expect("live tail"),
+            replay: Default::default(),
+            broker: api_broker,
             db: db.conn.clone(),
             verifier: Arc::new(Verifier::new(&auth)),
         };
