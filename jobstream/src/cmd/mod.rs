@@ -2,10 +2,13 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_sse;
 pub mod dev;
 pub mod migrate;
 pub mod projector;
+pub mod replay;
 pub mod token;
+pub mod verify;
 pub mod worker;
 
 use crate::cli::{Cli, Command};
@@ -20,5 +23,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(a) => migrate::run(a).await,
         Command::Token(a) => token::run(&a),
         Command::Bench(a) => bench::run(a).await,
+        Command::Replay(a) => replay::run(a).await,
+        Command::Verify(a) => verify::run(a).await,
+        Command::BenchSse(a) => bench_sse::run(a).await,
     }
 }
