@@ -2,9 +2,12 @@
 //! One binary (this file plus modules) so it links once.
 
 mod helpers;
+mod history;
 mod pipeline;
+mod replay;
 mod resilience;
 mod retention;
 mod retries;
+mod sse;
 mod stream;
 mod validation;
