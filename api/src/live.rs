@@ -151,9 +151,12 @@ impl Directory {
             return Ok(None);
         };
         match stream_read::decode_or_log(&msg) {
-            Some(queued @ Envelope { event: Event::Queued(_), .. }) => {
-                Box::pin(self.resolve(broker, &queued)).await
-            }
+            Some(
+                queued @ Envelope {
+                    event: Event::Queued(_),
+                    ..
+                },
+            ) => Box::pin(self.resolve(broker, &queued)).await,
             _ => Ok(None),
         }
     }
@@ -269,16 +272,17 @@ async fn run_tail(
 ) {
     let mut next = start;
     while !closing.is_cancelled() {
-        let messages = match stream_read::ordered_from(&broker, next, "jobstream api live tail").await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, next, "live tail cannot start; retrying");
-                tokio::select! {
-                    () = closing.cancelled() => return,
-                    () = tokio::time::sleep(stream_read::RETRY_DELAY) => continue,
+        let messages =
+            match stream_read::ordered_from(&broker, next, "jobstream api live tail").await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, next, "live tail cannot start; retrying");
+                    tokio::select! {
+                        () = closing.cancelled() => return,
+                        () = tokio::time::sleep(stream_read::RETRY_DELAY) => continue,
+                    }
                 }
-            }
-        };
+            };
         let mut messages = std::pin::pin!(messages);
         tracing::debug!(next, "live tail reading");
         loop {
@@ -289,7 +293,9 @@ async fn run_tail(
             match item {
                 Some(Ok((msg, _))) => {
                     next = msg.seq + 1;
-                    let Some(env) = stream_read::decode_or_log(&msg) else { continue };
+                    let Some(env) = stream_read::decode_or_log(&msg) else {
+                        continue;
+                    };
                     let meta = match directory.resolve(&broker, &env).await {
                         Ok(m) => m,
                         Err(e) => {

@@ -133,7 +133,10 @@ pub async fn read_from(
 }
 
 /// Every stored event of one job, in stream order, decoded.
-pub async fn job_events(broker: &Broker, job_id: Uuid) -> Result<Vec<(Stored, Envelope)>, BrokerError> {
+pub async fn job_events(
+    broker: &Broker,
+    job_id: Uuid,
+) -> Result<Vec<(Stored, Envelope)>, BrokerError> {
     let msgs = read_from(broker, &subject::of_job(job_id), 1, usize::MAX).await?;
     Ok(msgs
         .into_iter()
@@ -142,7 +145,10 @@ pub async fn job_events(broker: &Broker, job_id: Uuid) -> Result<Vec<(Stored, En
 }
 
 /// The sequence of the first message stored at or after `t` (`None` if there is none).
-pub async fn first_seq_since(broker: &Broker, t: DateTime<Utc>) -> Result<Option<u64>, BrokerError> {
+pub async fn first_seq_since(
+    broker: &Broker,
+    t: DateTime<Utc>,
+) -> Result<Option<u64>, BrokerError> {
     let b = bounds(broker).await?;
     if b.first > b.last {
         return Ok(None);

@@ -262,9 +262,10 @@ async fn fold_range(
         summary.events += 1;
         progress.events.fetch_add(1, Ordering::Relaxed);
         progress.position.store(msg.seq, Ordering::Relaxed);
-        progress
-            .pending
-            .store(until.saturating_sub(msg.seq).min(pending), Ordering::Relaxed);
+        progress.pending.store(
+            until.saturating_sub(msg.seq).min(pending),
+            Ordering::Relaxed,
+        );
         batch.push((msg.seq, stream_read::decode_or_log(&msg)));
         let done = msg.seq >= until || pending == 0;
         if batch.len() >= batch_size || done {
@@ -412,7 +413,8 @@ impl Shadow {
                     .to_path_buf();
                 if live_file.as_os_str().is_empty() || live_file.to_string_lossy() == ":memory:" {
                     return Err(ReplayError::Unsupported(
-                        "replay into an in-memory SQLite database is not possible; use --into".into(),
+                        "replay into an in-memory SQLite database is not possible; use --into"
+                            .into(),
                     ));
                 }
                 let mut name = live_file.as_os_str().to_owned();

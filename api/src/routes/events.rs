@@ -91,7 +91,8 @@ impl Filter {
                 s.split(',')
                     .map(|t| {
                         EventType::parse(t.trim()).ok_or_else(|| {
-                            let all: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                            let all: Vec<&str> =
+                                EventType::ALL.iter().map(|t| t.as_str()).collect();
                             ApiError::field(
                                 "type",
                                 format!("unknown event type {t:?}; one of {}", all.join(", ")),
@@ -122,18 +123,15 @@ impl Filter {
             "{}.{}.{}.{}",
             subject::PREFIX,
             self.queue.as_ref().map_or("*", QueueName::as_str),
-            self.job_id.map_or_else(|| "*".to_owned(), |id| id.to_string()),
+            self.job_id
+                .map_or_else(|| "*".to_owned(), |id| id.to_string()),
             single_type.unwrap_or("*")
         )
     }
 
     /// Whether `caller` may see `ev` and wants it.
     pub fn admits(&self, caller: &Caller, ev: &LiveEvent) -> bool {
-        let visible = caller.is_admin
-            || ev
-                .meta
-                .as_ref()
-                .is_some_and(|m| m.owner == caller.sub);
+        let visible = caller.is_admin || ev.meta.as_ref().is_some_and(|m| m.owner == caller.sub);
         visible
             && self.job_id.is_none_or(|id| id == ev.job_id)
             && self

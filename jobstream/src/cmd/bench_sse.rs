@@ -35,7 +35,13 @@ struct Watchers {
 }
 
 /// Opens `n` SSE connections (`ramp` at a time) that count the events they receive.
-async fn open(http: &reqwest::Client, url: &str, auth: &str, n: usize, ramp: usize) -> anyhow::Result<Watchers> {
+async fn open(
+    http: &reqwest::Client,
+    url: &str,
+    auth: &str,
+    n: usize,
+    ramp: usize,
+) -> anyhow::Result<Watchers> {
     let events = Arc::new(AtomicU64::new(0));
     let open = Arc::new(AtomicUsize::new(0));
     let responses: Vec<reqwest::Response> = futures::stream::iter(0..n)
@@ -75,7 +81,11 @@ async fn open(http: &reqwest::Client, url: &str, auth: &str, n: usize, ramp: usi
             })
         })
         .collect();
-    Ok(Watchers { events, open, tasks })
+    Ok(Watchers {
+        events,
+        open,
+        tasks,
+    })
 }
 
 /// Submits `jobs` echo jobs and waits until `expected` events arrived; returns events/s.
@@ -119,7 +129,10 @@ async fn run_jobs(
 
 /// Runs the benchmark and prints its report.
 pub async fn run(args: BenchSseArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.connections > 0 && args.jobs > 0, "--connections and --jobs must be at least 1");
+    anyhow::ensure!(
+        args.connections > 0 && args.jobs > 0,
+        "--connections and --jobs must be at least 1"
+    );
     let token = jobstream_api::auth::mint_hs256(
         &system::auth_config(&args.auth)?,
         "bench-sse",
@@ -136,7 +149,8 @@ pub async fn run(args: BenchSseArgs) -> anyhow::Result<()> {
 
     // Baseline: one connection watching the same jobs.
     let one = open(&http, &url, &auth, 1, 1).await?;
-    let baseline_rate = run_jobs(&http, &base, &auth, args.jobs, &one, per_run, args.timeout).await?;
+    let baseline_rate =
+        run_jobs(&http, &base, &auth, args.jobs, &one, per_run, args.timeout).await?;
     for t in one.tasks {
         t.abort();
     }
@@ -160,8 +174,14 @@ pub async fn run(args: BenchSseArgs) -> anyhow::Result<()> {
     .await?;
     let still_open = many.open.load(Ordering::Relaxed);
 
-    println!("bench-sse: {} connections, {} echo jobs ({} events each connection)", args.connections, args.jobs, per_run);
-    println!("  opened {} connections in {open_secs:.2}s; {still_open} still open at the end", args.connections);
+    println!(
+        "bench-sse: {} connections, {} echo jobs ({} events each connection)",
+        args.connections, args.jobs, per_run
+    );
+    println!(
+        "  opened {} connections in {open_secs:.2}s; {still_open} still open at the end",
+        args.connections
+    );
     match (rss_before, rss_after) {
         (Some(b), Some(a)) => {
             let per = (a.saturating_sub(b)) as f64 / args.connections as f64;

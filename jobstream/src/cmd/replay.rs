@@ -14,7 +14,8 @@ use crate::system;
 
 /// Runs the replay and prints its summary.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
-    let broker = system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-replay").await?;
+    let broker =
+        system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-replay").await?;
     let start = match (args.from_seq, args.since) {
         (Some(0), _) => anyhow::bail!("--from-seq must be at least 1"),
         (Some(s), _) => ReplayStart::Seq(s),

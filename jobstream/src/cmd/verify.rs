@@ -8,7 +8,8 @@ use crate::system;
 
 /// Runs the comparison and prints its report.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
-    let broker = system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-verify").await?;
+    let broker =
+        system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-verify").await?;
     let db = system::connect_db_migrated(&args.db.database_url).await?;
     let report = replay::verify(&broker, &db, "projector", args.job_ttl).await?;
     println!(

@@ -36,7 +36,13 @@ fn spec(owner: &str, i: usize, max_attempts: u32) -> JobSpec {
 }
 
 fn started(id: Uuid, attempt: u32) -> Envelope {
-    Envelope::new(id, attempt, Event::Started { worker: "w1".into() })
+    Envelope::new(
+        id,
+        attempt,
+        Event::Started {
+            worker: "w1".into(),
+        },
+    )
 }
 
 /// One job's events: succeeded (i % 3 == 0), failed after a retry (1), cancelled while queued (2).
@@ -47,7 +53,13 @@ fn job_events(i: usize) -> Vec<Envelope> {
         0 => vec![
             Envelope::new(id, 0, Event::Queued(spec(owner, i, 3))),
             started(id, 1),
-            Envelope::new(id, 1, Event::Succeeded { result: json!({ "i": i }) }),
+            Envelope::new(
+                id,
+                1,
+                Event::Succeeded {
+                    result: json!({ "i": i }),
+                },
+            ),
         ],
         1 => vec![
             Envelope::new(id, 0, Event::Queued(spec(owner, i, 2))),
@@ -61,7 +73,13 @@ fn job_events(i: usize) -> Vec<Envelope> {
                 },
             ),
             started(id, 2),
-            Envelope::new(id, 2, Event::Failed { error: "boom again".into() }),
+            Envelope::new(
+                id,
+                2,
+                Event::Failed {
+                    error: "boom again".into(),
+                },
+            ),
         ],
         _ => vec![
             Envelope::new(id, 0, Event::Queued(spec(owner, i, 3))),
@@ -149,14 +167,22 @@ async fn ten_thousand_mixed_jobs_replay_to_identical_rows(backend: Backend) {
     let live = app.rows().await;
     assert_eq!(live.len(), 10_000);
     assert_eq!(
-        (count(&live, "succeeded"), count(&live, "failed"), count(&live, "cancelled")),
+        (
+            count(&live, "succeeded"),
+            count(&live, "failed"),
+            count(&live, "cancelled")
+        ),
         (3334, 3333, 3333)
     );
 
     // verify agrees with the live projection.
     let out = app.jobstream(&["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "verify: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "verify: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("OK"), "{stdout}");
 
     // Into another database: the same rows, every column.
@@ -198,9 +224,14 @@ async fn ten_thousand_mixed_jobs_replay_to_identical_rows(backend: Backend) {
     assert!(!summary.interrupted);
     assert!(progress.snapshot().finished);
     app.wait_projected().await;
-    let report = replay::verify(&app.broker, &app.db.conn, "projector", Duration::from_secs(86_400))
-        .await
-        .unwrap();
+    let report = replay::verify(
+        &app.broker,
+        &app.db.conn,
+        "projector",
+        Duration::from_secs(86_400),
+    )
+    .await
+    .unwrap();
     assert!(report.is_clean(), "{:?}", report.differences);
     assert_eq!(report.projected, 10_300);
 
@@ -217,7 +248,10 @@ async fn ten_thousand_mixed_jobs_replay_to_identical_rows(backend: Backend) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "verify must fail: {stdout}");
     assert!(stdout.contains(&victim), "{stdout}");
-    assert!(stdout.contains("status: projection \"running\""), "{stdout}");
+    assert!(
+        stdout.contains("status: projection \"running\""),
+        "{stdout}"
+    );
     assert_eq!(stdout.matches("job ").count(), 1, "only that job: {stdout}");
 }
 db_test!(ten_thousand_mixed_jobs_replay_to_identical_rows);
@@ -280,10 +314,20 @@ async fn a_replay_never_brings_swept_jobs_back_as_live(backend: Backend) {
         job_ttl: Duration::ZERO,
         ..ReplayOptions::default()
     };
-    replay::replay_live(&app.broker, &app.db.conn, &opts, &Progress::default(), &cancel)
-        .await
-        .unwrap();
-    assert_eq!(app.rows().await, live, "with the same TTL: exactly the live rows");
+    replay::replay_live(
+        &app.broker,
+        &app.db.conn,
+        &opts,
+        &Progress::default(),
+        &cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        app.rows().await,
+        live,
+        "with the same TTL: exactly the live rows"
+    );
     let report = replay::verify(&app.broker, &app.db.conn, "projector", Duration::ZERO)
         .await
         .unwrap();
@@ -292,9 +336,15 @@ async fn a_replay_never_brings_swept_jobs_back_as_live(backend: Backend) {
 
     // Even with a long TTL, a swept job comes back finished, never live; the expired one not at all.
     let opts = ReplayOptions::default();
-    replay::replay_live(&app.broker, &app.db.conn, &opts, &Progress::default(), &cancel)
-        .await
-        .unwrap();
+    replay::replay_live(
+        &app.broker,
+        &app.db.conn,
+        &opts,
+        &Progress::default(),
+        &cancel,
+    )
+    .await
+    .unwrap();
     let rows = app.rows().await;
     assert!(!rows.iter().any(|r| r.id == expired[0].job_id.to_string()));
     for r in &rows {
@@ -322,9 +372,19 @@ async fn admins_replay_over_the_api(backend: Backend) {
     let post = |token: String, body: serde_json::Value| {
         let http = app.http.clone();
         let url = format!("{}/v1/admin/replay", app.base);
-        async move { http.post(url).bearer_auth(token).json(&body).send().await.unwrap() }
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
     };
-    assert_eq!(post(alice.clone(), json!({})).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        post(alice.clone(), json!({})).await.status(),
+        StatusCode::FORBIDDEN
+    );
     let (status, _) = app.get(&alice, "/v1/admin/replay").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let bad = post(admin.clone(), json!({"from_seq": 0})).await;

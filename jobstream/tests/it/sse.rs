@@ -259,9 +259,14 @@ async fn filters_isolation_and_admin_view(backend: Backend) {
     app.wait_for_row(&bob_job, "bob's job to finish", |r| r.status == "succeeded")
         .await;
     // Resuming from 0 replays history: alice still sees nothing of bob's, the admin does.
-    let mut admin_sse = SseClient::open(&app.base, "/v1/events?type=succeeded", Some(&admin), Some(0))
-        .await
-        .unwrap();
+    let mut admin_sse = SseClient::open(
+        &app.base,
+        "/v1/events?type=succeeded",
+        Some(&admin),
+        Some(0),
+    )
+    .await
+    .unwrap();
     let m = admin_sse.expect().await;
     assert_eq!(m.event, "succeeded");
     assert_eq!(m.json()["job_id"], bob_job.as_str());
@@ -289,7 +294,10 @@ async fn filters_isolation_and_admin_view(backend: Backend) {
     );
     // The admin's filtered stream sees alice's completion, and only completions.
     let m = admin_sse.expect().await;
-    assert_eq!((m.event.as_str(), m.json()["job_id"].as_str()), ("succeeded", Some(own.as_str())));
+    assert_eq!(
+        (m.event.as_str(), m.json()["job_id"].as_str()),
+        ("succeeded", Some(own.as_str()))
+    );
 
     // Bad filters name the field; no token → 401.
     for (q, field) in [
@@ -325,19 +333,30 @@ async fn tickets_are_single_use_and_work_across_instances(backend: Backend) {
     let t: Value = res.json().await.unwrap();
     let url = t["url"].as_str().unwrap().to_owned();
     assert!(t["expires_in"].as_u64().unwrap() <= 60);
-    assert!(!url.contains(&alice), "the token itself is never in the URL");
+    assert!(
+        !url.contains(&alice),
+        "the token itself is never in the URL"
+    );
 
     // Redeemed on the other instance, without any Authorization header.
     let mut sse = SseClient::open(&app.base, &url, None, None).await.unwrap();
     let id = submit_n(&app, &alice, 1).await.remove(0);
     assert_eq!(sse.expect().await.json()["job_id"], id.as_str());
     // Once only.
-    let again = SseClient::open(&app.base, &url, None, None).await.err().unwrap();
-    assert_eq!(again.0, StatusCode::UNAUTHORIZED);
-    let forged = SseClient::open(&app.base, &format!("/v1/events?ticket={}", "a".repeat(64)), None, None)
+    let again = SseClient::open(&app.base, &url, None, None)
         .await
         .err()
         .unwrap();
+    assert_eq!(again.0, StatusCode::UNAUTHORIZED);
+    let forged = SseClient::open(
+        &app.base,
+        &format!("/v1/events?ticket={}", "a".repeat(64)),
+        None,
+        None,
+    )
+    .await
+    .err()
+    .unwrap();
     assert_eq!(forged.0, StatusCode::UNAUTHORIZED);
     other.stop().await;
 }
@@ -358,7 +377,10 @@ async fn an_expired_resume_point_is_announced_not_skipped(backend: Backend) {
         .unwrap();
     let reset = sse.expect().await;
     assert_eq!(reset.event, "reset");
-    assert_eq!(reset.id, None, "a notice has no id: the client's resume point stays");
+    assert_eq!(
+        reset.id, None,
+        "a notice has no id: the client's resume point stays"
+    );
     assert_eq!(reset.json()["first_available"], 4);
     let next = sse.expect().await;
     assert_eq!(next.id, Some(4));
