@@ -82,10 +82,13 @@ impl Default for HubConfig {
     }
 }
 
+/// The map and the insertion order (for forgetting the oldest).
+type Entries = (HashMap<Uuid, Arc<JobMeta>>, VecDeque<Uuid>);
+
 /// Bounded job → [`JobMeta`] map, oldest entries forgotten first.
 #[derive(Debug)]
 pub struct Directory {
-    inner: Mutex<(HashMap<Uuid, Arc<JobMeta>>, VecDeque<Uuid>)>,
+    inner: Mutex<Entries>,
     size: usize,
 }
 

@@ -223,17 +223,30 @@ pub struct ReplaySummary {
 
 /// Folds the stream into `db` (applying its checkpoint rules) from `from` until the stream
 /// sequence `until` (inclusive), or until cancelled. Returns whether it was interrupted.
+/// What a fold reads from and writes to.
+struct FoldTarget<'a> {
+    broker: &'a Broker,
+    db: &'a DatabaseConnection,
+    name: &'a str,
+    batch_size: usize,
+    progress: &'a Progress,
+    cancel: &'a CancellationToken,
+}
+
 async fn fold_range(
-    broker: &Broker,
-    db: &DatabaseConnection,
-    name: &str,
+    t: &FoldTarget<'_>,
     from: u64,
     until: u64,
-    batch_size: usize,
-    progress: &Progress,
     summary: &mut ReplaySummary,
-    cancel: &CancellationToken,
 ) -> Result<bool, ReplayError> {
+    let FoldTarget {
+        broker,
+        db,
+        name,
+        batch_size,
+        progress,
+        cancel,
+    } = *t;
     if from > until {
         return Ok(false);
     }
@@ -353,18 +366,15 @@ async fn replay_into_inner(
     };
     let until = stream_read::bounds(broker).await?.last;
     progress.set_phase("folding");
-    summary.interrupted = fold_range(
+    let target = FoldTarget {
         broker,
         db,
-        &opts.projector_name,
-        from,
-        until,
-        opts.batch_size,
+        name: &opts.projector_name,
+        batch_size: opts.batch_size,
         progress,
-        &mut summary,
         cancel,
-    )
-    .await?;
+    };
+    summary.interrupted = fold_range(&target, from, until, &mut summary).await?;
     if !summary.interrupted {
         progress.set_phase("sweeping");
         summary.swept = apply::sweep_finished(db, sweep_cutoff(opts.job_ttl)).await?;
@@ -543,19 +553,15 @@ async fn replay_live_inner(
     for _ in 0..SWAP_ATTEMPTS {
         let until = stream_read::bounds(broker).await?.last;
         let from = origin.max(apply::load_checkpoint(&shadow.db, name).await? + 1);
-        if fold_range(
+        let target = FoldTarget {
             broker,
-            &shadow.db,
+            db: &shadow.db,
             name,
-            from,
-            until,
-            opts.batch_size,
+            batch_size: opts.batch_size,
             progress,
-            &mut summary,
             cancel,
-        )
-        .await?
-        {
+        };
+        if fold_range(&target, from, until, &mut summary).await? {
             summary.interrupted = true;
             summary.elapsed_secs = clock.elapsed().as_secs_f64();
             summary.jobs = count_jobs(&shadow.db).await?;
@@ -719,18 +725,16 @@ pub async fn verify(
     migration::Migrator::up(&mem, None).await?;
     let progress = Progress::default();
     let mut summary = ReplaySummary::default();
-    fold_range(
+    let cancel = CancellationToken::new();
+    let target = FoldTarget {
         broker,
-        &mem,
-        projector_name,
-        1,
-        checkpoint,
-        2000,
-        &progress,
-        &mut summary,
-        &CancellationToken::new(),
-    )
-    .await?;
+        db: &mem,
+        name: projector_name,
+        batch_size: 2000,
+        progress: &progress,
+        cancel: &cancel,
+    };
+    fold_range(&target, 1, checkpoint, &mut summary).await?;
     let folded = queued_job::Entity::find()
         .order_by_asc(queued_job::Column::Id)
         .all(&mem)

@@ -48,7 +48,7 @@ fn started(id: Uuid, attempt: u32) -> Envelope {
 /// One job's events: succeeded (i % 3 == 0), failed after a retry (1), cancelled while queued (2).
 fn job_events(i: usize) -> Vec<Envelope> {
     let id = Uuid::now_v7();
-    let owner = if i % 2 == 0 { "alice" } else { "bob" };
+    let owner = if i.is_multiple_of(2) { "alice" } else { "bob" };
     match i % 3 {
         0 => vec![
             Envelope::new(id, 0, Event::Queued(spec(owner, i, 3))),
