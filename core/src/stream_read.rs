@@ -43,12 +43,17 @@ pub fn decode(msg: &Stored) -> Result<Envelope, DecodeError> {
     Envelope::decode(&msg.payload)
 }
 
-/// [`decode`], logging (and dropping) what does not decode.
+/// [`decode`], logging (and dropping) what does not decode: a warning for a job
+/// subject, a debug line for other subjects of the stream (not job events).
 pub fn decode_or_log(msg: &Stored) -> Option<Envelope> {
     match decode(msg) {
         Ok(env) => Some(env),
+        Err(e) if subject::parse(&msg.subject).is_some() => {
+            tracing::warn!(stream_seq = msg.seq, subject = %msg.subject, error = %e, "undecodable job event skipped");
+            None
+        }
         Err(e) => {
-            tracing::warn!(stream_seq = msg.seq, subject = %msg.subject, error = %e, "undecodable stored message skipped");
+            tracing::debug!(stream_seq = msg.seq, subject = %msg.subject, error = %e, "not a job event; skipped");
             None
         }
     }

@@ -257,6 +257,7 @@ async fn fold_range(
     let mut last = from.saturating_sub(1);
     loop {
         let next = tokio::select! {
+            biased;
             () = cancel.cancelled() => None,
             m = tokio::time::timeout(STALL, messages.next()) => Some(m),
         };
@@ -283,6 +284,9 @@ async fn fold_range(
         let done = msg.seq >= until || pending == 0;
         if batch.len() >= batch_size || done {
             flush(db, name, &mut batch, summary).await?;
+            if cancel.is_cancelled() && !done {
+                return Ok(true);
+            }
         }
         if done {
             break;
