@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jobstream_api::auth::Verifier;
+use jobstream_api::live::HubConfig;
 use jobstream_api::{App, AppState};
 use jobstream_testkit::Backend;
 use reqwest::StatusCode;
@@ -39,9 +40,14 @@ impl ApiInstance {
 impl TestApp {
     /// Starts another API instance on a free port.
     pub(crate) async fn spawn_api(&self) -> ApiInstance {
+        self.spawn_api_with(HubConfig::default()).await
+    }
+
+    /// Starts another API instance with the given live-tail tuning.
+    pub(crate) async fn spawn_api_with(&self, config: HubConfig) -> ApiInstance {
         let broker = connect(&self.nats.url(), "api-extra").await;
         let state = AppState {
-            live: jobstream_api::live::EventHub::start(broker.clone())
+            live: jobstream_api::live::EventHub::with_config(broker.clone(), config)
                 .await
                 .expect("live tail"),
             replay: Default::default(),
@@ -412,3 +418,77 @@ async fn shutdown_with_open_streams_finishes_in_seconds(backend: Backend) {
     }
 }
 db_test!(shutdown_with_open_streams_finishes_in_seconds);
+
+async fn a_client_too_far_behind_is_told_why_and_resumes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let alice = app.token("alice", false);
+    // A tiny broadcast buffer; big events fill the socket buffers of a client that does not read.
+    let api = app
+        .spawn_api_with(HubConfig {
+            capacity: 16,
+            ..HubConfig::default()
+        })
+        .await;
+    let mut sse = SseClient::open(&api.base, "/v1/events?type=queued", Some(&alice), None)
+        .await
+        .unwrap();
+    let big = "x".repeat(256 * 1024);
+    let queue = jobstream_core::subject::QueueName::parse("parked").unwrap();
+    let mut published = Vec::new();
+    for i in 0..100 {
+        let env = jobstream_core::Envelope::new(
+            uuid::Uuid::now_v7(),
+            0,
+            jobstream_core::Event::Queued(jobstream_core::event::JobSpec {
+                kind: "echo".into(),
+                queue: queue.clone(),
+                owner: "alice".into(),
+                payload: json!({ "i": i, "big": big }),
+                priority: jobstream_core::event::Priority::Normal,
+                max_attempts: 1,
+                timeout_ms: 1000,
+                run_at: None,
+                idempotency_key: None,
+                result_ttl_ms: None,
+            }),
+        );
+        published.push(app.broker.publish(&env, &queue, None).await.unwrap());
+    }
+    let mut got = Vec::new();
+    let lagged = loop {
+        let m = sse.expect().await;
+        if m.event == "lagged" {
+            break m;
+        }
+        got.push(m.id.unwrap());
+    };
+    assert!(got.len() < published.len(), "the slow client was cut off");
+    assert!(
+        lagged.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Last-Event-ID")
+    );
+    assert!(
+        tokio::time::timeout(WAIT, sse.next())
+            .await
+            .unwrap()
+            .is_none(),
+        "closed after the notice"
+    );
+    // It resumes with its last id and receives the rest, exactly once.
+    let mut sse = SseClient::open(
+        &app.base,
+        "/v1/events?type=queued",
+        Some(&alice),
+        got.last().copied(),
+    )
+    .await
+    .unwrap();
+    while got.len() < published.len() {
+        got.push(sse.expect().await.id.unwrap());
+    }
+    assert_eq!(got, published);
+    api.stop().await;
+}
+db_test!(a_client_too_far_behind_is_told_why_and_resumes);
