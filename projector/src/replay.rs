@@ -251,6 +251,12 @@ async fn fold_range(
         return Ok(false);
     }
     progress.target.store(until, Ordering::Relaxed);
+    // Nothing stored in the range (deleted or expired): an ordered consumer would just wait.
+    let stream = broker.stream().await?;
+    match stream_read::next_at_or_after(&stream, stream_read::EVERYTHING, from).await? {
+        Some(m) if m.seq <= until => {}
+        _ => return Ok(false),
+    }
     let messages = stream_read::ordered_from(broker, from, "jobstream replay").await?;
     let mut messages = std::pin::pin!(messages);
     let mut batch: Vec<(u64, Option<Envelope>)> = Vec::with_capacity(batch_size);
