@@ -605,12 +605,15 @@ async fn swap(live: &DatabaseConnection, shadow: &Shadow, name: &str) -> Result<
     match &shadow.file {
         None => {
             let txn = live.begin().await?;
-            // Writers (the projector) wait; readers keep reading the old rows until commit.
-            let mut tables: Vec<&str> = PROJECTION_TABLES.to_vec();
-            tables.push("projector_checkpoints");
+            // The checkpoint first, exclusively: a projector batch in flight (it read the
+            // checkpoint at its start) finishes before the swap, the next one waits for it
+            // and then reads the carried checkpoint. Readers of the job tables are not blocked:
+            // they see the old rows until the commit.
+            txn.execute_unprepared("LOCK TABLE projector_checkpoints IN ACCESS EXCLUSIVE MODE")
+                .await?;
             txn.execute_unprepared(&format!(
                 "LOCK TABLE {} IN EXCLUSIVE MODE",
-                tables.join(", ")
+                PROJECTION_TABLES.join(", ")
             ))
             .await?;
             let live_seq = apply::load_checkpoint(&txn, name).await?;
