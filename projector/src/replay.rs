@@ -1,7 +1,7 @@
 //! Operators: rebuild the projection from the stream (replay) and compare it with a
 //! fresh fold (verify).
 //!
-//! Both fold with the projector's own code ([`crate::apply`]): the same batches,
+//! Both fold with the projector's own code (`projector/src/apply.rs`): the same batches,
 //! the same checkpoint in the same transaction, the same idempotency and TTL rules.
 //!
 //! Replay into the live database builds a *shadow* projection beside it (a
