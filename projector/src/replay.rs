@@ -180,8 +180,9 @@ impl Progress {
             0.0
         };
         let pending = self.pending.load(Ordering::Relaxed);
+        let phase = *lock(&self.phase);
         ProgressSnapshot {
-            phase: *lock(&self.phase),
+            phase: if phase.is_empty() { "starting" } else { phase },
             position: self.position.load(Ordering::Relaxed),
             target: self.target.load(Ordering::Relaxed),
             events,

@@ -63,6 +63,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
 /// One progress line per second on stderr: position, events/s, ETA.
 async fn report(progress: Arc<Progress>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await; // the first tick is immediate
     loop {
         tick.tick().await;
         let s = progress.snapshot();
