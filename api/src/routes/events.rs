@@ -237,8 +237,9 @@ impl Connection {
             Err(e) => {
                 tracing::warn!(error = %e, "SSE catch-up failed");
                 self.done = true;
+                // Not `error`: that name is EventSource's own connection-error event.
                 self.pending.push_back(notice(
-                    "error",
+                    "unavailable",
                     &serde_json::json!({"reason": "the event stream is unreachable; reconnect with Last-Event-ID to resume"}),
                 ));
                 return;
