@@ -5,17 +5,17 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use crate::routes::{admin_replay, events, health, job_events, jobs};
+use crate::routes::{health, jobs};
 use crate::state::AppState;
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jobstream", description = "Event-sourced background jobs on NATS JetStream."),
-    paths(health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs, events::stream_events, events::create_ticket, job_events::job_history, job_events::wait_job, admin_replay::start_replay, admin_replay::replay_status),
-    components(schemas(jobs::SubmitJob, jobs::JobView, jobs::JobPage, crate::error::Problem, crate::error::ProblemField, events::Ticket, job_events::JobHistory, job_events::HistoryEvent, admin_replay::StartReplay)),
+    paths(health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs),
+    components(schemas(jobs::SubmitJob, jobs::JobView, jobs::JobPage, crate::error::Problem, crate::error::ProblemField)),
     modifiers(&BearerAuth),
-    tags((name = "jobs", description = "Submit and read jobs"), (name = "health", description = "Probes"), (name = "events", description = "Live events (SSE)"), (name = "admin", description = "Operators"))
+    tags((name = "jobs", description = "Submit and read jobs"), (name = "health", description = "Probes"))
 )]
 pub struct ApiDoc;
 
@@ -33,5 +33,12 @@ impl utoipa::Modify for BearerAuth {
 
 /// `/openapi.json`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+    Router::new().route(
+        "/openapi.json",
+        get(|| async {
+            let mut doc = ApiDoc::openapi();
+            doc.merge(crate::routes::events::EventsDoc::openapi());
+            Json(doc)
+        }),
+    )
 }

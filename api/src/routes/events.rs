@@ -36,6 +36,30 @@ use crate::tickets;
 /// Events read from the stream per catch-up page (bounds a connection's buffer).
 const CATCH_UP_PAGE: usize = 256;
 
+/// OpenAPI description of live events, history, wait and admin replay (merged into `/openapi.json`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        stream_events,
+        create_ticket,
+        crate::routes::job_events::job_history,
+        crate::routes::job_events::wait_job,
+        crate::routes::admin_replay::start_replay,
+        crate::routes::admin_replay::replay_status
+    ),
+    components(schemas(
+        Ticket,
+        crate::routes::job_events::JobHistory,
+        crate::routes::job_events::HistoryEvent,
+        crate::routes::admin_replay::StartReplay
+    )),
+    tags(
+        (name = "events", description = "Live events (SSE)"),
+        (name = "admin", description = "Operators")
+    )
+)]
+pub struct EventsDoc;
+
 /// `/v1/events` routes.
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -321,6 +321,27 @@ async fn filters_isolation_and_admin_view(backend: Backend) {
         .err()
         .unwrap();
     assert_eq!(err.0, StatusCode::UNAUTHORIZED);
+
+    // Documented in the OpenAPI document.
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/events",
+        "/v1/events/ticket",
+        "/v1/jobs/{id}/events",
+        "/v1/jobs/{id}/wait",
+        "/v1/admin/replay",
+        "/v1/jobs",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
 }
 db_test!(filters_isolation_and_admin_view);
 
