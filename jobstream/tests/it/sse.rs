@@ -9,7 +9,7 @@ use futures::StreamExt;
 use jobstream_api::auth::Verifier;
 use jobstream_api::live::HubConfig;
 use jobstream_api::{App, AppState};
-use jobstream_testkit::Backend;
+use jobstream_testkit::{Backend, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -513,3 +513,29 @@ async fn a_client_too_far_behind_is_told_why_and_resumes(backend: Backend) {
     api.stop().await;
 }
 db_test!(a_client_too_far_behind_is_told_why_and_resumes);
+
+async fn the_live_tail_survives_a_nats_server_restart(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let alice = app.token("alice", false);
+    let first = submit_n(&app, &alice, 1).await.remove(0);
+    app.wait_for_row(&first, "first job", |r| r.status == "succeeded")
+        .await;
+    let mut sse = SseClient::open(&app.base, "/v1/events?type=succeeded", Some(&alice), None)
+        .await
+        .unwrap();
+    app.nats.kill().await;
+    app.nats.restart().await;
+    // Jobs accepted after the restart still reach the open stream, through the recreated tail.
+    let job = eventually("the API to accept jobs again", WAIT, || async {
+        let res = app
+            .submit(&alice, &json!({"kind": "echo", "payload": {}}))
+            .await;
+        (res.status() == StatusCode::ACCEPTED).then_some(())
+    })
+    .await;
+    let () = job;
+    let m = sse.expect().await;
+    assert_eq!(m.event, "succeeded");
+    assert_ne!(m.json()["job_id"], first.as_str());
+}
+db_test!(the_live_tail_survives_a_nats_server_restart);
