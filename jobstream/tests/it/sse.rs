@@ -305,6 +305,25 @@ async fn filters_isolation_and_admin_view(backend: Backend) {
         ("succeeded", Some(own.as_str()))
     );
 
+    // kind and queue filters: only the `fail` job's events, none of the echo job's.
+    let mut by_kind = SseClient::open(
+        &app.base,
+        "/v1/events?kind=fail&queue=default",
+        Some(&admin),
+        None,
+    )
+    .await
+    .unwrap();
+    submit_n(&app, &alice, 1).await;
+    let failing = app
+        .submit_ok(&alice, &json!({"kind": "fail", "payload": {"times": 0}}))
+        .await;
+    for expected in ["queued", "started", "succeeded"] {
+        let m = by_kind.expect().await;
+        assert_eq!(m.event, expected);
+        assert_eq!(m.json()["job_id"], failing["id"]);
+    }
+
     // Bad filters name the field; no token → 401.
     for (q, field) in [
         ("type=exploded", "type"),
