@@ -115,8 +115,97 @@ pub async fn next_at_or_after(
     }
 }
 
+/// Most messages asked for in one batched direct get.
+const BATCH: usize = 256;
+/// How long a batched direct get may take before the reader falls back to single gets.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Up to `max` messages matching `filter` from `from` on, in one batched direct get
+/// (ADR-31: the server streams the messages, then an end-of-batch status).
+/// `None` when the server does not answer as expected: the caller reads one by one.
+async fn read_batch(
+    broker: &Broker,
+    filter: &str,
+    from: u64,
+    max: usize,
+) -> Option<Vec<Stored>> {
+    let client = broker.client();
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.ok()?;
+    let request = serde_json::json!({
+        "seq": from.max(1),
+        "next_by_subj": filter,
+        "batch": max,
+    });
+    client
+        .publish_with_reply(
+            format!("$JS.API.DIRECT.GET.{}", broker.stream_name()),
+            inbox,
+            request.to_string().into(),
+        )
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    let result = loop {
+        let msg = match tokio::time::timeout(BATCH_TIMEOUT, sub.next()).await {
+            Ok(Some(m)) => m,
+            _ => break None,
+        };
+        match msg.status.map(|s| s.as_u16()) {
+            // End of batch.
+            Some(204) => break Some(out),
+            // Nothing (more) matches.
+            Some(404) if out.is_empty() => break Some(out),
+            Some(_) => break None,
+            None => match async_nats::jetstream::message::StreamMessage::try_from(msg) {
+                Ok(m) => {
+                    out.push(Stored::from(m));
+                    if out.len() >= max {
+                        break Some(out);
+                    }
+                }
+                Err(_) => break None,
+            },
+        }
+    };
+    let _ = sub.unsubscribe().await;
+    result
+}
+
 /// Up to `max` messages matching `filter` with sequence `>= from`, in order.
 pub async fn read_from(
+    broker: &Broker,
+    filter: &str,
+    from: u64,
+    max: usize,
+) -> Result<Vec<Stored>, BrokerError> {
+    // Batched pages first (one round trip per page); one message per request as a fallback.
+    let mut out = Vec::new();
+    let mut next = from;
+    while out.len() < max {
+        let want = (max - out.len()).min(BATCH);
+        match read_batch(broker, filter, next, want).await {
+            // A short page may be the server's byte limit, not the end: only an empty one is.
+            Some(page) => match page.last() {
+                None => return Ok(out),
+                Some(last) => {
+                    next = last.seq + 1;
+                    out.extend(page);
+                }
+            },
+            None => {
+                tracing::debug!(filter, next, "batched direct get unavailable; reading one by one");
+                let rest = read_one_by_one(broker, filter, next, max - out.len()).await?;
+                out.extend(rest);
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`read_from`] with one direct get per message.
+async fn read_one_by_one(
     broker: &Broker,
     filter: &str,
     from: u64,
