@@ -123,12 +123,7 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Up to `max` messages matching `filter` from `from` on, in one batched direct get
 /// (ADR-31: the server streams the messages, then an end-of-batch status).
 /// `None` when the server does not answer as expected: the caller reads one by one.
-async fn read_batch(
-    broker: &Broker,
-    filter: &str,
-    from: u64,
-    max: usize,
-) -> Option<Vec<Stored>> {
+async fn read_batch(broker: &Broker, filter: &str, from: u64, max: usize) -> Option<Vec<Stored>> {
     let client = broker.client();
     let inbox = client.new_inbox();
     let mut sub = client.subscribe(inbox.clone()).await.ok()?;
@@ -194,7 +189,11 @@ pub async fn read_from(
                 }
             },
             None => {
-                tracing::debug!(filter, next, "batched direct get unavailable; reading one by one");
+                tracing::debug!(
+                    filter,
+                    next,
+                    "batched direct get unavailable; reading one by one"
+                );
                 let rest = read_one_by_one(broker, filter, next, max - out.len()).await?;
                 out.extend(rest);
                 return Ok(out);
