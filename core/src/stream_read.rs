@@ -182,7 +182,13 @@ pub async fn read_from(
         match read_batch(broker, filter, next, want).await {
             // A short page may be the server's byte limit, not the end: only an empty one is.
             Some(page) => match page.last() {
-                None => return Ok(out),
+                // Direct gets may be answered by a replica that lags the leader: the end is
+                // confirmed by the leader, which also reads whatever the replica missed.
+                None => {
+                    let rest = read_one_by_one(broker, filter, next, max - out.len()).await?;
+                    out.extend(rest);
+                    return Ok(out);
+                }
                 Some(last) => {
                     next = last.seq + 1;
                     out.extend(page);
@@ -203,7 +209,7 @@ pub async fn read_from(
     Ok(out)
 }
 
-/// [`read_from`] with one direct get per message.
+/// [`read_from`] with one request per message, answered by the stream's leader.
 async fn read_one_by_one(
     broker: &Broker,
     filter: &str,
@@ -212,14 +218,15 @@ async fn read_one_by_one(
 ) -> Result<Vec<Stored>, BrokerError> {
     let stream = broker.stream().await?;
     let mut out = Vec::new();
-    let mut next = from;
+    let mut next = from.max(1);
     while out.len() < max {
-        match next_at_or_after(&stream, filter, next).await? {
-            Some(m) => {
-                next = m.seq + 1;
-                out.push(m);
+        match stream.get_first_raw_message_by_subject(filter, next).await {
+            Ok(m) => {
+                next = m.sequence + 1;
+                out.push(Stored::from(m));
             }
-            None => break,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => break,
+            Err(e) => return Err(BrokerError::Read(e.to_string())),
         }
     }
     Ok(out)
