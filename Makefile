@@ -21,3 +21,8 @@ bench:
 ## Install the pinned nats-server into .tools/ (project-local).
 nats-server:
 	scripts/install-nats-server.sh
+
+.PHONY: bench-sse
+## SSE scale on a fresh release build: memory per connection, events/s (BENCH_SSE_ARGS="--connections 5000 --jobs 200").
+bench-sse:
+	scripts/bench-sse.sh $(BENCH_SSE_ARGS)

@@ -12,7 +12,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::routes::{batch, files, health, job_actions, jobs, kinds, schedules};
+use crate::routes::{
+    admin_replay, batch, events, files, health, job_actions, job_events, jobs, kinds, schedules,
+};
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -28,6 +30,9 @@ pub fn app(state: AppState) -> Router {
         .merge(kinds::router())
         .merge(files::router())
         .merge(job_actions::router())
+        .merge(events::router())
+        .merge(job_events::router())
+        .merge(admin_replay::router())
         .merge(crate::openapi::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
@@ -35,6 +40,7 @@ pub fn app(state: AppState) -> Router {
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
+                    // The path only, never the query string: it may carry a single-use SSE ticket.
                     TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                         let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
                         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id, sub = tracing::field::Empty)
@@ -49,6 +55,7 @@ pub fn app(state: AppState) -> Router {
 pub struct App {
     listener: TcpListener,
     router: Router,
+    live: crate::live::EventHub,
 }
 
 impl App {
@@ -57,6 +64,7 @@ impl App {
         let listener = TcpListener::bind(addr).await?;
         Ok(App {
             listener,
+            live: state.live.clone(),
             router: app(state),
         })
     }
@@ -74,8 +82,13 @@ impl App {
     /// Serves until `shutdown` is cancelled, then drains in-flight requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr()?, "api listening");
+        let live = self.live;
         axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                // End open SSE streams and waits, or draining would wait for them forever.
+                live.close();
+            })
             .await
     }
 }

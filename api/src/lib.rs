@@ -11,6 +11,8 @@
 //! - [`lifecycle`]: storing submissions in the stream: delayed jobs (timers), idempotency records, atomic batches.
 //! - [`routes`]: one module per resource, each with its own `router()`.
 //! - [`state`]: [`state::AppState`], what every handler gets.
+//! - [`live`]: the process's one live tail of the stream, fanned out to SSE connections and waits.
+//! - [`tickets`]: single-use SSE tickets for browsers.
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
 //! - [`users`]: registering users (first request, `POST /v1/users`) through the stream.
 
@@ -18,9 +20,11 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod lifecycle;
+pub mod live;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod tickets;
 pub mod users;
 
 pub use app::{App, app};

@@ -46,6 +46,7 @@ pub fn router() -> Router<AppState> {
         get(|| async {
             let mut doc = ApiDoc::openapi();
             doc.merge(crate::routes::users::UsersDoc::openapi());
+            doc.merge(crate::routes::events::EventsDoc::openapi());
             Json(doc)
         }),
     )

@@ -24,4 +24,8 @@ pub struct AppState {
     pub kinds: Catalogue,
     /// The files bucket (uploads, thumbnails).
     pub files: FilesState,
+    /// The live tail of the stream (SSE, `wait`), one per API process.
+    pub live: crate::live::EventHub,
+    /// The admin replay this process runs.
+    pub replay: crate::routes::admin_replay::ReplayControl,
 }

@@ -12,6 +12,7 @@
 //! - [`broker`]: connecting to NATS, the `JOBS` stream, publishing events (I/O).
 //! - [`nats_server`]: starting a local nats-server child (dev mode, tests).
 //! - [`store`]: connecting to the SQL projection store (I/O).
+//! - [`stream_read`]: reading stored messages back by sequence (catch-up, history, replay) (I/O).
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`atomic`]: atomic batch publish, last-message lookups, reading every record kind (I/O).
 //! - [`stored`]: the one decoder of stored stream messages (including scheduler-fired ones).
@@ -32,6 +33,7 @@ pub mod schedule;
 pub mod shutdown;
 pub mod store;
 pub mod stored;
+pub mod stream_read;
 pub mod subject;
 pub mod telemetry;
 pub mod user;

@@ -34,6 +34,7 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Command::Token(_) | Command::Bench(_) | Command::Seed(_) => "warn",
+            Command::Replay(_) | Command::Verify(_) | Command::BenchSse(_) => "warn",
             _ => "info,sqlx=warn,async_nats=warn",
         }
     }
@@ -58,6 +59,12 @@ pub enum Command {
     Bench(BenchArgs),
     /// Fill a development system with demo users and a realistic mix of jobs (through the API).
     Seed(SeedArgs),
+    /// Rebuild the projection from the stream (into the live database, or --into another).
+    Replay(ReplayArgs),
+    /// Fold the stream afresh in memory and compare it with the projection.
+    Verify(VerifyArgs),
+    /// Open N concurrent SSE connections and measure memory per connection and events/s.
+    BenchSse(BenchSseArgs),
 }
 
 /// Where NATS is and how the stream is set up.
@@ -390,6 +397,75 @@ pub struct SeedArgs {
     pub idle_queue: String,
     /// Stop waiting for jobs to settle after this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub auth: AuthArgs,
+}
+
+/// `jobstream replay`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Start at this stream sequence (events before it are ignored).
+    #[arg(long, conflicts_with = "since")]
+    pub from_seq: Option<u64>,
+    /// Start at the first event stored at or after this time (RFC 3339, e.g. 2026-11-23T08:00:00Z).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Build into this database instead of swapping into the live one (resumes from its checkpoint).
+    #[arg(long, value_name = "DATABASE_URL", hide_env_values = true)]
+    pub into: Option<String>,
+    /// Discard an interrupted replay instead of resuming it.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Events per transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Finished jobs older than this are left out, as the projector's sweep would (the seeds' MAX_JOB_TTL).
+    #[arg(long, env = "JOB_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub job_ttl: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+}
+
+/// `jobstream verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Finished jobs older than this may rightly be missing from the projection (swept).
+    #[arg(long, env = "JOB_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub job_ttl: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+}
+
+/// `jobstream bench-sse`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchSseArgs {
+    /// Base URL of a running API.
+    #[arg(long, env = "JOBSTREAM_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Concurrent SSE connections to hold open.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Echo jobs to run while the connections are open (each yields 3 events).
+    #[arg(long, default_value_t = 200)]
+    pub jobs: usize,
+    /// Connections opened at once while ramping up.
+    #[arg(long, default_value_t = 64)]
+    pub ramp: usize,
+    /// Process id of the API (e.g. `jobstream dev`) whose RSS is measured from /proc.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Give up after this long.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub timeout: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]

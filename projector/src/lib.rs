@@ -10,11 +10,14 @@
 //! - [`sweep`](Projector::sweep): deletes finished jobs older than the job TTL.
 //! - `schedules`: folds schedule records (`schedules.<key>`) into the `schedules` table,
 //!   in the same transaction and under the same checkpoint as the job events.
+//! - [`replay`]: rebuild the projection from the stream (into the live database through a
+//!   shadow and an atomic swap, or into another database) and verify it against a fresh fold.
 //!
 //! Exactly-once fold: the checkpoint (last applied stream sequence) is committed
 //! with the rows it covers, and messages are acked only after the commit.
 
 mod apply;
+pub mod replay;
 mod run;
 mod schedules;
 mod users;

@@ -1,9 +1,12 @@
 //! One module per resource, each exposing `router()`.
 
+pub mod admin_replay;
 pub mod batch;
+pub mod events;
 pub mod files;
 pub mod health;
 pub mod job_actions;
+pub mod job_events;
 pub mod jobs;
 pub mod kinds;
 pub mod schedules;

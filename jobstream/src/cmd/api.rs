@@ -16,6 +16,8 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let kinds = system::catalogue(&args.catalogue)?;
     let files = system::files_state(&broker, &args.files, &args.nats).await?;
     let state = AppState {
+        live: jobstream_api::live::EventHub::start(broker.clone()).await?,
+        replay: Default::default(),
         broker,
         db,
         verifier: Arc::new(verifier),

@@ -96,6 +96,8 @@ async fn run_system(
     let state = AppState {
         files: system::files_state(&api_broker, &args.files, nats).await?,
         kinds: system::catalogue(&args.catalogue)?,
+        live: jobstream_api::live::EventHub::start(api_broker.clone()).await?,
+        replay: Default::default(),
         broker: api_broker,
         db,
         verifier: Arc::new(Verifier::new(&auth)),

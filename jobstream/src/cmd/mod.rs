@@ -2,11 +2,14 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_sse;
 pub mod dev;
 pub mod migrate;
 pub mod projector;
+pub mod replay;
 pub mod seed;
 pub mod token;
+pub mod verify;
 pub mod worker;
 
 use crate::cli::{Cli, Command};
@@ -22,5 +25,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(a) => token::run(&a),
         Command::Bench(a) => bench::run(a).await,
         Command::Seed(a) => seed::run(a).await,
+        Command::Replay(a) => replay::run(a).await,
+        Command::Verify(a) => verify::run(a).await,
+        Command::BenchSse(a) => bench_sse::run(a).await,
     }
 }

@@ -162,17 +162,15 @@ impl TestApp {
             issuer: "jobstream-test".into(),
             audience: "jobstream".into(),
         };
-        let state = AppState {
-            broker: connect(&nats.url(), "api").await,
-            db: db.conn.clone(),
-            verifier: options
-                .verifier
-                .clone()
-                .unwrap_or_else(|| Arc::new(Verifier::new(&auth))),
-            users: Arc::new(jobstream_api::users::Users::new(options.open_registration)),
-            kinds: options.kinds.clone(),
-            files: files_state(&broker).await,
-        };
+        let state = api_state(
+            &nats.url(),
+            &db.conn,
+            &options,
+            &auth,
+            "api",
+            jobstream_api::live::HubConfig::default(),
+        )
+        .await;
         let app = App::build(([127, 0, 0, 1], 0).into(), state)
             .await
             .expect("bind api");
@@ -202,23 +200,30 @@ impl TestApp {
         t
     }
 
+    /// The state of another API instance of this system: its own NATS connection, live
+    /// tail and user cache, on the same nats-server and database.
+    pub(crate) async fn api_state(
+        &self,
+        name: &str,
+        hub: jobstream_api::live::HubConfig,
+    ) -> AppState {
+        api_state(
+            &self.nats.url(),
+            &self.db.conn,
+            &self.options,
+            &self.auth,
+            name,
+            hub,
+        )
+        .await
+    }
+
     /// Another API instance on the same nats-server and database, with its own NATS
     /// connection and user cache: returns its base URL and the running component.
     pub(crate) async fn second_api(&self) -> (String, Component) {
-        let state = AppState {
-            broker: connect(&self.nats.url(), "api-2").await,
-            db: self.db.conn.clone(),
-            verifier: self
-                .options
-                .verifier
-                .clone()
-                .unwrap_or_else(|| Arc::new(Verifier::new(&self.auth))),
-            users: Arc::new(jobstream_api::users::Users::new(
-                self.options.open_registration,
-            )),
-            kinds: self.options.kinds.clone(),
-            files: files_state(&self.broker).await,
-        };
+        let state = self
+            .api_state("api-2", jobstream_api::live::HubConfig::default())
+            .await;
         let app = App::build(([127, 0, 0, 1], 0).into(), state)
             .await
             .expect("bind second api");
@@ -383,6 +388,33 @@ impl TestApp {
             .map(|(_, e)| e)
             .filter(|e| e.event_type() == t)
             .collect()
+    }
+}
+
+/// The state of an API instance: its own NATS connection and live tail.
+async fn api_state(
+    nats_url: &str,
+    db: &sea_orm::DatabaseConnection,
+    options: &Options,
+    auth: &AuthConfig,
+    name: &str,
+    hub: jobstream_api::live::HubConfig,
+) -> AppState {
+    let broker = connect(nats_url, name).await;
+    AppState {
+        live: jobstream_api::live::EventHub::with_config(broker.clone(), hub)
+            .await
+            .expect("live tail"),
+        replay: Default::default(),
+        files: files_state(&broker).await,
+        broker,
+        db: db.clone(),
+        verifier: options
+            .verifier
+            .clone()
+            .unwrap_or_else(|| Arc::new(Verifier::new(auth))),
+        users: Arc::new(jobstream_api::users::Users::new(options.open_registration)),
+        kinds: options.kinds.clone(),
     }
 }
 

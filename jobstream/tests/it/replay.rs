@@ -1,0 +1,516 @@
+//! Operators: replay rebuilds the projection identically, verify catches a corrupt row,
+//! swept jobs never come back as live ones, the admin API drives a replay.
+
+use std::process::Command;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jobstream_core::event::{Envelope, Event, JobSpec, Priority};
+use jobstream_core::subject::QueueName;
+use jobstream_entity::{projector_checkpoint, queued_job};
+use jobstream_projector::replay::{self, Progress, ReplayOptions};
+use jobstream_projector::{Projector, ProjectorConfig};
+use jobstream_testkit::{Backend, eventually};
+use migration::MigratorTrait;
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::helpers::{Options, TestApp, WAIT, connect, db_test};
+
+fn spec(owner: &str, i: usize, max_attempts: u32) -> JobSpec {
+    JobSpec {
+        kind: "echo".into(),
+        queue: QueueName::default_queue(),
+        owner: owner.into(),
+        payload: json!({ "i": i }),
+        priority: Priority::Normal,
+        max_attempts,
+        timeout_ms: 60_000,
+        run_at: None,
+        idempotency_key: None,
+        result_ttl_ms: None,
+        backoff: None,
+    }
+}
+
+fn started(id: Uuid, attempt: u32) -> Envelope {
+    Envelope::new(
+        id,
+        attempt,
+        Event::Started {
+            worker: "w1".into(),
+        },
+    )
+}
+
+/// One job's events: succeeded (i % 3 == 0), failed after a retry (1), cancelled while queued (2).
+fn job_events(i: usize) -> Vec<Envelope> {
+    let id = Uuid::now_v7();
+    let owner = if i.is_multiple_of(2) { "alice" } else { "bob" };
+    match i % 3 {
+        0 => vec![
+            Envelope::new(id, 0, Event::Queued(spec(owner, i, 3))),
+            started(id, 1),
+            Envelope::new(
+                id,
+                1,
+                Event::Succeeded {
+                    result: json!({ "i": i }),
+                },
+            ),
+        ],
+        1 => vec![
+            Envelope::new(id, 0, Event::Queued(spec(owner, i, 2))),
+            started(id, 1),
+            Envelope::new(
+                id,
+                1,
+                Event::Retrying {
+                    error: "boom".into(),
+                    retry_in_ms: 10,
+                },
+            ),
+            started(id, 2),
+            Envelope::new(
+                id,
+                2,
+                Event::Failed {
+                    error: "boom again".into(),
+                },
+            ),
+        ],
+        _ => vec![
+            Envelope::new(id, 0, Event::Queued(spec(owner, i, 3))),
+            Envelope::new(
+                id,
+                0,
+                Event::Cancelled {
+                    reason: Some("cancelled by test".into()),
+                },
+            ),
+        ],
+    }
+}
+
+impl TestApp {
+    /// Publishes jobs `range` through the broker, many jobs at once, each job's events in order.
+    async fn publish_jobs(&self, range: std::ops::Range<usize>) {
+        let queue = QueueName::default_queue();
+        futures::stream::iter(range)
+            .map(|i| {
+                let (broker, queue) = (&self.broker, &queue);
+                async move {
+                    for env in job_events(i) {
+                        broker.publish(&env, queue, None).await.expect("publish");
+                    }
+                }
+            })
+            .buffer_unordered(256)
+            .collect::<()>()
+            .await;
+    }
+
+    /// Waits until the projector's checkpoint reaches the stream's last sequence.
+    async fn wait_projected(&self) -> u64 {
+        let last = jobstream_core::stream_read::bounds(&self.broker)
+            .await
+            .unwrap()
+            .last;
+        eventually(&format!("projection at seq {last}"), WAIT * 2, || async {
+            let c = projector_checkpoint::Entity::find_by_id("projector".to_owned())
+                .one(&self.db.conn)
+                .await
+                .unwrap()?;
+            (u64::try_from(c.last_seq).unwrap() >= last).then_some(())
+        })
+        .await;
+        last
+    }
+
+    /// Runs the `jobstream` binary against this system.
+    fn jobstream(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_jobstream"))
+            .args(args)
+            .env("NATS_URL", self.nats.url())
+            .env("DATABASE_URL", &self.db.url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run jobstream")
+    }
+}
+
+async fn all_rows(db: &sea_orm::DatabaseConnection) -> Vec<queued_job::Model> {
+    queued_job::Entity::find()
+        .order_by_asc(queued_job::Column::Id)
+        .all(db)
+        .await
+        .unwrap()
+}
+
+fn count(rows: &[queued_job::Model], status: &str) -> usize {
+    rows.iter().filter(|r| r.status == status).count()
+}
+
+async fn ten_thousand_mixed_jobs_replay_to_identical_rows(backend: Backend) {
+    let mut app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    app.publish_jobs(0..10_000).await;
+    app.wait_projected().await;
+    let live = app.rows().await;
+    assert_eq!(live.len(), 10_000);
+    assert_eq!(
+        (
+            count(&live, "succeeded"),
+            count(&live, "failed"),
+            count(&live, "cancelled")
+        ),
+        (3334, 3333, 3333)
+    );
+
+    // verify agrees with the live projection.
+    let out = app.jobstream(&["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "verify: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("OK"), "{stdout}");
+
+    // Into another database: the same rows, every column.
+    let other = app.db.sibling().await;
+    let summary = replay::replay_into(
+        &app.broker,
+        &other.conn,
+        &ReplayOptions::default(),
+        &Progress::default(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.jobs, 10_000);
+    assert_eq!(all_rows(&other.conn).await, live, "--into: identical rows");
+
+    // Drop the tables, replay into the live database: the same rows, every column.
+    app.projector.take().unwrap().stop().await;
+    migration::Migrator::fresh(&app.db.conn).await.unwrap();
+    assert!(app.rows().await.is_empty());
+    let out = app.jobstream(&["replay"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "replay: {stderr}");
+    assert!(stderr.contains("replay done"), "{stderr}");
+    assert_eq!(app.rows().await, live, "replayed rows equal the live ones");
+
+    // A replay swapped in while the projector runs and events keep coming: nothing is
+    // applied twice or lost across the swap.
+    app.start_projector().await;
+    let more = app.publish_jobs(10_000..10_300);
+    let (progress, opts, cancel) = (
+        Progress::default(),
+        ReplayOptions::default(),
+        CancellationToken::new(),
+    );
+    let swap = replay::replay_live(&app.broker, &app.db.conn, &opts, &progress, &cancel);
+    let (summary, ()) = tokio::join!(swap, more);
+    let summary = summary.unwrap();
+    assert!(!summary.interrupted);
+    assert!(progress.snapshot().finished);
+    app.wait_projected().await;
+    let report = replay::verify(
+        &app.broker,
+        &app.db.conn,
+        "projector",
+        Duration::from_secs(86_400),
+    )
+    .await
+    .unwrap();
+    assert!(report.is_clean(), "{:?}", report.differences);
+    assert_eq!(report.projected, 10_300);
+
+    // Corrupt one row: verify fails and names it and the column.
+    let victim = live[4321].id.clone();
+    app.db
+        .conn
+        .execute_unprepared(&format!(
+            "UPDATE queued_jobs SET status = 'running' WHERE id = '{victim}'"
+        ))
+        .await
+        .unwrap();
+    let out = app.jobstream(&["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "verify must fail: {stdout}");
+    assert!(stdout.contains(&victim), "{stdout}");
+    assert!(
+        stdout.contains("status: projection \"running\""),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("job ").count(), 1, "only that job: {stdout}");
+}
+db_test!(ten_thousand_mixed_jobs_replay_to_identical_rows);
+
+async fn a_replay_never_brings_swept_jobs_back_as_live(backend: Backend) {
+    let app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let queue = QueueName::default_queue();
+    let publish = |evs: Vec<Envelope>| {
+        let (broker, queue) = (&app.broker, &queue);
+        async move {
+            let mut seqs = Vec::new();
+            for e in evs {
+                seqs.push(broker.publish(&e, queue, None).await.unwrap());
+            }
+            seqs
+        }
+    };
+    // A finished job; a job whose first events have left the stream (retention); a running job.
+    let finished = job_events(0);
+    let expired = job_events(3);
+    let expired_seqs = publish(expired.clone()).await;
+    publish(finished.clone()).await;
+    let running = Uuid::now_v7();
+    publish(vec![
+        Envelope::new(running, 0, Event::Queued(spec("alice", 9, 3))),
+        started(running, 1),
+    ])
+    .await;
+    app.wait_projected().await;
+
+    // The TTL sweep removes both finished jobs; the running one stays.
+    let sweeper = Projector::build(
+        connect(&app.nats.url(), "sweeper").await,
+        app.db.conn.clone(),
+        ProjectorConfig {
+            job_ttl: Duration::ZERO,
+            ..ProjectorConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(sweeper.sweep().await.unwrap(), 2);
+    // The oldest job's queued and started events expire from the stream.
+    let stream = app.broker.stream().await.unwrap();
+    for seq in &expired_seqs[..2] {
+        stream.delete_message(*seq).await.unwrap();
+    }
+    let live = app.rows().await;
+    assert_eq!(live.len(), 1);
+
+    let cancel = CancellationToken::new();
+    let opts = ReplayOptions {
+        job_ttl: Duration::ZERO,
+        ..ReplayOptions::default()
+    };
+    replay::replay_live(
+        &app.broker,
+        &app.db.conn,
+        &opts,
+        &Progress::default(),
+        &cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        app.rows().await,
+        live,
+        "with the same TTL: exactly the live rows"
+    );
+    let report = replay::verify(&app.broker, &app.db.conn, "projector", Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.differences);
+    assert_eq!(report.swept, 1);
+
+    // Even with a long TTL, a swept job comes back finished, never live; the expired one not at all.
+    let opts = ReplayOptions::default();
+    replay::replay_live(
+        &app.broker,
+        &app.db.conn,
+        &opts,
+        &Progress::default(),
+        &cancel,
+    )
+    .await
+    .unwrap();
+    let rows = app.rows().await;
+    assert!(!rows.iter().any(|r| r.id == expired[0].job_id.to_string()));
+    for r in &rows {
+        if r.id != running.to_string() {
+            assert_eq!(r.status, "succeeded", "{r:?}");
+        }
+    }
+    assert_eq!(rows.len(), 2);
+}
+db_test!(a_replay_never_brings_swept_jobs_back_as_live);
+
+async fn admins_replay_over_the_api(backend: Backend) {
+    let app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    app.publish_jobs(0..30).await;
+    app.wait_projected().await;
+    let live = app.rows().await;
+    let (alice, admin) = (app.token("alice", false), app.token("root", true));
+    let post = |token: String, body: serde_json::Value| {
+        let http = app.http.clone();
+        let url = format!("{}/v1/admin/replay", app.base);
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        post(alice.clone(), json!({})).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let (status, _) = app.get(&alice, "/v1/admin/replay").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let bad = post(admin.clone(), json!({"from_seq": 0})).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let res = post(admin.clone(), json!({})).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let done = eventually("replay to finish", WAIT, || async {
+        let (status, p) = app.get(&admin, "/v1/admin/replay").await;
+        assert_eq!(status, StatusCode::OK);
+        (p["finished"] == true).then_some(p)
+    })
+    .await;
+    assert_eq!(done["phase"], "done", "{done}");
+    assert_eq!(done["summary"]["jobs"], 30);
+    assert!(done["events_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(app.rows().await, live);
+}
+db_test!(admins_replay_over_the_api);
+
+async fn an_interrupted_replay_resumes_and_never_shows_half_built_tables(backend: Backend) {
+    let app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    app.publish_jobs(0..900).await;
+    app.wait_projected().await;
+    let live = app.rows().await;
+
+    // Interrupted (as by Ctrl-C) once 300 events are folded into the shadow.
+    let (progress, cancel) = (
+        std::sync::Arc::new(Progress::default()),
+        CancellationToken::new(),
+    );
+    let watcher = {
+        let (progress, cancel) = (progress.clone(), cancel.clone());
+        tokio::spawn(async move {
+            while progress.snapshot().events < 300 {
+                tokio::task::yield_now().await;
+            }
+            cancel.cancel();
+        })
+    };
+    let opts = ReplayOptions {
+        batch_size: 100,
+        ..ReplayOptions::default()
+    };
+    let first = replay::replay_live(&app.broker, &app.db.conn, &opts, &progress, &cancel)
+        .await
+        .unwrap();
+    watcher.await.unwrap();
+    assert!(first.interrupted, "{first:?}");
+    assert!(first.checkpoint < 3000, "{first:?}");
+    assert_eq!(progress.snapshot().phase, "interrupted");
+    assert_eq!(
+        app.rows().await,
+        live,
+        "the live tables are untouched until the swap"
+    );
+
+    // Run again: it resumes after the shadow's checkpoint and swaps in identical rows.
+    let second = replay::replay_live(
+        &app.broker,
+        &app.db.conn,
+        &opts,
+        &Progress::default(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(second.resumed && !second.interrupted, "{second:?}");
+    assert_eq!(second.from_seq, first.checkpoint + 1);
+    assert_eq!(app.rows().await, live);
+}
+db_test!(an_interrupted_replay_resumes_and_never_shows_half_built_tables);
+
+async fn a_replay_from_a_sequence_or_a_time_rebuilds_only_later_jobs(backend: Backend) {
+    let app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    app.publish_jobs(0..30).await;
+    let boundary = jobstream_core::stream_read::bounds(&app.broker)
+        .await
+        .unwrap()
+        .last;
+    let since = jobstream_core::event::now();
+    app.publish_jobs(30..60).await;
+    app.wait_projected().await;
+    let later: Vec<queued_job::Model> = app
+        .rows()
+        .await
+        .into_iter()
+        .filter(|r| {
+            u64::try_from(r.last_seq).unwrap() > boundary && r.payload["i"].as_u64().unwrap() >= 30
+        })
+        .collect();
+    assert_eq!(later.len(), 30);
+    for start in [
+        replay::ReplayStart::Seq(boundary + 1),
+        replay::ReplayStart::Since(since),
+    ] {
+        let other = app.db.sibling().await;
+        let opts = ReplayOptions {
+            start,
+            ..ReplayOptions::default()
+        };
+        replay::replay_into(
+            &app.broker,
+            &other.conn,
+            &opts,
+            &Progress::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(all_rows(&other.conn).await, later, "{start:?}");
+    }
+}
+db_test!(a_replay_from_a_sequence_or_a_time_rebuilds_only_later_jobs);
