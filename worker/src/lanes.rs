@@ -69,6 +69,9 @@ pub(crate) async fn ensure_lane_consumer(
 /// How long an idle puller waits for a doorbell before looking again anyway (this
 /// bounds how late it notices a message redelivered after a dead worker's `ack_wait`).
 pub(crate) const IDLE_POLL: Duration = Duration::from_secs(1);
+/// After a doorbell with nothing to fetch yet, how often and how soon to look again.
+const RING_RECHECKS: u32 = 5;
+const RING_RECHECK: Duration = Duration::from_millis(5);
 /// Margin after a `Nak(delay)` before looking for the message again.
 pub(crate) const REDELIVERY_SLACK: Duration = Duration::from_millis(20);
 
@@ -103,6 +106,9 @@ pub(crate) async fn pull_loop(
     let mut doorbell = doorbell(&client, queue).await;
     let (wake, mut wakeups) = tokio::sync::mpsc::unbounded_channel();
     let mut due = std::collections::BinaryHeap::new();
+    // Looks left after a doorbell rang: core NATS can deliver the doorbell before the
+    // stream has stored the message, so an empty look right after a ring looks again soon.
+    let mut rechecks = 0u32;
     'outer: loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -161,6 +167,16 @@ pub(crate) async fn pull_loop(
         for token in tokens.drain(..) {
             limit::release(token).await;
         }
+        if received > 0 {
+            rechecks = 0;
+        } else if rechecks > 0 {
+            rechecks -= 1;
+            drop(held);
+            tokio::select! {
+                () = shutdown.cancelled() => break 'outer,
+                () = tokio::time::sleep(RING_RECHECK) => continue 'outer,
+            }
+        }
         if received == 0 {
             drop(held);
             loop {
@@ -181,7 +197,10 @@ pub(crate) async fn pull_loop(
                     .map_or(now + IDLE_POLL, |Reverse(at)| (*at).min(now + IDLE_POLL));
                 tokio::select! {
                     () = shutdown.cancelled() => break 'outer,
-                    _ = doorbell.next() => break,
+                    _ = doorbell.next() => {
+                        rechecks = RING_RECHECKS;
+                        break;
+                    }
                     () = tokio::time::sleep_until(until) => break,
                     Some(at) = wakeups.recv() => due.push(Reverse(at)),
                 }
