@@ -10,11 +10,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use jobstream_core::JobState;
+use jobstream_core::atomic::Outgoing;
 use jobstream_core::catalogue::FieldError;
+use jobstream_core::event::REQUEST_ID_HEADER;
 use jobstream_core::event::{Envelope, Event, JobSpec, Priority};
 use jobstream_core::subject::QueueName;
 use jobstream_core::user::{self, UserEnvelope, UserEvent, UserProfile, UserState};
-use jobstream_core::user_broker::UserPublish;
 use jobstream_entity::user as user_row;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
@@ -514,22 +515,6 @@ pub async fn create_user(
             created_by: Some(caller.sub.clone()),
         },
     );
-    let user_seq = match state.broker.publish_user_event(&env, rid).await? {
-        UserPublish::Stored(seq) => seq,
-        UserPublish::AlreadyRegistered => {
-            return Err(ApiError::Conflict(match &new.sub {
-                Some(_) => "a user with this sub is already registered".to_owned(),
-                None => format!(
-                    "a user with the e-mail address {} is already registered",
-                    new.email
-                ),
-            }));
-        }
-    };
-    state.users.remember(user_id);
-    let user = UserState::fold(None, &env, user_seq)
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e)))?;
-
     // The seeds' flow: a new user gets a registration e-mail, as a job like any other.
     // Defaults from the catalogue (a deployment may move the kind to its own queue).
     let def = state.kinds.find(REGISTRATION_KIND);
@@ -554,10 +539,34 @@ pub async fn create_user(
     span.record("job_id", tracing::field::display(job_id));
     let queue = spec.queue.clone();
     let job_env = Envelope::new(job_id, 0, Event::Queued(spec));
-    let job_seq = state.broker.publish(&job_env, &queue, rid).await.map_err(|e| {
-        tracing::error!(error = %e, "user registered but the registration e-mail job was not queued");
-        ApiError::from(e)
-    })?;
+
+    // The user and their registration e-mail job are stored together or not at all (one
+    // atomic batch), so no user is left without the mail. The user's subject must still be
+    // empty: a second registration of the same id (same sub, or same address without a
+    // sub) is refused by the stream itself.
+    let mut user_msg = Outgoing::new(env.subject(), env.to_bytes())
+        .with_header("Nats-Expected-Last-Subject-Sequence", "0");
+    if let Some(rid) = rid {
+        user_msg = user_msg.with_header(REQUEST_ID_HEADER, rid);
+    }
+    let job_msg = Outgoing::event(&job_env, &queue, rid);
+    let ack = match state.broker.publish_atomic(vec![user_msg, job_msg]).await {
+        Ok(ack) => ack,
+        Err(e) if e.is_wrong_last_sequence() => {
+            return Err(ApiError::Conflict(match &new.sub {
+                Some(_) => "a user with this sub is already registered".to_owned(),
+                None => format!(
+                    "a user with the e-mail address {} is already registered",
+                    new.email
+                ),
+            }));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (user_seq, job_seq) = (ack.first_seq, ack.last_seq);
+    state.users.remember(user_id);
+    let user = UserState::fold(None, &env, user_seq)
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e)))?;
     let job = JobState::from_queued(&job_env, job_seq)
         .ok_or_else(|| anyhow::anyhow!("queued event did not fold"))?;
     tracing::info!(
