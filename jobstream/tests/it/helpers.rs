@@ -280,6 +280,44 @@ impl TestApp {
         }));
     }
 
+    /// Folds the whole stream, as it is now, into a fresh database with a fresh projector
+    /// consumer named `name` (what "the tables can be rebuilt from the stream" means);
+    /// returns that database once the fold has reached the stream's last sequence.
+    pub(crate) async fn clean_fold(&self, name: &str) -> TestDb {
+        let fresh = self.db.sibling().await;
+        let projector = Projector::build(
+            connect(&self.nats.url(), name).await,
+            fresh.conn.clone(),
+            ProjectorConfig {
+                name: name.into(),
+                ..self.options.projector_config.clone()
+            },
+        )
+        .await
+        .expect("projector");
+        let mut applied = projector.applied();
+        let last_seq = self
+            .broker
+            .jetstream()
+            .get_stream("JOBS")
+            .await
+            .expect("stream")
+            .info()
+            .await
+            .expect("info")
+            .state
+            .last_sequence;
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(projector.run(stop.clone()));
+        tokio::time::timeout(WAIT, applied.wait_for(|seq| *seq >= last_seq))
+            .await
+            .expect("clean fold finished")
+            .expect("watch");
+        stop.cancel();
+        run.await.expect("join").expect("projector run");
+        fresh
+    }
+
     /// A token for `sub`.
     pub(crate) fn token(&self, sub: &str, admin: bool) -> String {
         jobstream_api::auth::mint_hs256(&self.auth, sub, admin, Duration::from_secs(600))

@@ -4,12 +4,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jobstream_core::EventType;
-use jobstream_projector::{Projector, ProjectorConfig};
 use jobstream_testkit::{Backend, eventually};
 use jobstream_worker::WorkerConfig;
 use serde_json::json;
 
-use crate::helpers::{Options, TestApp, WAIT, connect, db_test};
+use crate::helpers::{Options, TestApp, WAIT, db_test};
 
 async fn a_job_whose_worker_dies_mid_run_is_redelivered_and_succeeds_once(backend: Backend) {
     let mut options = Options::default();
@@ -108,37 +107,7 @@ async fn a_projector_restarted_mid_stream_equals_a_clean_fold(backend: Backend) 
     assert_eq!(live.len(), 300);
 
     // A clean fold of the same stream into a fresh database, by a fresh consumer.
-    let fresh_db = app.db.sibling().await;
-    let clean = Projector::build(
-        connect(&app.nats.url(), "clean-fold").await,
-        fresh_db.conn.clone(),
-        ProjectorConfig {
-            name: "clean-fold".into(),
-            ..app.options.projector_config.clone()
-        },
-    )
-    .await
-    .unwrap();
-    let mut applied = clean.applied();
-    let last_seq = app
-        .broker
-        .jetstream()
-        .get_stream("JOBS")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn(clean.run(stop.clone()));
-    tokio::time::timeout(WAIT, applied.wait_for(|seq| *seq >= last_seq))
-        .await
-        .expect("clean fold finished")
-        .unwrap();
-    stop.cancel();
-    run.await.unwrap().unwrap();
+    let fresh_db = app.clean_fold("clean-fold").await;
 
     let clean_rows = {
         use jobstream_entity::queued_job;

@@ -7,14 +7,13 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use jobstream_core::stored::{StoredMessage, fired_sequence};
 use jobstream_core::{Envelope, EventType, schedule};
 use jobstream_entity::{queued_job, schedule as schedule_row};
-use jobstream_projector::{Projector, ProjectorConfig};
 use jobstream_testkit::{Backend, eventually};
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, QueryOrder};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, WAIT, connect, db_test};
+use crate::helpers::{TestApp, WAIT, db_test};
 
 impl TestApp {
     /// `POST {base}/v1/schedules`: status and body.
@@ -153,37 +152,7 @@ async fn each_firing_produces_exactly_one_job_with_two_apis_and_two_workers(back
     .await;
 
     // A replay (a fresh fold of the same stream) derives the same job ids.
-    let fresh = app.db.sibling().await;
-    let replay = Projector::build(
-        connect(&app.nats.url(), "replay").await,
-        fresh.conn.clone(),
-        ProjectorConfig {
-            name: "replay".into(),
-            ..app.options.projector_config.clone()
-        },
-    )
-    .await
-    .unwrap();
-    let mut applied = replay.applied();
-    let last = app
-        .broker
-        .jetstream()
-        .get_stream("JOBS")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn(replay.run(stop.clone()));
-    tokio::time::timeout(WAIT, applied.wait_for(|s| *s >= last))
-        .await
-        .expect("replay finished")
-        .unwrap();
-    stop.cancel();
-    run.await.unwrap().unwrap();
+    let fresh = app.clean_fold("replay").await;
     let replayed = queued_job::Entity::find()
         .order_by_asc(queued_job::Column::Id)
         .all(&fresh.conn)

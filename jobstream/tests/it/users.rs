@@ -463,37 +463,7 @@ async fn the_users_table_is_rebuilt_identically_from_the_stream(backend: Backend
     .await;
     let live = rows().await;
 
-    let fresh_db = app.db.sibling().await;
-    let clean = jobstream_projector::Projector::build(
-        connect(&app.nats.url(), "clean-fold").await,
-        fresh_db.conn.clone(),
-        jobstream_projector::ProjectorConfig {
-            name: "clean-fold".into(),
-            ..app.options.projector_config.clone()
-        },
-    )
-    .await
-    .expect("projector");
-    let mut applied = clean.applied();
-    let last_seq = app
-        .broker
-        .jetstream()
-        .get_stream("JOBS")
-        .await
-        .expect("stream")
-        .info()
-        .await
-        .expect("info")
-        .state
-        .last_sequence;
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(clean.run(stop.clone()));
-    tokio::time::timeout(WAIT, applied.wait_for(|seq| *seq >= last_seq))
-        .await
-        .expect("clean fold finished")
-        .expect("watch");
-    stop.cancel();
-    run.await.expect("join").expect("projector run");
+    let fresh_db = app.clean_fold("clean-fold").await;
     let rebuilt = {
         use sea_orm::QueryOrder;
         user_row::Entity::find()
