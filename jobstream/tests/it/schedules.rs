@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use futures::StreamExt;
 use jobstream_core::stored::{StoredMessage, fired_sequence};
 use jobstream_core::{Envelope, EventType, schedule};
 use jobstream_entity::{queued_job, schedule as schedule_row};
@@ -14,6 +15,12 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, WAIT, db_test};
+
+/// The subject the firings of `owner`'s schedule `name` land on (queue `default`, normal lane).
+fn fired_subject(owner: &str, name: &str) -> String {
+    let key = schedule::schedule_key(owner, name);
+    format!("jobs.default.{}.queued", schedule::fired_token(&key))
+}
 
 impl TestApp {
     /// `POST {base}/v1/schedules`: status and body.
@@ -48,8 +55,7 @@ impl TestApp {
 
     /// The jobs fired so far by `owner`'s schedule `name`, decoded from the stream, in order.
     pub(crate) async fn fired_jobs(&self, owner: &str, name: &str) -> Vec<(u64, Envelope)> {
-        let key = schedule::schedule_key(owner, name);
-        let subject = format!("jobs.default.{}.queued", schedule::fired_token(&key));
+        let subject = fired_subject(owner, name);
         let stream = self.broker.stream().await.expect("stream");
         let mut out = Vec::new();
         let mut next = 1;
@@ -105,18 +111,18 @@ async fn each_firing_produces_exactly_one_job_with_two_apis_and_two_workers(back
         StatusCode::NOT_FOUND
     );
 
-    // It fires no more (a bounded wait for something that must not happen).
+    // It fires no more (a bounded wait for something that must not happen): watch the
+    // subject its firings land on, then count what the stream holds.
+    let mut firings = app
+        .broker
+        .client()
+        .subscribe(fired_subject("alice", "tick"))
+        .await
+        .expect("subscribe");
     let fired = app.fired_jobs("alice", "tick").await;
-    let more = tokio::time::timeout(Duration::from_millis(2500), async {
-        loop {
-            if app.fired_jobs("alice", "tick").await.len() > fired.len() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let more = tokio::time::timeout(Duration::from_millis(2500), firings.next()).await;
     assert!(more.is_err(), "a deleted schedule fired again");
+    assert_eq!(app.fired_jobs("alice", "tick").await.len(), fired.len());
 
     // Every firing is exactly one job, run exactly once; ids are derived from the fired message.
     let ids: Vec<Uuid> = fired.iter().map(|(_, e)| e.job_id).collect();
