@@ -402,6 +402,25 @@ pub struct JobPage {
     pub prev: Option<String>,
 }
 
+/// The page size of a list request: 50 by default, 1..=[`MAX_PAGE`].
+pub(crate) fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            format!("must be from 1 to {MAX_PAGE}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// A page cursor (`after` / `before`): an id returned by a previous page.
+pub(crate) fn page_cursor(field: &'static str, v: &str) -> Result<String, ApiError> {
+    Uuid::parse_str(v)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::field(field, "must be a cursor returned by a previous page"))
+}
+
 /// List jobs, newest first, with cursor pagination. Users see their own jobs; admins see all.
 ///
 /// Ids are UUIDv7 (time-ordered), so the cursor is the id: pages stay stable while jobs are added.
@@ -416,13 +435,7 @@ pub async fn list_jobs(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JobPage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field(
-            "limit",
-            format!("must be from 1 to {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(q.limit)?;
     let mut select = queued_job::Entity::find();
     if !caller.is_admin {
         select = select.filter(queued_job::Column::Owner.eq(caller.sub.as_str()));
@@ -440,17 +453,12 @@ pub async fn list_jobs(
     if let Some(queue) = &q.queue {
         select = select.filter(queued_job::Column::Queue.eq(queue.as_str()));
     }
-    let cursor = |field: &'static str, v: &str| {
-        Uuid::parse_str(v)
-            .map(|u| u.to_string())
-            .map_err(|_| ApiError::field(field, "must be a cursor returned by a previous page"))
-    };
     let backwards = q.before.is_some();
     if let Some(after) = &q.after {
-        select = select.filter(queued_job::Column::Id.lt(cursor("after", after)?));
+        select = select.filter(queued_job::Column::Id.lt(page_cursor("after", after)?));
     }
     if let Some(before) = &q.before {
-        select = select.filter(queued_job::Column::Id.gt(cursor("before", before)?));
+        select = select.filter(queued_job::Column::Id.gt(page_cursor("before", before)?));
     }
     // One extra row tells whether another page follows.
     let order = if backwards {

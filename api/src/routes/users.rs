@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, MAX_SUB_LEN};
 use crate::error::ApiError;
-use crate::routes::jobs::{JobView, MAX_PAGE};
+use crate::routes::jobs::{JobView, page_cursor, page_limit};
 use crate::state::AppState;
 use crate::users::{normalize_email, register_caller};
 
@@ -257,28 +257,17 @@ pub async fn list_users(
 ) -> Result<Json<UserPage>, ApiError> {
     caller.require_admin()?;
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field(
-            "limit",
-            format!("must be from 1 to {MAX_PAGE}"),
-        ));
-    }
-    let cursor = |field: &'static str, v: &str| {
-        Uuid::parse_str(v)
-            .map(|u| u.to_string())
-            .map_err(|_| ApiError::field(field, "must be a cursor returned by a previous page"))
-    };
+    let limit = page_limit(q.limit)?;
     let mut select = user_row::Entity::find();
     if let Some(email) = &q.email {
         select = select.filter(user_row::Column::Email.eq(normalize_email(email)));
     }
     if let Some(after) = &q.after {
-        select = select.filter(user_row::Column::Id.gt(cursor("after", after)?));
+        select = select.filter(user_row::Column::Id.gt(page_cursor("after", after)?));
     }
     let backwards = q.before.is_some();
     if let Some(before) = &q.before {
-        select = select.filter(user_row::Column::Id.lt(cursor("before", before)?));
+        select = select.filter(user_row::Column::Id.lt(page_cursor("before", before)?));
     }
     let order = if backwards {
         sea_orm::Order::Desc
