@@ -28,4 +28,6 @@ pub struct AppState {
     pub live: crate::live::EventHub,
     /// The admin replay this process runs.
     pub replay: crate::routes::admin_replay::ReplayControl,
+    /// Bounds `/readyz` holds the system to.
+    pub readiness: crate::routes::health::Readiness,
 }

@@ -174,6 +174,31 @@ pub struct ApiArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub catalogue: CatalogueArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub readiness: ReadinessArgs,
+}
+
+/// What `/readyz` holds the system to.
+#[derive(Debug, Clone, Args)]
+pub struct ReadinessArgs {
+    /// Stream events the projection may trail the stream by before `/readyz` says 503.
+    #[arg(long, env = "READY_MAX_PROJECTOR_LAG", default_value_t = 100_000)]
+    pub ready_max_projector_lag: u64,
+    /// How long the projection may trail the stream with its checkpoint not moving before `/readyz` says 503.
+    #[arg(long, env = "READY_PROJECTOR_STALL", default_value = "30s", value_parser = parse_duration)]
+    pub ready_projector_stall: Duration,
+}
+
+impl ReadinessArgs {
+    /// The API's readiness bounds.
+    pub fn readiness(&self) -> jobstream_api::routes::health::Readiness {
+        jobstream_api::routes::health::Readiness {
+            max_projector_lag: self.ready_max_projector_lag,
+            projector_stall: self.ready_projector_stall,
+            ..Default::default()
+        }
+    }
 }
 
 /// Worker tuning.

@@ -32,13 +32,27 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server; panics with instructions when no nats-server is installed.
     pub async fn start() -> Self {
+        Self::start_with_config(None).await
+    }
+
+    /// Starts a server with the project's `nats.conf`, or with `config` (the text of
+    /// a whole configuration file) instead, e.g. to give JetStream a tiny store.
+    pub async fn start_with_config(config: Option<&str>) -> Self {
         let root = workspace_root();
         let env_bin = std::env::var("NATS_SERVER_BIN").ok();
         let bin = nats_server::locate(env_bin.as_deref(), &root).unwrap_or_else(|e| panic!("{e}"));
         let store = tempfile::tempdir().expect("temporary store dir");
+        let config = match config {
+            Some(text) => {
+                let path = store.path().join("custom-nats.conf");
+                std::fs::write(&path, text).expect("writing the test's nats config");
+                path
+            }
+            None => root.join("nats.conf"),
+        };
         let mut options = ServerOptions {
             bin,
-            config: Some(root.join("nats.conf")),
+            config: Some(config),
             store_dir: store.path().to_path_buf(),
             port: None,
             log_file: Some(store.path().join("nats-server.log")),

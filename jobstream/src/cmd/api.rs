@@ -18,6 +18,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let state = AppState {
         live: jobstream_api::live::EventHub::start(broker.clone()).await?,
         replay: Default::default(),
+        readiness: args.readiness.readiness(),
         broker,
         db,
         verifier: Arc::new(verifier),

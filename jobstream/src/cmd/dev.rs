@@ -98,6 +98,7 @@ async fn run_system(
         kinds: system::catalogue(&args.catalogue)?,
         live: jobstream_api::live::EventHub::start(api_broker.clone()).await?,
         replay: Default::default(),
+        readiness: Default::default(),
         broker: api_broker,
         db,
         verifier: Arc::new(Verifier::new(&auth)),

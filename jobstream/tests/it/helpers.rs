@@ -90,6 +90,10 @@ pub(crate) struct Options {
     pub(crate) open_registration: bool,
     /// Kinds the API accepts.
     pub(crate) kinds: jobstream_core::kinds::Catalogue,
+    /// Bounds of the API's `/readyz`.
+    pub(crate) readiness: jobstream_api::routes::health::Readiness,
+    /// The text of the nats-server configuration, instead of the project's `nats.conf`.
+    pub(crate) nats_config: Option<String>,
 }
 
 impl Default for Options {
@@ -115,6 +119,8 @@ impl Default for Options {
             verifier: None,
             open_registration: false,
             kinds: jobstream_core::kinds::Catalogue::builtin(),
+            readiness: Default::default(),
+            nats_config: None,
         }
     }
 }
@@ -150,7 +156,7 @@ impl TestApp {
             jobstream_core::telemetry::LogFormat::Pretty,
             std::io::stderr,
         );
-        let nats = NatsServer::start().await;
+        let nats = NatsServer::start_with_config(options.nats_config.as_deref()).await;
         let db = TestDb::create(backend).await.expect("backend configured");
         let broker = connect(&nats.url(), "test").await;
         broker
@@ -444,6 +450,7 @@ async fn api_state(
             .await
             .expect("live tail"),
         replay: Default::default(),
+        readiness: options.readiness.clone(),
         files: files_state(&broker).await,
         broker,
         db: db.clone(),

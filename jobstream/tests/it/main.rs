@@ -13,6 +13,7 @@ mod kinds;
 mod lifecycle;
 mod pipeline;
 mod python_worker;
+mod readiness;
 mod replay;
 mod resilience;
 mod retention;
