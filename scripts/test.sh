@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-nats-server.sh
+# A server older than jobstream supports: the tests check that it is refused.
+NATS_SERVER_VERSION=2.12.8 NATS_SERVER_DEST=.tools/nats-server-old scripts/install-nats-server.sh
 # aiosmtpd (a real SMTP server) and nats-py (the Python example worker), pinned, into .tools/python.
 scripts/install-python-tools.sh
 

@@ -2,6 +2,12 @@
 
 use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
+/// A sink for tests: lines go through the test harness's captured output, shown
+/// only for a failing test (plain stderr would bypass the capture).
+pub fn test_writer() -> tracing_subscriber::fmt::TestWriter {
+    tracing_subscriber::fmt::TestWriter::new()
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

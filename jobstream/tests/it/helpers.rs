@@ -154,7 +154,7 @@ impl TestApp {
         jobstream_core::telemetry::init(
             "warn",
             jobstream_core::telemetry::LogFormat::Pretty,
-            std::io::stderr,
+            jobstream_core::telemetry::test_writer(),
         );
         let nats = NatsServer::start_with_config(options.nats_config.as_deref()).await;
         let db = TestDb::create(backend).await.expect("backend configured");
