@@ -264,10 +264,7 @@ pub(crate) async fn write_status<C: ConnectionTrait>(
 }
 
 /// Marks the projector alive and caught up: heartbeat now, not failing.
-pub(crate) async fn write_heartbeat(
-    db: &DatabaseConnection,
-    name: &str,
-) -> Result<(), DbErr> {
+pub(crate) async fn write_heartbeat(db: &DatabaseConnection, name: &str) -> Result<(), DbErr> {
     let current = projector_status::Entity::find_by_id(name.to_owned())
         .one(db)
         .await?;
@@ -289,7 +286,12 @@ async fn upsert_status<C: ConnectionTrait>(
     projector_status::Entity::insert_many([row.into_active_model()])
         .on_conflict(
             OnConflict::column(C::Name)
-                .update_columns([C::HeartbeatAt, C::FailingSince, C::LastError, C::LastErrorAt])
+                .update_columns([
+                    C::HeartbeatAt,
+                    C::FailingSince,
+                    C::LastError,
+                    C::LastErrorAt,
+                ])
                 .to_owned(),
         )
         .exec_without_returning(db)
@@ -361,39 +363,42 @@ async fn fold_in(
     let mut fresh_users: Vec<(u64, &UserEnvelope)> = Vec::new();
     let fresh: Vec<(u64, &Envelope)> = batch
         .iter()
-        .filter_map(|Delivered { seq, record: rec, .. }| {
-            if *seq <= checkpoint {
-                out.already_applied += 1;
-                return None;
-            }
-            out.checkpoint = out.checkpoint.max(*seq);
-            match rec {
-                Some(Record::Job(e)) => Some((*seq, e)),
-                Some(Record::Schedule(s)) => {
-                    schedules.push((*seq, s));
-                    None
+        .filter_map(
+            |Delivered {
+                 seq, record: rec, ..
+             }| {
+                if *seq <= checkpoint {
+                    out.already_applied += 1;
+                    return None;
                 }
-                Some(Record::User(u)) => {
-                    fresh_users.push((*seq, u));
-                    None
+                out.checkpoint = out.checkpoint.max(*seq);
+                match rec {
+                    Some(Record::Job(e)) => Some((*seq, e)),
+                    Some(Record::Schedule(s)) => {
+                        schedules.push((*seq, s));
+                        None
+                    }
+                    Some(Record::User(u)) => {
+                        fresh_users.push((*seq, u));
+                        None
+                    }
+                    Some(Record::Other) => {
+                        out.ignored += 1;
+                        None
+                    }
+                    None => {
+                        out.undecodable += 1;
+                        None
+                    }
                 }
-                Some(Record::Other) => {
-                    out.ignored += 1;
-                    None
-                }
-                None => {
-                    out.undecodable += 1;
-                    None
-                }
-            }
-        })
+            },
+        )
         .collect();
     for (seq, rec) in schedules {
         crate::schedules::apply_schedule_record(txn, seq, rec).await?;
         out.applied += 1;
     }
-    let (users_applied, users_ignored) =
-        crate::users::apply_user_events(txn, &fresh_users).await?;
+    let (users_applied, users_ignored) = crate::users::apply_user_events(txn, &fresh_users).await?;
     out.applied += users_applied;
     out.ignored += users_ignored;
     if fresh.is_empty() && out.checkpoint == checkpoint {

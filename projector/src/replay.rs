@@ -759,7 +759,7 @@ pub async fn rejected_events<C: ConnectionTrait>(
         .filter(rejected_event::Column::Projector.eq(projector_name))
         .filter(rejected_event::Column::Seq.gt(i64::try_from(after).unwrap_or(i64::MAX)))
         .order_by_asc(rejected_event::Column::Seq)
-        .limit(limit)
+        .limit(limit.min(i64::MAX as u64))
         .all(db)
         .await?
         .into_iter()

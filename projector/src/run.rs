@@ -8,8 +8,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use jobstream_core::Envelope;
 use jobstream_core::broker::{Broker, BrokerError};
-use jobstream_core::stream_read;
 use jobstream_core::stored::{Record, StoredMessage};
+use jobstream_core::stream_read;
 use sea_orm::{DatabaseConnection, DbBackend, DbErr};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -301,7 +301,9 @@ impl Projector {
     async fn catch_up(&mut self, shutdown: &CancellationToken) -> Result<bool, CatchUp> {
         loop {
             let checkpoint = *self.applied_tx.borrow();
-            let bounds = stream_read::bounds(&self.broker).await.map_err(CatchUp::Stream)?;
+            let bounds = stream_read::bounds(&self.broker)
+                .await
+                .map_err(CatchUp::Stream)?;
             if bounds.last <= checkpoint {
                 return Ok(true);
             }
@@ -316,10 +318,21 @@ impl Projector {
             if msgs.is_empty() {
                 return Ok(true);
             }
-            tracing::info!(from = checkpoint + 1, read = msgs.len(), stream_last = bounds.last, "catching up from the stream");
+            tracing::info!(
+                from = checkpoint + 1,
+                read = msgs.len(),
+                stream_last = bounds.last,
+                "catching up from the stream"
+            );
             let batch: Vec<Delivered> = msgs
                 .iter()
-                .map(|m| Delivered::new(m.seq, m.subject.clone(), stream_read::decode_record_or_log(m)))
+                .map(|m| {
+                    Delivered::new(
+                        m.seq,
+                        m.subject.clone(),
+                        stream_read::decode_record_or_log(m),
+                    )
+                })
                 .collect();
             let outcome = self
                 .apply_until_committed(&batch, shutdown)
@@ -375,7 +388,10 @@ impl Projector {
             match apply::apply_isolating(&self.db, &self.config.name, batch).await {
                 Ok(o) => {
                     if failing_since.is_some() {
-                        tracing::info!(checkpoint = o.checkpoint, "the database takes batches again");
+                        tracing::info!(
+                            checkpoint = o.checkpoint,
+                            "the database takes batches again"
+                        );
                     }
                     return Some(o);
                 }
@@ -393,7 +409,10 @@ impl Projector {
                         Some(since),
                         Some(&error),
                     );
-                    if tokio::time::timeout(Duration::from_secs(1), status).await.is_err() {
+                    if tokio::time::timeout(Duration::from_secs(1), status)
+                        .await
+                        .is_err()
+                    {
                         // Abandoned mid-write: do not reuse that connection.
                         self.reconnect().await;
                     }
@@ -409,15 +428,22 @@ impl Projector {
 
     /// Replaces the projector's pool with a new one (closing the old connections).
     async fn reconnect(&mut self) {
-        let Some(connect) = &self.connector else { return };
+        let Some(connect) = &self.connector else {
+            return;
+        };
         match connect().await {
             Ok(db) => {
                 let old = std::mem::replace(&mut self.db, db);
-                if tokio::time::timeout(Duration::from_secs(5), old.close()).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(5), old.close())
+                    .await
+                    .is_err()
+                {
                     tracing::warn!("the old database pool did not close in time");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot reconnect to the database; will try again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reconnect to the database; will try again")
+            }
         }
     }
 }
@@ -470,7 +496,9 @@ pub fn own_pool(db: &DatabaseConnection) -> Option<Connector> {
                         .connect_with(opts)
                         .await
                         .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
-                    Ok(sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+                    Ok(sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(
+                        pool,
+                    ))
                 })
             }))
         }
