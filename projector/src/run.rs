@@ -442,7 +442,7 @@ impl Projector {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot reconnect to the database; will try again")
+                tracing::warn!(error = %e, "cannot reconnect to the database; will try again");
             }
         }
     }

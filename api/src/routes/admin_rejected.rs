@@ -92,7 +92,10 @@ pub async fn list_rejected(
     let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::field("limit", format!("must be 1 to {MAX_LIMIT}")));
+        return Err(ApiError::field(
+            "limit",
+            format!("must be 1 to {MAX_LIMIT}"),
+        ));
     }
     // One more than asked tells whether there is a next page.
     let mut rows = jobstream_projector::replay::rejected_events(
