@@ -33,6 +33,7 @@ pub fn app(state: AppState) -> Router {
         .merge(events::router())
         .merge(job_events::router())
         .merge(admin_replay::router())
+        .merge(crate::routes::admin_rejected::router())
         .merge(crate::openapi::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)

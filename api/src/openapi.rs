@@ -47,6 +47,7 @@ pub fn router() -> Router<AppState> {
             let mut doc = ApiDoc::openapi();
             doc.merge(crate::routes::users::UsersDoc::openapi());
             doc.merge(crate::routes::events::EventsDoc::openapi());
+            doc.merge(crate::routes::admin_rejected::RejectedDoc::openapi());
             Json(doc)
         }),
     )

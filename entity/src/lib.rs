@@ -8,8 +8,12 @@
 //! - [`projector_checkpoint`]: the last stream sequence folded, per projector.
 //! - [`schedule`]: the active periodic schedules.
 //! - [`user`]: one row per user, folded from `user.*` events.
+//! - [`rejected_event`]: events the projector could not apply (dead letters).
+//! - [`projector_status`]: the projector's health (heartbeat, last error).
 
 pub mod projector_checkpoint;
+pub mod projector_status;
 pub mod queued_job;
+pub mod rejected_event;
 pub mod schedule;
 pub mod user;

@@ -11,6 +11,7 @@ mod m20261122_000002_create_projector_checkpoints;
 mod m20261123_000101_add_job_attempt_errors;
 mod m20261123_000201_create_schedules;
 mod m20261123_000401_create_users;
+mod m20261201_000501_create_rejected_events;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000101_add_job_attempt_errors::Migration),
             Box::new(m20261123_000201_create_schedules::Migration),
             Box::new(m20261123_000401_create_users::Migration),
+            Box::new(m20261201_000501_create_rejected_events::Migration),
         ]
     }
 }

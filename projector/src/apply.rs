@@ -7,11 +7,11 @@ use jobstream_core::schedule::ScheduleRecord;
 use jobstream_core::stored::Record;
 use jobstream_core::user::UserEnvelope;
 use jobstream_core::{Envelope, Event, JobState, JobStatus, fold::Rejected};
-use jobstream_entity::{projector_checkpoint, queued_job};
+use jobstream_entity::{projector_checkpoint, projector_status, queued_job, rejected_event};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    IntoActiveModel, QueryFilter, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -29,8 +29,274 @@ pub struct BatchOutcome {
     pub ignored: usize,
     /// Messages that could not be decoded: skipped, logged.
     pub undecodable: usize,
+    /// Events the database refused (poison): recorded in `rejected_events`, skipped.
+    pub rejected: usize,
     /// Checkpoint after the batch.
     pub checkpoint: u64,
+}
+
+/// One message of the stream as the fold sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivered {
+    /// Stream sequence.
+    pub(crate) seq: u64,
+    /// Subject it was stored under (for the dead letter, if it comes to that).
+    pub(crate) subject: String,
+    /// The decoded record; `None` when it does not decode.
+    pub(crate) record: Option<Record>,
+}
+
+impl Delivered {
+    pub(crate) fn new(seq: u64, subject: String, record: Option<Record>) -> Self {
+        Delivered {
+            seq,
+            subject,
+            record,
+        }
+    }
+}
+
+/// Applies a batch like [`apply_records`]; when the database refuses it, tells a poison
+/// event from a fault. A fault (connection lost, locked, disk full …, or any error while a
+/// write of the projector's status row cannot commit either) is returned: the caller retries
+/// the batch, never skips it. Otherwise the batch is applied event by event, and each event
+/// the database still refuses is recorded in `rejected_events` in the transaction that moves
+/// the checkpoint past it.
+pub(crate) async fn apply_isolating(
+    db: &DatabaseConnection,
+    checkpoint_name: &str,
+    batch: &[Delivered],
+) -> Result<BatchOutcome, DbErr> {
+    let err = match apply_records(db, checkpoint_name, batch).await {
+        Ok(out) => return Ok(out),
+        Err(e) => e,
+    };
+    if is_fault(&err) {
+        return Err(err);
+    }
+    // Can the database commit at all? If not, it is not the events' fault.
+    probe(db, checkpoint_name, &err).await?;
+    tracing::warn!(error = %err, events = batch.len(), "the database refused a batch but commits otherwise: applying it event by event");
+    let mut total = BatchOutcome::default();
+    for item in batch {
+        let out = match apply_records(db, checkpoint_name, std::slice::from_ref(item)).await {
+            Ok(out) => out,
+            Err(e) if is_fault(&e) => return Err(e),
+            Err(e) => {
+                probe(db, checkpoint_name, &e).await?;
+                reject(db, checkpoint_name, item, &e).await?
+            }
+        };
+        total.applied += out.applied;
+        total.already_applied += out.already_applied;
+        total.ignored += out.ignored;
+        total.undecodable += out.undecodable;
+        total.rejected += out.rejected;
+        total.checkpoint = total.checkpoint.max(out.checkpoint);
+    }
+    Ok(total)
+}
+
+/// Whether an error says nothing about the events: the database is unreachable, busy,
+/// full or out of resources. Such a batch is retried until it commits.
+pub(crate) fn is_fault(err: &DbErr) -> bool {
+    use sea_orm::sqlx;
+    let runtime = match err {
+        DbErr::Exec(r) | DbErr::Query(r) => r,
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => return true,
+        // Our own conversions: the same for every try, so they are the events' doing.
+        _ => return false,
+    };
+    let sea_orm::RuntimeErr::SqlxError(e) = runtime else {
+        return false;
+    };
+    match &**e {
+        sqlx::Error::Database(d) => {
+            let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+            if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Only what the data itself can cause is not a fault: constraint, too big,
+                // datatype mismatch, bind range. (Primary result code: the low byte.)
+                let primary = code.parse::<i32>().map_or(0, |c| c & 0xff);
+                !matches!(primary, 18 | 19 | 20 | 25)
+            } else {
+                // PostgreSQL SQLSTATE: data exceptions (22), integrity constraints (23) and
+                // program limits (54, e.g. an index row too large) come from the data.
+                !(code.starts_with("22") || code.starts_with("23") || code.starts_with("54"))
+            }
+        }
+        // Connection, pool, I/O, protocol, a crashed SQLite worker …
+        sqlx::Error::Decode(_)
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::TypeNotFound { .. } => false,
+        _ => true,
+    }
+}
+
+/// Commits a write of the projector's status row (recording `err` as its last error):
+/// `Ok` means the database takes writes, so a refused batch is the events' doing.
+async fn probe(db: &DatabaseConnection, name: &str, err: &DbErr) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    let now = jobstream_core::event::now();
+    let res = write_status(&txn, name, now, None, Some(&clean_text(&err.to_string()))).await;
+    match res {
+        Ok(()) => txn.commit().await.map_err(fault("commit")),
+        Err(e) => {
+            txn.rollback().await.map_err(fault("rollback"))?;
+            Err(fault("probe")(e))
+        }
+    }
+}
+
+/// Records one refused event as rejected and moves the checkpoint past it, in one transaction.
+async fn reject(
+    db: &DatabaseConnection,
+    name: &str,
+    item: &Delivered,
+    err: &DbErr,
+) -> Result<BatchOutcome, DbErr> {
+    use rejected_event::Column as C;
+    let txn = db.begin().await?;
+    let checkpoint = load_checkpoint(&txn, name).await?;
+    let mut out = BatchOutcome {
+        checkpoint,
+        ..Default::default()
+    };
+    if item.seq <= checkpoint {
+        out.already_applied = 1;
+        txn.commit().await?;
+        return Ok(out);
+    }
+    let (job_id, event_type) = describe(item.record.as_ref());
+    let error = clean_text(&err.to_string());
+    tracing::error!(seq = item.seq, subject = %item.subject, job_id = job_id.as_deref().unwrap_or("-"), error = %error, "event rejected: the projection cannot hold it (recorded in rejected_events)");
+    let row = rejected_event::Model {
+        projector: name.to_owned(),
+        seq: i64::try_from(item.seq).unwrap_or(i64::MAX),
+        subject: clean_text(&item.subject),
+        job_id,
+        event_type,
+        error,
+        rejected_at: jobstream_core::event::now(),
+    };
+    let written = async {
+        rejected_event::Entity::insert_many([row.into_active_model()])
+            .on_conflict(
+                OnConflict::columns([C::Projector, C::Seq])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        save_checkpoint(&txn, name, item.seq, jobstream_core::event::now()).await
+    }
+    .await;
+    match written {
+        Ok(()) => txn.commit().await.map_err(fault("commit"))?,
+        Err(e) => {
+            txn.rollback().await.map_err(fault("rollback"))?;
+            // The dead letter itself cannot be written: retry, never skip silently.
+            return Err(fault("recording a rejected event")(e));
+        }
+    }
+    out.rejected = 1;
+    out.checkpoint = item.seq;
+    Ok(out)
+}
+
+/// The id and type of a record, for its dead letter.
+fn describe(rec: Option<&Record>) -> (Option<String>, Option<String>) {
+    match rec {
+        Some(Record::Job(e)) => (
+            Some(e.job_id.to_string()),
+            Some(e.event_type().as_str().to_owned()),
+        ),
+        Some(Record::Schedule(s)) => (
+            Some(clean_text(&s.schedule_key).chars().take(36).collect()),
+            Some(
+                match s.event {
+                    jobstream_core::schedule::ScheduleEvent::Created(_) => "schedule.created",
+                    jobstream_core::schedule::ScheduleEvent::Deleted { .. } => "schedule.deleted",
+                }
+                .to_owned(),
+            ),
+        ),
+        Some(Record::User(u)) => (Some(u.user_id.to_string()), Some("user".to_owned())),
+        Some(Record::Other) | None => (None, None),
+    }
+}
+
+/// Text any database column takes: no control characters (NUL breaks PostgreSQL), bounded.
+pub(crate) fn clean_text(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(4000)
+        .collect()
+}
+
+/// Upserts the projector's status row. `failing_since`: `None` clears it (healthy), `Some`
+/// keeps an earlier value. `last_error`: `None` keeps the previous one.
+pub(crate) async fn write_status<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+    now: DateTime<Utc>,
+    failing_since: Option<DateTime<Utc>>,
+    last_error: Option<&str>,
+) -> Result<(), DbErr> {
+    let current = projector_status::Entity::find_by_id(name.to_owned())
+        .one(db)
+        .await?;
+    let row = projector_status::Model {
+        name: name.to_owned(),
+        heartbeat_at: current.as_ref().map_or(now, |c| c.heartbeat_at),
+        failing_since: failing_since
+            .map(|f| current.as_ref().and_then(|c| c.failing_since).unwrap_or(f)),
+        last_error: last_error
+            .map(str::to_owned)
+            .or_else(|| current.as_ref().and_then(|c| c.last_error.clone())),
+        last_error_at: if last_error.is_some() {
+            Some(now)
+        } else {
+            current.as_ref().and_then(|c| c.last_error_at)
+        },
+    };
+    upsert_status(db, row).await
+}
+
+/// Marks the projector alive and caught up: heartbeat now, not failing.
+pub(crate) async fn write_heartbeat(db: &DatabaseConnection, name: &str) -> Result<(), DbErr> {
+    let current = projector_status::Entity::find_by_id(name.to_owned())
+        .one(db)
+        .await?;
+    let row = projector_status::Model {
+        name: name.to_owned(),
+        heartbeat_at: jobstream_core::event::now(),
+        failing_since: None,
+        last_error: current.as_ref().and_then(|c| c.last_error.clone()),
+        last_error_at: current.and_then(|c| c.last_error_at),
+    };
+    upsert_status(db, row).await
+}
+
+async fn upsert_status<C: ConnectionTrait>(
+    db: &C,
+    row: projector_status::Model,
+) -> Result<(), DbErr> {
+    use projector_status::Column as C;
+    projector_status::Entity::insert_many([row.into_active_model()])
+        .on_conflict(
+            OnConflict::column(C::Name)
+                .update_columns([
+                    C::HeartbeatAt,
+                    C::FailingSince,
+                    C::LastError,
+                    C::LastErrorAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
 }
 
 /// Reads a projector's checkpoint (0 when it never ran).
@@ -48,11 +314,11 @@ pub(crate) async fn apply_batch(
     checkpoint_name: &str,
     batch: &[(u64, Option<Envelope>)],
 ) -> Result<BatchOutcome, DbErr> {
-    let records: Vec<(u64, Option<Record>)> = batch
+    let records: Vec<Delivered> = batch
         .iter()
-        .map(|(seq, env)| (*seq, env.clone().map(Record::Job)))
+        .map(|(seq, env)| Delivered::new(*seq, String::new(), env.clone().map(Record::Job)))
         .collect();
-    apply_records(db, checkpoint_name, &records).await
+    apply_isolating(db, checkpoint_name, &records).await
 }
 
 /// Applies `(sequence, record)` pairs — job events, schedule and user records — in order
@@ -60,10 +326,34 @@ pub(crate) async fn apply_batch(
 pub(crate) async fn apply_records(
     db: &DatabaseConnection,
     checkpoint_name: &str,
-    batch: &[(u64, Option<Record>)],
+    batch: &[Delivered],
 ) -> Result<BatchOutcome, DbErr> {
     let txn = db.begin().await?;
-    let checkpoint = load_checkpoint(&txn, checkpoint_name).await?;
+    match fold_in(&txn, checkpoint_name, batch).await {
+        // A failed COMMIT is never the events' doing (constraints fail their statement), and
+        // may leave the connection in a transaction: a fault, so the caller drops the pool.
+        Ok(out) => txn.commit().await.map(|()| out).map_err(fault("commit")),
+        Err(e) => {
+            // Explicitly, not on drop: the connection goes back to the pool without the write lock.
+            // If even that fails, the connection's state is unknown: a fault, never a rejection.
+            txn.rollback().await.map_err(fault("rollback"))?;
+            Err(e)
+        }
+    }
+}
+
+/// Turns an error into a fault ([`is_fault`]) that names the step.
+fn fault(step: &'static str) -> impl FnOnce(DbErr) -> DbErr {
+    move |e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("{step} failed: {e}")))
+}
+
+/// The fold of one batch inside `txn` (which the caller commits).
+async fn fold_in(
+    txn: &DatabaseTransaction,
+    checkpoint_name: &str,
+    batch: &[Delivered],
+) -> Result<BatchOutcome, DbErr> {
+    let checkpoint = load_checkpoint(txn, checkpoint_name).await?;
     let mut out = BatchOutcome {
         checkpoint,
         ..Default::default()
@@ -73,54 +363,56 @@ pub(crate) async fn apply_records(
     let mut fresh_users: Vec<(u64, &UserEnvelope)> = Vec::new();
     let fresh: Vec<(u64, &Envelope)> = batch
         .iter()
-        .filter_map(|(seq, rec)| {
-            if *seq <= checkpoint {
-                out.already_applied += 1;
-                return None;
-            }
-            out.checkpoint = out.checkpoint.max(*seq);
-            match rec {
-                Some(Record::Job(e)) => Some((*seq, e)),
-                Some(Record::Schedule(s)) => {
-                    schedules.push((*seq, s));
-                    None
+        .filter_map(
+            |Delivered {
+                 seq, record: rec, ..
+             }| {
+                if *seq <= checkpoint {
+                    out.already_applied += 1;
+                    return None;
                 }
-                Some(Record::User(u)) => {
-                    fresh_users.push((*seq, u));
-                    None
+                out.checkpoint = out.checkpoint.max(*seq);
+                match rec {
+                    Some(Record::Job(e)) => Some((*seq, e)),
+                    Some(Record::Schedule(s)) => {
+                        schedules.push((*seq, s));
+                        None
+                    }
+                    Some(Record::User(u)) => {
+                        fresh_users.push((*seq, u));
+                        None
+                    }
+                    Some(Record::Other) => {
+                        out.ignored += 1;
+                        None
+                    }
+                    None => {
+                        out.undecodable += 1;
+                        None
+                    }
                 }
-                Some(Record::Other) => {
-                    out.ignored += 1;
-                    None
-                }
-                None => {
-                    out.undecodable += 1;
-                    None
-                }
-            }
-        })
+            },
+        )
         .collect();
     for (seq, rec) in schedules {
-        crate::schedules::apply_schedule_record(&txn, seq, rec).await?;
+        crate::schedules::apply_schedule_record(txn, seq, rec).await?;
         out.applied += 1;
     }
-    let (users_applied, users_ignored) =
-        crate::users::apply_user_events(&txn, &fresh_users).await?;
+    let (users_applied, users_ignored) = crate::users::apply_user_events(txn, &fresh_users).await?;
     out.applied += users_applied;
     out.ignored += users_ignored;
     if fresh.is_empty() && out.checkpoint == checkpoint {
-        txn.commit().await?;
         return Ok(out);
     }
 
-    let mut jobs = load_jobs(&txn, fresh.iter().map(|(_, e)| e.job_id)).await?;
+    let mut jobs = load_jobs(txn, fresh.iter().map(|(_, e)| e.job_id)).await?;
     let mut dirty: HashSet<Uuid> = HashSet::new();
     for (seq, env) in fresh {
         let job_id = env.job_id;
         let outcome = match (jobs.get_mut(&job_id), &env.event) {
             (None, Event::Queued(spec) | Event::Scheduled(spec)) => {
                 if let Some(existing) =
-                    idempotent_twin(&txn, &jobs, &spec.owner, spec.idempotency_key.as_deref())
+                    idempotent_twin(txn, &jobs, &spec.owner, spec.idempotency_key.as_deref())
                         .await?
                 {
                     tracing::info!(%job_id, %existing, seq, "queued event ignored: idempotency key already used by another job");
@@ -162,15 +454,14 @@ pub(crate) async fn apply_records(
         .filter_map(|id| jobs.get(id))
         .map(queued_job::Model::from)
         .collect();
-    upsert_jobs(&txn, rows).await?;
+    upsert_jobs(txn, rows).await?;
     save_checkpoint(
-        &txn,
+        txn,
         checkpoint_name,
         out.checkpoint,
         jobstream_core::event::now(),
     )
     .await?;
-    txn.commit().await?;
     Ok(out)
 }
 

@@ -23,4 +23,4 @@ mod schedules;
 mod users;
 
 pub use apply::BatchOutcome;
-pub use run::{Projector, ProjectorConfig, ProjectorError};
+pub use run::{Connector, Projector, ProjectorConfig, ProjectorError, own_pool};

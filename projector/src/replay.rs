@@ -21,9 +21,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use jobstream_core::JobStatus;
 use jobstream_core::broker::{Broker, BrokerError};
-use jobstream_core::stored::Record;
 use jobstream_core::stream_read::{self, Stored};
-use jobstream_entity::queued_job;
+use jobstream_entity::{queued_job, rejected_event};
 use migration::MigratorTrait;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
@@ -33,13 +32,13 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply;
+use crate::apply::{self, Delivered};
 
 /// Schema (PostgreSQL) holding the shadow projection while a replay builds it.
 pub const SHADOW_SCHEMA: &str = "jobstream_replay";
 /// Tables a replay rebuilds (the checkpoint row is carried separately).
 /// Helpers that add projection tables append them here.
-pub const PROJECTION_TABLES: &[&str] = &["queued_jobs", "schedules", "users"];
+pub const PROJECTION_TABLES: &[&str] = &["queued_jobs", "schedules", "users", "rejected_events"];
 /// Checkpoint row in the shadow recording where the replay started (for resuming).
 const ORIGIN_MARKER: &str = "replay-origin";
 /// How long a stream read may stall before a replay gives up.
@@ -211,6 +210,8 @@ pub struct ReplaySummary {
     pub ignored: u64,
     /// Messages that did not decode.
     pub undecodable: u64,
+    /// Events the database refused, recorded in `rejected_events`.
+    pub rejected: u64,
     /// Finished jobs past the TTL removed before the swap.
     pub swept: u64,
     /// Jobs in the result.
@@ -261,7 +262,7 @@ async fn fold_range(
     }
     let messages = stream_read::ordered_from(broker, from, "jobstream replay").await?;
     let mut messages = std::pin::pin!(messages);
-    let mut batch: Vec<(u64, Option<Record>)> = Vec::with_capacity(batch_size);
+    let mut batch: Vec<Delivered> = Vec::with_capacity(batch_size);
     let mut last = from.saturating_sub(1);
     loop {
         let next = tokio::select! {
@@ -288,7 +289,11 @@ async fn fold_range(
             until.saturating_sub(msg.seq).min(pending),
             Ordering::Relaxed,
         );
-        batch.push((msg.seq, stream_read::decode_record_or_log(&msg)));
+        batch.push(Delivered::new(
+            msg.seq,
+            msg.subject.clone(),
+            stream_read::decode_record_or_log(&msg),
+        ));
         let done = msg.seq >= until || pending == 0;
         if batch.len() >= batch_size || done {
             flush(db, name, &mut batch, summary).await?;
@@ -307,13 +312,15 @@ async fn fold_range(
 async fn flush(
     db: &DatabaseConnection,
     name: &str,
-    batch: &mut Vec<(u64, Option<Record>)>,
+    batch: &mut Vec<Delivered>,
     summary: &mut ReplaySummary,
 ) -> Result<(), ReplayError> {
     if batch.is_empty() {
         return Ok(());
     }
-    let out = apply::apply_records(db, name, batch).await?;
+    // The projector's own rule: an event the database refuses is recorded as rejected, once.
+    let out = apply::apply_isolating(db, name, batch).await?;
+    summary.rejected += out.rejected as u64;
     summary.applied += out.applied as u64;
     summary.ignored += out.ignored as u64;
     summary.undecodable += out.undecodable as u64;
@@ -703,6 +710,61 @@ pub struct VerifyReport {
     pub beyond_retention: usize,
     /// Jobs that differ.
     pub differences: Vec<Difference>,
+    /// Events the projection recorded as rejected (dead letters), up to its checkpoint.
+    pub rejected: Vec<RejectedEvent>,
+    /// Jobs not compared because one of their events was rejected (the projection cannot
+    /// hold it, so it rightly differs from a fold that could).
+    pub rejected_jobs: usize,
+}
+
+/// An event the projection could not hold, as `verify` and the admin API report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedEvent {
+    /// Stream sequence.
+    pub seq: u64,
+    /// Subject it was stored under.
+    pub subject: String,
+    /// Job (or schedule key, or user id), when it decoded.
+    pub job_id: Option<String>,
+    /// Event type, when it decoded.
+    pub event_type: Option<String>,
+    /// Why the database refused it.
+    pub error: String,
+    /// When it was rejected.
+    pub rejected_at: DateTime<Utc>,
+}
+
+impl From<rejected_event::Model> for RejectedEvent {
+    fn from(m: rejected_event::Model) -> Self {
+        RejectedEvent {
+            seq: u64::try_from(m.seq).unwrap_or(0),
+            subject: m.subject,
+            job_id: m.job_id,
+            event_type: m.event_type,
+            error: m.error,
+            rejected_at: m.rejected_at,
+        }
+    }
+}
+
+/// The dead letters of a projector, oldest first: up to `limit` with a sequence above `after`.
+pub async fn rejected_events<C: ConnectionTrait>(
+    db: &C,
+    projector_name: &str,
+    after: u64,
+    limit: u64,
+) -> Result<Vec<RejectedEvent>, DbErr> {
+    use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
+    Ok(rejected_event::Entity::find()
+        .filter(rejected_event::Column::Projector.eq(projector_name))
+        .filter(rejected_event::Column::Seq.gt(i64::try_from(after).unwrap_or(i64::MAX)))
+        .order_by_asc(rejected_event::Column::Seq)
+        .limit(limit.min(i64::MAX as u64))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(RejectedEvent::from)
+        .collect())
 }
 
 impl VerifyReport {
@@ -730,7 +792,14 @@ pub async fn verify(
         .order_by_asc(queued_job::Column::Id)
         .all(&txn)
         .await?;
+    let rejected: Vec<RejectedEvent> = rejected_events(&txn, projector_name, 0, u64::MAX)
+        .await?
+        .into_iter()
+        .filter(|r| r.seq <= checkpoint)
+        .collect();
     txn.commit().await?;
+    let rejected_ids: std::collections::HashSet<String> =
+        rejected.iter().filter_map(|r| r.job_id.clone()).collect();
 
     let mut opts = ConnectOptions::new("sqlite::memory:");
     opts.max_connections(1)
@@ -761,6 +830,7 @@ pub async fn verify(
         checkpoint,
         projected: projected.len(),
         folded: folded.len(),
+        rejected,
         ..Default::default()
     };
     let fresh: std::collections::HashMap<&str, &queued_job::Model> =
@@ -768,6 +838,10 @@ pub async fn verify(
     let mut seen = std::collections::HashSet::new();
     for row in &projected {
         seen.insert(row.id.as_str());
+        if rejected_ids.contains(&row.id) {
+            report.rejected_jobs += 1;
+            continue;
+        }
         match fresh.get(row.id.as_str()) {
             Some(f) => {
                 let fields = differing_fields(row, f);
@@ -789,6 +863,10 @@ pub async fn verify(
     }
     for f in &folded {
         if seen.contains(f.id.as_str()) {
+            continue;
+        }
+        if rejected_ids.contains(&f.id) {
+            report.rejected_jobs += 1;
             continue;
         }
         let finished = JobStatus::parse(&f.status).is_some_and(JobStatus::is_terminal);

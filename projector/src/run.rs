@@ -1,17 +1,20 @@
 //! The projector process: a durable consumer over every job event.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, FromConsumer, pull};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use jobstream_core::Envelope;
-use jobstream_core::broker::Broker;
+use jobstream_core::broker::{Broker, BrokerError};
 use jobstream_core::stored::{Record, StoredMessage};
-use sea_orm::{DatabaseConnection, DbErr};
+use jobstream_core::stream_read;
+use sea_orm::{DatabaseConnection, DbBackend, DbErr};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, BatchOutcome};
+use crate::apply::{self, BatchOutcome, Delivered};
 
 /// How the projector folds and sweeps.
 #[derive(Debug, Clone)]
@@ -55,13 +58,40 @@ pub struct Projector {
     config: ProjectorConfig,
     consumer: consumer::Consumer<pull::Config>,
     applied_tx: watch::Sender<u64>,
+    /// Reopens the projector's pool after a failed batch (`None`: keep the one given).
+    connector: Option<Connector>,
+    failures: watch::Sender<u64>,
 }
 
 impl Projector {
-    /// Creates (or reuses) the durable consumer.
+    /// Creates (or reuses) the durable consumer. The projector writes through a pool of its
+    /// own on the same database as `db` (see [`own_pool`]), which it can drop and reopen.
     pub async fn build(
         broker: Broker,
         db: DatabaseConnection,
+        config: ProjectorConfig,
+    ) -> Result<Self, ProjectorError> {
+        match own_pool(&db) {
+            Some(connector) => Self::build_with_connector(broker, connector, config).await,
+            None => Self::build_inner(broker, db, None, config).await,
+        }
+    }
+
+    /// Like [`build`](Self::build), with the pools opened by `connector` (one now, a new
+    /// one after each failed batch).
+    pub async fn build_with_connector(
+        broker: Broker,
+        connector: Connector,
+        config: ProjectorConfig,
+    ) -> Result<Self, ProjectorError> {
+        let db = connector().await?;
+        Self::build_inner(broker, db, Some(connector), config).await
+    }
+
+    async fn build_inner(
+        broker: Broker,
+        db: DatabaseConnection,
+        connector: Option<Connector>,
         config: ProjectorConfig,
     ) -> Result<Self, ProjectorError> {
         let stream = broker
@@ -111,12 +141,20 @@ impl Projector {
             config,
             consumer,
             applied_tx,
+            connector,
+            failures: watch::channel(0).0,
         })
     }
 
     /// Watches the checkpoint: the last stream sequence committed to SQL.
     pub fn applied(&self) -> watch::Receiver<u64> {
         self.applied_tx.subscribe()
+    }
+
+    /// Watches how many batches failed to commit (each is retried): a test signal, and what
+    /// a supervisor would look at.
+    pub fn failures(&self) -> watch::Receiver<u64> {
+        self.failures.subscribe()
     }
 
     /// The broker this projector reads from.
@@ -144,7 +182,17 @@ impl Projector {
     }
 
     /// Folds events until `shutdown` is cancelled.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+    ///
+    /// First (and whenever the consumer is idle while the stream is ahead of the checkpoint)
+    /// it catches up by reading the stream from the checkpoint, so it never depends on the
+    /// consumer redelivering what an earlier instance acked. A batch is retried until it
+    /// commits (an event the database refuses is recorded as rejected, see `apply`), a
+    /// delivered message is never dropped, and a message is acked only once the committed
+    /// checkpoint covers every message delivered so far (`AckPolicy::All` acks them all).
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+        if self.catch_up_until_done(&shutdown).await.is_none() {
+            return Ok(());
+        }
         let mut messages = self
             .consumer
             .stream()
@@ -155,6 +203,9 @@ impl Projector {
             .map_err(|e| ProjectorError::Consumer(e.to_string()))?
             .ready_chunks(self.config.batch_size);
         let mut sweep = tokio::time::interval(self.config.sweep_interval);
+        let mut idle = tokio::time::interval(IDLE_CHECK);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut delivered_since_tick = false;
         tracing::info!(name = %self.config.name, "projector started");
         loop {
             tokio::select! {
@@ -164,12 +215,31 @@ impl Projector {
                         tracing::error!(error = %e, "TTL sweep failed; will try again");
                     }
                 }
+                _ = idle.tick() => {
+                    if std::mem::take(&mut delivered_since_tick) {
+                        continue;
+                    }
+                    // Idle: the stream may still be ahead (messages acked by an earlier instance
+                    // but never committed, a lost last transaction): read them from the stream.
+                    match self.catch_up(&shutdown).await {
+                        Ok(true) => {
+                            if let Err(e) = apply::write_heartbeat(&self.db, &self.config.name).await {
+                                tracing::debug!(error = %e, "projector heartbeat not written");
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(CatchUp::Shutdown) => break,
+                        Err(CatchUp::Stream(e)) => tracing::warn!(error = %e, "cannot read the stream to catch up; will try again"),
+                    }
+                }
                 chunk = messages.next() => {
                     let Some(chunk) = chunk else {
                         return Err(ProjectorError::Consumer("message stream ended".to_owned()));
                     };
+                    delivered_since_tick = true;
                     let mut batch = Vec::with_capacity(chunk.len());
                     let mut last = None;
+                    let mut highest = 0;
                     for m in chunk {
                         match m {
                             Ok(m) => {
@@ -186,7 +256,8 @@ impl Projector {
                                         None
                                     }
                                 };
-                                batch.push((seq, env));
+                                batch.push(Delivered::new(seq, m.subject.to_string(), env));
+                                highest = highest.max(seq);
                                 last = Some(m);
                             }
                             Err(e) => tracing::warn!(error = %e, "consumer error; continuing"),
@@ -195,33 +266,29 @@ impl Projector {
                     let Some(last) = last else { continue };
                     // The consumer only delivers; order comes from the stream. Messages an earlier
                     // (crashed) instance held come back only after ack_wait, later ones may come
-                    // first: read anything missing above the checkpoint straight from the stream.
-                    batch.sort_by_key(|(seq, _)| *seq);
-                    batch.dedup_by_key(|(seq, _)| *seq);
+                    // first: fold everything missing above the checkpoint straight from the stream
+                    // first. Never drop the chunk: its messages would be acked with a later one.
+                    batch.sort_by_key(|d| d.seq);
+                    batch.dedup_by_key(|d| d.seq);
                     let checkpoint = *self.applied_tx.borrow();
-                    if let Some(&(first, _)) = batch.iter().find(|(seq, _)| *seq > checkpoint)
-                        && first > checkpoint + 1
+                    if batch.iter().find(|d| d.seq > checkpoint).is_some_and(|d| d.seq > checkpoint + 1)
+                        && self.catch_up_until_done(&shutdown).await.is_none()
                     {
-                        match self.broker.records_between(checkpoint + 1, first).await {
-                            Ok(mut missing) => {
-                                tracing::info!(from = checkpoint + 1, until = first, read = missing.len(), "filled a delivery gap from the stream");
-                                missing.append(&mut batch);
-                                batch = missing;
-                            }
-                            Err(e) => {
-                                // Do not fold past a gap: drop this batch, it is redelivered.
-                                tracing::warn!(error = %e, "cannot fill a delivery gap; waiting for redelivery");
-                                continue;
-                            }
-                        }
+                        break;
                     }
                     let Some(outcome) = self.apply_until_committed(&batch, &shutdown).await else { break };
                     tracing::debug!(?outcome, "batch committed");
+                    let committed = outcome.checkpoint.max(*self.applied_tx.borrow());
+                    self.applied_tx.send_replace(committed);
+                    if highest > committed {
+                        // Cannot happen after a commit; if it ever did, acking would lose events.
+                        tracing::error!(highest, committed, "not acking: the checkpoint does not cover the batch");
+                        continue;
+                    }
                     if let Err(e) = last.ack().await {
                         // Harmless: the batch is redelivered and is a no-op below the checkpoint.
                         tracing::warn!(error = %e, "ack after commit failed");
                     }
-                    self.applied_tx.send_replace(outcome.checkpoint);
                 }
             }
         }
@@ -229,26 +296,62 @@ impl Projector {
         Ok(())
     }
 
-    /// Applies one batch of `(sequence, record)` — job events, schedule and user records — in one transaction.
-    pub async fn apply_records(
-        &self,
-        batch: &[(u64, Option<Record>)],
-    ) -> Result<BatchOutcome, DbErr> {
-        apply::apply_records(&self.db, &self.config.name, batch).await
+    /// Folds the stream from the checkpoint to its end, in batches, straight from the
+    /// stream. `Ok(true)` when it was (or now is) caught up with what the stream held.
+    async fn catch_up(&mut self, shutdown: &CancellationToken) -> Result<bool, CatchUp> {
+        loop {
+            let checkpoint = *self.applied_tx.borrow();
+            let bounds = stream_read::bounds(&self.broker)
+                .await
+                .map_err(CatchUp::Stream)?;
+            if bounds.last <= checkpoint {
+                return Ok(true);
+            }
+            let msgs = stream_read::read_from(
+                &self.broker,
+                stream_read::EVERYTHING,
+                checkpoint + 1,
+                self.config.batch_size,
+            )
+            .await
+            .map_err(CatchUp::Stream)?;
+            if msgs.is_empty() {
+                return Ok(true);
+            }
+            tracing::info!(
+                from = checkpoint + 1,
+                read = msgs.len(),
+                stream_last = bounds.last,
+                "catching up from the stream"
+            );
+            let batch: Vec<Delivered> = msgs
+                .iter()
+                .map(|m| {
+                    Delivered::new(
+                        m.seq,
+                        m.subject.clone(),
+                        stream_read::decode_record_or_log(m),
+                    )
+                })
+                .collect();
+            let outcome = self
+                .apply_until_committed(&batch, shutdown)
+                .await
+                .ok_or(CatchUp::Shutdown)?;
+            let committed = outcome.checkpoint.max(checkpoint);
+            self.applied_tx.send_replace(committed);
+        }
     }
 
-    /// Retries a batch until it commits: skipping it would lose events. `None` on shutdown.
-    async fn apply_until_committed(
-        &self,
-        batch: &[(u64, Option<Record>)],
-        shutdown: &CancellationToken,
-    ) -> Option<BatchOutcome> {
+    /// [`catch_up`](Self::catch_up), retrying stream reads until it succeeds. `None` on shutdown.
+    async fn catch_up_until_done(&mut self, shutdown: &CancellationToken) -> Option<()> {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.apply_records(batch).await {
-                Ok(o) => return Some(o),
-                Err(e) => {
-                    tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "batch not committed; retrying");
+            match self.catch_up(shutdown).await {
+                Ok(_) => return Some(()),
+                Err(CatchUp::Shutdown) => return None,
+                Err(CatchUp::Stream(e)) => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read the stream to catch up; retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => return None,
                         () = tokio::time::sleep(delay) => {}
@@ -257,5 +360,148 @@ impl Projector {
                 }
             }
         }
+    }
+
+    /// Applies one batch of `(sequence, record)` — job events, schedule and user records — in one transaction.
+    pub async fn apply_records(
+        &self,
+        batch: &[(u64, Option<Record>)],
+    ) -> Result<BatchOutcome, DbErr> {
+        let batch: Vec<Delivered> = batch
+            .iter()
+            .map(|(seq, rec)| Delivered::new(*seq, String::new(), rec.clone()))
+            .collect();
+        apply::apply_isolating(&self.db, &self.config.name, &batch).await
+    }
+
+    /// Retries a batch until it commits: skipping it would lose events. `None` on shutdown.
+    /// After each failure the projector's own pool is replaced, so a connection a failed
+    /// transaction left holding a lock (SQLite's write lock) is closed, not reused.
+    async fn apply_until_committed(
+        &mut self,
+        batch: &[Delivered],
+        shutdown: &CancellationToken,
+    ) -> Option<BatchOutcome> {
+        let mut delay = Duration::from_millis(100);
+        let mut failing_since = None;
+        loop {
+            match apply::apply_isolating(&self.db, &self.config.name, batch).await {
+                Ok(o) => {
+                    if failing_since.is_some() {
+                        tracing::info!(
+                            checkpoint = o.checkpoint,
+                            "the database takes batches again"
+                        );
+                    }
+                    return Some(o);
+                }
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(jobstream_core::event::now);
+                    tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "batch not committed; retrying");
+                    self.failures.send_modify(|n| *n += 1);
+                    self.reconnect().await;
+                    // Best effort: the database may take this small write (an operator sees why).
+                    let error = apply::clean_text(&e.to_string());
+                    let status = apply::write_status(
+                        &self.db,
+                        &self.config.name,
+                        jobstream_core::event::now(),
+                        Some(since),
+                        Some(&error),
+                    );
+                    if tokio::time::timeout(Duration::from_secs(1), status)
+                        .await
+                        .is_err()
+                    {
+                        // Abandoned mid-write: do not reuse that connection.
+                        self.reconnect().await;
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Replaces the projector's pool with a new one (closing the old connections).
+    async fn reconnect(&mut self) {
+        let Some(connect) = &self.connector else {
+            return;
+        };
+        match connect().await {
+            Ok(db) => {
+                let old = std::mem::replace(&mut self.db, db);
+                if tokio::time::timeout(Duration::from_secs(5), old.close())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("the old database pool did not close in time");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reconnect to the database; will try again");
+            }
+        }
+    }
+}
+
+/// Why a catch-up stopped.
+enum CatchUp {
+    Shutdown,
+    Stream(BrokerError),
+}
+
+/// How long the consumer may stay silent before the projector checks the stream itself.
+const IDLE_CHECK: Duration = Duration::from_secs(2);
+
+/// Opens a fresh pool on the projection database.
+pub type Connector =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<DatabaseConnection, DbErr>> + Send + Sync>;
+
+/// A connector to the same database as `db`, on a pool of the projector's own (one writer
+/// connection on SQLite), or `None` for an in-memory SQLite database (a new pool would be
+/// another database).
+pub fn own_pool(db: &DatabaseConnection) -> Option<Connector> {
+    match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            let opts = (*db.get_sqlite_connection_pool().connect_options()).clone();
+            let file = opts.get_filename().to_string_lossy().into_owned();
+            if file.is_empty() || file == ":memory:" {
+                return None;
+            }
+            Some(Arc::new(move || {
+                let opts = opts.clone();
+                Box::pin(async move {
+                    let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .connect_with(opts)
+                        .await
+                        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
+                    Ok(sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+                })
+            }))
+        }
+        DbBackend::Postgres => {
+            let opts = (*db.get_postgres_connection_pool().connect_options()).clone();
+            Some(Arc::new(move || {
+                let opts = opts.clone();
+                Box::pin(async move {
+                    let pool = sea_orm::sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(2)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .connect_with(opts)
+                        .await
+                        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
+                    Ok(sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(
+                        pool,
+                    ))
+                })
+            }))
+        }
+        _ => None,
     }
 }

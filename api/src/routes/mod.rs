@@ -1,5 +1,6 @@
 //! One module per resource, each exposing `router()`.
 
+pub mod admin_rejected;
 pub mod admin_replay;
 pub mod batch;
 pub mod events;

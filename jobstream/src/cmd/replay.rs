@@ -84,7 +84,7 @@ async fn report(progress: Arc<Progress>) {
 
 fn print_summary(s: &ReplaySummary) {
     eprintln!(
-        "replay {}: {} events read from seq {} in {:.1}s ({} applied, {} ignored, {} undecodable), {} finished jobs past the TTL left out, {} jobs, checkpoint {}{}",
+        "replay {}: {} events read from seq {} in {:.1}s ({} applied, {} ignored, {} undecodable, {} rejected), {} finished jobs past the TTL left out, {} jobs, checkpoint {}{}",
         if s.interrupted { "interrupted" } else { "done" },
         s.events,
         s.from_seq,
@@ -92,6 +92,7 @@ fn print_summary(s: &ReplaySummary) {
         s.applied,
         s.ignored,
         s.undecodable,
+        s.rejected,
         s.swept,
         s.jobs,
         s.checkpoint,

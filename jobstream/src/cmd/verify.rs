@@ -16,6 +16,24 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         "compared {} projected jobs with a fresh fold of {} jobs up to stream sequence {} ({} swept past the TTL, {} beyond the stream's retention)",
         report.projected, report.folded, report.checkpoint, report.swept, report.beyond_retention
     );
+    if !report.rejected.is_empty() {
+        // Not a difference: the projection cannot hold these events, and says so.
+        println!(
+            "{} event(s) rejected by the projection (dead letters; {} job(s) not compared):",
+            report.rejected.len(),
+            report.rejected_jobs
+        );
+        for r in &report.rejected {
+            println!(
+                "    seq {} {} job {} ({}): {}",
+                r.seq,
+                r.subject,
+                r.job_id.as_deref().unwrap_or("-"),
+                r.event_type.as_deref().unwrap_or("-"),
+                r.error
+            );
+        }
+    }
     if report.is_clean() {
         println!("OK: the projection equals a fresh fold of the stream");
         return Ok(());

@@ -5,6 +5,7 @@ mod auth;
 mod batch;
 mod delayed;
 mod email;
+mod faults_projector;
 mod files;
 mod helpers;
 mod history;
