@@ -400,6 +400,12 @@ impl Verifier {
         let refuse = |why: String| ApiError::Unauthorized(format!("invalid bearer token: {why}"));
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| refuse(format!("malformed or unsupported header ({e})")))?;
+        // RFC 7515 §4.1.11: critical extensions must be understood, and we understand none.
+        if let Some(crit) = &header.crit {
+            return Err(refuse(format!(
+                "the header names critical extensions this verifier does not understand (crit {crit:?})"
+            )));
+        }
         let key = self.choose_key(&header).map_err(refuse)?;
         let mut validation = Validation::new(key.alg);
         validation.set_issuer(&[&self.policy.issuer]);
