@@ -418,6 +418,10 @@ impl Verifier {
             .map_err(|e| refuse(e.to_string()))?;
         let claims = data.claims;
         let sub = match claims.get("sub").and_then(Value::as_str) {
+            // A sub is stored as the owner of jobs: no store holds NUL, no log wants controls.
+            Some(s) if s.chars().any(char::is_control) => {
+                return Err(refuse("sub must not contain control characters".into()));
+            }
             Some(s) if !s.trim().is_empty() && s.len() <= MAX_SUB_LEN => s.to_owned(),
             Some(s) if s.len() > MAX_SUB_LEN => {
                 return Err(refuse(format!("sub longer than {MAX_SUB_LEN} bytes")));
@@ -434,7 +438,8 @@ impl Verifier {
                 .get(name)
                 .and_then(Value::as_str)
                 .map(str::trim)
-                .filter(|s| !s.is_empty())
+                // Profile claims are stored with the user: one no store can hold is dropped.
+                .filter(|s| !s.is_empty() && jobstream_core::limits::check_text(s).is_ok())
                 .map(str::to_owned)
         };
         let email =
