@@ -87,7 +87,7 @@ fn parse_start(body: serde_json::Value) -> Result<StartReplay, ApiError> {
                 req.from_seq = Some(
                     v.as_u64()
                         .ok_or_else(|| bad("must be an integer of at least 1"))?,
-                )
+                );
             }
             "job_ttl_secs" => {
                 req.job_ttl_secs = Some(
