@@ -37,6 +37,10 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::openapi::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
+        // One body limit for every extractor; larger bodies are a 413 problem.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            jobstream_core::limits::MAX_BODY_BYTES,
+        ))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -48,6 +52,9 @@ pub fn app(state: AppState) -> Router {
                     }),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                // Inside the request span and outside every other layer: whatever answers
+                // an error (a route, an extractor, axum's 405, the timeout), it is problem+json.
+                .layer(axum::middleware::from_fn(crate::error::problem_fallback))
                 .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60))),
         )
 }

@@ -400,6 +400,12 @@ impl Verifier {
         let refuse = |why: String| ApiError::Unauthorized(format!("invalid bearer token: {why}"));
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| refuse(format!("malformed or unsupported header ({e})")))?;
+        // RFC 7515 §4.1.11: critical extensions must be understood, and we understand none.
+        if let Some(crit) = &header.crit {
+            return Err(refuse(format!(
+                "the header names critical extensions this verifier does not understand (crit {crit:?})"
+            )));
+        }
         let key = self.choose_key(&header).map_err(refuse)?;
         let mut validation = Validation::new(key.alg);
         validation.set_issuer(&[&self.policy.issuer]);
@@ -412,6 +418,10 @@ impl Verifier {
             .map_err(|e| refuse(e.to_string()))?;
         let claims = data.claims;
         let sub = match claims.get("sub").and_then(Value::as_str) {
+            // A sub is stored as the owner of jobs: no store holds NUL, no log wants controls.
+            Some(s) if s.chars().any(char::is_control) => {
+                return Err(refuse("sub must not contain control characters".into()));
+            }
             Some(s) if !s.trim().is_empty() && s.len() <= MAX_SUB_LEN => s.to_owned(),
             Some(s) if s.len() > MAX_SUB_LEN => {
                 return Err(refuse(format!("sub longer than {MAX_SUB_LEN} bytes")));
@@ -428,7 +438,8 @@ impl Verifier {
                 .get(name)
                 .and_then(Value::as_str)
                 .map(str::trim)
-                .filter(|s| !s.is_empty())
+                // Profile claims are stored with the user: one no store can hold is dropped.
+                .filter(|s| !s.is_empty() && jobstream_core::limits::check_text(s).is_ok())
                 .map(str::to_owned)
         };
         let email =

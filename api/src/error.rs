@@ -122,11 +122,89 @@ impl From<sea_orm::DbErr> for ApiError {
 
 impl From<jobstream_core::broker::BrokerError> for ApiError {
     fn from(e: jobstream_core::broker::BrokerError) -> Self {
+        use jobstream_core::broker::BrokerError as B;
         tracing::error!(error = %e, "broker error");
-        ApiError::Unavailable(
-            "the event stream is unreachable; the request was not stored, retry later".into(),
-        )
+        // Only a definite answer from the server may claim "not stored"; a 202 must never
+        // hide behind an error, and a client must never be told to resubmit a stored job.
+        ApiError::Unavailable(match e {
+            B::OutcomeUnknown(_) => "the event stream did not confirm in time: it is unknown whether the request was stored; retry with an Idempotency-Key".into(),
+            B::NotStored(_) | B::Publish(_) => {
+                "the event stream refuses writes for now; the request was not stored, retry later".into()
+            }
+            _ => "the event stream is unreachable; retry later".into(),
+        })
     }
+}
+
+/// Seconds a client should wait before retrying a `503`.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// A problem document for any status (framework fallbacks use it too).
+pub fn problem_response(
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+    errors: Vec<ProblemField>,
+) -> Response {
+    let body = Problem {
+        kind: "about:blank",
+        title,
+        status: status.as_u16(),
+        detail,
+        errors,
+    };
+    let mut res = (status, Json(body)).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    res
+}
+
+/// Largest error body a fallback reads to reuse as its `detail`.
+const FALLBACK_DETAIL_BYTES: usize = 4096;
+
+/// Middleware, the last resort: any 4xx/5xx response that is not already a problem
+/// document (axum's 405, extractor rejections, the timeout layer's 408, body limits)
+/// becomes one, with the same status and headers (`Allow` stays).
+pub async fn problem_fallback(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, FALLBACK_DETAIL_BYTES)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty() && !status.is_server_error());
+    let detail = text.unwrap_or_else(|| {
+        status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_owned()
+    });
+    let title = status.canonical_reason().unwrap_or("Error");
+    let fresh = problem_response(status, title, detail, Vec::new());
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let (fresh_parts, body) = fresh.into_parts();
+    for (name, value) in &fresh_parts.headers {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    Response::from_parts(parts, body)
 }
 
 impl IntoResponse for ApiError {
@@ -155,18 +233,7 @@ impl IntoResponse for ApiError {
                 .collect(),
             _ => Vec::new(),
         };
-        let body = Problem {
-            kind: "about:blank",
-            title: self.title(),
-            status: status.as_u16(),
-            detail,
-            errors,
-        };
-        let mut res = (status, Json(body)).into_response();
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        let mut res = problem_response(status, self.title(), detail, errors);
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

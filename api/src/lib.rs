@@ -8,6 +8,7 @@
 //! - [`app`]: the pure `Router` (tests call it with `oneshot`), and [`App`] which binds and serves it.
 //! - [`auth`]: Bearer JWT verification, the [`auth::Caller`] extractor, dev token minting.
 //! - [`error`]: [`error::ApiError`], rendered as `application/problem+json`.
+//! - [`extract`]: body, path and query extractors that refuse bad input as problem documents.
 //! - [`lifecycle`]: storing submissions in the stream: delayed jobs (timers), idempotency records, atomic batches.
 //! - [`routes`]: one module per resource, each with its own `router()`.
 //! - [`state`]: [`state::AppState`], what every handler gets.
@@ -19,6 +20,7 @@
 pub mod app;
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod lifecycle;
 pub mod live;
 pub mod openapi;

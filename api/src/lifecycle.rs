@@ -217,10 +217,13 @@ pub(crate) fn idempotency_message(owner: &str, key: &str, job_ids: Vec<Uuid>) ->
         job_ids,
         at: jobstream_core::event::now(),
     };
+    // The first job's id makes the record's message id: a retried batch is a duplicate.
+    let msg_id = format!("idem-{}", rec.job_ids.first().copied().unwrap_or_default());
     Outgoing::new(
         subject::idempotency(owner, key),
         serde_json::to_vec(&rec).unwrap_or_default(),
     )
+    .with_header("Nats-Msg-Id", &msg_id)
     .with_header(EXPECTED_LAST_SUBJECT_SEQUENCE, "0")
 }
 
@@ -258,14 +261,16 @@ pub(crate) async fn publish_guarded(
     if let Some(ids) = existing_jobs(state, owner, key).await? {
         return Ok(Some(ids));
     }
-    msgs.insert(0, idempotency_message(owner, key, job_ids));
+    msgs.insert(0, idempotency_message(owner, key, job_ids.clone()));
     match state.broker.publish_atomic(msgs).await {
         Ok(_) => Ok(None),
-        // Another request (maybe on another API instance) stored this key first.
-        Err(e) if e.is_wrong_last_sequence() => existing_jobs(state, owner, key)
-            .await?
-            .map(Some)
-            .ok_or_else(|| anyhow::anyhow!("idempotency record vanished after a conflict").into()),
+        // Another request (maybe on another API instance) stored this key first, or an
+        // earlier attempt of this very request did (then the record names our jobs).
+        Err(e) if e.is_wrong_last_sequence() => match existing_jobs(state, owner, key).await? {
+            Some(ids) if ids == job_ids => Ok(None),
+            Some(ids) => Ok(Some(ids)),
+            None => Err(anyhow::anyhow!("idempotency record vanished after a conflict").into()),
+        },
         Err(e) => Err(refusal(e)),
     }
 }

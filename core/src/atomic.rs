@@ -6,7 +6,9 @@ use async_nats::jetstream::message::{PublishMessage, StreamMessage};
 use async_nats::jetstream::{context::PublishErrorKind, stream};
 use uuid::Uuid;
 
-use crate::broker::{Broker, BrokerError};
+use async_nats::jetstream::ErrorCode;
+
+use crate::broker::{ATTEMPT_TIMEOUT, Attempt, Broker, BrokerError, classify, with_retries};
 use crate::event::{Envelope, REQUEST_ID_HEADER};
 use crate::stored::{Record, StoredMessage};
 use crate::subject::{self, QueueName};
@@ -65,7 +67,15 @@ impl Outgoing {
     }
 }
 
-/// Where an atomic batch was stored.
+/// Whether a batch commit was refused because it holds a message id already stored
+/// (10201): an earlier attempt of the same batch committed it.
+fn batch_duplicate(e: &async_nats::jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|a| a.error_code() == ErrorCode::ATOMIC_PUBLISH_CONTAINS_DUPLICATE_MESSAGE)
+}
+
+/// Where an atomic batch was stored (`0` for both when a retry found it stored before).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchAck {
     /// Sequence of the first message.
@@ -86,14 +96,20 @@ impl BrokerError {
         match self {
             BrokerError::Publish(e) if e.kind() == PublishErrorKind::Other => {
                 let text = e.to_string();
-                ["schedules", "batch is too large", "batch is incomplete"]
-                    .iter()
-                    .any(|k| text.contains(k))
-                    .then_some(text)
+                is_content_refusal(&text).then_some(text)
             }
             _ => None,
         }
     }
+}
+
+/// Whether a JetStream error text refuses the message's content (a client error), as
+/// opposed to a server condition. An incomplete batch is NOT one: staged messages get
+/// lost when the store is full or the connection drops.
+pub(crate) fn is_content_refusal(text: &str) -> bool {
+    ["schedules", "batch is too large"]
+        .iter()
+        .any(|k| text.contains(k))
 }
 
 impl Broker {
@@ -101,13 +117,27 @@ impl Broker {
     /// `Nats-Batch-Id`, `Nats-Batch-Sequence`, `Nats-Batch-Commit`), in order, and waits
     /// for the commit's PubAck. A single message is a plain publish.
     pub async fn publish_atomic(&self, msgs: Vec<Outgoing>) -> Result<BatchAck, BrokerError> {
-        let n = msgs.len() as u64;
-        if n == 0 {
+        if msgs.is_empty() {
             return Err(BrokerError::Read("empty batch".to_owned()));
         }
+        // A retry of a stored batch is answered 10201 (duplicate message id) only if some
+        // message carries a `Nats-Msg-Id`, and a stored single message answers `duplicate`
+        // only with one. Without any, a retry could store twice: then there is no retry.
+        let deadline = if msgs.iter().any(|m| m.headers.get("Nats-Msg-Id").is_some()) {
+            self.publish_deadline()
+        } else {
+            std::time::Duration::ZERO
+        };
+        with_retries(deadline, || self.publish_batch_once(&msgs)).await
+    }
+
+    /// One attempt at an atomic batch, under a fresh batch id.
+    async fn publish_batch_once(&self, msgs: &[Outgoing]) -> Attempt<BatchAck> {
+        let n = msgs.len() as u64;
         let batch_id = Uuid::new_v4().simple().to_string();
         let mut last = None;
-        for (i, mut m) in msgs.into_iter().enumerate() {
+        for (i, m) in msgs.iter().cloned().enumerate() {
+            let mut m = m;
             let seq = (i + 1) as u64;
             if n > 1 {
                 m.headers.insert("Nats-Batch-Id", batch_id.as_str());
@@ -116,10 +146,14 @@ impl Broker {
             }
             if seq < n {
                 // Staged messages need no reply: a problem fails the commit.
-                self.client()
+                if let Err(e) = self
+                    .client()
                     .publish_with_headers(m.subject, m.headers, m.payload.into())
                     .await
-                    .map_err(|e| BrokerError::Read(format!("staging a batch message: {e}")))?;
+                {
+                    // Nothing committed by this attempt.
+                    return Attempt::Refused(format!("staging a batch message: {e}"));
+                }
             } else {
                 if n > 1 {
                     m.headers.insert("Nats-Batch-Commit", "1");
@@ -127,17 +161,36 @@ impl Broker {
                 let msg = PublishMessage::build()
                     .payload(m.payload.into())
                     .headers(m.headers);
-                last = Some(self.jetstream().send_publish(m.subject, msg).await?);
+                match self.jetstream().send_publish(m.subject, msg).await {
+                    Ok(fut) => last = Some(fut),
+                    Err(e) => return classify(e),
+                }
             }
         }
-        let ack = match last {
-            Some(fut) => fut.await?,
-            None => return Err(BrokerError::Read("empty batch".to_owned())),
+        let Some(fut) = last else {
+            return Attempt::Final(BrokerError::Read("empty batch".to_owned()));
         };
-        Ok(BatchAck {
-            first_seq: ack.sequence + 1 - n.min(ack.sequence),
-            last_seq: ack.sequence,
-        })
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, fut.into_future()).await {
+            Ok(Ok(ack)) if ack.duplicate => Attempt::Stored(BatchAck {
+                // A single message: the first copy's sequence.
+                first_seq: ack.sequence,
+                last_seq: ack.sequence,
+            }),
+            Ok(Ok(ack)) => Attempt::Stored(BatchAck {
+                first_seq: ack.sequence + 1 - n.min(ack.sequence),
+                last_seq: ack.sequence,
+            }),
+            Ok(Err(e)) if batch_duplicate(&e) => {
+                // An earlier attempt committed this batch; where is not said.
+                tracing::info!("atomic batch already stored by an earlier attempt");
+                Attempt::Stored(BatchAck {
+                    first_seq: 0,
+                    last_seq: 0,
+                })
+            }
+            Ok(Err(e)) => classify(e),
+            Err(_) => Attempt::Unknown("no PubAck for the batch commit in time".to_owned()),
+        }
     }
 
     /// The last message stored on `subject`, if any.

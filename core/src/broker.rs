@@ -70,9 +70,19 @@ pub enum BrokerError {
         /// Why.
         source: jetstream::context::CreateStreamError,
     },
-    /// A publish was not acknowledged by the server.
+    /// The server refused the publish for what it holds (a wrong expected sequence, a
+    /// refused schedule, a batch too large): definitely not stored.
     #[error("event not stored: {0}")]
     Publish(#[from] jetstream::context::PublishError),
+    /// The server answered, every time until the deadline, that it cannot store now
+    /// (store full, an incomplete batch): definitely not stored; retry later.
+    #[error("event not stored, the stream refuses writes: {0}")]
+    NotStored(String),
+    /// No answer until the deadline (timeouts, no responders during an election, a lost
+    /// connection): the event may or may not be stored. Retrying with the same
+    /// `Nats-Msg-Id` (or idempotency key) is safe; claiming "not stored" is not.
+    #[error("unknown whether the event was stored: {0}")]
+    OutcomeUnknown(String),
     /// Reading from the stream failed.
     #[error("cannot read the stream: {0}")]
     Read(String),
@@ -84,6 +94,99 @@ pub enum BrokerError {
     },
 }
 
+/// How long a publish whose outcome is unknown is retried with the same `Nats-Msg-Id`
+/// before the caller is told so (see [`Broker::with_publish_deadline`]).
+pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest wait for one attempt's PubAck; a slower answer counts as unknown and is retried.
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// First pause between attempts; doubles up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
+
+/// What one publish attempt tells about the message.
+#[derive(Debug)]
+pub(crate) enum Attempt<T> {
+    /// Stored (now, or by an earlier attempt: a duplicate).
+    Stored(T),
+    /// The answer is definite and final: return it.
+    Final(BrokerError),
+    /// Not stored by this attempt, and the server may accept it soon (store full, an
+    /// incomplete batch): retry.
+    Refused(String),
+    /// No answer: maybe stored. Retry with the same message id.
+    Unknown(String),
+}
+
+/// Sorts a publish error: what the server definitely refused for its content, what it
+/// cannot take now, and what left the outcome unknown.
+pub(crate) fn classify<T>(e: jetstream::context::PublishError) -> Attempt<T> {
+    use jetstream::context::PublishErrorKind as K;
+    match e.kind() {
+        K::TimedOut | K::BrokenPipe | K::StreamNotFound => Attempt::Unknown(e.to_string()),
+        K::WrongLastSequence | K::WrongLastMessageId | K::MaxPayloadExceeded => {
+            Attempt::Final(BrokerError::Publish(e))
+        }
+        // The client's own limit on outstanding acks: nothing was sent.
+        K::MaxAckPending => Attempt::Refused(e.to_string()),
+        K::Other => {
+            let api = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<jetstream::Error>())
+                .map(|a| a.error_code());
+            match api {
+                // A refusal of the content (bad schedule, batch too large …) is final.
+                Some(_) if crate::atomic::is_content_refusal(&e.to_string()) => {
+                    Attempt::Final(BrokerError::Publish(e))
+                }
+                // Any other JetStream answer (store full, incomplete batch, stream offline)
+                // is a server condition that may clear.
+                Some(_) => Attempt::Refused(e.to_string()),
+                // Not an answer from the server (the request could not be sent or read).
+                None => Attempt::Unknown(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Retries `attempt` until it gives a definite answer or `deadline` passes.
+pub(crate) async fn with_retries<T, F, Fut>(
+    deadline: Duration,
+    mut attempt: F,
+) -> Result<T, BrokerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    let mut pause = RETRY_PAUSE_MIN;
+    // Once an attempt may have stored the message, only a stored answer may say otherwise.
+    let mut maybe_stored = false;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let why = match attempt().await {
+            Attempt::Stored(t) => return Ok(t),
+            Attempt::Final(e) => return Err(e),
+            Attempt::Refused(why) => why,
+            Attempt::Unknown(why) => {
+                maybe_stored = true;
+                why
+            }
+        };
+        let now = tokio::time::Instant::now();
+        if now + pause >= until {
+            tracing::warn!(tries, maybe_stored, error = %why, "publish gave no definite answer before its deadline");
+            return Err(if maybe_stored {
+                BrokerError::OutcomeUnknown(why)
+            } else {
+                BrokerError::NotStored(why)
+            });
+        }
+        tracing::debug!(tries, error = %why, "publish retried with the same message id");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_PAUSE_MAX);
+    }
+}
+
 /// Header naming the (wildcard) subject that `Nats-Expected-Last-Subject-Sequence` applies to.
 const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
@@ -93,6 +196,7 @@ pub struct Broker {
     client: async_nats::Client,
     js: jetstream::Context,
     stream_name: String,
+    publish_deadline: Duration,
 }
 
 /// Parses `major.minor` out of a server version like `2.14.6` or `v2.14.0-beta`.
@@ -134,6 +238,7 @@ impl Broker {
             client,
             js,
             stream_name: stream_name.to_owned(),
+            publish_deadline: PUBLISH_DEADLINE,
         })
     }
 
@@ -165,6 +270,18 @@ impl Broker {
                 name: settings.name.clone(),
                 source,
             })
+    }
+
+    /// The same connection with another deadline for publishes whose outcome is unknown
+    /// (default [`PUBLISH_DEADLINE`]); the API keeps it inside its request timeout.
+    pub fn with_publish_deadline(mut self, deadline: Duration) -> Self {
+        self.publish_deadline = deadline;
+        self
+    }
+
+    /// How long a publish whose outcome is unknown is retried.
+    pub fn publish_deadline(&self) -> Duration {
+        self.publish_deadline
     }
 
     /// The raw client (for consumers that need their own subscriptions).
@@ -244,12 +361,29 @@ impl Broker {
         if let Some(rid) = request_id {
             headers.insert(REQUEST_ID_HEADER, rid);
         }
-        let msg = PublishMessage::build()
-            .payload(env.to_bytes().into())
-            .headers(headers)
-            .message_id(env.event_id.to_string());
-        let ack = self.js.send_publish(subject, msg).await?.await?;
-        Ok(ack.sequence)
+        let payload: bytes::Bytes = env.to_bytes().into();
+        let msg_id = env.event_id.to_string();
+        // The same `Nats-Msg-Id` every attempt: a repeat of a stored event is answered
+        // `duplicate` (with the first copy's sequence), never stored twice.
+        with_retries(self.publish_deadline, || {
+            let msg = PublishMessage::build()
+                .payload(payload.clone())
+                .headers(headers.clone())
+                .message_id(msg_id.as_str());
+            let subject = subject.clone();
+            async move {
+                let ack = match self.js.send_publish(subject, msg).await {
+                    Ok(fut) => tokio::time::timeout(ATTEMPT_TIMEOUT, fut.into_future()).await,
+                    Err(e) => return classify(e),
+                };
+                match ack {
+                    Ok(Ok(ack)) => Attempt::Stored(ack.sequence),
+                    Ok(Err(e)) => classify(e),
+                    Err(_) => Attempt::Unknown("no PubAck in time".to_owned()),
+                }
+            }
+        })
+        .await
     }
 
     /// Every stored event of one job, in stream order, as `(sequence, envelope)`.

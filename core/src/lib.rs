@@ -8,6 +8,7 @@
 //! - [`fold`]: the job state machine; folds events into a [`fold::JobState`]. Pure, no I/O.
 //! - [`catalogue`]: the built-in job kinds and their defaults.
 //! - [`kinds`]: the run-time catalogue (built-in plus custom kinds) with payload JSON Schemas.
+//! - [`limits`]: input limits (nesting depth, body size, NUL) every reader can live with. Pure.
 //! - [`files`]: the JetStream object store bucket of uploaded files and thumbnails.
 //! - [`broker`]: connecting to NATS, the `JOBS` stream, publishing events (I/O).
 //! - [`nats_server`]: starting a local nats-server child (dev mode, tests).
@@ -28,6 +29,7 @@ pub mod event;
 pub mod files;
 pub mod fold;
 pub mod kinds;
+pub mod limits;
 pub mod nats_server;
 pub mod schedule;
 pub mod shutdown;

@@ -431,3 +431,17 @@ fn dev_tokens_verify_and_carry_the_role() {
     );
     refused(&v, &token);
 }
+
+#[test]
+fn critical_header_extensions_are_refused() {
+    // RFC 7515 §4.1.11: a verifier must refuse a token naming critical extensions it does
+    // not understand; jobstream understands none. The signature is valid: only `crit` is wrong.
+    for crit in [json!(["exp"]), json!(["http://example.com/ext"]), json!([])] {
+        let mut header = Header::new(Algorithm::RS256);
+        header.crit = serde_json::from_value(crit.clone()).unwrap();
+        let key = EncodingKey::from_rsa_pem(&fixture("rsa-private.pem")).unwrap();
+        let token = jsonwebtoken::encode(&header, &claims(), &key).unwrap();
+        let why = refused(&pem_verifier("rsa-public.pem"), &token);
+        assert!(why.contains("crit"), "{crit}: {why}");
+    }
+}

@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
+use crate::extract::OptionalJson;
 use crate::state::AppState;
 
 /// The replay this process runs or ran last.
@@ -68,6 +69,45 @@ pub struct StartReplay {
     pub fresh: bool,
 }
 
+/// A replay request, each field checked on its own so that a bad one is named.
+fn parse_start(body: serde_json::Value) -> Result<StartReplay, ApiError> {
+    let serde_json::Value::Object(obj) = body else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    let mut req = StartReplay::default();
+    for (field, v) in obj {
+        let bad = |m: &str| ApiError::field(field.clone(), m.to_owned());
+        if v.is_null() {
+            continue;
+        }
+        match field.as_str() {
+            "from_seq" => {
+                req.from_seq = Some(
+                    v.as_u64()
+                        .ok_or_else(|| bad("must be an integer of at least 1"))?,
+                );
+            }
+            "job_ttl_secs" => {
+                req.job_ttl_secs = Some(
+                    v.as_u64()
+                        .ok_or_else(|| bad("must be a whole number of seconds"))?,
+                );
+            }
+            "since" => {
+                req.since = Some(
+                    serde_json::from_value(v)
+                        .map_err(|_| bad("must be an RFC 3339 time like 2026-01-02T15:04:05Z"))?,
+                );
+            }
+            "fresh" => req.fresh = v.as_bool().ok_or_else(|| bad("must be true or false"))?,
+            _ => return Err(bad("unknown field")),
+        }
+    }
+    Ok(req)
+}
+
 fn admin_only(caller: &Caller) -> Result<(), ApiError> {
     if caller.is_admin {
         Ok(())
@@ -91,14 +131,12 @@ fn admin_only(caller: &Caller) -> Result<(), ApiError> {
 pub async fn start_replay(
     State(state): State<AppState>,
     caller: Caller,
-    body: axum::body::Bytes,
+    OptionalJson(body): OptionalJson,
 ) -> Result<Response, ApiError> {
     admin_only(&caller)?;
-    let req: StartReplay = if body.iter().all(u8::is_ascii_whitespace) {
-        StartReplay::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid replay request: {e}")))?
+    let req = match body {
+        None => StartReplay::default(),
+        Some(v) => parse_start(v)?,
     };
     let start = match (req.from_seq, req.since) {
         (Some(_), Some(_)) => {

@@ -1,7 +1,6 @@
 //! `POST /v1/jobs/batch`: up to 1,000 jobs stored all together or not at all.
 
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -14,6 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::ApiJson;
 use crate::lifecycle;
 use crate::routes::jobs::parse_submission;
 use crate::state::AppState;
@@ -64,9 +64,8 @@ pub async fn submit_batch(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
+    ApiJson(body): ApiJson,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let Value::Object(mut obj) = body else {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),

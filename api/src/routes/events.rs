@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::live::{EventHub, LiveEvent};
 use crate::state::AppState;
 use crate::tickets;
@@ -340,7 +341,7 @@ pub async fn stream_events(
     State(state): State<AppState>,
     bearer: Result<Caller, ApiError>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let hub = state.live.clone();
     let caller = authenticate(&hub, bearer, q.ticket.as_deref()).await?;

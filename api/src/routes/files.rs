@@ -3,7 +3,7 @@
 //! only the owner (or an admin) can download a file, anyone else gets a `404`.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::PathParam;
 use crate::state::AppState;
 
 /// The files bucket and the upload limit.
@@ -170,7 +171,7 @@ pub async fn upload_file(
 pub async fn download_file(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound(format!("no file {id}"));
     let file_id = Uuid::parse_str(&id).map_err(|_| not_found())?;

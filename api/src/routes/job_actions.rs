@@ -6,8 +6,7 @@
 //! optimistic concurrency on the job's subjects). If something did, they fold
 //! again and decide again.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -21,6 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::{OptionalJson, PathParam};
 use crate::routes::jobs::{JobView, request_id};
 use crate::state::AppState;
 
@@ -62,11 +62,11 @@ pub async fn cancel_job(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    PathParam(id): PathParam,
+    OptionalJson(body): OptionalJson,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let job_id = parse_id(&id)?;
-    let reason = parse_reason(&body)?;
+    let reason = parse_reason(body)?;
     let job = append_after_fold(&state, &caller, &headers, job_id, |job| {
         if job.status.is_terminal() {
             return Err(ApiError::Conflict(format!(
@@ -112,7 +112,7 @@ pub async fn retry_job(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let job_id = parse_id(&id)?;
     let job = append_after_fold(&state, &caller, &headers, job_id, |job| {
@@ -137,12 +137,10 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 /// The optional `{"reason": "..."}` body of a cancellation.
-fn parse_reason(body: &[u8]) -> Result<Option<String>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+fn parse_reason(body: Option<Value>) -> Result<Option<String>, ApiError> {
+    let Some(value) = body else {
         return Ok(None);
-    }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    };
     let Value::Object(mut obj) = value else {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),

@@ -1,7 +1,6 @@
 //! `/v1/jobs`: submit, get and list jobs.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,6 +19,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, PathParam};
 use crate::lifecycle;
 use crate::state::AppState;
 
@@ -186,9 +186,8 @@ pub async fn submit_job(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
+    ApiJson(body): ApiJson,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let mut spec = parse_submission(body, &caller, &state.kinds)?;
     spec.idempotency_key = lifecycle::merge_key(&headers, spec.idempotency_key.take())?;
     let job_id = Uuid::now_v7();
@@ -348,7 +347,7 @@ fn take_opt<T>(
 pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<JobView>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no job {id}"));
     let job_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
@@ -432,9 +431,8 @@ pub(crate) fn page_cursor(field: &'static str, v: &str) -> Result<String, ApiErr
 pub async fn list_jobs(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<JobPage>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = page_limit(q.limit)?;
     let mut select = queued_job::Entity::find();
     if !caller.is_admin {

@@ -1,7 +1,7 @@
 //! `/v1/kinds`: the catalogue of job kinds (the seeds' `Job` model): what each
 //! kind does, its defaults and the JSON Schema its payload must match.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use jobstream_core::kinds::KindDef;
@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::PathParam;
 use crate::state::AppState;
 
 /// `/v1/kinds` routes.
@@ -95,7 +96,7 @@ pub async fn list_kinds(State(state): State<AppState>, _caller: Caller) -> Json<
 pub async fn get_kind(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    PathParam(name): PathParam,
 ) -> Result<Json<KindView>, ApiError> {
     state
         .kinds

@@ -5,8 +5,7 @@
 //! many API and worker processes run. Deleting stores a `schedule_deleted` record that
 //! rolls the active one up. The list is read from the `schedules` projection.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -27,6 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, PathParam};
 use crate::routes::jobs::parse_submission;
 use crate::state::AppState;
 
@@ -239,16 +239,12 @@ fn parse_schedule(
 pub async fn create_schedule(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<Value>, JsonRejection>,
+    ApiJson(body): ApiJson,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let spec = parse_schedule(body, &caller, &state.kinds)?;
     tracing::Span::current().record("schedule", spec.name.as_str());
     let key = schedule::schedule_key(&spec.owner, &spec.name);
-    let replaced = matches!(
-        active_record(&state, &key).await?,
-        Some((_, ScheduleEvent::Created(_)))
-    );
+    let replaced = matches!(active_record(&state, &key).await?, Some((_, true)));
     let timing = spec.timing.header_value();
     // Fired jobs land on the priority lane of the schedule's job.
     let target = format!(
@@ -287,11 +283,9 @@ pub async fn create_schedule(
     Ok((status, Json(ScheduleView::from_spec(&spec, rec.at))).into_response())
 }
 
-/// The latest record on a schedule's subject and its sequence.
-async fn active_record(
-    state: &AppState,
-    key: &str,
-) -> Result<Option<(u64, ScheduleEvent)>, ApiError> {
+/// The sequence of the latest record on a schedule's subject, and whether it is live
+/// (created, not deleted).
+async fn active_record(state: &AppState, key: &str) -> Result<Option<(u64, bool)>, ApiError> {
     let Some(msg) = state
         .broker
         .last_on_subject(&schedule::subject(key))
@@ -299,9 +293,18 @@ async fn active_record(
     else {
         return Ok(None);
     };
-    let rec = ScheduleRecord::decode(&msg.payload)
-        .map_err(|e| anyhow::anyhow!("unreadable schedule record: {e}"))?;
-    Ok(Some((msg.sequence, rec.event)))
+    match ScheduleRecord::decode(&msg.payload) {
+        Ok(rec) => Ok(Some((
+            msg.sequence,
+            matches!(rec.event, ScheduleEvent::Created(_)),
+        ))),
+        // Stored by an older API that let too deep a payload through: no reader decodes
+        // it, so it is treated as a live schedule that may be replaced or deleted.
+        Err(e) => {
+            tracing::warn!(seq = msg.sequence, error = %e, "undecodable schedule record");
+            Ok(Some((msg.sequence, true)))
+        }
+    }
 }
 
 /// Filters of a schedule list.
@@ -321,7 +324,7 @@ pub struct OwnerQuery {
 pub async fn list_schedules(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<OwnerQuery>,
+    ApiQuery(q): ApiQuery<OwnerQuery>,
 ) -> Result<Json<Vec<ScheduleView>>, ApiError> {
     let mut select = schedule_row::Entity::find();
     if !caller.is_admin {
@@ -349,8 +352,8 @@ pub async fn list_schedules(
 pub async fn delete_schedule(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
-    Query(q): Query<OwnerQuery>,
+    PathParam(name): PathParam,
+    ApiQuery(q): ApiQuery<OwnerQuery>,
 ) -> Result<StatusCode, ApiError> {
     let owner = match (&q.owner, caller.is_admin) {
         (Some(o), true) => o.clone(),
@@ -358,7 +361,7 @@ pub async fn delete_schedule(
     };
     let not_found = || ApiError::NotFound(format!("no schedule {name:?}"));
     let key = schedule::schedule_key(&owner, &name);
-    let Some((seq, ScheduleEvent::Created(_))) = active_record(&state, &key).await? else {
+    let Some((seq, true)) = active_record(&state, &key).await? else {
         return Err(not_found());
     };
     let rec = ScheduleRecord::new(
@@ -370,6 +373,8 @@ pub async fn delete_schedule(
     );
     // Rolls the active record up (the scheduler stops); only if nobody changed it meanwhile.
     let msg = Outgoing::new(schedule::subject(&key), rec.to_bytes())
+        // A retried publish (outcome unknown) is then a duplicate, not a wrong sequence.
+        .with_header("Nats-Msg-Id", &rec.event_id.to_string())
         .with_header(ROLLUP_HEADER, "sub")
         .with_header(EXPECTED_LAST_SUBJECT_SEQUENCE, &seq.to_string());
     match state.broker.publish_atomic(vec![msg]).await {

@@ -2,8 +2,7 @@
 //! `POST /v1/users` (admins, or anyone with open registration), which registers the
 //! user and enqueues the `email.registration` job.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,6 +24,7 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, MAX_SUB_LEN};
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::routes::jobs::{JobView, page_cursor, page_limit};
 use crate::state::AppState;
 use crate::users::{normalize_email, register_caller};
@@ -151,9 +151,8 @@ pub async fn update_me(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
+    ApiJson(body): ApiJson,
 ) -> Result<Json<UserView>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let Value::Object(mut obj) = body else {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),
@@ -253,10 +252,9 @@ pub struct UserPage {
 pub async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<UserListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<UserListQuery>,
 ) -> Result<Json<UserPage>, ApiError> {
     caller.require_admin()?;
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = page_limit(q.limit)?;
     let mut select = user_row::Entity::find();
     if let Some(email) = &q.email {
@@ -465,12 +463,11 @@ pub async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
+    ApiJson(body): ApiJson,
 ) -> Result<Response, ApiError> {
     if !state.users.open_registration {
         caller.require_admin()?;
     }
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let new = parse_new_user(body)?;
     let rid = request_id(&headers);
     let user_id = match &new.sub {
@@ -534,6 +531,8 @@ pub async fn create_user(
     // empty: a second registration of the same id (same sub, or same address without a
     // sub) is refused by the stream itself.
     let mut user_msg = Outgoing::new(env.subject(), env.to_bytes())
+        // A retried batch (outcome unknown) is then recognised as stored.
+        .with_header("Nats-Msg-Id", &env.event_id.to_string())
         .with_header("Nats-Expected-Last-Subject-Sequence", "0");
     if let Some(rid) = rid {
         user_msg = user_msg.with_header(REQUEST_ID_HEADER, rid);

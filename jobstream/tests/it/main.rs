@@ -2,11 +2,13 @@
 //! One binary (this file plus modules) so it links once.
 
 mod auth;
+mod bad_input;
 mod batch;
 mod delayed;
 mod email;
 mod faults_projector;
 mod files;
+mod fuzz;
 mod helpers;
 mod history;
 mod idempotency;

@@ -1,0 +1,591 @@
+//! Issue 15, defects 3, 4 and 6: text PostgreSQL cannot hold, nesting the readers cannot
+//! decode, and every error from every layer as `application/problem+json` with the right status.
+
+use jobstream_core::limits::MAX_JSON_DEPTH;
+use jobstream_testkit::Backend;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Options, TestApp, WAIT, db_test};
+
+/// Asserts a problem document with `status`; returns its body.
+pub(crate) async fn problem(res: reqwest::Response, status: StatusCode) -> Value {
+    let url = res.url().clone();
+    assert_eq!(res.status(), status, "{url}");
+    let ct = res.headers().get("content-type").cloned();
+    let body = res.text().await.unwrap();
+    assert_eq!(
+        ct.as_ref().and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "{url}: {body}"
+    );
+    let p: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"));
+    assert_eq!(p["status"], status.as_u16(), "{url}: {p}");
+    p
+}
+
+fn fields(p: &Value) -> Vec<String> {
+    p["errors"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|f| f["field"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `{"a": {"a": … 1 …}}`, `depth` objects deep.
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(json!(1), |v, _| json!({ "a": v }))
+}
+
+impl TestApp {
+    async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+async fn nul_characters_are_refused_at_the_door(backend: Backend) {
+    let app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let admin = app.token("root", true);
+    let token = app.token("alice", false);
+    let cases: [(Method, &str, &str, Value, &str); 7] = [
+        (
+            Method::POST,
+            "/v1/jobs",
+            "alice",
+            json!({"kind": "echo", "payload": {"t": "a\u{0}b"}}),
+            "payload.t",
+        ),
+        (
+            Method::POST,
+            "/v1/jobs",
+            "alice",
+            json!({"kind": "echo", "payload": {"k\u{0}": 1}}),
+            "payload",
+        ),
+        (
+            Method::POST,
+            "/v1/jobs/batch",
+            "alice",
+            json!({"jobs": [{"kind": "echo"}, {"kind": "echo", "payload": ["\u{0}"]}]}),
+            "jobs[1].payload[0]",
+        ),
+        (
+            Method::POST,
+            "/v1/schedules",
+            "alice",
+            json!({"name": "n", "every": "1h", "kind": "echo", "payload": {"x": "\u{0}"}}),
+            "payload.x",
+        ),
+        (
+            Method::POST,
+            "/v1/users",
+            "root",
+            json!({"email": "nul@example.com", "name": "Nul\u{0}Man"}),
+            "name",
+        ),
+        (
+            Method::PATCH,
+            "/v1/users/me",
+            "alice",
+            json!({"name": "x\u{0}"}),
+            "name",
+        ),
+        (
+            Method::POST,
+            "/v1/jobs",
+            "alice",
+            json!({"kind": "echo", "idempotency_key": "k\u{0}"}),
+            "idempotency_key",
+        ),
+    ];
+    for (method, path, who, body, field) in cases {
+        let t = if who == "root" { &admin } else { &token };
+        let p = problem(
+            app.send_json(method, path, t, &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert!(fields(&p).iter().any(|f| f == field), "{path} {body}: {p}");
+    }
+    // A cancel reason enters the stream too.
+    let job = app.submit_ok(&token, &json!({"kind": "echo"})).await;
+    let id = job["id"].as_str().unwrap();
+    let p = problem(
+        app.send_json(
+            Method::POST,
+            &format!("/v1/jobs/{id}/cancel"),
+            &token,
+            &json!({"reason": "\u{0}"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(fields(&p), ["reason"]);
+    // The projection keeps folding: a later job is projected.
+    let job = app
+        .submit_ok(&token, &json!({"kind": "echo", "payload": {"ok": true}}))
+        .await;
+    app.wait_for_row(job["id"].as_str().unwrap(), "later job projected", |_| true)
+        .await;
+    let _ = WAIT;
+}
+db_test!(nul_characters_are_refused_at_the_door);
+
+async fn nesting_beyond_the_limit_is_refused_with_the_field_named(backend: Backend) {
+    let app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            projector: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let token = app.token("alice", false);
+    // At the limit (counting the body object itself) is fine.
+    app.submit_ok(
+        &token,
+        &json!({"kind": "echo", "payload": nested(MAX_JSON_DEPTH - 2)}),
+    )
+    .await;
+    for depth in [MAX_JSON_DEPTH, 120, 126, 200] {
+        let p = problem(
+            app.submit(&token, &json!({"kind": "echo", "payload": nested(depth)}))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert!(
+            fields(&p)
+                .iter()
+                .any(|f| f.starts_with("payload") || f == "body"),
+            "{depth}: {p}"
+        );
+        let body = json!({"name": format!("deep{depth}"), "every": "1h", "kind": "echo", "payload": nested(depth)});
+        let p = problem(
+            app.send_json(Method::POST, "/v1/schedules", &token, &body)
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert!(!fields(&p).is_empty(), "{depth}: {p}");
+    }
+    // 5000 levels as raw text: serde_json's own limit must not turn into a 400 or a 500.
+    let raw = format!(
+        "{{\"kind\":\"echo\",\"payload\":{}1{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let res = app
+        .http
+        .post(format!("{}/v1/jobs", app.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+}
+db_test!(nesting_beyond_the_limit_is_refused_with_the_field_named);
+
+async fn a_schedule_record_no_reader_can_decode_can_still_be_deleted(backend: Backend) {
+    use jobstream_core::atomic::Outgoing;
+    use jobstream_core::schedule;
+    let app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            projector: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let token = app.token("alice", false);
+    let body = json!({"name": "deep", "every": "1h", "kind": "echo", "payload": {"x": 1}});
+    let res = app
+        .send_json(Method::POST, "/v1/schedules", &token, &body)
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // What an older API stored: the same record with a payload nested past serde_json's limit.
+    let key = schedule::schedule_key("alice", "deep");
+    let last = app
+        .broker
+        .last_on_subject(&schedule::subject(&key))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut rec: Value = serde_json::from_slice(&last.payload).unwrap();
+    fn deepen(v: &mut Value) -> bool {
+        match v {
+            Value::Object(m) => {
+                if let Some(p) = m.get_mut("payload") {
+                    *p = nested(140);
+                    return true;
+                }
+                m.values_mut().any(deepen)
+            }
+            _ => false,
+        }
+    }
+    assert!(deepen(&mut rec), "record has a payload: {rec}");
+    app.broker
+        .publish_atomic(vec![Outgoing::new(
+            schedule::subject(&key),
+            serde_json::to_vec(&rec).unwrap(),
+        )])
+        .await
+        .unwrap();
+    let res = app
+        .http
+        .delete(format!("{}/v1/schedules/deep", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::NO_CONTENT,
+        "{:?}",
+        res.text().await
+    );
+    let res = app
+        .http
+        .delete(format!("{}/v1/schedules/deep", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::NOT_FOUND).await;
+}
+db_test!(a_schedule_record_no_reader_can_decode_can_still_be_deleted);
+
+async fn every_layer_answers_problem_json(backend: Backend) {
+    let app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            projector: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let token = app.token("alice", false);
+    let admin = app.token("root", true);
+    let url = |p: &str| format!("{}{p}", app.base);
+
+    // Path parameters that are not UTF-8, on every route that has one.
+    for (m, p) in [
+        (Method::GET, "/v1/jobs/%FF"),
+        (Method::GET, "/v1/jobs/%FF/events"),
+        (Method::GET, "/v1/jobs/%FF/wait"),
+        (Method::POST, "/v1/jobs/%FF/cancel"),
+        (Method::POST, "/v1/jobs/%FF/retry"),
+        (Method::GET, "/v1/kinds/%FF"),
+        (Method::GET, "/v1/files/%FF"),
+        (Method::DELETE, "/v1/schedules/%FF"),
+    ] {
+        let res = app
+            .http
+            .request(m, url(p))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        problem(res, StatusCode::NOT_FOUND).await;
+    }
+
+    // A negative sequence is a bad field, not a bad request.
+    let p = problem(
+        app.send_json(
+            Method::POST,
+            "/v1/admin/replay",
+            &admin,
+            &json!({"from_seq": -1}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(fields(&p), ["from_seq"]);
+
+    // `1m` is what the docs offer.
+    let job = app.submit_ok(&token, &json!({"kind": "echo"})).await;
+    let id = job["id"].as_str().unwrap();
+    let res = app
+        .http
+        .get(url(&format!("/v1/jobs/{id}/wait?timeout=1m&x=1")))
+        .bearer_auth(&token)
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        res.is_err() || res.unwrap().status() == StatusCode::OK,
+        "1m accepted"
+    );
+    let p = problem(
+        app.http
+            .get(url(&format!("/v1/jobs/{id}/wait?timeout=soon")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(fields(&p), ["timeout"]);
+
+    // 405 keeps its Allow header.
+    let res = app
+        .http
+        .put(url("/v1/jobs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("allow").is_some());
+    problem(res, StatusCode::METHOD_NOT_ALLOWED).await;
+    // 415: no or a wrong content type.
+    let res = app
+        .http
+        .post(url("/v1/jobs"))
+        .bearer_auth(&token)
+        .body("{\"kind\":\"echo\"}")
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    let res = app
+        .http
+        .post(url("/v1/schedules"))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    // JSON syntax and JSON that is not an object.
+    let res = app
+        .http
+        .post(url("/v1/users"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::BAD_REQUEST).await;
+    let res = app
+        .http
+        .post(url("/v1/admin/replay"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::BAD_REQUEST).await;
+    // A query that does not deserialize.
+    let res = app
+        .http
+        .get(url("/v1/jobs?limit=many"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let res = app
+        .http
+        .get(url("/v1/events?job_id=%FF"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error());
+    problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // Oversized JSON bodies are 413, on every JSON route.
+    let big = format!(
+        "{{\"kind\":\"echo\",\"payload\":\"{}\"}}",
+        "x".repeat(jobstream_core::limits::MAX_BODY_BYTES + 1)
+    );
+    for p in [
+        "/v1/jobs",
+        "/v1/jobs/batch",
+        "/v1/schedules",
+        "/v1/users",
+        "/v1/admin/replay",
+        &format!("/v1/jobs/{id}/cancel"),
+    ] {
+        let res = app
+            .http
+            .post(url(p))
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        problem(res, StatusCode::PAYLOAD_TOO_LARGE).await;
+    }
+    // An unknown route.
+    problem(
+        app.http.get(url("/nope")).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+db_test!(every_layer_answers_problem_json);
+
+/// What the API told a client about one submission.
+#[derive(Debug)]
+enum Told {
+    Stored,
+    NotStored,
+    Unknown,
+}
+
+async fn a_503_never_says_not_stored_for_a_stored_job(backend: Backend) {
+    use std::sync::{Arc, Mutex};
+    let mut app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            projector: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let token = app.token("alice", false);
+    // Register alice before the faults (her first request stores her `user.registered`).
+    app.submit_ok(&token, &json!({"kind": "echo", "payload": {"n": -1}}))
+        .await;
+    let told: Arc<Mutex<Vec<(i64, Told, String)>>> = Arc::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(0usize);
+    let mut clients = Vec::new();
+    for c in 0..4i64 {
+        let (http, base, token, told, stop, done) = (
+            app.http.clone(),
+            app.base.clone(),
+            token.clone(),
+            told.clone(),
+            stop_rx.clone(),
+            done_tx.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut i = 0i64;
+            while !*stop.borrow() {
+                let n = c * 1_000_000 + i;
+                i += 1;
+                let res = http
+                    .post(format!("{base}/v1/jobs"))
+                    .bearer_auth(&token)
+                    .json(&json!({"kind": "echo", "payload": {"n": n}}))
+                    .send()
+                    .await;
+                let Ok(res) = res else { continue };
+                let status = res.status();
+                let retry_after = res.headers().get("retry-after").is_some();
+                let body = res.text().await.unwrap_or_default();
+                let t = match status {
+                    StatusCode::ACCEPTED => Told::Stored,
+                    StatusCode::SERVICE_UNAVAILABLE => {
+                        assert!(retry_after, "a 503 carries Retry-After: {body}");
+                        if body.contains("unknown whether") {
+                            Told::Unknown
+                        } else {
+                            Told::NotStored
+                        }
+                    }
+                    other => panic!("unexpected {other}: {body}"),
+                };
+                told.lock().unwrap().push((n, t, body));
+                done.send_modify(|d| *d += 1);
+            }
+        }));
+    }
+    for _ in 0..3 {
+        // Some submissions answered, then the server dies mid-traffic.
+        let before = *done_rx.borrow();
+        done_rx.wait_for(|d| *d >= before + 20).await.unwrap();
+        app.nats.kill().await;
+        // Requests in flight at the kill end one way or another before the restart.
+        let at_kill = *done_rx.borrow();
+        done_rx.wait_for(|d| *d >= at_kill + 4).await.unwrap();
+        app.nats.restart().await;
+    }
+    let before = *done_rx.borrow();
+    done_rx.wait_for(|d| *d >= before + 20).await.unwrap();
+    stop_tx.send(true).unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    // Everything in the stream, read back once the test's own connection is back.
+    let stored: std::collections::HashSet<i64> =
+        jobstream_testkit::eventually("stream readable", WAIT, || async {
+            let last = app
+                .broker
+                .jetstream()
+                .get_stream("JOBS")
+                .await
+                .ok()?
+                .cached_info()
+                .state
+                .last_sequence;
+            let events = app.broker.events_between(1, last + 1).await.ok()?;
+            Some(
+                events
+                    .into_iter()
+                    .filter_map(|(_, e)| match e?.event {
+                        jobstream_core::Event::Queued(spec) => spec.payload["n"].as_i64(),
+                        _ => None,
+                    })
+                    .collect(),
+            )
+        })
+        .await;
+    let told = told.lock().unwrap();
+    let count = |f: fn(&Told) -> bool| told.iter().filter(|(_, t, _)| f(t)).count();
+    eprintln!(
+        "stored {} / told: 202 {}, 503 not stored {}, 503 unknown {}",
+        stored.len(),
+        count(|t| matches!(t, Told::Stored)),
+        count(|t| matches!(t, Told::NotStored)),
+        count(|t| matches!(t, Told::Unknown))
+    );
+    for (n, t, body) in told.iter() {
+        match t {
+            Told::Stored => assert!(stored.contains(n), "202 for {n} but not in the stream"),
+            Told::NotStored => assert!(
+                !stored.contains(n),
+                "told \"not stored\" for {n}, which is in the stream: {body}"
+            ),
+            Told::Unknown => {}
+        }
+    }
+}
+db_test!(a_503_never_says_not_stored_for_a_stored_job);
