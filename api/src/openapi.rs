@@ -12,7 +12,7 @@ use crate::state::AppState;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jobstream", description = "Event-sourced background jobs on NATS JetStream."),
-    paths(health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs,
+    paths(health::livez, health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs,
         job_actions::cancel_job, job_actions::retry_job,
         batch::submit_batch, schedules::create_schedule, schedules::list_schedules, schedules::delete_schedule,
         kinds::list_kinds, kinds::get_kind, files::upload_file, files::download_file),
