@@ -4,6 +4,7 @@
 mod auth;
 mod batch;
 mod delayed;
+mod faults_worker;
 mod email;
 mod files;
 mod helpers;
