@@ -184,6 +184,7 @@ impl Worker {
             }
             queues.push(QueueLanes {
                 queue: queue.clone(),
+                stream: stream.clone(),
                 lanes,
                 slots,
             });
