@@ -57,6 +57,17 @@ impl TestApp {
             if missing.is_empty() {
                 return;
             }
+            let ended_otherwise: Vec<_> = rows
+                .iter()
+                .filter(|r| matches!(r.status.as_str(), "failed" | "cancelled"))
+                .filter(|r| missing.iter().any(|id| **id == r.id))
+                .take(5)
+                .map(|r| (r.id.clone(), r.status.clone(), r.error.clone()))
+                .collect();
+            assert!(
+                ended_otherwise.is_empty(),
+                "accepted jobs ended without succeeding: {ended_otherwise:?}"
+            );
             if tokio::time::Instant::now() > deadline {
                 let e_g: Vec<_> = missing
                     .iter()
@@ -74,21 +85,15 @@ impl TestApp {
         }
     }
 
-    /// Makes the job stream refuse every write (`max_bytes` below its size, `discard:
-    /// new`), or restores it; returns the config it replaced.
+    /// Makes the job stream refuse every write, or accept them again. (A full store
+    /// refuses the same way; `max_bytes` with `discard: new` cannot be used here, as the
+    /// stream allows message schedules, and `discard: old` would drop events, so the
+    /// stream's largest message size is cut to one byte instead.)
     async fn refuse_writes(&self, refuse: bool) {
-        use async_nats::jetstream::stream::DiscardPolicy;
         let js = self.broker.jetstream();
         let mut stream = js.get_stream("JOBS").await.expect("stream");
-        let info = stream.info().await.expect("info").clone();
-        let mut config = info.config.clone();
-        if refuse {
-            config.max_bytes = i64::try_from(info.state.bytes).unwrap_or(i64::MAX).max(1);
-            config.discard = DiscardPolicy::New;
-        } else {
-            config.max_bytes = -1;
-            config.discard = DiscardPolicy::Old;
-        }
+        let mut config = stream.info().await.expect("info").config.clone();
+        config.max_message_size = if refuse { 1 } else { -1 };
         js.update_stream(config).await.expect("update stream");
     }
 }
