@@ -185,9 +185,16 @@ pub(crate) async fn pull_loop(
                     Ok(Some(Ok(msg))) => {
                         let Some(permit) = held.pop() else { break };
                         received += 1;
-                        let delivery = Delivery { msg, permit, wake: wake.clone(), slot: tokens.pop() };
+                        let delivery = Delivery {
+                            msg,
+                            permit,
+                            wake: wake.clone(),
+                            slot: tokens.pop(),
+                        };
                         // The worker's receiver never blocks for long (it only spawns the job).
-                        if tx.send(delivery).await.is_err() { break 'outer; }
+                        if tx.send(delivery).await.is_err() {
+                            break 'outer;
+                        }
                     }
                     Ok(Some(Err(e))) => tracing::debug!(%queue, error = %e, "pull batch ended"),
                     Ok(None) => break,

@@ -318,7 +318,9 @@ impl Worker {
                 tracing::warn!(error = %e, "could not flush the last acks; their messages come back after ack_wait");
             }
             Err(_) => {
-                tracing::warn!("the last acks did not leave in time (is nats-server away?); their messages come back after ack_wait");
+                tracing::warn!(
+                    "the last acks did not leave in time (is nats-server away?); their messages come back after ack_wait"
+                );
             }
         }
         tracing::info!("worker stopped");
@@ -481,7 +483,8 @@ async fn decide_once(
     try_fast: bool,
 ) -> Result<Disposition, BrokerError> {
     let fast = match &env.event {
-        Event::Queued(spec) if try_fast => match first_event_seq(&shared.broker, env.job_id).await? {
+        Event::Queued(spec) if try_fast => match first_event_seq(&shared.broker, env.job_id).await?
+        {
             Some(first) if first == seq => Some(Plan::Run {
                 spec: spec.clone(),
                 last_seq: seq,
@@ -566,7 +569,6 @@ enum Ran {
     Cancelled(Option<Result<Value, JobError>>),
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_attempt(
     shared: &Shared,
     job_id: Uuid,

@@ -53,7 +53,10 @@ impl TestApp {
                 .filter(|r| r.status == "succeeded")
                 .map(|r| r.id.as_str())
                 .collect();
-            let missing: Vec<&String> = ids.iter().filter(|id| !done.contains(id.as_str())).collect();
+            let missing: Vec<&String> = ids
+                .iter()
+                .filter(|id| !done.contains(id.as_str()))
+                .collect();
             if missing.is_empty() {
                 return;
             }
@@ -72,7 +75,11 @@ impl TestApp {
                 let e_g: Vec<_> = missing
                     .iter()
                     .take(5)
-                    .map(|id| rows.iter().find(|r| &&r.id == id).map(|r| (r.status.clone(), r.error.clone())))
+                    .map(|id| {
+                        rows.iter()
+                            .find(|r| &&r.id == id)
+                            .map(|r| (r.status.clone(), r.error.clone()))
+                    })
                     .collect();
                 panic!(
                     "after {within:?}: {} of {} accepted jobs not succeeded ({} rows); e.g. {e_g:?}",
@@ -104,9 +111,11 @@ async fn a_busy_worker_recovers_from_a_nats_server_restart(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let ids = app
-        .submit_accepted(&token, 0..600, |i| {
-            json!({"kind": "sleep", "payload": {"ms": 20 + i % 40}})
-        })
+        .submit_accepted(
+            &token,
+            0..600,
+            |i| json!({"kind": "sleep", "payload": {"ms": 20 + i % 40}}),
+        )
         .await;
     assert_eq!(ids.len(), 600, "all accepted before the crash");
     // Busy: some done, many still waiting and in flight.
@@ -173,11 +182,15 @@ async fn five_nats_server_crashes_during_three_thousand_jobs_lose_nothing(backen
     for crash in 0..5 {
         // Let some work get accepted and run between crashes.
         let before = accepted.lock().unwrap().len();
-        eventually(&format!("submissions before crash {crash}"), Duration::from_secs(60), || {
-            let n = accepted.lock().unwrap().len();
-            let finished = submitter.is_finished();
-            async move { (n >= before + 250 || finished).then_some(()) }
-        })
+        eventually(
+            &format!("submissions before crash {crash}"),
+            Duration::from_secs(60),
+            || {
+                let n = accepted.lock().unwrap().len();
+                let finished = submitter.is_finished();
+                async move { (n >= before + 250 || finished).then_some(()) }
+            },
+        )
         .await;
         app.nats.kill().await;
         app.nats.restart().await;
@@ -199,9 +212,11 @@ async fn an_outcome_that_could_not_be_stored_does_not_use_up_an_attempt(backend:
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let ids = app
-        .submit_accepted(&token, 0..30, |i| {
-            json!({"kind": "sleep", "payload": {"ms": 1500}, "max_attempts": 1 + i % 3})
-        })
+        .submit_accepted(
+            &token,
+            0..30,
+            |i| json!({"kind": "sleep", "payload": {"ms": 1500}, "max_attempts": 1 + i % 3}),
+        )
         .await;
     assert_eq!(ids.len(), 30);
     eventually("jobs to start", Duration::from_secs(30), || async {
@@ -226,8 +241,15 @@ async fn an_outcome_that_could_not_be_stored_does_not_use_up_an_attempt(backend:
 
     app.wait_all_succeeded(&ids, Duration::from_secs(60)).await;
     for id in &ids {
-        assert!(app.events_of(id, EventType::Failed).await.is_empty(), "{id}");
-        assert_eq!(app.events_of(id, EventType::Succeeded).await.len(), 1, "{id}");
+        assert!(
+            app.events_of(id, EventType::Failed).await.is_empty(),
+            "{id}"
+        );
+        assert_eq!(
+            app.events_of(id, EventType::Succeeded).await.len(),
+            1,
+            "{id}"
+        );
     }
 }
 db_test!(an_outcome_that_could_not_be_stored_does_not_use_up_an_attempt);
