@@ -4,8 +4,8 @@
 mod auth;
 mod batch;
 mod delayed;
-mod faults_worker;
 mod email;
+mod faults_worker;
 mod files;
 mod helpers;
 mod history;
@@ -19,6 +19,7 @@ mod resilience;
 mod retention;
 mod retries;
 mod schedules;
+mod shutdown;
 mod sse;
 mod stream;
 mod users;
