@@ -363,3 +363,27 @@ pub(crate) async fn doorbell(
     }
     futures::stream::select_all(subs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_fires_only_after_repeated_looks_with_messages_pending() {
+        let mut w = Watchdog::new();
+        for _ in 1..WATCHDOG_MISSES {
+            assert_eq!(w.looked(Some(7)), None);
+        }
+        // A delivery in between means the puller is moving.
+        w.delivered();
+        for _ in 1..WATCHDOG_MISSES {
+            assert_eq!(w.looked(Some(7)), None);
+        }
+        assert_eq!(w.looked(Some(7)), Some(7), "stalled");
+        // Idle (nothing pending) or the server away never counts as a stall.
+        for _ in 0..2 * WATCHDOG_MISSES {
+            assert_eq!(w.looked(Some(0)), None);
+            assert_eq!(w.looked(None), None);
+        }
+    }
+}
