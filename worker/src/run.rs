@@ -450,8 +450,11 @@ async fn decide_and_run(
     // earlier event, such as a cancel request of a delayed job, to fold) needs no
     // fold: the conditional `started` covers whatever comes after it.
     let mut try_fast = matches!(env.event, Event::Queued(_)) && attempt == 1;
+    // One `started` event id per delivery: a `started` stored whose answer was lost is
+    // not stored twice when the delivery decides again.
+    let started_id = Uuid::now_v7();
     loop {
-        let result = decide_once(shared, env, seq, attempt, request_id, try_fast).await;
+        let result = decide_once(shared, env, seq, attempt, request_id, try_fast, started_id).await;
         try_fast = false;
         match result {
             Ok(d) => return d,
@@ -481,6 +484,7 @@ async fn decide_once(
     attempt: u32,
     request_id: Option<&str>,
     try_fast: bool,
+    started_id: Uuid,
 ) -> Result<Disposition, BrokerError> {
     let fast = match &env.event {
         Event::Queued(spec) if try_fast => match first_event_seq(&shared.broker, env.job_id).await?
@@ -521,7 +525,8 @@ async fn decide_once(
             let span = tracing::Span::current();
             span.record("kind", spec.kind.as_str());
             span.record("queue", spec.queue.as_str());
-            run_attempt(shared, env.job_id, &spec, attempt, request_id, last_seq).await
+            let ids = (env.job_id, started_id);
+            run_attempt(shared, ids, &spec, attempt, request_id, last_seq).await
         }
     }
 }
@@ -569,9 +574,10 @@ enum Ran {
     Cancelled(Option<Result<Value, JobError>>),
 }
 
+/// Runs one attempt of the job (`ids`: the job's id and the id its `started` event takes).
 async fn run_attempt(
     shared: &Shared,
-    job_id: Uuid,
+    (job_id, started_id): (Uuid, Uuid),
     spec: &JobSpec,
     attempt: u32,
     request_id: Option<&str>,
@@ -612,13 +618,16 @@ async fn run_attempt(
         running: &shared.running,
         job_id,
     };
-    let started = Envelope::new(
-        job_id,
-        attempt,
-        Event::Started {
-            worker: shared.config.id.clone(),
-        },
-    );
+    let started = Envelope {
+        event_id: started_id,
+        ..Envelope::new(
+            job_id,
+            attempt,
+            Event::Started {
+                worker: shared.config.id.clone(),
+            },
+        )
+    };
     let started_seq = broker
         .publish_if_last(&started, &spec.queue, request_id, last_seq)
         .await?;

@@ -226,10 +226,14 @@ async fn an_outcome_that_could_not_be_stored_does_not_use_up_an_attempt(backend:
     .await;
     let stored = app.stream_messages().await;
     app.refuse_writes(true).await;
-    let refused = app
-        .submit(&token, &json!({"kind": "echo", "payload": 1}))
+    let probe = app
+        .broker
+        .jetstream()
+        .publish("jobs.default.probe.probe", "refused?".into())
+        .await
+        .expect("publish sent")
         .await;
-    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(probe.is_err(), "the stream refuses writes: {probe:?}");
     // The fault lasts a while (its length is the point, not a wait for an event):
     // longer than the running jobs' handlers and several 1 s redeliveries.
     tokio::time::sleep(Duration::from_secs(6)).await;
