@@ -1,4 +1,8 @@
-//! One shutdown signal for every process: Ctrl-C or SIGTERM cancels a token.
+//! One shutdown signal for every process: Ctrl-C or SIGTERM cancels a token; a
+//! second one ends the process at once, and [`exit_at_the_latest`] bounds how long
+//! a graceful shutdown may take.
+
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -30,14 +34,38 @@ pub async fn signal() {
     }
 }
 
-/// A token cancelled when the process receives Ctrl-C or SIGTERM.
+/// A token cancelled when the process receives Ctrl-C or SIGTERM. A second signal
+/// exits at once (status 130), for an operator who will not wait for the grace period.
 pub fn token_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
         signal().await;
-        tracing::info!("shutdown requested");
+        tracing::info!("shutdown requested (a second Ctrl-C or SIGTERM stops at once)");
         t.cancel();
+        signal().await;
+        tracing::warn!("second shutdown request: exiting now");
+        std::process::exit(130);
     });
     token
+}
+
+/// Ends the process (status 1, logged) if it is still running `bound` after `token`
+/// is cancelled: the last resort of a graceful shutdown stuck on something outside
+/// the process, such as a NATS server or database stopped at the same moment. The
+/// timer runs on its own thread, so a stuck runtime cannot hold it up.
+pub fn exit_at_the_latest(token: &CancellationToken, bound: Duration, process: &'static str) {
+    let token = token.clone();
+    tokio::spawn(async move {
+        token.cancelled().await;
+        std::thread::spawn(move || {
+            std::thread::sleep(bound);
+            tracing::error!(
+                process,
+                bound_ms = bound.as_millis() as u64,
+                "graceful shutdown did not finish in time: exiting"
+            );
+            std::process::exit(1);
+        });
+    });
 }

@@ -17,8 +17,11 @@
 //! ## Outcomes and acks
 //! A `queued` message is acked only after its outcome event is stored:
 //! `succeeded` → `Ack`; `retrying` → `Nak(delay)`; `failed` or `cancelled` →
-//! `Term`. While a handler runs, `Progress` acks keep the message from being
-//! redelivered.
+//! `Term`. While a delivery is being handled, `Progress` acks keep the message from
+//! being redelivered; that includes waiting out a stream that refuses writes, since
+//! the attempt number is the delivery count and an outage must not use up attempts
+//! (see `run::decide_and_run`). Every server round trip of the puller is bounded,
+//! and a watchdog rebuilds a queue's consumers when it stalls (`lanes`).
 //!
 //! ## Lanes, retries and cancellation
 //! Each queue has one durable consumer per priority lane (`high`, `normal`,

@@ -161,28 +161,33 @@ impl Slots {
     /// One token: at once (`None`: the server answers "none free" if it has none), or
     /// within `wait`.
     async fn take_one(&self, wait: Option<Duration>) -> Option<Message> {
-        let batch = match wait {
-            None => self.consumer.fetch().max_messages(1).messages().await,
-            Some(wait) => {
-                self.consumer
-                    .batch()
-                    .max_messages(1)
-                    .expires(wait)
-                    .messages()
-                    .await
+        // Bounded: a request lost with a crashed server is never answered.
+        let bound = wait.unwrap_or_default() + crate::lanes::ROUND_TRIP;
+        let take = async {
+            let batch = match wait {
+                None => self.consumer.fetch().max_messages(1).messages().await,
+                Some(wait) => {
+                    self.consumer
+                        .batch()
+                        .max_messages(1)
+                        .expires(wait)
+                        .messages()
+                        .await
+                }
+            };
+            match batch {
+                Ok(mut b) => match b.next().await {
+                    Some(Ok(m)) => Some(m),
+                    // No token free (404), the limit reached (409), or the wait ran out (408).
+                    Some(Err(_)) | None => None,
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot request a concurrency slot");
+                    None
+                }
             }
         };
-        match batch {
-            Ok(mut b) => match b.next().await {
-                Some(Ok(m)) => Some(m),
-                // No token free (404), the limit reached (409), or the wait ran out (408).
-                Some(Err(_)) | None => None,
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot request a concurrency slot");
-                None
-            }
-        }
+        tokio::time::timeout(bound, take).await.ok().flatten()
     }
 }
 

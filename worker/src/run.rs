@@ -129,6 +129,9 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     /// Settings.
     pub(crate) config: WorkerConfig,
+    /// Cancelled when shutdown begins: a delivery that has not run its handler yet is
+    /// handed back instead of waiting for the store.
+    pub(crate) stopping: CancellationToken,
     /// Cancelled when the grace period is over: running handlers must stop.
     pub(crate) hard_stop: CancellationToken,
     /// Jobs running here; a cancel request for one of them cancels its token.
@@ -184,6 +187,7 @@ impl Worker {
             }
             queues.push(QueueLanes {
                 queue: queue.clone(),
+                stream: stream.clone(),
                 lanes,
                 slots,
             });
@@ -193,6 +197,7 @@ impl Worker {
                 broker,
                 registry,
                 config,
+                stopping: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
                 running: Mutex::new(HashMap::new()),
                 heartbeat_wait,
@@ -202,7 +207,10 @@ impl Worker {
     }
 
     /// Runs until `shutdown`; then stops pulling, lets running jobs finish within the
-    /// grace period, cancels the rest (their messages are redelivered to other workers).
+    /// grace period, cancels the rest and hands their messages back (or, when the
+    /// server cannot be reached, leaves them to be redelivered after `ack_wait`).
+    /// Returns within the grace period (plus a flush of at most 200 ms) of `shutdown`,
+    /// whatever state the NATS server is in.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let permits = Arc::new(Semaphore::new(self.shared.config.concurrency));
         let mut jobs: JoinSet<()> = JoinSet::new();
@@ -249,41 +257,80 @@ impl Worker {
                     None => break,
                 },
                 Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+                // Deliveries that have not started their handler hand their message back.
+                () = shutdown.cancelled(), if !self.shared.stopping.is_cancelled() => {
+                    self.shared.stopping.cancel();
+                }
             }
         }
-        while pullers.join_next().await.is_some() {}
+        self.shared.stopping.cancel();
+        // Shutdown has begun. Everything below is bounded by the grace period, whatever
+        // else is stopping (a nats-server stopped at the same moment must not keep this
+        // process alive: its round trips wait for a reconnect that never comes).
         let grace = self.shared.config.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
+        // The last part of the grace period: for cancelled handlers to return and their
+        // messages to be handed back.
+        let hand_back = (grace / 4).min(Duration::from_secs(5));
+        if tokio::time::timeout(Duration::from_secs(1), async {
+            while pullers.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            pullers.abort_all();
+        }
         tracing::info!(
             running = jobs.len(),
             grace_ms = grace.as_millis() as u64,
             "worker stopping: waiting for running jobs"
         );
-        if tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} })
+        if tokio::time::timeout_at(deadline - hand_back, join_all(&mut jobs))
             .await
             .is_err()
         {
             tracing::warn!(
                 running = jobs.len(),
-                "grace period over: cancelling running jobs"
+                "grace period nearly over: cancelling running jobs and handing them back"
             );
             self.shared.hard_stop.cancel();
-            if tokio::time::timeout(Duration::from_secs(5), async {
-                while jobs.join_next().await.is_some() {}
-            })
-            .await
-            .is_err()
+            let margin = (hand_back / 5).min(Duration::from_millis(500));
+            if tokio::time::timeout_at(deadline - margin, join_all(&mut jobs))
+                .await
+                .is_err()
             {
+                tracing::warn!(
+                    running = jobs.len(),
+                    "jobs still running at the end of the grace period: abandoned (redelivered after ack_wait)"
+                );
                 jobs.abort_all();
             }
         }
         listener.abort();
-        // Acks and naks are fire-and-forget publishes: make sure they leave before the connection goes.
-        if let Err(e) = self.shared.broker.client().flush().await {
-            tracing::warn!(error = %e, "could not flush the last acks; their messages come back after ack_wait");
+        // Acks and naks are fire-and-forget publishes: let them leave before the
+        // connection goes, if the server is there to take them.
+        let flush_for = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(200));
+        match tokio::time::timeout(flush_for, self.shared.broker.client().flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not flush the last acks; their messages come back after ack_wait");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the last acks did not leave in time (is nats-server away?); their messages come back after ack_wait"
+                );
+            }
         }
         tracing::info!("worker stopped");
         Ok(())
     }
+}
+
+/// Completes when every job of the set has ended.
+async fn join_all(jobs: &mut JoinSet<()>) {
+    while jobs.join_next().await.is_some() {}
 }
 
 /// What to do with the message once the attempt is over.
@@ -337,16 +384,29 @@ async fn process(shared: &Shared, msg: jetstream::Message) -> Option<Duration> {
         stream_seq = seq,
         request_id = request_id.as_deref().unwrap_or(""),
     );
-    let disposition = decide_and_run(shared, &msg, &env, seq, delivered, request_id.as_deref())
-        .instrument(span.clone())
-        .await;
-    let (acked, due) = match disposition {
-        Disposition::Ack => (msg.double_ack().await, None),
-        Disposition::Nak(d) => (
-            msg.ack_with(AckKind::Nak(d)).await,
-            Some(d.unwrap_or_default()),
-        ),
-        Disposition::Term => (msg.ack_with(AckKind::Term).await, None),
+    // The delivery stays this worker's (in-progress acks) for as long as it takes: to
+    // decide, to run, and to store the outcome while the store refuses writes.
+    let disposition = with_heartbeat(
+        &msg,
+        shared.heartbeat_wait,
+        decide_and_run(shared, &env, seq, delivered, request_id.as_deref()),
+    )
+    .instrument(span.clone())
+    .await;
+    let ack = async {
+        match disposition {
+            Disposition::Ack => (msg.double_ack().await, None),
+            Disposition::Nak(d) => (
+                msg.ack_with(AckKind::Nak(d)).await,
+                Some(d.unwrap_or_default()),
+            ),
+            Disposition::Term => (msg.ack_with(AckKind::Term).await, None),
+        }
+    };
+    // Bounded: with the server away, even a fire-and-forget ack waits for the client's buffer.
+    let (acked, due) = match tokio::time::timeout(ACK_BOUND, ack).await {
+        Ok(r) => r,
+        Err(_) => (Err("no room to send the ack in time".into()), None),
     };
     if let Err(e) = acked {
         span.in_scope(|| tracing::warn!(error = %e, "ack failed; the message will be redelivered and recognised as done"));
@@ -354,88 +414,156 @@ async fn process(shared: &Shared, msg: jetstream::Message) -> Option<Duration> {
     due
 }
 
+/// Longest wait for an ack to be sent (and, for a double ack, answered).
+const ACK_BOUND: Duration = Duration::from_secs(6);
+
 /// Decides from the job's history (or, for a first delivery of a `queued` message,
 /// from the message itself, with the `started` append conditional on nothing having
 /// happened since) and runs the attempt. A conflicting append means the job changed
 /// meanwhile (say, a cancel request): fold again and decide again.
+///
+/// # Attempts
+/// The attempt number is the message's delivery count, so a delivery must end only
+/// when the attempt is over: a delivery lost with its worker (a crash, a hang past
+/// `ack_wait`) counts, so a poison job that kills its worker cannot loop forever. A
+/// failure of the stream itself must not count, so this worker keeps the message
+/// (in-progress acks) and retries with back-off instead of handing it back:
+/// - before the handler runs (reading the history, storing `started`), it decides
+///   again after the back-off, until the stream answers or shutdown begins;
+/// - once the handler has run, it stores the same outcome envelope again (same event
+///   id, hence same `Nats-Msg-Id`: the stream stores it once) until it is stored or
+///   the grace period is over, and never runs the handler again.
+///
+/// Only a shutdown hands a delivery back (`Nak`), and the next delivery counts it.
+/// Nothing here depends on `started` events existing.
 async fn decide_and_run(
     shared: &Shared,
-    msg: &jetstream::Message,
     env: &Envelope,
     seq: u64,
     attempt: u32,
     request_id: Option<&str>,
 ) -> Disposition {
     const MAX_CONFLICTS: usize = 8;
+    let mut conflicts = 0;
+    let mut waits = StoreRetry::new("decide");
     // A first delivery of a `queued` message that is its job's first event (no
     // earlier event, such as a cancel request of a delayed job, to fold) needs no
     // fold: the conditional `started` covers whatever comes after it.
-    let mut fast = match &env.event {
-        Event::Queued(spec) if attempt == 1 => {
-            match first_event_seq(&shared.broker, env.job_id).await {
-                Ok(Some(first)) if first == seq => Some(Plan::Run {
-                    spec: spec.clone(),
-                    last_seq: seq,
-                }),
-                Ok(_) => None,
-                Err(e) => return retry_soon(&e),
-            }
-        }
-        _ => None,
-    };
-    for _ in 0..MAX_CONFLICTS {
-        let plan = match fast.take() {
-            Some(p) => p,
-            None => match shared.broker.job_history(env.job_id).await {
-                Ok(history) => plan(&history, seq),
-                Err(e) => return retry_soon(&e),
-            },
-        };
-        let result = match plan {
-            Plan::Skip(why) => {
-                tracing::info!(reason = %why, "nothing to run; acking");
-                return Disposition::Ack;
-            }
-            Plan::Cancel { spec, last_seq } => {
-                let cancelled = Envelope::new(
-                    env.job_id,
-                    attempt,
-                    Event::Cancelled {
-                        reason: Some("cancelled while its worker was gone".into()),
-                    },
-                );
-                match shared
-                    .broker
-                    .publish_if_last(&cancelled, &spec.queue, request_id, last_seq)
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!("job cancelled");
-                        return Disposition::Term;
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Plan::Run { spec, last_seq } => {
-                let span = tracing::Span::current();
-                span.record("kind", spec.kind.as_str());
-                span.record("queue", spec.queue.as_str());
-                run_attempt(
-                    shared, msg, env.job_id, &spec, attempt, request_id, last_seq,
-                )
-                .await
-            }
-        };
+    let mut try_fast = matches!(env.event, Event::Queued(_)) && attempt == 1;
+    // One `started` event id per delivery: a `started` stored whose answer was lost is
+    // not stored twice when the delivery decides again.
+    let started_id = Uuid::now_v7();
+    loop {
+        let result = decide_once(shared, env, seq, attempt, request_id, try_fast, started_id).await;
+        try_fast = false;
         match result {
             Ok(d) => return d,
             Err(BrokerError::Conflict { .. }) => {
+                conflicts += 1;
+                if conflicts >= MAX_CONFLICTS {
+                    tracing::warn!("the job keeps changing; trying again later");
+                    return Disposition::Nak(Some(Duration::from_secs(1)));
+                }
                 tracing::debug!("the job changed meanwhile; deciding again");
             }
-            Err(e) => return retry_soon(&e),
+            Err(e) => {
+                if !waits.wait(&e, &shared.stopping).await {
+                    tracing::info!("shutting down before the job could start: handing it back");
+                    return Disposition::Nak(None);
+                }
+            }
         }
     }
-    tracing::warn!("the job keeps changing; trying again later");
-    Disposition::Nak(Some(Duration::from_secs(1)))
+}
+
+/// One decision, and the attempt it leads to. An error means nothing ran.
+async fn decide_once(
+    shared: &Shared,
+    env: &Envelope,
+    seq: u64,
+    attempt: u32,
+    request_id: Option<&str>,
+    try_fast: bool,
+    started_id: Uuid,
+) -> Result<Disposition, BrokerError> {
+    let fast = match &env.event {
+        Event::Queued(spec) if try_fast => match first_event_seq(&shared.broker, env.job_id).await?
+        {
+            Some(first) if first == seq => Some(Plan::Run {
+                spec: spec.clone(),
+                last_seq: seq,
+            }),
+            _ => None,
+        },
+        _ => None,
+    };
+    let plan = match fast {
+        Some(p) => p,
+        None => plan(&shared.broker.job_history(env.job_id).await?, seq),
+    };
+    match plan {
+        Plan::Skip(why) => {
+            tracing::info!(reason = %why, "nothing to run; acking");
+            Ok(Disposition::Ack)
+        }
+        Plan::Cancel { spec, last_seq } => {
+            let cancelled = Envelope::new(
+                env.job_id,
+                attempt,
+                Event::Cancelled {
+                    reason: Some("cancelled while its worker was gone".into()),
+                },
+            );
+            shared
+                .broker
+                .publish_if_last(&cancelled, &spec.queue, request_id, last_seq)
+                .await?;
+            tracing::info!("job cancelled");
+            Ok(Disposition::Term)
+        }
+        Plan::Run { spec, last_seq } => {
+            let span = tracing::Span::current();
+            span.record("kind", spec.kind.as_str());
+            span.record("queue", spec.queue.as_str());
+            let ids = (env.job_id, started_id);
+            run_attempt(shared, ids, &spec, attempt, request_id, last_seq).await
+        }
+    }
+}
+
+/// Back-off between tries of a store or read the stream refused or did not answer.
+struct StoreRetry {
+    what: &'static str,
+    tries: u32,
+    delay: Duration,
+}
+
+impl StoreRetry {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new(what: &'static str) -> Self {
+        StoreRetry {
+            what,
+            tries: 0,
+            delay: Self::FIRST,
+        }
+    }
+
+    /// Logs `e` and waits before the next try; `false` when `until` is cancelled first.
+    async fn wait(&mut self, e: &BrokerError, until: &CancellationToken) -> bool {
+        self.tries += 1;
+        // Loud once, then now and then: a store that stays full would flood the log.
+        if self.tries == 1 || self.tries.is_multiple_of(20) {
+            tracing::warn!(error = %e, step = self.what, tries = self.tries, "the stream did not take the job's event; keeping the message and trying again");
+        }
+        let delay = self.delay;
+        self.delay = (self.delay * 2).min(Self::MAX);
+        tokio::select! {
+            () = until.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
 }
 
 /// How the handler's run ended.
@@ -446,21 +574,16 @@ enum Ran {
     Cancelled(Option<Result<Value, JobError>>),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Runs one attempt of the job (`ids`: the job's id and the id its `started` event takes).
 async fn run_attempt(
     shared: &Shared,
-    msg: &jetstream::Message,
-    job_id: Uuid,
+    (job_id, started_id): (Uuid, Uuid),
     spec: &JobSpec,
     attempt: u32,
     request_id: Option<&str>,
     last_seq: u64,
 ) -> Result<Disposition, BrokerError> {
     let broker = &shared.broker;
-    let publish = |event: Event| {
-        let env = Envelope::new(job_id, attempt, event);
-        async move { broker.publish(&env, &spec.queue, request_id).await }
-    };
     let fail_now = |error: String| {
         let env = Envelope::new(job_id, attempt, Event::Failed { error });
         async move {
@@ -495,13 +618,16 @@ async fn run_attempt(
         running: &shared.running,
         job_id,
     };
-    let started = Envelope::new(
-        job_id,
-        attempt,
-        Event::Started {
-            worker: shared.config.id.clone(),
-        },
-    );
+    let started = Envelope {
+        event_id: started_id,
+        ..Envelope::new(
+            job_id,
+            attempt,
+            Event::Started {
+                worker: shared.config.id.clone(),
+            },
+        )
+    };
     let started_seq = broker
         .publish_if_last(&started, &spec.queue, request_id, last_seq)
         .await?;
@@ -525,7 +651,7 @@ async fn run_attempt(
     };
     let timeout = Duration::from_millis(spec.timeout_ms);
     let cancel_grace = shared.config.cancel_grace;
-    let ran = with_heartbeat(msg, shared.heartbeat_wait, async {
+    let ran = async {
         let work = handler.run(ctx);
         tokio::pin!(work);
         tokio::select! {
@@ -547,7 +673,7 @@ async fn run_attempt(
                 Ran::Cancelled(tokio::time::timeout(cancel_grace, &mut work).await.ok())
             }
         }
-    })
+    }
     .await;
 
     let (event, disposition) = match ran {
@@ -582,9 +708,46 @@ async fn run_attempt(
         }
     };
     let name = event.event_type().as_str();
-    publish(event).await?;
+    let outcome = Envelope::new(job_id, attempt, event);
+    if !store_outcome(shared, &outcome, &spec.queue, request_id).await {
+        tracing::warn!(
+            outcome = name,
+            "grace period over before the outcome could be stored; handing the job back"
+        );
+        return Ok(Disposition::Nak(None));
+    }
     tracing::info!(outcome = name, "job attempt finished");
     Ok(disposition)
+}
+
+/// Stores a finished attempt's outcome, trying again with back-off while the stream
+/// refuses or does not answer, until it is stored (`true`) or the grace period of a
+/// shutdown is over (`false`). Every try sends the same envelope, so the stream keeps
+/// one copy (`Nats-Msg-Id`); after a failed try, the job's history is read first, in
+/// case an earlier try was stored but its answer lost (beyond the duplicate window).
+async fn store_outcome(
+    shared: &Shared,
+    outcome: &Envelope,
+    queue: &QueueName,
+    request_id: Option<&str>,
+) -> bool {
+    let mut waits = StoreRetry::new("outcome");
+    loop {
+        if waits.tries > 0
+            && let Ok(history) = shared.broker.job_history(outcome.job_id).await
+            && history.iter().any(|(_, e)| e.event_id == outcome.event_id)
+        {
+            return true;
+        }
+        match shared.broker.publish(outcome, queue, request_id).await {
+            Ok(_) => return true,
+            Err(e) => {
+                if !waits.wait(&e, &shared.hard_stop).await {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 impl From<RetryBackoff> for Backoff {
@@ -630,12 +793,6 @@ fn outcome_event(
             )
         }
     }
-}
-
-/// The outcome could not be stored: redeliver soon rather than lose the job.
-fn retry_soon(e: &BrokerError) -> Disposition {
-    tracing::warn!(error = %e, "could not store the job's event; redelivering");
-    Disposition::Nak(Some(Duration::from_secs(1)))
 }
 
 /// Runs `work` while telling the server, every third of `ack_wait`, that the message is in progress.

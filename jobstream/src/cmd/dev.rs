@@ -14,6 +14,7 @@ use jobstream_api::{App, AppState, auth::Verifier};
 use jobstream_core::nats_server::{self, NatsServerProcess, ServerOptions};
 use jobstream_projector::Projector;
 use jobstream_worker::Worker;
+use tokio::task::JoinSet;
 
 use crate::cli::{AuthArgs, DevArgs, NatsArgs};
 use crate::system;
@@ -119,20 +120,76 @@ async fn run_system(
         system::redact(&db_url)
     );
 
-    let (p, w, a) = tokio::join!(
-        projector.run(shutdown.clone()),
-        worker.run(shutdown.clone()),
-        async {
-            let r = app.run_until_stopped(shutdown.clone()).await;
-            // If the API dies, stop the rest too.
-            shutdown.cancel();
-            r
-        }
+    // The worker's grace period bounds the whole shutdown, plus a margin for the rest.
+    let stop_within = args.worker.shutdown_grace + STOP_MARGIN;
+    jobstream_core::shutdown::exit_at_the_latest(
+        &shutdown,
+        stop_within + STOP_MARGIN,
+        "jobstream dev",
     );
-    p?;
-    w?;
-    a?;
-    Ok(())
+    let mut parts: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    let s = shutdown.clone();
+    parts.spawn(async move { ("projector", projector.run(s).await.map_err(Into::into)) });
+    let s = shutdown.clone();
+    parts.spawn(async move { ("worker", worker.run(s).await.map_err(Into::into)) });
+    let s = shutdown.clone();
+    parts.spawn(async move { ("api", app.run_until_stopped(s).await.map_err(Into::into)) });
+    supervise(parts, shutdown, stop_within).await
+}
+
+/// Margin for the parts other than the worker to stop after its grace period.
+const STOP_MARGIN: Duration = Duration::from_secs(3);
+
+/// Runs the parts until one ends, for whatever reason: then stops them all (a dead
+/// worker or projector must not go unnoticed while the API keeps answering) and
+/// waits for them at most `stop_within`. Each exit is logged with its part's name;
+/// the first failure, or a part that ended on its own, is the result.
+async fn supervise(
+    mut parts: JoinSet<(&'static str, anyhow::Result<()>)>,
+    shutdown: tokio_util::sync::CancellationToken,
+    stop_within: Duration,
+) -> anyhow::Result<()> {
+    let mut result = Ok(());
+    let mut names: Vec<&'static str> = vec!["projector", "worker", "api"];
+    let mut ended = |joined: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>,
+                     stopping: bool,
+                     names: &mut Vec<&'static str>| {
+        let failure = match joined {
+            Ok((name, outcome)) => {
+                names.retain(|n| *n != name);
+                match outcome {
+                    Ok(()) if stopping => {
+                        tracing::info!(part = name, "stopped");
+                        None
+                    }
+                    Ok(()) => Some(anyhow::anyhow!("the {name} stopped on its own")),
+                    Err(e) => Some(e.context(format!("the {name} failed"))),
+                }
+            }
+            Err(e) => Some(anyhow::anyhow!("a part of jobstream dev panicked: {e}")),
+        };
+        if let Some(e) = failure {
+            tracing::error!(error = format!("{e:#}"), "stopping everything");
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    };
+    if let Some(first) = parts.join_next().await {
+        ended(first, shutdown.is_cancelled(), &mut names);
+    }
+    shutdown.cancel();
+    let drained = tokio::time::timeout(stop_within, async {
+        while let Some(next) = parts.join_next().await {
+            ended(next, true, &mut names);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(parts = ?names, within_ms = stop_within.as_millis() as u64, "parts still running at the end of the shutdown; abandoning them");
+        parts.abort_all();
+    }
+    result
 }
 
 /// Creates the development HS256 secret once (readable by the owner only).

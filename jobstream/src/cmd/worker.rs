@@ -5,6 +5,9 @@ use jobstream_worker::Worker;
 use crate::cli::WorkerArgs;
 use crate::system;
 
+/// How long after its grace period a stopping worker is ended regardless.
+const EXIT_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs jobs until Ctrl-C / SIGTERM, then drains within the grace period.
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let config = system::worker_config(&args.tuning)?;
@@ -15,9 +18,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         files,
         std::path::Path::new("data"),
     ))?;
+    let grace = config.shutdown_grace;
     let worker = Worker::build(broker, registry, config).await?;
-    worker
-        .run(jobstream_core::shutdown::token_on_signal())
-        .await?;
+    let shutdown = jobstream_core::shutdown::token_on_signal();
+    // `Worker::run` keeps to the grace period itself; this is the backstop.
+    jobstream_core::shutdown::exit_at_the_latest(&shutdown, grace + EXIT_MARGIN, "worker");
+    worker.run(shutdown).await?;
     Ok(())
 }

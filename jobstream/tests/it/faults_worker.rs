@@ -1,0 +1,259 @@
+//! Worker faults (issue 15): nats-server killed while the worker is busy, and a stream
+//! that refuses writes for a while. Every accepted job ends `succeeded`, with no
+//! component restarted.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jobstream_core::EventType;
+use jobstream_testkit::{Backend, eventually};
+use jobstream_worker::WorkerConfig;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{Options, TestApp, db_test};
+
+impl TestApp {
+    /// Submits `n` jobs, 16 at a time, each with `body(i)`; returns the ids of those
+    /// answered `202` (a submission during an outage may be refused with a 503).
+    async fn submit_accepted(
+        &self,
+        token: &str,
+        range: std::ops::Range<u64>,
+        body: impl Fn(u64) -> Value,
+    ) -> Vec<String> {
+        futures::stream::iter(range)
+            .map(|i| {
+                let b = body(i);
+                async move {
+                    let res = self.submit(token, &b).await;
+                    if res.status() != StatusCode::ACCEPTED {
+                        return None;
+                    }
+                    let job: Value = res.json().await.ok()?;
+                    job["id"].as_str().map(str::to_owned)
+                }
+            })
+            .buffer_unordered(16)
+            .filter_map(|id| async move { id })
+            .collect()
+            .await
+    }
+
+    /// Waits until every job of `ids` is projected `succeeded`; on timeout says how
+    /// many were not and the status of a few.
+    async fn wait_all_succeeded(&self, ids: &[String], within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let rows = self.rows().await;
+            let done: HashSet<&str> = rows
+                .iter()
+                .filter(|r| r.status == "succeeded")
+                .map(|r| r.id.as_str())
+                .collect();
+            let missing: Vec<&String> = ids
+                .iter()
+                .filter(|id| !done.contains(id.as_str()))
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            let ended_otherwise: Vec<_> = rows
+                .iter()
+                .filter(|r| matches!(r.status.as_str(), "failed" | "cancelled"))
+                .filter(|r| missing.iter().any(|id| **id == r.id))
+                .take(5)
+                .map(|r| (r.id.clone(), r.status.clone(), r.error.clone()))
+                .collect();
+            assert!(
+                ended_otherwise.is_empty(),
+                "accepted jobs ended without succeeding: {ended_otherwise:?}"
+            );
+            if tokio::time::Instant::now() > deadline {
+                let e_g: Vec<_> = missing
+                    .iter()
+                    .take(5)
+                    .map(|id| {
+                        rows.iter()
+                            .find(|r| &&r.id == id)
+                            .map(|r| (r.status.clone(), r.error.clone()))
+                    })
+                    .collect();
+                panic!(
+                    "after {within:?}: {} of {} accepted jobs not succeeded ({} rows); e.g. {e_g:?}",
+                    missing.len(),
+                    ids.len(),
+                    rows.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Makes the job stream refuse every write, or accept them again. (A full store
+    /// refuses the same way; `max_bytes` with `discard: new` cannot be used here, as the
+    /// stream allows message schedules, and `discard: old` would drop events, so the
+    /// stream's largest message size is cut to one byte instead.)
+    async fn refuse_writes(&self, refuse: bool) {
+        let js = self.broker.jetstream();
+        let mut stream = js.get_stream("JOBS").await.expect("stream");
+        let mut config = stream.info().await.expect("info").config.clone();
+        config.max_message_size = if refuse { 1 } else { -1 };
+        js.update_stream(config).await.expect("update stream");
+    }
+}
+
+/// A worker running many jobs when nats-server is killed (`kill -9`) and restarted
+/// takes jobs again on its own: every accepted job succeeds, no component restarted.
+async fn a_busy_worker_recovers_from_a_nats_server_restart(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let token = app.token("alice", false);
+    let ids = app
+        .submit_accepted(
+            &token,
+            0..600,
+            |i| json!({"kind": "sleep", "payload": {"ms": 20 + i % 40}}),
+        )
+        .await;
+    assert_eq!(ids.len(), 600, "all accepted before the crash");
+    // Busy: some done, many still waiting and in flight.
+    app.wait_for_count("succeeded", 30).await;
+
+    app.nats.kill().await;
+    app.nats.restart().await;
+
+    app.wait_all_succeeded(&ids, Duration::from_secs(30)).await;
+}
+db_test!(a_busy_worker_recovers_from_a_nats_server_restart);
+
+/// nats-server killed with `kill -9` 5 times during a run of 3,000 jobs, restarted
+/// each time: every job that got a 202 ends `succeeded` within 30 s of the last
+/// restart, with no component restarted.
+async fn five_nats_server_crashes_during_three_thousand_jobs_lose_nothing(backend: Backend) {
+    let mut options = Options::default();
+    options.worker_config = WorkerConfig {
+        concurrency: 32,
+        ..options.worker_config
+    };
+    let mut app = TestApp::with(backend, options).await;
+    let token = app.token("alice", false);
+    let base = app.base.clone();
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+
+    // Submissions run on their own client against the API's address, so the test
+    // can kill nats-server (which needs the app) meanwhile.
+    let submitter = {
+        let accepted = accepted.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            futures::stream::iter(0..3000u64)
+                .map(|i| {
+                    let (http, base, token) = (http.clone(), base.clone(), token.clone());
+                    async move {
+                        let res = http
+                            .post(format!("{base}/v1/jobs"))
+                            .bearer_auth(&token)
+                            .json(&json!({"kind": "echo", "payload": i}))
+                            .timeout(Duration::from_secs(20))
+                            .send()
+                            .await
+                            .ok()?;
+                        if res.status() != StatusCode::ACCEPTED {
+                            return None;
+                        }
+                        let job: Value = res.json().await.ok()?;
+                        job["id"].as_str().map(str::to_owned)
+                    }
+                })
+                .buffer_unordered(16)
+                .for_each(|id| {
+                    if let Some(id) = id {
+                        accepted.lock().unwrap().push(id);
+                    }
+                    async {}
+                })
+                .await;
+        })
+    };
+
+    for crash in 0..5 {
+        // Let some work get accepted and run between crashes.
+        let before = accepted.lock().unwrap().len();
+        eventually(
+            &format!("submissions before crash {crash}"),
+            Duration::from_secs(60),
+            || {
+                let n = accepted.lock().unwrap().len();
+                let finished = submitter.is_finished();
+                async move { (n >= before + 250 || finished).then_some(()) }
+            },
+        )
+        .await;
+        app.nats.kill().await;
+        app.nats.restart().await;
+    }
+    let last_restart = tokio::time::Instant::now();
+    submitter.await.expect("submitter");
+    let ids = accepted.lock().unwrap().clone();
+    assert!(ids.len() > 1000, "only {} submissions accepted", ids.len());
+    let left = Duration::from_secs(30).saturating_sub(last_restart.elapsed());
+    app.wait_all_succeeded(&ids, left.max(Duration::from_secs(5)))
+        .await;
+}
+db_test!(five_nats_server_crashes_during_three_thousand_jobs_lose_nothing);
+
+/// While the stream refuses writes (store full), running jobs cannot store their
+/// outcome; that must not use up their attempts: once writes are allowed again every
+/// job succeeds, none "gave up".
+async fn an_outcome_that_could_not_be_stored_does_not_use_up_an_attempt(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token("alice", false);
+    let ids = app
+        .submit_accepted(
+            &token,
+            0..30,
+            |i| json!({"kind": "sleep", "payload": {"ms": 1500}, "max_attempts": 1 + i % 3}),
+        )
+        .await;
+    assert_eq!(ids.len(), 30);
+    eventually("jobs to start", Duration::from_secs(30), || async {
+        let rows = app.rows().await;
+        (rows.iter().filter(|r| r.status == "running").count() >= 10).then_some(())
+    })
+    .await;
+    let stored = app.stream_messages().await;
+    app.refuse_writes(true).await;
+    let probe = app
+        .broker
+        .jetstream()
+        .publish("jobs.default.probe.probe", "refused?".into())
+        .await
+        .expect("publish sent")
+        .await;
+    assert!(probe.is_err(), "the stream refuses writes: {probe:?}");
+    // The fault lasts a while (its length is the point, not a wait for an event):
+    // longer than the running jobs' handlers and several 1 s redeliveries.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        app.stream_messages().await >= stored,
+        "refusing writes lost no event"
+    );
+    app.refuse_writes(false).await;
+
+    app.wait_all_succeeded(&ids, Duration::from_secs(60)).await;
+    for id in &ids {
+        assert!(
+            app.events_of(id, EventType::Failed).await.is_empty(),
+            "{id}"
+        );
+        assert_eq!(
+            app.events_of(id, EventType::Succeeded).await.len(),
+            1,
+            "{id}"
+        );
+    }
+}
+db_test!(an_outcome_that_could_not_be_stored_does_not_use_up_an_attempt);
