@@ -95,10 +95,13 @@ pub enum BrokerError {
 }
 
 /// How long a publish whose outcome is unknown is retried with the same `Nats-Msg-Id`
-/// before the caller is told so (see [`Broker::with_publish_deadline`]).
-pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(5);
+/// before the caller is told so (see [`Broker::with_publish_deadline`]); well inside
+/// the API's 60 s request timeout.
+pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(15);
 /// Longest wait for one attempt's PubAck; a slower answer counts as unknown and is retried.
-pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Not shorter: a loaded server fsyncing every write can take seconds to answer, and
+/// re-sending what it is still storing only adds to its load.
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// First pause between attempts; doubles up to [`RETRY_PAUSE_MAX`].
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
 const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);

@@ -475,6 +475,8 @@ async fn a_503_never_says_not_stored_for_a_stored_job(backend: Backend) {
         Options {
             worker: false,
             projector: false,
+            // Submissions in flight at a kill wait this long before their 503.
+            publish_deadline: Some(std::time::Duration::from_secs(3)),
             ..Options::default()
         },
     )

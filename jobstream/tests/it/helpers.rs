@@ -94,6 +94,8 @@ pub(crate) struct Options {
     pub(crate) readiness: jobstream_api::routes::health::Readiness,
     /// The text of the nats-server configuration, instead of the project's `nats.conf`.
     pub(crate) nats_config: Option<String>,
+    /// How long the API retries a publish whose outcome is unknown (default: the broker's).
+    pub(crate) publish_deadline: Option<Duration>,
 }
 
 impl Default for Options {
@@ -121,6 +123,7 @@ impl Default for Options {
             kinds: jobstream_core::kinds::Catalogue::builtin(),
             readiness: Default::default(),
             nats_config: None,
+            publish_deadline: None,
         }
     }
 }
@@ -444,7 +447,10 @@ async fn api_state(
     name: &str,
     hub: jobstream_api::live::HubConfig,
 ) -> AppState {
-    let broker = connect(nats_url, name).await;
+    let mut broker = connect(nats_url, name).await;
+    if let Some(deadline) = options.publish_deadline {
+        broker = broker.with_publish_deadline(deadline);
+    }
     AppState {
         live: jobstream_api::live::EventHub::with_config(broker.clone(), hub)
             .await
