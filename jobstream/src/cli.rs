@@ -82,6 +82,13 @@ pub struct NatsArgs {
     /// Stream replicas (1 in development, 3 in a production cluster).
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+    /// The server's monitoring endpoint, where its JetStream sync setting is checked at
+    /// start (default: the NATS host on port 8222).
+    #[arg(long, env = "NATS_MONITOR_URL")]
+    pub nats_monitor_url: Option<String>,
+    /// Refuse to start unless the server is seen to fsync every write (`sync_interval: always`).
+    #[arg(long, env = "REQUIRE_FSYNC")]
+    pub require_fsync: bool,
 }
 
 /// Where the SQL projection lives.
@@ -339,9 +346,10 @@ pub struct DevArgs {
     /// nats-server binary (else .tools/nats-server/bin/nats-server, else PATH).
     #[arg(long, env = "NATS_SERVER_BIN")]
     pub nats_server_bin: Option<String>,
-    /// Config file of the child nats-server.
-    #[arg(long, env = "NATS_CONFIG", default_value = "nats.conf")]
-    pub nats_config: PathBuf,
+    /// Config file of the child nats-server, instead of the built-in one (the repository's
+    /// `nats.conf`, written into the data dir at start). Must exist.
+    #[arg(long, env = "NATS_CONFIG")]
+    pub nats_config: Option<PathBuf>,
     /// Database (default: SQLite in the data dir).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,

@@ -11,6 +11,7 @@ mod history;
 mod idempotency;
 mod kinds;
 mod lifecycle;
+mod nats_config;
 mod pipeline;
 mod python_worker;
 mod readiness;
