@@ -117,17 +117,25 @@ pub enum NatsServerError {
 
 /// Finds the nats-server binary: `$NATS_SERVER_BIN`, the local install under `root`, then `PATH`.
 pub fn locate(env_bin: Option<&str>, root: &Path) -> Result<PathBuf, NatsServerError> {
+    locate_in(env_bin, &[root])
+}
+
+/// Finds the nats-server binary: `$NATS_SERVER_BIN`, the local install under any of
+/// `roots` or their ancestors (in order), then `PATH`. The pinned local install wins
+/// over whatever (possibly older) server `PATH` holds.
+pub fn locate_in(env_bin: Option<&str>, roots: &[&Path]) -> Result<PathBuf, NatsServerError> {
     if let Some(bin) = env_bin.filter(|b| !b.is_empty()) {
         return Ok(PathBuf::from(bin));
     }
-    let mut dir = Some(root);
-    // Tests run from a crate directory: look in the ancestors too.
-    while let Some(d) = dir {
-        let local = d.join(LOCAL_INSTALL);
-        if local.is_file() {
+    for root in roots {
+        // Tests run from a crate directory, binaries from target/: look in the ancestors too.
+        if let Some(local) = root
+            .ancestors()
+            .map(|d| d.join(LOCAL_INSTALL))
+            .find(|p| p.is_file())
+        {
             return Ok(local);
         }
-        dir = d.parent();
     }
     std::env::var_os("PATH")
         .and_then(|paths| {
@@ -136,6 +144,21 @@ pub fn locate(env_bin: Option<&str>, root: &Path) -> Result<PathBuf, NatsServerE
                 .find(|p| p.is_file())
         })
         .ok_or(NatsServerError::NotFound)
+}
+
+/// Finds the nats-server binary for a command started anywhere: `$NATS_SERVER_BIN`,
+/// the local install above the working directory, then above this executable (a
+/// `target/` inside the repository), then `PATH`.
+pub fn locate_from_anywhere(env_bin: Option<&str>) -> Result<PathBuf, NatsServerError> {
+    let cwd = std::env::current_dir().ok();
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    let roots: Vec<&Path> = [cwd.as_deref(), exe_dir.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    locate_in(env_bin, &roots)
 }
 
 /// How to start the server.
@@ -374,7 +397,7 @@ pub async fn monitor_get(
         .split_once("\r\n\r\n")
         .ok_or_else(|| err("not an HTTP response".into()))?;
     let status = head.lines().next().unwrap_or_default();
-    if !status.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+    if status.split_whitespace().nth(1) != Some("200") {
         return Err(err(format!("answered {status:?}")));
     }
     serde_json::from_str(body).map_err(|e| err(format!("body is not JSON: {e}")))

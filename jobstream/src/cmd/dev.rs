@@ -56,14 +56,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 /// Starts the nats-server child with the built-in configuration (or `--nats-config`).
 async fn start_nats_server(args: &DevArgs) -> anyhow::Result<NatsServerProcess> {
     let data = &args.data_dir;
-    let cwd = std::env::current_dir()?;
-    // Started outside the repository, the local install is still found beside the binary.
-    let bin = nats_server::locate(args.nats_server_bin.as_deref(), &cwd).or_else(|e| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(Path::to_path_buf))
-            .map_or(Err(e), |dir| nats_server::locate(None, &dir))
-    })?;
+    // Started outside the repository, the local install is still found above the binary.
+    let bin = nats_server::locate_from_anywhere(args.nats_server_bin.as_deref())?;
     let config = match &args.nats_config {
         Some(path) => {
             anyhow::ensure!(
