@@ -154,3 +154,91 @@ async fn the_fsync_check_tells_a_durable_server_from_a_relaxed_one() {
         Err(nats_server::NatsServerError::CannotVerify(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_loop_runs_every_job_round_trip_and_reports_it() {
+    use jobstream::cmd::bench::{raw, raw_run_figures, report};
+
+    let (server, _dir) = start_server(Durability::Always).await;
+    let jobs = 50;
+    for pace in [
+        raw::Pace::Closed { concurrency: 8 },
+        raw::Pace::Rate { per_sec: 500 },
+    ] {
+        let r = raw::run(&raw::RawOptions {
+            nats_url: server.url(),
+            jobs,
+            pace,
+            worker_concurrency: 4,
+            projector_batch: 16,
+            progress: false,
+            timeout: WAIT,
+        })
+        .await
+        .expect("the raw loop completes");
+        assert_eq!(r.published, jobs, "{pace:?}");
+        assert_eq!(r.succeeded, jobs, "{pace:?}");
+        // Two events per job, each seen once by the raw projector and stored once.
+        assert_eq!(r.events_seen, 2 * jobs, "{pace:?}");
+        assert_eq!(r.stream_messages, 2 * jobs as u64, "{pace:?}");
+        assert!(r.stream_bytes > 0);
+        assert_eq!(r.latencies_ms.len(), jobs);
+
+        let figures = raw_run_figures(&r, Vec::new());
+        assert_eq!(figures.jobs, jobs);
+        assert_eq!(figures.stream_msgs_per_job, Some(2.0));
+        let text = report::Report {
+            title: "test".into(),
+            raw: Some(figures),
+            system: None,
+        }
+        .render();
+        assert!(text.contains("completed jobs/s"), "{text}");
+        assert!(text.contains("stream messages per job"), "{text}");
+    }
+}
+
+/// Runs `jobstream bench` with `args` (self-contained: its own nats-server and processes).
+async fn bench(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobstream"))
+        .arg("bench")
+        .args(args)
+        .env("NATS_SERVER_BIN", nats_server_bin())
+        .env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .env_remove("NATS_URL")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT * 2, out)
+        .await
+        .expect("bench finished in time")
+        .expect("bench ran");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_contained_bench_runs_each_mode_to_the_end() {
+    let closed = bench(&["--jobs", "40", "--concurrency", "4"]).await;
+    for line in [
+        "raw JetStream loop",
+        "jobstream end to end",
+        "completed jobs/s",
+        "api",
+        "worker",
+        "projector",
+        "nats-server",
+    ] {
+        assert!(closed.contains(line), "{line:?} missing:\n{closed}");
+    }
+    let open = bench(&["--rate", "100", "--jobs", "30", "--durability", "default"]).await;
+    assert!(open.contains("SSE `succeeded`"), "{open}");
+    assert!(open.contains("sync: default"), "{open}");
+    let batch = bench(&["--batch", "10", "--jobs", "30", "--concurrency", "2"]).await;
+    assert!(batch.contains("batches of 10"), "{batch}");
+}
