@@ -55,7 +55,7 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Print a development token signed with the HS256 secret.
     Token(TokenArgs),
-    /// Submit N echo jobs over HTTP and measure throughput and latency.
+    /// Measure jobstream end to end against the raw JetStream loop (starts its own system by default).
     Bench(BenchArgs),
     /// Fill a development system with demo users and a realistic mix of jobs (through the API).
     Seed(SeedArgs),

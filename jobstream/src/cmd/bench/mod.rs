@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use jobstream_core::nats_server::{self, Durability};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use self::load::{Api, Rows};
 use self::report::{
@@ -227,8 +227,8 @@ async fn against_running(
     jobs: usize,
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(
-        args.durability == Durability::Always || args.nats_url.is_none(),
-        "--durability applies to the servers the bench starts; with --url it measures the server as configured"
+        args.durability == Durability::Always,
+        "--durability applies to the nats-server the bench starts; with --url it measures the server as it is configured"
     );
     let nats_pid: Vec<_> = args
         .pids
@@ -304,10 +304,7 @@ fn api_client(base: &str, token: &str, mode: Mode) -> anyhow::Result<Api> {
             .pool_max_idle_per_host(idle)
             .build()?,
         base: base.trim_end_matches('/').to_owned(),
-        auth: format!(
-            "Bearer {}",
-            SecretString::from(token.to_owned()).expose_secret()
-        ),
+        auth: format!("Bearer {token}"),
     })
 }
 

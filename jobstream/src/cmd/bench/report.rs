@@ -246,6 +246,10 @@ impl Report {
         row("submitted jobs/s", |r| Some(r.submitted_per_sec));
         row("stream messages per job", |r| r.stream_msgs_per_job);
         row("stream bytes per job", |r| r.stream_bytes_per_job);
+        // Under `sync_interval: always` both runs are bound by the fsyncs the disk does per second.
+        row("stream writes/s", |r| {
+            r.stream_msgs_per_job.map(|m| m * r.completed_per_sec)
+        });
         row("CPU µs per job, in all", RunFigures::system_cpu_us_per_job);
         let _ = writeln!(out);
         let _ = writeln!(out, "submit→succeeded, ms (p50 / p95 / p99 / max):");
