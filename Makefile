@@ -9,10 +9,11 @@ run: nats-server
 test:
 	scripts/test.sh
 
-## Formatting and clippy, warnings are errors.
+## Formatting, clippy and the API docs, warnings are errors.
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
 ## jobstream against the raw JetStream loop, one self-contained run on a fresh release build
 ## (BENCH_ARGS="--jobs 5000 --concurrency 32", add "--durability default", "--rate 500", "--batch 100").

@@ -4,8 +4,8 @@
 //! the floor: [`raw`], the same round trip (queued → worker → succeeded, read by a
 //! second consumer) straight on JetStream, against the same nats-server with the same
 //! durability. Then the full system: by default the bench starts nats-server and
-//! jobstream's api, worker and projector as separate processes ([`system`]) on a
-//! temporary data dir and drives the API over HTTP ([`load`]). The report
+//! jobstream's api, worker and projector as separate processes (`system`) on a
+//! temporary data dir and drives the API over HTTP (`load`). The report
 //! ([`report`]) prints both, their ratio, and per process the CPU time per job and
 //! memory, plus stream messages and bytes per job.
 //!
