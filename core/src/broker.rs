@@ -98,10 +98,11 @@ pub enum BrokerError {
 /// before the caller is told so (see [`Broker::with_publish_deadline`]); well inside
 /// the API's 60 s request timeout.
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(15);
-/// Longest wait for one attempt's PubAck; a slower answer counts as unknown and is retried.
-/// Not shorter: a loaded server fsyncing every write can take seconds to answer, and
-/// re-sending what it is still storing only adds to its load.
-pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for one attempt's PubAck; a slower answer counts as unknown and is
+/// re-sent. Short, so a message lost in a server crash is re-sent soon after the
+/// reconnect; cheap when the server was merely slow: the stream answers the re-sent
+/// copy `duplicate` once the first is stored. The deadline above bounds the whole.
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First pause between attempts; doubles up to [`RETRY_PAUSE_MAX`].
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
 const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
