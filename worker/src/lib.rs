@@ -44,9 +44,11 @@ pub mod kinds;
 mod lanes;
 pub mod limit;
 pub mod run;
+mod start;
 pub mod thumbnail;
 pub mod webhook;
 
 pub use handler::{Handler, JobContext, JobError, ProgressReporter, Registry};
 pub use kinds::KindsConfig;
 pub use run::{Backoff, Worker, WorkerConfig, WorkerError};
+pub use start::STARTED_AFTER;
