@@ -552,11 +552,7 @@ impl FromRequestParts<AppState> for Caller {
         let caller = state.verifier.verify(token.trim())?;
         tracing::Span::current().record("sub", caller.sub.as_str());
         // A user's first authenticated request registers them (once; see `users`).
-        let request_id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let request_id = crate::http::RequestId::from_headers(&parts.headers);
         crate::users::ensure_registered(state, &caller, request_id.as_deref()).await;
         Ok(caller)
     }

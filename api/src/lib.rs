@@ -5,29 +5,33 @@
 //! reads from the SQL projection.
 //!
 //! ## Layout
-//! - [`app`]: the pure `Router` (tests call it with `oneshot`), and [`App`] which binds and serves it.
+//! - [`server`]: [`app()`], the pure `Router` (tests call it with `oneshot`), and [`App`], which binds and serves it.
 //! - [`auth`]: Bearer JWT verification, the [`auth::Caller`] extractor, dev token minting.
 //! - [`error`]: [`error::ApiError`], rendered as `application/problem+json`.
-//! - [`extract`]: body, path and query extractors that refuse bad input as problem documents.
-//! - [`lifecycle`]: storing submissions in the stream: delayed jobs (timers), idempotency records, atomic batches.
-//! - [`routes`]: one module per resource, each with its own `router()`.
+//! - [`http`]: HTTP glue shared by the routes: body/path/query extractors that refuse bad input as
+//!   problem documents, [`http::RequestId`], cursor pages ([`http::Page`]).
+//! - [`input`]: typed request bodies that still name every bad field ([`input::Field`]).
+//! - [`jobs`]: the jobs service ([`jobs::JobService`]): submit, get, list, cancel, retry, history,
+//!   wait; typed inputs, the caller, domain results. Routes, console and CLI call it.
+//! - [`routes`]: one module per resource, each with its own `router()`: HTTP glue only.
 //! - [`state`]: [`state::AppState`], what every handler gets.
 //! - [`live`]: the process's one live tail of the stream, fanned out to SSE connections and waits.
 //! - [`tickets`]: single-use SSE tickets for browsers.
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
 //! - [`users`]: registering users (first request, `POST /v1/users`) through the stream.
 
-pub mod app;
 pub mod auth;
 pub mod error;
-pub mod extract;
-pub mod lifecycle;
+pub mod http;
+pub mod input;
+pub mod jobs;
 pub mod live;
 pub mod openapi;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod tickets;
 pub mod users;
 
-pub use app::{App, app};
+pub use server::{App, app};
 pub use state::AppState;

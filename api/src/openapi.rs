@@ -5,6 +5,8 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
+use crate::http::Page;
+use crate::jobs::{AttemptErrorView, BatchAccepted, CancelJob, JobView, SubmitBatch, SubmitJob};
 use crate::routes::{batch, files, health, job_actions, jobs, kinds, schedules};
 use crate::state::AppState;
 
@@ -16,9 +18,9 @@ use crate::state::AppState;
         job_actions::cancel_job, job_actions::retry_job,
         batch::submit_batch, schedules::create_schedule, schedules::list_schedules, schedules::delete_schedule,
         kinds::list_kinds, kinds::get_kind, files::upload_file, files::download_file),
-    components(schemas(jobs::SubmitJob, jobs::JobView, jobs::AttemptErrorView, job_actions::CancelJob, jobs::JobPage,
+    components(schemas(SubmitJob, JobView, AttemptErrorView, CancelJob, Page<JobView>,
         crate::error::Problem, crate::error::ProblemField,
-        batch::SubmitBatch, batch::BatchAccepted, schedules::CreateSchedule, schedules::ScheduleView,
+        SubmitBatch, BatchAccepted, schedules::CreateSchedule, schedules::ScheduleView,
         kinds::KindView, kinds::KindDefaults, kinds::KindList, files::FileView)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Submit and read jobs"), (name = "health", description = "Probes"),

@@ -31,3 +31,10 @@ pub struct AppState {
     /// Bounds `/readyz` holds the system to.
     pub readiness: crate::routes::health::Readiness,
 }
+
+impl AppState {
+    /// The jobs service over this state.
+    pub fn jobs(&self) -> crate::jobs::JobService {
+        crate::jobs::JobService::new(self)
+    }
+}

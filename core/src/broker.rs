@@ -450,29 +450,6 @@ impl Broker {
         }
         Ok(out)
     }
-
-    /// Whether the job already has a terminal event in the stream (`succeeded`, `failed` or `cancelled`).
-    pub async fn has_terminal_event(
-        &self,
-        queue: &subject::QueueName,
-        job_id: Uuid,
-    ) -> Result<bool, BrokerError> {
-        let stream = self.stream().await?;
-        for t in crate::event::EventType::ALL
-            .into_iter()
-            .filter(|t| t.is_terminal())
-        {
-            match stream
-                .get_last_raw_message_by_subject(&subject::job_event(queue, job_id, t))
-                .await
-            {
-                Ok(_) => return Ok(true),
-                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
-                Err(e) => return Err(BrokerError::Read(e.to_string())),
-            }
-        }
-        Ok(false)
-    }
 }
 
 #[cfg(test)]

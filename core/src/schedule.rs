@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::event::{DecodeError, JobSpec, SCHEMA_VERSION};
 
 /// Subject prefix of schedule records.
-pub const PREFIX: &str = "schedules";
+pub use crate::subject::SCHEDULES_PREFIX as PREFIX;
 
 /// When a schedule fires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,41 +113,11 @@ impl ScheduleRecord {
     }
 }
 
-/// Lowercase hex of the first `n` bytes of SHA-256 over `parts` (NUL-separated).
-pub fn hash_hex(parts: &[&str], n: usize) -> String {
-    let mut h = Sha256::new();
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            h.update([0u8]);
-        }
-        h.update(p.as_bytes());
-    }
-    h.finalize()
-        .iter()
-        .take(n)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The stream key of `owner`'s schedule `name`: 32 hex characters, a safe subject token.
-pub fn schedule_key(owner: &str, name: &str) -> String {
-    hash_hex(&["schedule", owner, name], 16)
-}
-
-/// Subject holding schedule `key`'s current record.
-pub fn subject(key: &str) -> String {
-    format!("{PREFIX}.{key}")
-}
-
-/// Filter for every schedule record.
-pub fn all_subjects() -> String {
-    format!("{PREFIX}.>")
-}
-
-/// The job-id token of the subject fired jobs of schedule `key` are produced on.
-pub fn fired_token(key: &str) -> String {
-    format!("sched-{key}")
-}
+// The subject family of schedules lives with every other one in `subject`; these names
+// stay for the readers that know them from here.
+pub use crate::subject::{
+    all_schedules as all_subjects, fired_token, schedule as subject, schedule_key,
+};
 
 /// Shortest interval of an `every` schedule.
 pub const MIN_EVERY: Duration = Duration::from_secs(1);

@@ -27,8 +27,6 @@ use crate::user::UserEnvelope;
 
 /// Header nats-server sets on a message produced by a schedule: the subject holding the schedule.
 pub const SCHEDULER_HEADER: &str = "Nats-Scheduler";
-/// Header nats-server sets on a fired message: the next firing time (or `purge` for `@at`).
-pub const SCHEDULE_NEXT_HEADER: &str = "Nats-Schedule-Next";
 
 /// A message as stored in the stream: what every reader has, whatever the API it read it with.
 #[derive(Debug, Clone, Copy)]

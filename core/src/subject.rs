@@ -1,4 +1,16 @@
-//! Subjects of the `JOBS` stream: `jobs.<queue>.<job_id>.<event>`.
+//! Every subject family of the `JOBS` stream, and the hashing that turns free text
+//! (owners, keys, names) into safe subject tokens:
+//!
+//! | family | subject | built by |
+//! |---|---|---|
+//! | job events | `jobs.<queue>.<job_id>.<event>` | [`for_event`], [`job_event`] |
+//! | fired periodic jobs | `jobs.<queue>.sched-<key>.queued[-lane]` | [`schedule_target`] |
+//! | schedule records | `schedules.<key>` | [`schedule_key`], [`schedule`] |
+//! | delayed-job timers | `timers.<queue>.<job_id>` | [`timer`] |
+//! | idempotency records | `idem.<hash>` | [`idempotency`] |
+//! | user events | `users.<user_id>.<event>` | [`user_event`] |
+//!
+//! [`stream_subjects`] lists them all; nothing else builds a subject by hand.
 //!
 //! Priority lanes: the events that make a job runnable (`queued`,
 //! `retry_requested`) carry the job's lane in their event token:
@@ -14,7 +26,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use sha2::{Digest, Sha256};
+
 use crate::event::{Event, EventType, Priority};
+use crate::user::UserEventType;
 
 /// Prefix of every job event subject.
 pub const PREFIX: &str = "jobs";
@@ -213,6 +228,27 @@ pub fn parse(subject: &str) -> Option<ParsedSubject<'_>> {
 pub const TIMERS_PREFIX: &str = "timers";
 /// Subject prefix of idempotency records (one per owner and key).
 pub const IDEMPOTENCY_PREFIX: &str = "idem";
+/// Subject prefix of schedule records.
+pub const SCHEDULES_PREFIX: &str = "schedules";
+/// Subject prefix of user events.
+pub const USERS_PREFIX: &str = "users";
+
+/// Lowercase hex of the first `n` bytes of SHA-256 over `parts` (NUL-separated, so
+/// `("ab", "c")` and `("a", "bc")` differ): a safe subject token from any text.
+pub fn hash_hex(parts: &[&str], n: usize) -> String {
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0u8]);
+        }
+        h.update(p.as_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(n)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// Subject of the timer that produces a delayed job's `queued` event at its `run_at`.
 pub fn timer(queue: &QueueName, job_id: Uuid) -> String {
@@ -221,18 +257,63 @@ pub fn timer(queue: &QueueName, job_id: Uuid) -> String {
 
 /// Subject of the idempotency record of `owner`'s `key` (hashed: any key, never a collision between owners).
 pub fn idempotency(owner: &str, key: &str) -> String {
-    let hash = crate::schedule::hash_hex(&["idempotency", owner, key], 16);
+    let hash = hash_hex(&["idempotency", owner, key], 16);
     format!("{IDEMPOTENCY_PREFIX}.{hash}")
 }
 
-/// Every subject the stream holds: job events, schedules, timers, idempotency records.
+/// The stream key of `owner`'s schedule `name`: 32 hex characters, a safe subject token.
+pub fn schedule_key(owner: &str, name: &str) -> String {
+    hash_hex(&["schedule", owner, name], 16)
+}
+
+/// Subject holding schedule `key`'s current record.
+pub fn schedule(key: &str) -> String {
+    format!("{SCHEDULES_PREFIX}.{key}")
+}
+
+/// Filter for every schedule record.
+pub fn all_schedules() -> String {
+    format!("{SCHEDULES_PREFIX}.>")
+}
+
+/// The job-id token of the subject fired jobs of schedule `key` are produced on.
+pub fn fired_token(key: &str) -> String {
+    format!("sched-{key}")
+}
+
+/// Where nats-server publishes the jobs schedule `key` fires (`Nats-Schedule-Target`):
+/// the `queued` subject of the schedule job's queue and priority lane.
+pub fn schedule_target(queue: &QueueName, key: &str, lane: Priority) -> String {
+    format!(
+        "{PREFIX}.{queue}.{}.{}",
+        fired_token(key),
+        event_token(EventType::Queued, Some(lane))
+    )
+}
+
+/// Subject of one event of one user.
+pub fn user_event(user_id: Uuid, t: UserEventType) -> String {
+    format!("{USERS_PREFIX}.{user_id}.{}", t.as_str())
+}
+
+/// Filter for every event of one user.
+pub fn of_user(user_id: Uuid) -> String {
+    format!("{USERS_PREFIX}.{user_id}.*")
+}
+
+/// Filter for every user event.
+pub fn all_user_events() -> String {
+    format!("{USERS_PREFIX}.>")
+}
+
+/// Every subject the stream holds: job events, schedules, timers, idempotency records, users.
 pub fn stream_subjects() -> Vec<String> {
     vec![
         all_events(),
-        crate::schedule::all_subjects(),
+        all_schedules(),
         format!("{TIMERS_PREFIX}.>"),
         format!("{IDEMPOTENCY_PREFIX}.>"),
-        crate::user::all_user_events(),
+        all_user_events(),
     ]
 }
 
@@ -300,5 +381,19 @@ mod tests {
         // Lane subjects still have the four-token shape the projector and history reads rely on.
         let s = for_event(&q, id, &retry(Priority::Low));
         assert_eq!(parse(&s).unwrap().event, "retry_requested-low");
+    }
+
+    #[test]
+    fn hashed_tokens_are_safe_and_owner_scoped() {
+        assert_ne!(idempotency("alice", "k"), idempotency("bob", "k"));
+        let key = schedule_key("alice", "n");
+        assert_eq!(validate_token(&key), Ok(()));
+        let q = QueueName::parse("mail").unwrap();
+        assert_eq!(
+            schedule_target(&q, &key, Priority::High),
+            format!("jobs.mail.sched-{key}.queued-high")
+        );
+        assert!(idempotency("a", "k.*>").starts_with("idem."));
+        assert_eq!(validate_token(&idempotency("a", "k")[5..]), Ok(()));
     }
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::event::{DecodeError, SCHEMA_VERSION, now};
 
 /// Prefix of every user event subject.
-pub const PREFIX: &str = "users";
+pub use crate::subject::USERS_PREFIX as PREFIX;
 
 /// Every user event, wrapped with what all user events share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,20 +157,8 @@ pub fn user_id_for_email(email: &str) -> Uuid {
     derived_id("jobstream.user.email", &email.trim().to_lowercase())
 }
 
-/// Subject of one event of one user.
-pub fn user_event_subject(user_id: Uuid, t: UserEventType) -> String {
-    format!("{PREFIX}.{user_id}.{}", t.as_str())
-}
-
-/// Filter for every event of one user.
-pub fn of_user(user_id: Uuid) -> String {
-    format!("{PREFIX}.{user_id}.*")
-}
-
-/// Filter for every user event (part of the stream's subjects).
-pub fn all_user_events() -> String {
-    format!("{PREFIX}.>")
-}
+// The subject family of users lives with every other one in `subject`.
+pub use crate::subject::{all_user_events, of_user, user_event as user_event_subject};
 
 /// The `Nats-Msg-Id` of a user's registration: a retried or concurrent registration is stored once.
 pub fn registration_msg_id(user_id: Uuid) -> String {

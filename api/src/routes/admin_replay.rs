@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::extract::OptionalJson;
+use crate::http::OptionalJson;
 use crate::state::AppState;
 
 /// The replay this process runs or ran last.

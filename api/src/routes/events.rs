@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::http::ApiQuery;
 use crate::live::{EventHub, LiveEvent};
 use crate::state::AppState;
 use crate::tickets;
@@ -50,8 +50,8 @@ const CATCH_UP_PAGE: usize = 256;
     ),
     components(schemas(
         Ticket,
-        crate::routes::job_events::JobHistory,
-        crate::routes::job_events::HistoryEvent,
+        crate::jobs::JobHistory,
+        crate::jobs::HistoryEvent,
         crate::routes::admin_replay::StartReplay
     )),
     tags(

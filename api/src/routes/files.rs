@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::PathParam;
+use crate::http::PathParam;
 use crate::state::AppState;
 
 /// The files bucket and the upload limit.

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::PathParam;
+use crate::http::PathParam;
 use crate::state::AppState;
 
 /// `/v1/kinds` routes.

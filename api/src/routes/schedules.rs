@@ -26,9 +26,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, PathParam};
-use crate::routes::jobs::parse_submission;
+use crate::http::{ApiQuery, Body, PathParam};
+use crate::input::{self, Field, Unknown};
+use crate::jobs::SubmitJob;
 use crate::state::AppState;
+
+input::impl_body!(CreateSchedule);
 
 /// `/v1/schedules` routes.
 pub fn router() -> Router<AppState> {
@@ -38,27 +41,45 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A schedule to create (or replace, when the caller already has one of that name).
-#[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)] // Documents the body; parsing is done field by field to name the bad field.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
     /// Name, unique per owner: letters, digits, `-`, `_` (1-64).
-    name: String,
+    #[schema(value_type = String, required = true)]
+    pub name: Option<Field<String>>,
     /// 6-field cron (seconds first, UTC), or `@hourly`, `@daily`, …; give `cron` or `every`.
-    cron: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub cron: Option<Field<String>>,
     /// Interval like `30s`, `5m`, `1h30m` (at least 1s).
-    every: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub every: Option<Field<String>>,
     /// Kind of job each firing produces.
-    kind: String,
+    #[schema(value_type = String, required = true)]
+    pub kind: Option<Field<String>>,
     /// Its payload.
-    payload: Option<Value>,
+    #[schema(value_type = Option<Value>)]
+    pub payload: Option<Value>,
     /// Its queue.
-    queue: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub queue: Option<Field<String>>,
     /// Its priority.
-    priority: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub priority: Option<Field<String>>,
     /// Its attempts.
-    max_attempts: Option<u32>,
+    #[schema(value_type = Option<u32>)]
+    pub max_attempts: Option<Field<u64>>,
     /// Its per-attempt deadline, ms.
-    timeout_ms: Option<u64>,
+    #[schema(value_type = Option<u64>)]
+    pub timeout_ms: Option<Field<u64>>,
+    /// Its delay after the first failed attempt, ms; defaults per kind.
+    #[schema(value_type = Option<u64>)]
+    pub backoff_base_ms: Option<Field<u64>>,
+    /// Its longest delay between attempts, ms; defaults per kind.
+    #[schema(value_type = Option<u64>)]
+    pub backoff_max_ms: Option<Field<u64>>,
+    /// Names sent that are not fields of a schedule.
+    #[serde(skip)]
+    pub unknown: Unknown,
 }
 
 /// A schedule as clients see it.
@@ -128,30 +149,22 @@ impl From<schedule_row::Model> for ScheduleView {
     }
 }
 
-/// Fields of a job submission a schedule may not carry.
-const NOT_FOR_SCHEDULES: [&str; 3] = ["run_at", "delay_ms", "idempotency_key"];
-
-/// Parses a schedule body, naming every bad field.
+/// Validates a schedule body into its spec, naming every bad field.
 fn parse_schedule(
-    body: Value,
+    body: CreateSchedule,
     caller: &Caller,
     kinds: &jobstream_core::kinds::Catalogue,
 ) -> Result<ScheduleSpec, ApiError> {
-    let Value::Object(mut obj) = body else {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    };
     let mut errors = Vec::new();
-    let name = match obj.remove("name") {
-        Some(Value::String(n)) => match validate_token(&n) {
+    let name = match body.name {
+        Some(Field::Valid(n)) => match validate_token(&n) {
             Ok(()) => Some(n),
             Err(e) => {
                 errors.push(FieldError::new("name", e.to_string()));
                 None
             }
         },
-        Some(_) => {
+        Some(Field::Invalid(_)) => {
             errors.push(FieldError::new("name", "must be a string"));
             None
         }
@@ -160,19 +173,12 @@ fn parse_schedule(
             None
         }
     };
-    let text =
-        |obj: &mut serde_json::Map<String, Value>, field: &str, errors: &mut Vec<FieldError>| {
-            match obj.remove(field) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s),
-                Some(_) => {
-                    errors.push(FieldError::new(field, "must be a string"));
-                    None
-                }
-            }
-        };
-    let cron = text(&mut obj, "cron", &mut errors);
-    let every = text(&mut obj, "every", &mut errors);
+    let cron = body
+        .cron
+        .and_then(|c| c.check("cron", "must be a string", &mut errors));
+    let every = body
+        .every
+        .and_then(|e| e.check("every", "must be a string", &mut errors));
     let timing = match (cron, every) {
         (Some(_), Some(_)) => {
             errors.push(FieldError::new(
@@ -200,18 +206,26 @@ fn parse_schedule(
             None
         }
     };
-    for field in NOT_FOR_SCHEDULES {
-        if obj.remove(field).is_some() {
-            errors.push(FieldError::new(field, "not allowed in a schedule"));
-        }
-    }
-    let job = match parse_submission(Value::Object(obj), caller, kinds) {
+    // The job each firing produces is checked as a submission is (a schedule's unknown
+    // names, including the submission fields it may not carry, are reported with it).
+    let job = SubmitJob {
+        kind: body.kind,
+        payload: body.payload,
+        queue: body.queue,
+        priority: body.priority,
+        max_attempts: body.max_attempts,
+        timeout_ms: body.timeout_ms,
+        backoff_base_ms: body.backoff_base_ms,
+        backoff_max_ms: body.backoff_max_ms,
+        unknown: body.unknown,
+        ..SubmitJob::default()
+    };
+    let job = match job.validate(&caller.sub, kinds) {
         Ok(job) => Some(job),
-        Err(ApiError::Unprocessable(errs)) => {
+        Err(errs) => {
             errors.extend(errs);
             None
         }
-        Err(other) => return Err(other),
     };
     match (name, timing, job) {
         (Some(name), Some(timing), Some(job)) if errors.is_empty() => Ok(ScheduleSpec {
@@ -239,23 +253,17 @@ fn parse_schedule(
 pub async fn create_schedule(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson,
+    Body(body): Body<CreateSchedule>,
 ) -> Result<Response, ApiError> {
     let spec = parse_schedule(body, &caller, &state.kinds)?;
     tracing::Span::current().record("schedule", spec.name.as_str());
-    let key = schedule::schedule_key(&spec.owner, &spec.name);
+    let key = subject::schedule_key(&spec.owner, &spec.name);
     let replaced = matches!(active_record(&state, &key).await?, Some((_, true)));
     let timing = spec.timing.header_value();
     // Fired jobs land on the priority lane of the schedule's job.
-    let target = format!(
-        "{}.{}.{}.{}",
-        subject::PREFIX,
-        spec.job.queue,
-        schedule::fired_token(&key),
-        subject::event_token(jobstream_core::EventType::Queued, Some(spec.job.priority))
-    );
+    let target = subject::schedule_target(&spec.job.queue, &key, spec.job.priority);
     let rec = ScheduleRecord::new(key.clone(), ScheduleEvent::Created(Box::new(spec.clone())));
-    let msg = Outgoing::new(schedule::subject(&key), rec.to_bytes())
+    let msg = Outgoing::new(subject::schedule(&key), rec.to_bytes())
         .with_header("Nats-Msg-Id", &rec.event_id.to_string())
         .with_header(SCHEDULE_HEADER, &timing)
         .with_header(SCHEDULE_TARGET_HEADER, &target)
@@ -288,7 +296,7 @@ pub async fn create_schedule(
 async fn active_record(state: &AppState, key: &str) -> Result<Option<(u64, bool)>, ApiError> {
     let Some(msg) = state
         .broker
-        .last_on_subject(&schedule::subject(key))
+        .last_on_subject(&subject::schedule(key))
         .await?
     else {
         return Ok(None);
@@ -360,7 +368,7 @@ pub async fn delete_schedule(
         _ => caller.sub.clone(),
     };
     let not_found = || ApiError::NotFound(format!("no schedule {name:?}"));
-    let key = schedule::schedule_key(&owner, &name);
+    let key = subject::schedule_key(&owner, &name);
     let Some((seq, true)) = active_record(&state, &key).await? else {
         return Err(not_found());
     };
@@ -372,7 +380,7 @@ pub async fn delete_schedule(
         },
     );
     // Rolls the active record up (the scheduler stops); only if nobody changed it meanwhile.
-    let msg = Outgoing::new(schedule::subject(&key), rec.to_bytes())
+    let msg = Outgoing::new(subject::schedule(&key), rec.to_bytes())
         // A retried publish (outcome unknown) is then a duplicate, not a wrong sequence.
         .with_header("Nats-Msg-Id", &rec.event_id.to_string())
         .with_header(ROLLUP_HEADER, "sub")

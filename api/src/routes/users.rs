@@ -3,7 +3,7 @@
 //! user and enqueues the `email.registration` job.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,16 +18,20 @@ use jobstream_core::user::{self, UserEnvelope, UserEvent, UserProfile, UserState
 use jobstream_entity::user as user_row;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{Caller, MAX_SUB_LEN};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
-use crate::routes::jobs::{JobView, page_cursor, page_limit};
+use crate::http::page::link;
+use crate::http::{ApiQuery, Body, Page, PageRequest, RequestId};
+use crate::input::{self, Field, Unknown};
+use crate::jobs::JobView;
 use crate::state::AppState;
 use crate::users::{normalize_email, register_caller};
+
+input::impl_body!(UpdateUser, CreateUser);
 
 /// Kind of the registration e-mail job (payload `{"to", "name", "user_id"}`).
 pub const REGISTRATION_KIND: &str = "email.registration";
@@ -53,7 +57,7 @@ pub fn router() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     paths(me, update_me, list_users, create_user),
-    components(schemas(UserView, UserPage, CreateUser, CreatedUser, UpdateUser)),
+    components(schemas(UserView, Page<UserView>, CreateUser, CreatedUser, UpdateUser)),
     tags((name = "users", description = "Users and registration"))
 )]
 pub struct UsersDoc;
@@ -97,10 +101,6 @@ fn view_of_row(row: user_row::Model) -> Result<UserView, ApiError> {
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e)))
 }
 
-fn request_id(headers: &HeaderMap) -> Option<&str> {
-    headers.get("x-request-id").and_then(|v| v.to_str().ok())
-}
-
 /// The caller's own user, folded from the stream (read-your-writes: right after the first
 /// request or an update, whatever the projection's lag).
 #[utoipa::path(
@@ -112,10 +112,10 @@ fn request_id(headers: &HeaderMap) -> Option<&str> {
 pub async fn me(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    request_id: RequestId,
 ) -> Result<Json<UserView>, ApiError> {
     // The extractor registered the caller; if that failed (NATS hiccup), this retries and reports it.
-    let id = register_caller(&state, &caller, request_id(&headers)).await?;
+    let id = register_caller(&state, &caller, request_id.as_deref()).await?;
     // A user's history is a handful of events: fold it from the stream, so the answer
     // includes the caller's own latest registration or update even if the projection lags.
     match state.broker.user_from_stream(id).await? {
@@ -127,13 +127,18 @@ pub async fn me(
 }
 
 /// Changes to the caller's own profile.
-#[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)] // Documents the body; parsing is field by field to name the bad field.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     /// New display name.
-    name: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Field<String>>,
     /// New e-mail address.
-    email: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Field<String>>,
+    /// Names sent that are not fields of an update.
+    #[serde(skip)]
+    pub unknown: Unknown,
 }
 
 /// Change the caller's name or e-mail address (a `user.updated` event).
@@ -150,41 +155,29 @@ pub struct UpdateUser {
 pub async fn update_me(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson,
+    request_id: RequestId,
+    Body(body): Body<UpdateUser>,
 ) -> Result<Json<UserView>, ApiError> {
-    let Value::Object(mut obj) = body else {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    };
     let mut errors = Vec::new();
-    let name = match obj.remove("name") {
-        None | Some(Value::Null) => None,
-        Some(v) => parse_name(&v)
-            .map_err(|m| errors.push(FieldError::new("name", m)))
-            .ok(),
+    let mut check = |field: &str,
+                     v: Option<Field<String>>,
+                     parse: fn(Field<String>) -> Result<String, String>| {
+        v.and_then(|v| {
+            parse(v)
+                .map_err(|m| errors.push(FieldError::new(field, m)))
+                .ok()
+        })
     };
-    let email = match obj.remove("email") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(e)) => validate_email(&e)
-            .map_err(|m| errors.push(FieldError::new("email", m)))
-            .ok(),
-        Some(_) => {
-            errors.push(FieldError::new("email", "must be a string"));
-            None
-        }
-    };
-    for unknown in obj.keys() {
-        errors.push(FieldError::new(unknown.clone(), "unknown field"));
-    }
+    let name = check("name", body.name, parse_name);
+    let email = check("email", body.email, parse_email);
+    body.unknown.report(&mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Unprocessable(errors));
     }
     if name.is_none() && email.is_none() {
         return Err(ApiError::field("name", "give name and/or email to change"));
     }
-    let rid = request_id(&headers);
+    let rid = request_id.as_deref();
     let id = register_caller(&state, &caller, rid).await?;
     tracing::Span::current().record("user_id", tracing::field::display(id));
     if let Some(e) = &email {
@@ -224,26 +217,11 @@ pub struct UserListQuery {
     pub email: Option<String>,
 }
 
-/// A page of users, ordered by id.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct UserPage {
-    /// The users.
-    pub items: Vec<UserView>,
-    /// Cursor of the next page, when there is one.
-    pub next_cursor: Option<String>,
-    /// Link to the next page.
-    pub next: Option<String>,
-    /// Cursor of the previous page.
-    pub prev_cursor: Option<String>,
-    /// Link to the previous page.
-    pub prev: Option<String>,
-}
-
 /// List users (admins only), ordered by id, with cursor pagination.
 #[utoipa::path(
     get, path = "/v1/users", tag = "users", params(UserListQuery),
     responses(
-        (status = 200, body = UserPage),
+        (status = 200, body = Page<UserView>),
         (status = 403, description = "Not an admin", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -253,89 +231,60 @@ pub async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<UserListQuery>,
-) -> Result<Json<UserPage>, ApiError> {
+) -> Result<Json<Page<UserView>>, ApiError> {
     caller.require_admin()?;
-    let limit = page_limit(q.limit)?;
+    let page = PageRequest::parse(q.limit, q.after.as_deref(), q.before.as_deref())?;
     let mut select = user_row::Entity::find();
     if let Some(email) = &q.email {
         select = select.filter(user_row::Column::Email.eq(normalize_email(email)));
     }
-    if let Some(after) = &q.after {
-        select = select.filter(user_row::Column::Id.gt(page_cursor("after", after)?));
+    if let Some(after) = &page.after {
+        select = select.filter(user_row::Column::Id.gt(after.as_str()));
     }
-    let backwards = q.before.is_some();
-    if let Some(before) = &q.before {
-        select = select.filter(user_row::Column::Id.lt(page_cursor("before", before)?));
+    if let Some(before) = &page.before {
+        select = select.filter(user_row::Column::Id.lt(before.as_str()));
     }
-    let order = if backwards {
+    let order = if page.backwards() {
         sea_orm::Order::Desc
     } else {
         sea_orm::Order::Asc
     };
-    let mut rows = select
+    let rows = select
         .order_by(user_row::Column::Id, order)
-        .limit(limit + 1)
+        .limit(page.fetch())
         .all(&state.db)
         .await?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    if backwards {
-        rows.reverse();
-    }
+    let (rows, more) = page.trim(rows);
     let items = rows
         .into_iter()
         .map(view_of_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let (has_next, has_prev) = if backwards {
-        (true, more)
-    } else {
-        (more, q.after.is_some())
-    };
-    let next_cursor = has_next
-        .then(|| items.last().map(|u| u.id.to_string()))
-        .flatten();
-    let prev_cursor = has_prev
-        .then(|| items.first().map(|u| u.id.to_string()))
-        .flatten();
-    let link = |key: &str, c: &Option<String>| {
-        c.as_ref().map(|c| {
-            let mut l = format!("/v1/users?limit={limit}&{key}={c}");
-            if let Some(e) = &q.email {
-                l.push_str(&format!("&email={}", url_encode(e)));
-            }
-            l
-        })
-    };
-    Ok(Json(UserPage {
-        next: link("after", &next_cursor),
-        prev: link("before", &prev_cursor),
-        next_cursor,
-        prev_cursor,
+    let filters = [("email", &q.email)];
+    Ok(Json(Page::new(
         items,
-    }))
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+        &page,
+        more,
+        |u: &UserView| u.id.to_string(),
+        |key, cursor| link("/v1/users", page.limit, key, cursor, &filters),
+    )))
 }
 
 /// A user to create.
-#[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)] // Documents the body; parsing is field by field to name the bad field.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// E-mail address; the registration mail goes there.
-    email: String,
+    #[schema(value_type = String, required = true)]
+    pub email: Option<Field<String>>,
     /// Display name.
-    name: String,
+    #[schema(value_type = String, required = true)]
+    pub name: Option<Field<String>>,
     /// The identity provider's subject, when the user will sign in with it.
-    sub: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub sub: Option<Field<String>>,
+    /// Names sent that are not fields of a new user.
+    #[serde(skip)]
+    pub unknown: Unknown,
 }
 
 /// The created user and its registration e-mail job.
@@ -378,14 +327,22 @@ pub fn validate_email(email: &str) -> Result<String, String> {
 }
 
 /// A display name: a non-empty string of at most [`MAX_NAME_LEN`] characters, trimmed.
-fn parse_name(v: &Value) -> Result<String, String> {
+fn parse_name(v: Field<String>) -> Result<String, String> {
     match v {
-        Value::String(s) if s.trim().is_empty() => Err("must not be empty".into()),
-        Value::String(s) if s.trim().chars().count() > MAX_NAME_LEN => {
+        Field::Valid(s) if s.trim().is_empty() => Err("must not be empty".into()),
+        Field::Valid(s) if s.trim().chars().count() > MAX_NAME_LEN => {
             Err(format!("must be at most {MAX_NAME_LEN} characters"))
         }
-        Value::String(s) => Ok(s.trim().to_owned()),
-        _ => Err("must be a string".into()),
+        Field::Valid(s) => Ok(s.trim().to_owned()),
+        Field::Invalid(_) => Err("must be a string".into()),
+    }
+}
+
+/// An e-mail address field (see [`validate_email`]).
+fn parse_email(v: Field<String>) -> Result<String, String> {
+    match v {
+        Field::Valid(e) => validate_email(&e),
+        Field::Invalid(_) => Err("must be a string".into()),
     }
 }
 
@@ -395,38 +352,25 @@ struct NewUser {
     sub: Option<String>,
 }
 
-fn parse_new_user(body: Value) -> Result<NewUser, ApiError> {
-    let Value::Object(mut obj) = body else {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    };
+fn parse_new_user(body: CreateUser) -> Result<NewUser, ApiError> {
     let mut errors = Vec::new();
-    let email = match obj.remove("email") {
-        Some(Value::String(s)) => validate_email(&s)
-            .map_err(|m| errors.push(FieldError::new("email", m)))
-            .ok(),
-        Some(_) => {
-            errors.push(FieldError::new("email", "must be a string"));
-            None
-        }
-        None => {
-            errors.push(FieldError::new("email", "required"));
-            None
-        }
-    };
-    let name = match obj.remove("name") {
-        Some(v) => parse_name(&v)
-            .map_err(|m| errors.push(FieldError::new("name", m)))
-            .ok(),
-        None => {
-            errors.push(FieldError::new("name", "required"));
-            None
-        }
-    };
-    let sub = match obj.remove("sub") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_SUB_LEN => Some(s),
+    let mut required =
+        |field: &str,
+         v: Option<Field<String>>,
+         parse: fn(Field<String>) -> Result<String, String>| match v {
+            Some(v) => parse(v)
+                .map_err(|m| errors.push(FieldError::new(field, m)))
+                .ok(),
+            None => {
+                errors.push(FieldError::new(field, "required"));
+                None
+            }
+        };
+    let email = required("email", body.email, parse_email);
+    let name = required("name", body.name, parse_name);
+    let sub = match body.sub {
+        None => None,
+        Some(Field::Valid(s)) if !s.trim().is_empty() && s.len() <= MAX_SUB_LEN => Some(s),
         Some(_) => {
             errors.push(FieldError::new(
                 "sub",
@@ -435,9 +379,7 @@ fn parse_new_user(body: Value) -> Result<NewUser, ApiError> {
             None
         }
     };
-    for unknown in obj.keys() {
-        errors.push(FieldError::new(unknown.clone(), "unknown field"));
-    }
+    body.unknown.report(&mut errors);
     match (email, name) {
         (Some(email), Some(name)) if errors.is_empty() => Ok(NewUser { email, name, sub }),
         _ => Err(ApiError::Unprocessable(errors)),
@@ -462,14 +404,14 @@ fn parse_new_user(body: Value) -> Result<NewUser, ApiError> {
 pub async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson,
+    request_id: RequestId,
+    Body(body): Body<CreateUser>,
 ) -> Result<Response, ApiError> {
     if !state.users.open_registration {
         caller.require_admin()?;
     }
     let new = parse_new_user(body)?;
-    let rid = request_id(&headers);
+    let rid = request_id.as_deref();
     let user_id = match &new.sub {
         Some(sub) => user::user_id_for_sub(sub),
         None => user::user_id_for_email(&new.email),
@@ -600,9 +542,10 @@ mod tests {
 
     #[test]
     fn bad_fields_are_all_named() {
-        let Err(ApiError::Unprocessable(errs)) =
-            parse_new_user(json!({"email": "nope", "name": "  ", "sub": 5, "extra": 1}))
-        else {
+        let body =
+            input::parse_object(json!({"email": "nope", "name": "  ", "sub": 5, "extra": 1}))
+                .expect("an object");
+        let Err(ApiError::Unprocessable(errs)) = parse_new_user(body) else {
             panic!("expected 422")
         };
         let mut fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();

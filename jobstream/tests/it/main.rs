@@ -16,6 +16,8 @@ mod history;
 mod idempotency;
 mod kinds;
 mod lifecycle;
+mod nats_config;
+mod openapi_contract;
 mod pipeline;
 mod python_worker;
 mod readiness;

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::input::{self, BodyError};
 
 /// A JSON request body (`Content-Type: application/json` or `…+json`), at most
 /// [`MAX_BODY_BYTES`], nested at most [`MAX_JSON_DEPTH`] levels, without NUL characters.
@@ -19,6 +20,30 @@ pub struct ApiJson(pub Value);
 /// be JSON as for [`ApiJson`].
 #[derive(Debug)]
 pub struct OptionalJson(pub Option<Value>);
+
+/// A JSON body parsed into the request body struct `T` (see [`crate::input`]): not an
+/// object is a `400`; a field that does not fit a non-lenient type is a `422` naming it.
+/// Lenient fields and unknown names are left for validation to report, all at once.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+/// An optional JSON body parsed into `T`: an empty body is `None`.
+#[derive(Debug)]
+pub struct OptionalBody<T>(pub Option<T>);
+
+/// The `Idempotency-Key` header as sent (the service validates it).
+#[derive(Debug)]
+pub struct IdempotencyKey(pub Option<String>);
+
+/// The HTTP header carrying an idempotency key.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+fn typed<T: input::Body>(value: Value) -> Result<T, ApiError> {
+    input::parse_object(value).map_err(|e| match e {
+        BodyError::NotObject => ApiError::BadRequest("the body must be a JSON object".into()),
+        BodyError::Fields(errors) => ApiError::Unprocessable(errors),
+    })
+}
 
 /// One path parameter that is UTF-8 and has no control characters; anything else names
 /// no resource, so it is a `404`.
@@ -101,6 +126,41 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJson {
             return Ok(OptionalJson(None));
         }
         parse_json(&bytes).map(|v| OptionalJson(Some(v)))
+    }
+}
+
+impl<T: input::Body, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiJson(value) = ApiJson::from_request(req, state).await?;
+        typed(value).map(Body)
+    }
+}
+
+impl<T: input::Body, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let OptionalJson(value) = OptionalJson::from_request(req, state).await?;
+        value.map(typed).transpose().map(OptionalBody)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .headers
+            .get(IDEMPOTENCY_HEADER)
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))
+            })
+            .transpose()
+            .map(IdempotencyKey)
     }
 }
 

@@ -1,0 +1,10 @@
+//! HTTP glue shared by the routes: extractors that refuse bad input as problem
+//! documents, the request id, and cursor pages. Nothing here knows about jobs.
+
+pub mod extract;
+pub mod page;
+pub mod request_id;
+
+pub use extract::{ApiJson, ApiQuery, Body, IdempotencyKey, OptionalBody, OptionalJson, PathParam};
+pub use page::{Page, PageRequest};
+pub use request_id::RequestId;
