@@ -32,9 +32,38 @@ pub struct Envelope {
     pub at: DateTime<Utc>,
     /// Attempt number the event belongs to (0 before the first run).
     pub attempt: u32,
+    /// Where and since when the attempt this event ends ran. Set by workers on
+    /// outcome events (`succeeded`, `retrying`, `failed`, `cancelled`), because a
+    /// short attempt stores no `started` event (see [`AttemptRun`]); absent on
+    /// every other event and on events written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<AttemptRun>,
     /// The event itself, tagged by `type`.
     #[serde(flatten)]
     pub event: Event,
+}
+
+/// The attempt an outcome event ends: which worker ran it, and since when.
+///
+/// # Why outcomes carry it (the two-write fast path)
+/// A job that succeeds on its first attempt costs two stream writes: `queued` and
+/// its outcome. The worker does not store `started` before it runs a job; it stores
+/// it only once the attempt has run past a threshold or first reports progress, so
+/// `running` stays visible for jobs that run long. The outcome then says where and
+/// when the attempt ran, and the fold takes `started_at` from it, so the history and
+/// the projection stay complete without the extra write. What keeps a cancel stored
+/// before the start winning is the outcome append itself: it is conditional on the
+/// job's last sequence, so an event stored meanwhile (a cancel request) makes the
+/// worker fold again and decide, instead of overwriting it.
+///
+/// JSON: `"run": {"worker": "worker-12", "started_at": "2026-11-22T14:01:49.667129Z"}`.
+/// Readers that do not know the field ignore it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRun {
+    /// Id of the worker that ran the attempt.
+    pub worker: String,
+    /// When the attempt began (the `at` of its `started` event, when one was stored).
+    pub started_at: DateTime<Utc>,
 }
 
 /// Relative urgency of a job within its queue.
@@ -317,8 +346,15 @@ impl Envelope {
             job_id,
             at: now(),
             attempt,
+            run: None,
             event,
         }
+    }
+
+    /// The same event, saying which attempt run it ends (see [`AttemptRun`]).
+    pub fn with_run(mut self, run: AttemptRun) -> Self {
+        self.run = Some(run);
+        self
     }
 
     /// The event's `type`.

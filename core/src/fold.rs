@@ -1,11 +1,13 @@
 //! The job state machine: folding a job's events, in stream order, into its state.
 //!
-//! `queued → running → (succeeded | retrying → running … | failed)`;
+//! `queued → [running] → (succeeded | retrying → [running] … | failed)`;
 //! `queued | retrying | running → cancelled`; `failed | cancelled → queued`
 //! (`retry_requested`, a fresh set of attempts); a delayed job starts `scheduled`:
 //! `scheduled → (queued | cancelled)`. A `cancel_requested` cancels a
 //! job that is not running at once; a running job stays running (flagged) until
-//! its worker appends `cancelled`. Impossible transitions are
+//! its worker appends `cancelled`. `running` is optional: a short attempt stores
+//! no `started`, and its outcome (which carries [`crate::event::AttemptRun`]) ends it
+//! straight from `queued` or `retrying`. Impossible transitions are
 //! rejected (and so recorded as ignored by callers), never applied. Pure: no I/O,
 //! so the projector, the API's stream fallback and `verify` share it.
 
@@ -190,6 +192,13 @@ impl JobState {
             (Event::Started { .. }, Queued | Retrying | Running) => true,
             (Event::Progress { .. }, Running) => true,
             (Event::Retrying { .. } | Event::Succeeded { .. }, Running) => true,
+            // The fast path: an attempt too short to store `started` ends straight from
+            // `queued` (or `retrying`); its outcome says where and since when it ran.
+            (Event::Retrying { .. } | Event::Succeeded { .. }, Queued | Retrying)
+                if env.run.is_some() =>
+            {
+                true
+            }
             (Event::Failed { .. } | Event::Cancelled { .. }, Queued | Retrying | Running) => true,
             // A delayed job: its message schedule fired, or it was cancelled before that.
             (Event::Queued(_), Scheduled) | (Event::Cancelled { .. }, Scheduled) => true,
@@ -270,6 +279,11 @@ impl JobState {
                 self.finished_at = None;
                 self.cancel_requested_at = None;
             }
+        }
+        // An outcome names the attempt it ends: it sets `started_at` even when no
+        // `started` was stored (the fast path), and matches it when one was.
+        if let Some(run) = &env.run {
+            self.started_at = Some(run.started_at);
         }
         // A retry request starts a fresh count, whatever attempt its envelope names.
         if env.attempt > self.attempt && !matches!(env.event, Event::RetryRequested { .. }) {
@@ -430,6 +444,69 @@ mod tests {
             );
         }
         assert_eq!(s, before);
+    }
+
+    fn ran(id: Uuid, attempt: u32, event: Event) -> Envelope {
+        ev(id, attempt, event).with_run(crate::event::AttemptRun {
+            worker: "w".into(),
+            started_at: crate::event::now(),
+        })
+    }
+
+    #[test]
+    fn a_short_attempt_ends_straight_from_queued_and_keeps_when_it_ran() {
+        let id = Uuid::now_v7();
+        let mut s = JobState::from_queued(&queued(id), 1).unwrap();
+        let failed_once = ran(
+            id,
+            1,
+            Event::Retrying {
+                error: "boom".into(),
+                retry_in_ms: 10,
+            },
+        );
+        s.apply(&failed_once, 2).unwrap();
+        assert_eq!(s.status, JobStatus::Retrying);
+        assert_eq!(s.started_at, failed_once.run.as_ref().map(|r| r.started_at));
+        let done = ran(
+            id,
+            2,
+            Event::Succeeded {
+                result: Value::Null,
+            },
+        );
+        s.apply(&done, 3).unwrap();
+        assert_eq!(s.status, JobStatus::Succeeded);
+        assert_eq!(s.attempt, 2);
+        assert_eq!(s.started_at, done.run.as_ref().map(|r| r.started_at));
+        assert_eq!(s.errors.len(), 1);
+    }
+
+    #[test]
+    fn a_cancel_stored_before_a_short_attempt_ends_wins() {
+        let id = Uuid::now_v7();
+        let mut s = JobState::from_queued(&queued(id), 1).unwrap();
+        s.apply(
+            &ev(
+                id,
+                0,
+                Event::CancelRequested {
+                    reason: None,
+                    by: None,
+                },
+            ),
+            2,
+        )
+        .unwrap();
+        let late = ran(
+            id,
+            1,
+            Event::Succeeded {
+                result: Value::Null,
+            },
+        );
+        assert!(s.apply(&late, 3).is_err());
+        assert_eq!(s.status, JobStatus::Cancelled);
     }
 
     #[test]

@@ -135,6 +135,7 @@ impl Envelope {
                 job_id: fired_job_id(ms, scheduler, m.sequence),
                 at,
                 attempt: 0,
+                run: None,
                 event: Event::Queued(spec.job),
             });
         }

@@ -10,7 +10,8 @@ use uuid::Uuid;
 /// What a delivery of a runnable message should do, decided from the job's history.
 #[derive(Debug)]
 pub(crate) enum Plan {
-    /// Run an attempt; `started` is stored only if the job's latest event is still `last_seq`.
+    /// Run an attempt; its `started` (if it runs long) and its outcome are stored only
+    /// if the job's latest event is still `last_seq`.
     Run { spec: JobSpec, last_seq: u64 },
     /// The job was asked to cancel while its previous worker ran it: record `cancelled`.
     Cancel { spec: JobSpec, last_seq: u64 },
@@ -73,15 +74,18 @@ pub(crate) fn plan(history: &[(u64, Envelope)], msg_seq: u64) -> Plan {
     }
 }
 
-/// Stream sequence of a job's first stored event.
-pub(crate) async fn first_event_seq(
+/// Stream sequence of a job's latest event under its own subjects (`jobs.*.<id>.*`):
+/// one direct get. A first delivery of a `queued` message that is still its job's
+/// latest event has nothing to fold (a cancel request stored before it starts would be
+/// newer), so the job runs without reading its history.
+pub(crate) async fn last_event_seq(
     broker: &Broker,
     job_id: Uuid,
 ) -> Result<Option<u64>, BrokerError> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let stream = broker.stream().await?;
     match stream
-        .get_first_raw_message_by_subject(subject::of_job(job_id), 1)
+        .get_last_raw_message_by_subject(&subject::of_job(job_id))
         .await
     {
         Ok(m) => Ok(Some(m.sequence)),

@@ -13,6 +13,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::start::StartGate;
+
 /// Why an attempt did not succeed; decides what happens next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
@@ -80,6 +82,8 @@ struct ProgressTarget {
     job_id: Uuid,
     attempt: u32,
     request_id: Option<String>,
+    /// The attempt's `started`, stored before its first progress (a `progress` needs a running job).
+    start: Option<Arc<StartGate>>,
 }
 
 impl std::fmt::Debug for ProgressReporter {
@@ -106,6 +110,27 @@ impl ProgressReporter {
                 job_id,
                 attempt,
                 request_id,
+                start: None,
+            })),
+        }
+    }
+
+    /// Reports to the job's stream subjects, storing the attempt's `started` first.
+    pub(crate) fn for_attempt(
+        broker: Broker,
+        queue: QueueName,
+        (job_id, attempt): (Uuid, u32),
+        request_id: Option<String>,
+        start: Arc<StartGate>,
+    ) -> Self {
+        ProgressReporter {
+            target: Some(Arc::new(ProgressTarget {
+                broker,
+                queue,
+                job_id,
+                attempt,
+                request_id,
+                start: Some(start),
             })),
         }
     }
@@ -113,6 +138,12 @@ impl ProgressReporter {
     /// Appends one `progress` event (a no-op without a target).
     pub async fn report(&self, percent: Option<u8>, message: Option<String>) {
         let Some(t) = &self.target else { return };
+        if let Some(start) = &t.start
+            && !start.ensure_started().await
+        {
+            tracing::warn!(job_id = %t.job_id, "progress not stored: the job's start could not be stored");
+            return;
+        }
         let env = Envelope::new(t.job_id, t.attempt, Event::Progress { percent, message });
         if let Err(e) = t
             .broker

@@ -12,7 +12,8 @@
 //! - [`run`]: the pull loop, per-message processing, acks and shutdown.
 //! - [`limit`]: per-queue global concurrency limits (server-held tokens).
 //! - `lanes`: priority lane consumers and the pull loop; `decide`: what a delivery
-//!   does, from the job's history; `cancel`: stopping running handlers.
+//!   does, from the job's history; `start`: the fast path (when `started` is stored);
+//!   `cancel`: stopping running handlers.
 //!
 //! ## Outcomes and acks
 //! A `queued` message is acked only after its outcome event is stored:
@@ -28,11 +29,13 @@
 //! `low`); a worker pulls higher lanes first. A lane consumer takes the lane's
 //! `queued` and `retry_requested` events, so a job retried by a client is picked
 //! up like a new one (its spec is read from its `queued` event). Before running,
-//! a worker folds the job's history (a first delivery of a `queued` message skips
-//! that): a cancelled or finished job, or a message superseded by a later retry
-//! request, is acked without running; `started` is appended only if the job has
-//! no newer event (optimistic concurrency), so a cancel request stored first
-//! always wins. Running jobs are cancelled through a core NATS subscription on
+//! a worker folds the job's history (a first delivery of a `queued` message that is
+//! still its job's latest event skips that): a cancelled or finished job, or a message
+//! superseded by a later retry request, is acked without running. A short job costs
+//! two stream writes, `queued` and its outcome: `started` is stored only past
+//! [`STARTED_AFTER`] or before the first progress, and every append of the attempt
+//! is conditional on the job having no newer event (optimistic concurrency), so a
+//! cancel request stored first always wins (`start` has the design). Running jobs are cancelled through a core NATS subscription on
 //! the queues' `cancel_requested` subjects.
 
 pub mod builtin;
@@ -44,9 +47,11 @@ pub mod kinds;
 mod lanes;
 pub mod limit;
 pub mod run;
+mod start;
 pub mod thumbnail;
 pub mod webhook;
 
 pub use handler::{Handler, JobContext, JobError, ProgressReporter, Registry};
 pub use kinds::KindsConfig;
 pub use run::{Backoff, Worker, WorkerConfig, WorkerError};
+pub use start::STARTED_AFTER;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use jobstream_core::broker::{Broker, BrokerError};
-use jobstream_core::event::{Envelope, Event, JobSpec, Priority, REQUEST_ID_HEADER, RetryBackoff};
+use jobstream_core::event::{
+    AttemptRun, Envelope, Event, JobSpec, Priority, REQUEST_ID_HEADER, RetryBackoff,
+};
 use jobstream_core::subject::{self, QueueName};
 use rand::Rng;
 use serde_json::Value;
@@ -17,10 +19,11 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::cancel::{Running, RunningGuard, cancel_stored_after, listen_for_cancellations};
-use crate::decide::{Plan, first_event_seq, plan};
+use crate::decide::{Plan, last_event_seq, plan};
 use crate::handler::{JobContext, JobError, ProgressReporter, Registry};
 use crate::lanes::{Delivery, QueueLanes, REDELIVERY_SLACK, ensure_lane_consumer, pull_loop};
 use crate::limit::{self, Slots};
+use crate::start::{Appends, STARTED_AFTER, StartGate};
 
 /// Exponential back-off with jitter between attempts.
 #[derive(Debug, Clone, Copy)]
@@ -375,6 +378,12 @@ async fn process(shared: &Shared, msg: jetstream::Message) -> Option<Duration> {
         .as_ref()
         .and_then(|h| h.get(REQUEST_ID_HEADER))
         .map(|v| v.as_str().to_owned());
+    // A message nats-server's scheduler fired (a delayed job's `queued`) follows other
+    // events of its job (`scheduled`, maybe a cancel request): it always folds.
+    let fired = msg
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get(jobstream_core::stored::SCHEDULER_HEADER).is_some());
     let span = tracing::info_span!(
         "job",
         job_id = %env.job_id,
@@ -389,13 +398,15 @@ async fn process(shared: &Shared, msg: jetstream::Message) -> Option<Duration> {
     let disposition = with_heartbeat(
         &msg,
         shared.heartbeat_wait,
-        decide_and_run(shared, &env, seq, delivered, request_id.as_deref()),
+        decide_and_run(shared, &env, (seq, fired), delivered, request_id.as_deref()),
     )
     .instrument(span.clone())
     .await;
     let ack = async {
         match disposition {
-            Disposition::Ack => (msg.double_ack().await, None),
+            // A plain ack: the outcome is stored, so a lost ack only means a redelivery,
+            // which the stream recognises as done (no round trip per job for the answer).
+            Disposition::Ack => (msg.ack().await, None),
             Disposition::Nak(d) => (
                 msg.ack_with(AckKind::Nak(d)).await,
                 Some(d.unwrap_or_default()),
@@ -414,13 +425,14 @@ async fn process(shared: &Shared, msg: jetstream::Message) -> Option<Duration> {
     due
 }
 
-/// Longest wait for an ack to be sent (and, for a double ack, answered).
+/// Longest wait for an ack to be sent.
 const ACK_BOUND: Duration = Duration::from_secs(6);
 
-/// Decides from the job's history (or, for a first delivery of a `queued` message,
-/// from the message itself, with the `started` append conditional on nothing having
-/// happened since) and runs the attempt. A conflicting append means the job changed
-/// meanwhile (say, a cancel request): fold again and decide again.
+/// Decides from the job's history (or, for a first delivery of a `queued` message
+/// that is still its job's latest event, from the message itself) and runs the
+/// attempt; every append of the attempt is conditional on nothing having happened
+/// since (see [`crate::start`]). A conflicting append means the job changed meanwhile
+/// (say, a cancel request): fold again and decide again.
 ///
 /// # Attempts
 /// The attempt number is the message's delivery count, so a delivery must end only
@@ -428,7 +440,7 @@ const ACK_BOUND: Duration = Duration::from_secs(6);
 /// `ack_wait`) counts, so a poison job that kills its worker cannot loop forever. A
 /// failure of the stream itself must not count, so this worker keeps the message
 /// (in-progress acks) and retries with back-off instead of handing it back:
-/// - before the handler runs (reading the history, storing `started`), it decides
+/// - before the handler runs (reading the job's last event or its history), it decides
 ///   again after the back-off, until the stream answers or shutdown begins;
 /// - once the handler has run, it stores the same outcome envelope again (same event
 ///   id, hence same `Nats-Msg-Id`: the stream stores it once) until it is stored or
@@ -439,17 +451,17 @@ const ACK_BOUND: Duration = Duration::from_secs(6);
 async fn decide_and_run(
     shared: &Shared,
     env: &Envelope,
-    seq: u64,
+    (seq, fired): (u64, bool),
     attempt: u32,
     request_id: Option<&str>,
 ) -> Disposition {
     const MAX_CONFLICTS: usize = 8;
     let mut conflicts = 0;
     let mut waits = StoreRetry::new("decide");
-    // A first delivery of a `queued` message that is its job's first event (no
-    // earlier event, such as a cancel request of a delayed job, to fold) needs no
-    // fold: the conditional `started` covers whatever comes after it.
-    let mut try_fast = matches!(env.event, Event::Queued(_)) && attempt == 1;
+    // A first delivery of a `queued` message the API stored (its job's first event)
+    // needs no fold while it is still the job's latest event: the conditional
+    // appends of the attempt cover whatever comes after it.
+    let mut try_fast = matches!(env.event, Event::Queued(_)) && attempt == 1 && !fired;
     // One `started` event id per delivery: a `started` stored whose answer was lost is
     // not stored twice when the delivery decides again.
     let started_id = Uuid::now_v7();
@@ -487,14 +499,15 @@ async fn decide_once(
     started_id: Uuid,
 ) -> Result<Disposition, BrokerError> {
     let fast = match &env.event {
-        Event::Queued(spec) if try_fast => match first_event_seq(&shared.broker, env.job_id).await?
-        {
-            Some(first) if first == seq => Some(Plan::Run {
-                spec: spec.clone(),
-                last_seq: seq,
-            }),
-            _ => None,
-        },
+        Event::Queued(spec) if try_fast => {
+            match last_event_seq(&shared.broker, env.job_id).await? {
+                Some(last) if last == seq => Some(Plan::Run {
+                    spec: spec.clone(),
+                    last_seq: seq,
+                }),
+                _ => None,
+            }
+        }
         _ => None,
     };
     let plan = match fast {
@@ -526,7 +539,7 @@ async fn decide_once(
             span.record("kind", spec.kind.as_str());
             span.record("queue", spec.queue.as_str());
             let ids = (env.job_id, started_id);
-            run_attempt(shared, ids, &spec, attempt, request_id, last_seq).await
+            run_attempt(shared, ids, &spec, attempt, request_id, (seq, last_seq)).await
         }
     }
 }
@@ -574,14 +587,16 @@ enum Ran {
     Cancelled(Option<Result<Value, JobError>>),
 }
 
-/// Runs one attempt of the job (`ids`: the job's id and the id its `started` event takes).
+/// Runs one attempt of the job (`ids`: the job's id and the id its `started` event
+/// takes, if the attempt runs long enough to store one; `seqs`: the runnable message's
+/// sequence and the job's latest sequence the attempt was decided on).
 async fn run_attempt(
     shared: &Shared,
     (job_id, started_id): (Uuid, Uuid),
     spec: &JobSpec,
     attempt: u32,
     request_id: Option<&str>,
-    last_seq: u64,
+    (msg_seq, last_seq): (u64, u64),
 ) -> Result<Disposition, BrokerError> {
     let broker = &shared.broker;
     let fail_now = |error: String| {
@@ -608,7 +623,7 @@ async fn run_attempt(
         tracing::error!(%error);
         return fail_now(error).await;
     };
-    // Registered before `started` is stored, so a cancel request stored after it finds the job.
+    // Registered before the handler runs, so a cancel request stored after the decision finds the job.
     let job_token = shared.hard_stop.child_token();
     let request_token = CancellationToken::new();
     if let Ok(mut r) = shared.running.lock() {
@@ -618,20 +633,20 @@ async fn run_attempt(
         running: &shared.running,
         job_id,
     };
-    let started = Envelope {
-        event_id: started_id,
-        ..Envelope::new(
-            job_id,
-            attempt,
-            Event::Started {
-                worker: shared.config.id.clone(),
-            },
-        )
+    let run = AttemptRun {
+        worker: shared.config.id.clone(),
+        started_at: jobstream_core::event::now(),
     };
-    let started_seq = broker
-        .publish_if_last(&started, &spec.queue, request_id, last_seq)
-        .await?;
-    tracing::info!("job started");
+    // Nothing is stored yet: `started` only once the attempt runs long or reports progress.
+    let start = Arc::new(StartGate::new(
+        broker.clone(),
+        spec.queue.clone(),
+        request_id.map(str::to_owned),
+        (job_id, started_id),
+        (msg_seq, last_seq),
+        (attempt, &run),
+    ));
+    tracing::debug!("job running");
 
     let ctx = JobContext {
         job_id,
@@ -641,12 +656,12 @@ async fn run_attempt(
         attempt,
         max_attempts: spec.max_attempts,
         cancel: job_token.clone(),
-        progress: ProgressReporter::new(
+        progress: ProgressReporter::for_attempt(
             broker.clone(),
             spec.queue.clone(),
-            job_id,
-            attempt,
+            (job_id, attempt),
             request_id.map(str::to_owned),
+            start.clone(),
         ),
     };
     let timeout = Duration::from_millis(spec.timeout_ms);
@@ -661,10 +676,17 @@ async fn run_attempt(
                 job_token.cancel();
                 Ran::Returned(Err(JobError::Failed(format!("timed out after {} ms", spec.timeout_ms))))
             }
+            // A long attempt shows `running`: its `started` is stored past the threshold.
+            () = async {
+                tokio::time::sleep(STARTED_AFTER).await;
+                start.ensure_started().await;
+                std::future::pending::<()>().await;
+            } => unreachable!("pending forever"),
             () = async {
                 tokio::select! {
                     () = request_token.cancelled() => {}
-                    () = cancel_stored_after(broker, &spec.queue, job_id, started_seq, shared.config.ack_wait) => {
+                    () = start.lost() => {}
+                    () = cancel_stored_after(broker, &spec.queue, job_id, last_seq, shared.config.ack_wait) => {
                         tracing::info!("cancel request found in the stream: stopping the handler");
                     }
                 }
@@ -688,14 +710,7 @@ async fn run_attempt(
                 "abandoned after the cancel grace period"
             };
             tracing::info!(how, "job cancelled while running");
-            (
-                Event::Cancelled {
-                    reason: Some(format!(
-                        "cancelled while running (attempt {attempt}, handler {how})"
-                    )),
-                },
-                Disposition::Term,
-            )
+            (cancelled_while_running(attempt, how), Disposition::Term)
         }
         Ran::Returned(outcome) => {
             if shared.hard_stop.is_cancelled() && outcome.is_err() {
@@ -707,45 +722,132 @@ async fn run_attempt(
             outcome_event(outcome, attempt, spec.max_attempts, &backoff)
         }
     };
-    let name = event.event_type().as_str();
-    let outcome = Envelope::new(job_id, attempt, event);
-    if !store_outcome(shared, &outcome, &spec.queue, request_id).await {
+    let outcome = Attempted {
+        env: Envelope::new(job_id, attempt, event).with_run(run),
+        disposition,
+        msg_seq,
+    };
+    let Some((stored, disposition)) =
+        store_outcome(shared, outcome, &start, &spec.queue, request_id).await
+    else {
         tracing::warn!(
-            outcome = name,
             "grace period over before the outcome could be stored; handing the job back"
         );
         return Ok(Disposition::Nak(None));
+    };
+    match stored {
+        Some(name) => tracing::debug!(outcome = name, "job attempt finished"),
+        None => tracing::info!(
+            "the job was cancelled or superseded while it ran: its outcome is not recorded"
+        ),
     }
-    tracing::info!(outcome = name, "job attempt finished");
     Ok(disposition)
 }
 
+/// The `cancelled` event of an attempt stopped while it ran.
+fn cancelled_while_running(attempt: u32, how: &str) -> Event {
+    Event::Cancelled {
+        reason: Some(format!(
+            "cancelled while running (attempt {attempt}, handler {how})"
+        )),
+    }
+}
+
+/// A finished attempt's outcome, waiting to be stored.
+struct Attempted {
+    /// The outcome event (the same envelope on every try, so the stream keeps one copy).
+    env: Envelope,
+    /// What to do with the message once it is stored.
+    disposition: Disposition,
+    /// Sequence of the runnable message the attempt ran for (to decide again on a conflict).
+    msg_seq: u64,
+}
+
 /// Stores a finished attempt's outcome, trying again with back-off while the stream
-/// refuses or does not answer, until it is stored (`true`) or the grace period of a
-/// shutdown is over (`false`). Every try sends the same envelope, so the stream keeps
-/// one copy (`Nats-Msg-Id`); after a failed try, the job's history is read first, in
-/// case an earlier try was stored but its answer lost (beyond the duplicate window).
+/// refuses or does not answer, until it is stored or the grace period of a shutdown is
+/// over (`None`). Every try sends the same envelope, so the stream keeps one copy
+/// (`Nats-Msg-Id`); after a failed try, the job's history is read first, in case an
+/// earlier try was stored but its answer lost (beyond the duplicate window).
+///
+/// Until the attempt's `started` is stored, the append is conditional on the job's
+/// latest sequence ([`crate::start`]); a conflict means the job changed while it ran:
+/// fold again and decide. Still this attempt's → store on the new latest sequence; a
+/// running job asked to cancel → a finished result stands, any other outcome becomes
+/// `cancelled`; cancelled (the request came before any `started`), finished or
+/// superseded → nothing to store, ack. Returns the stored event's type (`None` when
+/// nothing was stored) and what to do with the message.
 async fn store_outcome(
     shared: &Shared,
-    outcome: &Envelope,
+    mut outcome: Attempted,
+    start: &StartGate,
     queue: &QueueName,
     request_id: Option<&str>,
-) -> bool {
+) -> Option<(Option<&'static str>, Disposition)> {
+    const MAX_CONFLICTS: u32 = 8;
     let mut waits = StoreRetry::new("outcome");
+    let mut conflicts = 0;
+    let job_id = outcome.env.job_id;
+    let stored_already =
+        |history: &[(u64, Envelope)], id: Uuid| history.iter().any(|(_, e)| e.event_id == id);
     loop {
         if waits.tries > 0
-            && let Ok(history) = shared.broker.job_history(outcome.job_id).await
-            && history.iter().any(|(_, e)| e.event_id == outcome.event_id)
+            && let Ok(history) = shared.broker.job_history(job_id).await
+            && stored_already(&history, outcome.env.event_id)
         {
-            return true;
+            return Some((Some(outcome.env.event_type().as_str()), outcome.disposition));
         }
-        match shared.broker.publish(outcome, queue, request_id).await {
-            Ok(_) => return true,
-            Err(e) => {
-                if !waits.wait(&e, &shared.hard_stop).await {
-                    return false;
+        let appended = match start.appends().await {
+            Appends::Started => shared.broker.publish(&outcome.env, queue, request_id).await,
+            Appends::Pending { last_seq } => {
+                shared
+                    .broker
+                    .publish_if_last(&outcome.env, queue, request_id, last_seq)
+                    .await
+            }
+        };
+        let e = match appended {
+            Ok(_) => return Some((Some(outcome.env.event_type().as_str()), outcome.disposition)),
+            Err(BrokerError::Conflict { .. }) if conflicts < MAX_CONFLICTS => {
+                conflicts += 1;
+                match shared.broker.job_history(job_id).await {
+                    Ok(history) if stored_already(&history, outcome.env.event_id) => {
+                        return Some((
+                            Some(outcome.env.event_type().as_str()),
+                            outcome.disposition,
+                        ));
+                    }
+                    Ok(history) => match plan(&history, outcome.msg_seq) {
+                        Plan::Run { last_seq, .. } => {
+                            start.moved_on(last_seq).await;
+                            continue;
+                        }
+                        Plan::Cancel { last_seq, .. } => {
+                            if !matches!(
+                                outcome.env.event,
+                                Event::Succeeded { .. } | Event::Cancelled { .. }
+                            ) {
+                                let run = outcome.env.run.take();
+                                let event =
+                                    cancelled_while_running(outcome.env.attempt, "finished");
+                                outcome.env = Envelope::new(job_id, outcome.env.attempt, event);
+                                outcome.env.run = run;
+                                outcome.disposition = Disposition::Term;
+                            }
+                            start.moved_on(last_seq).await;
+                            continue;
+                        }
+                        Plan::Skip(why) => {
+                            tracing::debug!(reason = %why, "nothing to record");
+                            return Some((None, Disposition::Ack));
+                        }
+                    },
+                    Err(e) => e,
                 }
             }
+            Err(e) => e,
+        };
+        if !waits.wait(&e, &shared.hard_stop).await {
+            return None;
         }
     }
 }

@@ -31,7 +31,8 @@ async fn history_lists_every_event_in_order_and_only_to_its_owner(backend: Backe
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
         types,
-        ["queued", "started", "retrying", "started", "succeeded"]
+        // A short attempt stores no `started`: its outcome says when it ran (the fast path).
+        ["queued", "retrying", "succeeded"]
     );
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
@@ -39,10 +40,10 @@ async fn history_lists_every_event_in_order_and_only_to_its_owner(backend: Backe
         .iter()
         .map(|e| e["attempt"].as_u64().unwrap())
         .collect();
-    assert_eq!(attempts, [0, 1, 1, 2, 2]);
+    assert_eq!(attempts, [0, 1, 2]);
     assert_eq!(events[0]["data"]["kind"], "fail");
-    assert!(events[2]["data"]["error"].is_string());
-    assert_eq!(events[4]["data"]["result"], json!({"attempts": 2}));
+    assert!(events[1]["data"]["error"].is_string());
+    assert_eq!(events[2]["data"]["result"], json!({"attempts": 2}));
     assert!(
         events
             .iter()

@@ -6,6 +6,7 @@ mod bad_input;
 mod batch;
 mod delayed;
 mod email;
+mod fast_path;
 mod faults_projector;
 mod faults_worker;
 mod files;
