@@ -17,7 +17,6 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let files = system::files_state(&broker, &args.files, &args.nats).await?;
     let state = AppState {
         live: jobstream_api::live::EventHub::start(broker.clone()).await?,
-        replay: Default::default(),
         readiness: args.readiness.readiness(),
         broker,
         db,

@@ -98,7 +98,6 @@ async fn run_system(
         files: system::files_state(&api_broker, &args.files, nats).await?,
         kinds: system::catalogue(&args.catalogue)?,
         live: jobstream_api::live::EventHub::start(api_broker.clone()).await?,
-        replay: Default::default(),
         readiness: Default::default(),
         broker: api_broker,
         db,

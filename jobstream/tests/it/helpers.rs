@@ -455,7 +455,6 @@ async fn api_state(
         live: jobstream_api::live::EventHub::with_config(broker.clone(), hub)
             .await
             .expect("live tail"),
-        replay: Default::default(),
         readiness: options.readiness.clone(),
         files: files_state(&broker).await,
         broker,
