@@ -14,7 +14,8 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## Throughput and latency on a fresh release build (BENCH_ARGS="--jobs 5000 --concurrency 32").
+## jobstream against the raw JetStream loop, one self-contained run on a fresh release build
+## (BENCH_ARGS="--jobs 5000 --concurrency 32", add "--durability default", "--rate 500", "--batch 100").
 bench:
 	scripts/bench.sh $(BENCH_ARGS)
 

@@ -55,7 +55,7 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Print a development token signed with the HS256 secret.
     Token(TokenArgs),
-    /// Submit N echo jobs over HTTP and measure throughput and latency.
+    /// Measure jobstream end to end against the raw JetStream loop (starts its own system by default).
     Bench(BenchArgs),
     /// Fill a development system with demo users and a realistic mix of jobs (through the API).
     Seed(SeedArgs),
@@ -82,6 +82,13 @@ pub struct NatsArgs {
     /// Stream replicas (1 in development, 3 in a production cluster).
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+    /// The server's monitoring endpoint, where its JetStream sync setting is checked at
+    /// start (default: the NATS host on port 8222).
+    #[arg(long, env = "NATS_MONITOR_URL")]
+    pub nats_monitor_url: Option<String>,
+    /// Refuse to start unless the server is seen to fsync every write (`sync_interval: always`).
+    #[arg(long, env = "REQUIRE_FSYNC")]
+    pub require_fsync: bool,
 }
 
 /// Where the SQL projection lives.
@@ -339,9 +346,10 @@ pub struct DevArgs {
     /// nats-server binary (else .tools/nats-server/bin/nats-server, else PATH).
     #[arg(long, env = "NATS_SERVER_BIN")]
     pub nats_server_bin: Option<String>,
-    /// Config file of the child nats-server.
-    #[arg(long, env = "NATS_CONFIG", default_value = "nats.conf")]
-    pub nats_config: PathBuf,
+    /// Config file of the child nats-server, instead of the built-in one (the repository's
+    /// `nats.conf`, written into the data dir at start). Must exist.
+    #[arg(long, env = "NATS_CONFIG")]
+    pub nats_config: Option<PathBuf>,
     /// Database (default: SQLite in the data dir).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
@@ -383,26 +391,93 @@ pub struct TokenArgs {
 }
 
 /// `jobstream bench`.
+///
+/// By default self-contained: it starts its own nats-server (the built-in `nats.conf`)
+/// and jobstream's api, worker and projector as separate processes on a temporary data
+/// dir, runs the raw JetStream loop and then the full system against that same server,
+/// and stops everything at the end.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Base URL of a running API.
-    #[arg(long, env = "JOBSTREAM_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// Bearer token (an admin token lets the bench read the jobs back; default: minted from the dev secret).
+    /// Base URL of an already running API to measure instead of starting one (the raw
+    /// loop then needs `--nats-url`, and per-process figures need `--pid`).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// With `--url`: the NATS server of that system, for the raw loop and stream figures.
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// With `--url`: processes to measure from /proc, as `role=PID` (roles: api, worker,
+    /// projector, nats-server; comma-separated or repeated).
+    #[arg(long = "pid", value_delimiter = ',', value_parser = parse_bench_pid)]
+    pub pids: Vec<(String, u32)>,
+    /// Bearer token for `--url` (default: minted from the HS256 secret).
     #[arg(long, env = "JOBSTREAM_TOKEN", hide_env_values = true)]
     pub token: Option<SecretString>,
-    /// Jobs to submit.
-    #[arg(long, default_value_t = 1000)]
-    pub jobs: usize,
-    /// Requests in flight at once.
+    /// Jobs to run (with `--rate`, `--duration` may give the count instead).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Closed loop: requests (and raw-loop publishes) in flight at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Open loop: submit this many jobs per second whatever the system does (latencies
+    /// then include queueing, measured from each job's scheduled send time).
+    #[arg(long, conflicts_with = "batch")]
+    pub rate: Option<u32>,
+    /// Open loop: how long to submit at `--rate` (instead of `--jobs`).
+    #[arg(long, requires = "rate", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Batch submit: jobs per `POST /v1/jobs/batch` request (1..=1000), `--concurrency` requests at once.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// nats-server sync for both runs: `always` (fsync before every PubAck, as shipped) or
+    /// `default` (the server's periodic sync). Self-contained mode only.
+    #[arg(long, default_value = "always", value_parser = parse_durability)]
+    pub durability: jobstream_core::nats_server::Durability,
+    /// Database of the started system (default: SQLite in the temporary data dir); with
+    /// `--url`, the system's database, read for latencies instead of the API.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// nats-server binary (else .tools/nats-server/bin/nats-server, else PATH).
+    #[arg(long, env = "NATS_SERVER_BIN")]
+    pub nats_server_bin: Option<String>,
+    /// Keep the temporary data dir (logs, store, database) instead of deleting it.
+    #[arg(long)]
+    pub keep_data: bool,
     /// Give up waiting for completion after this long.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: AuthArgs,
+}
+
+/// Parses `role=PID` for `jobstream bench --pid`.
+pub fn parse_bench_pid(s: &str) -> Result<(String, u32), String> {
+    const ROLES: [&str; 4] = ["api", "worker", "projector", "nats-server"];
+    let (role, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected role=PID, e.g. api=1234"))?;
+    let role = role.trim();
+    if !ROLES.contains(&role) {
+        return Err(format!(
+            "{s:?}: the role must be one of {}",
+            ROLES.join(", ")
+        ));
+    }
+    let pid = pid
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: the PID must be a number"))?;
+    Ok((role.to_owned(), pid))
+}
+
+/// Parses `always` or `default` (nats-server sync) for `jobstream bench --durability`.
+pub fn parse_durability(s: &str) -> Result<jobstream_core::nats_server::Durability, String> {
+    use jobstream_core::nats_server::Durability;
+    match s.trim() {
+        "always" => Ok(Durability::Always),
+        "default" => Ok(Durability::Default),
+        _ => Err(format!("{s:?}: use `always` or `default`")),
+    }
 }
 
 /// `jobstream seed`.
@@ -629,6 +704,20 @@ mod tests {
         assert!(parse_queue_limit("mail").is_err());
         assert!(parse_queue_limit("mail=0").is_err());
         assert!(parse_queue_limit("mail=x").is_err());
+    }
+
+    #[test]
+    fn bench_flags_parse() {
+        use jobstream_core::nats_server::Durability;
+        assert_eq!(parse_bench_pid("api=12"), Ok(("api".into(), 12)));
+        assert_eq!(
+            parse_bench_pid("nats-server=7"),
+            Ok(("nats-server".into(), 7))
+        );
+        assert!(parse_bench_pid("db=1").is_err());
+        assert!(parse_bench_pid("api=x").is_err());
+        assert_eq!(parse_durability("default"), Ok(Durability::Default));
+        assert!(parse_durability("sometimes").is_err());
     }
 
     #[test]

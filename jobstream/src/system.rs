@@ -30,13 +30,18 @@ pub fn stream_settings(nats: &NatsArgs) -> StreamSettings {
     }
 }
 
-/// Connects to NATS and creates or updates the stream.
+/// Connects to NATS, checks that the server fsyncs every write (warns, or refuses with
+/// `--require-fsync`), and creates or updates the stream.
 pub async fn connect_broker(
     url: &str,
     nats: &NatsArgs,
     client_name: &str,
 ) -> anyhow::Result<Broker> {
     let broker = Broker::connect(url, client_name, &nats.stream).await?;
+    let monitor = (nats.nats_monitor_url.clone())
+        .or_else(|| jobstream_core::nats_server::default_monitor_url(url))
+        .unwrap_or_default();
+    jobstream_core::nats_server::check_fsync(&monitor, nats.require_fsync).await?;
     broker.ensure_stream(&stream_settings(nats)).await?;
     Ok(broker)
 }

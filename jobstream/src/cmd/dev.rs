@@ -1,7 +1,8 @@
 //! `jobstream dev`: the whole system in one process, the embedded default.
 //!
-//! Starts a nats-server child with the repository's `nats.conf` (unless
-//! `NATS_URL` is given), SQLite in the data dir, and the projector, a worker and
+//! Starts a nats-server child (unless `NATS_URL` is given) with the configuration
+//! built into the binary (the repository's `nats.conf`, written into the data dir, so
+//! it holds whatever folder `dev` is started from), SQLite in the data dir, and the projector, a worker and
 //! the API. Prints ready-to-paste tokens.
 
 use std::path::Path;
@@ -29,28 +30,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let shutdown = jobstream_core::shutdown::token_on_signal();
 
     let mut child = None;
-    let nats_url = match &args.nats_url {
-        Some(url) => url.clone(),
+    let (nats_url, nats_monitor_url) = match &args.nats_url {
+        Some(url) => (url.clone(), None),
         None => {
-            let cwd = std::env::current_dir()?;
-            let bin = nats_server::locate(args.nats_server_bin.as_deref(), &cwd)?;
-            let config = args.nats_config.is_file().then(|| args.nats_config.clone());
-            if config.is_none() {
-                tracing::warn!(path = %args.nats_config.display(), "nats.conf not found; starting nats-server without it");
-            }
-            let server = NatsServerProcess::start(&ServerOptions {
-                bin: bin.clone(),
-                config,
-                store_dir: data.join("jetstream"),
-                port: None,
-                log_file: Some(data.join("nats-server.log")),
-            })
-            .await
-            .with_context(|| format!("starting {}", bin.display()))?;
-            let url = server.url();
-            tracing::info!(%url, bin = %bin.display(), "nats-server started");
+            let server = start_nats_server(&args).await?;
+            let urls = (server.url(), server.monitor_url().map(str::to_owned));
             child = Some(server);
-            url
+            urls
         }
     };
     let nats = NatsArgs {
@@ -58,12 +44,43 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         stream: "JOBS".into(),
         event_retention: Duration::from_secs(7 * 86_400),
         stream_replicas: 1,
+        nats_monitor_url,
+        require_fsync: false,
     };
     let result = run_system(&args, &nats, &secret_file, shutdown).await;
     if let Some(mut server) = child {
         server.stop(Duration::from_secs(5)).await;
     }
     result
+}
+
+/// Starts the nats-server child with the built-in configuration (or `--nats-config`).
+async fn start_nats_server(args: &DevArgs) -> anyhow::Result<NatsServerProcess> {
+    let data = &args.data_dir;
+    // Started outside the repository, the local install is still found above the binary.
+    let bin = nats_server::locate_from_anywhere(args.nats_server_bin.as_deref())?;
+    let config = match &args.nats_config {
+        Some(path) => {
+            anyhow::ensure!(
+                path.is_file(),
+                "--nats-config {} does not exist (leave it out to use the built-in nats.conf)",
+                path.display()
+            );
+            path.clone()
+        }
+        None => nats_server::write_config(data, nats_server::Durability::Always)?,
+    };
+    let server = NatsServerProcess::start(&ServerOptions {
+        bin: bin.clone(),
+        config: Some(config.clone()),
+        store_dir: data.join("jetstream"),
+        port: None,
+        log_file: Some(data.join("nats-server.log")),
+    })
+    .await
+    .with_context(|| format!("starting {}", bin.display()))?;
+    tracing::info!(url = %server.url(), bin = %bin.display(), config = %config.display(), "nats-server started");
+    Ok(server)
 }
 
 async fn run_system(

@@ -15,6 +15,7 @@ mod history;
 mod idempotency;
 mod kinds;
 mod lifecycle;
+mod nats_config;
 mod openapi_contract;
 mod pipeline;
 mod python_worker;

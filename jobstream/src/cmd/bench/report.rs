@@ -1,0 +1,363 @@
+//! What a bench run measured, per run and per process, and how it is printed.
+//!
+//! CPU and memory come from `/proc/<pid>/stat` (utime + stime, in clock ticks) and
+//! `/proc/<pid>/status` (`VmRSS`), sampled before and after each run; stream messages
+//! and bytes from the stream's info before and after. Everything is divided by the
+//! number of jobs, so the two runs compare per job.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// CPU time and resident memory of one process at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcSample {
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident set size, KiB.
+    pub rss_kib: u64,
+}
+
+/// Reads a process's CPU time and RSS from /proc; `None` when it is gone (or not Linux).
+pub fn sample(pid: u32) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(ProcSample {
+        cpu_ticks: cpu_ticks_of_stat(&stat)?,
+        rss_kib: rss_kib_of_status(&status)?,
+    })
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
+pub fn cpu_ticks_of_stat(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
+    // `after` starts at field 3 (state): utime is field 14, i.e. the 12th here.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `VmRSS` of a `/proc/<pid>/status` text, KiB.
+pub fn rss_kib_of_status(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Clock ticks per second of /proc CPU times (`getconf CLK_TCK`; 100 on Linux).
+/// Asked of `getconf` rather than `sysconf` because the workspace forbids `unsafe`.
+pub fn clock_ticks_per_sec() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
+/// One process measured over one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcFigures {
+    /// Its role: `api`, `worker`, `projector`, `nats-server`, or the bench client.
+    pub role: String,
+    /// CPU time spent during the run, µs per job.
+    pub cpu_us_per_job: f64,
+    /// Resident memory at the end of the run, MiB.
+    pub rss_mib: f64,
+}
+
+impl ProcFigures {
+    /// Figures from two samples of the same process around a run of `jobs` jobs.
+    pub fn between(
+        role: &str,
+        before: ProcSample,
+        after: ProcSample,
+        ticks_per_sec: u64,
+        jobs: usize,
+    ) -> Self {
+        let ticks = after.cpu_ticks.saturating_sub(before.cpu_ticks);
+        let us = ticks as f64 * 1e6 / ticks_per_sec.max(1) as f64;
+        ProcFigures {
+            role: role.to_owned(),
+            cpu_us_per_job: us / jobs.max(1) as f64,
+            rss_mib: after.rss_kib as f64 / 1024.0,
+        }
+    }
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+    /// How many samples.
+    pub count: usize,
+}
+
+impl Percentiles {
+    /// Percentiles of `samples` (ms; sorted here); `None` when there are none.
+    pub fn of(mut samples: Vec<f64>) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_by(f64::total_cmp);
+        let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+        Some(Percentiles {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: samples[samples.len() - 1],
+            count: samples.len(),
+        })
+    }
+}
+
+/// The result of one run (raw loop or full system).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFigures {
+    /// Jobs that completed.
+    pub jobs: usize,
+    /// Jobs per second accepted by the front door (PubAck for the raw loop, `202` for the system).
+    pub submitted_per_sec: f64,
+    /// Jobs per second from the first submission to the last completion.
+    pub completed_per_sec: f64,
+    /// Submission to `succeeded` as the projection records it (SQL rows / the raw
+    /// projector's consumer).
+    pub latency: Option<Percentiles>,
+    /// Submission to `succeeded` as an SSE subscriber receives it (open loop).
+    pub sse_latency: Option<Percentiles>,
+    /// Stream messages stored per job.
+    pub stream_msgs_per_job: Option<f64>,
+    /// Stream bytes stored per job.
+    pub stream_bytes_per_job: Option<f64>,
+    /// Per-process figures.
+    pub processes: Vec<ProcFigures>,
+}
+
+impl RunFigures {
+    /// CPU µs per job of every process doing the work: all but the HTTP load generator
+    /// (in the raw run the bench process *is* the raw worker and projector, so it counts).
+    pub fn system_cpu_us_per_job(&self) -> Option<f64> {
+        let server: Vec<_> = self
+            .processes
+            .iter()
+            .filter(|p| p.role != CLIENT_ROLE)
+            .collect();
+        (!server.is_empty()).then(|| server.iter().map(|p| p.cpu_us_per_job).sum())
+    }
+}
+
+/// Role name of the bench process during the full-system run: the HTTP load
+/// generator, left out of the CPU total.
+pub const CLIENT_ROLE: &str = "bench client (HTTP load; not in total)";
+/// Role name of the bench process during the raw run: publisher, raw worker and raw
+/// projector, counted in the CPU total.
+pub const RAW_CLIENT_ROLE: &str = "raw publisher+worker+projector";
+
+/// Everything a bench invocation prints.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// One line describing the mode, job count and durability.
+    pub title: String,
+    /// The raw JetStream loop, unless it was skipped.
+    pub raw: Option<RunFigures>,
+    /// The full system.
+    pub system: Option<RunFigures>,
+}
+
+fn num(v: f64) -> String {
+    if v >= 100.0 {
+        let s = format!("{v:.0}");
+        // Thousands separators, for reading large rates at a glance.
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), num)
+}
+
+fn lat(p: Option<Percentiles>) -> String {
+    p.map_or_else(
+        || "-".to_owned(),
+        |p| {
+            format!(
+                "{} / {} / {} / {}",
+                num(p.p50),
+                num(p.p95),
+                num(p.p99),
+                num(p.max)
+            )
+        },
+    )
+}
+
+impl Report {
+    /// The report as printed: a table of the two runs with their ratio, then the processes.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let empty = RunFigures::default();
+        let raw = self.raw.as_ref();
+        let sys = self.system.as_ref();
+        let ratio = |f: fn(&RunFigures) -> Option<f64>| match (raw.and_then(f), sys.and_then(f)) {
+            (Some(r), Some(s)) if r > 0.0 => format!("{:.3}×", s / r),
+            _ => "-".to_owned(),
+        };
+        let _ = writeln!(out, "{}", self.title);
+        let _ = writeln!(
+            out,
+            "{:<34} {:>18} {:>22} {:>9}",
+            "", "raw JetStream loop", "jobstream end to end", "ratio"
+        );
+        let mut row = |name: &str, f: fn(&RunFigures) -> Option<f64>| {
+            let _ = writeln!(
+                out,
+                "{name:<34} {:>18} {:>22} {:>9}",
+                opt(raw.and_then(f)),
+                opt(sys.and_then(f)),
+                ratio(f)
+            );
+        };
+        row("completed jobs/s", |r| Some(r.completed_per_sec));
+        row("submitted jobs/s", |r| Some(r.submitted_per_sec));
+        row("stream messages per job", |r| r.stream_msgs_per_job);
+        row("stream bytes per job", |r| r.stream_bytes_per_job);
+        // Under `sync_interval: always` both runs are bound by the fsyncs the disk does per second.
+        row("stream writes/s", |r| {
+            r.stream_msgs_per_job.map(|m| m * r.completed_per_sec)
+        });
+        row("CPU µs per job, in all", RunFigures::system_cpu_us_per_job);
+        let _ = writeln!(out);
+        let _ = writeln!(out, "submit→succeeded, ms (p50 / p95 / p99 / max):");
+        let _ = writeln!(
+            out,
+            "  raw loop (raw projector sees it)   {}",
+            lat(raw.unwrap_or(&empty).latency)
+        );
+        let _ = writeln!(
+            out,
+            "  jobstream, SQL rows                {}",
+            lat(sys.unwrap_or(&empty).latency)
+        );
+        if sys.is_some_and(|s| s.sse_latency.is_some()) {
+            let _ = writeln!(
+                out,
+                "  jobstream, SSE `succeeded`         {}",
+                lat(sys.unwrap_or(&empty).sse_latency)
+            );
+        }
+        for (name, run) in [("raw loop", raw), ("jobstream", sys)] {
+            let Some(run) = run.filter(|r| !r.processes.is_empty()) else {
+                continue;
+            };
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "{:<40} {:>11} {:>10}",
+                format!("{name} processes ({} jobs)", run.jobs),
+                "CPU µs/job",
+                "RSS MiB"
+            );
+            for p in &run.processes {
+                let _ = writeln!(
+                    out,
+                    "  {:<38} {:>11} {:>10}",
+                    p.role,
+                    num(p.cpu_us_per_job),
+                    num(p.rss_mib)
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Elapsed seconds as a rate divisor (never zero).
+pub fn per_sec(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cpu_ticks_after_a_command_name_with_spaces() {
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 1097 0 0 0 37 5 0 0 20 0 9 0 123 456 789";
+        assert_eq!(cpu_ticks_of_stat(stat), Some(42));
+        assert_eq!(cpu_ticks_of_stat("garbage"), None);
+    }
+
+    #[test]
+    fn reads_rss() {
+        let status = "Name:\tnats-server\nVmPeak:\t  999 kB\nVmRSS:\t   20480 kB\nThreads:\t9\n";
+        assert_eq!(rss_kib_of_status(status), Some(20_480));
+    }
+
+    #[test]
+    fn this_process_can_be_sampled() {
+        let s = sample(std::process::id()).expect("/proc of this process");
+        assert!(s.rss_kib > 0);
+    }
+
+    #[test]
+    fn percentiles_and_ratios() {
+        let p = Percentiles::of((1..=100).map(f64::from).collect()).expect("samples");
+        assert_eq!((p.p50, p.p99, p.max, p.count), (51.0, 99.0, 100.0, 100));
+        assert!(Percentiles::of(vec![]).is_none());
+        let fig = ProcFigures::between(
+            "api",
+            ProcSample {
+                cpu_ticks: 100,
+                rss_kib: 1,
+            },
+            ProcSample {
+                cpu_ticks: 150,
+                rss_kib: 2048,
+            },
+            100,
+            1000,
+        );
+        // 50 ticks = 0.5 s over 1000 jobs = 500 µs per job.
+        assert!((fig.cpu_us_per_job - 500.0).abs() < 1e-9);
+        assert!((fig.rss_mib - 2.0).abs() < 1e-9);
+        let report = Report {
+            title: "t".into(),
+            raw: Some(RunFigures {
+                completed_per_sec: 2000.0,
+                ..Default::default()
+            }),
+            system: Some(RunFigures {
+                completed_per_sec: 500.0,
+                ..Default::default()
+            }),
+        };
+        let text = report.render();
+        assert!(text.contains("0.250×"), "{text}");
+        assert!(text.contains("2,000"), "{text}");
+    }
+}
