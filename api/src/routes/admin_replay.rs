@@ -73,7 +73,11 @@ impl StartReplay {
             )
         });
         let job_ttl_secs = self.job_ttl_secs.and_then(|f| {
-            f.check("job_ttl_secs", "must be a whole number of seconds", &mut errors)
+            f.check(
+                "job_ttl_secs",
+                "must be a whole number of seconds",
+                &mut errors,
+            )
         });
         let fresh = self
             .fresh

@@ -14,8 +14,7 @@ use crate::system;
 
 /// Runs the replay and prints its summary.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
-    let broker =
-        system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-replay").await?;
+    let broker = system::connect_broker(&args.nats, "jobstream-replay").await?;
     let start = match (args.from_seq, args.since) {
         (Some(0), _) => anyhow::bail!("--from-seq must be at least 1"),
         (Some(s), _) => ReplayStart::Seq(s),
@@ -41,9 +40,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         None => {
             eprintln!(
                 "replaying into the live database {} (shadow, then atomic swap)",
-                system::redact(&args.db.database_url)
+                system::redact(&args.db.url())
             );
-            let db = system::connect_db_migrated(&args.db.database_url).await?;
+            let db = system::connect_db_migrated(&args.db.url()).await?;
             replay::replay_live(&broker, &db, &opts, &progress, &cancel).await
         }
     };

@@ -31,3 +31,4 @@ mod stream;
 mod users;
 mod validation;
 mod webhook;
+mod wiring;

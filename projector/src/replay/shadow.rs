@@ -137,7 +137,11 @@ pub(super) async fn save_marker(db: &DatabaseConnection, origin: u64) -> Result<
 /// Copies the shadow into the live tables in one transaction, if the shadow is at or
 /// beyond the live checkpoint (so the running projector loses nothing). `false` when
 /// the projector is ahead: fold further and try again.
-pub(super) async fn swap(live: &DatabaseConnection, shadow: &Shadow, name: &str) -> Result<bool, ReplayError> {
+pub(super) async fn swap(
+    live: &DatabaseConnection,
+    shadow: &Shadow,
+    name: &str,
+) -> Result<bool, ReplayError> {
     let shadow_seq = apply::load_checkpoint(&shadow.db, name).await?;
     match &shadow.file {
         None => {
