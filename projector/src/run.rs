@@ -36,7 +36,7 @@ pub struct ProjectorConfig {
 impl Default for ProjectorConfig {
     fn default() -> Self {
         ProjectorConfig {
-            name: "projector".to_owned(),
+            name: jobstream_core::replay::DEFAULT_PROJECTOR.to_owned(),
             batch_size: 500,
             sweep_interval: Duration::from_secs(60),
             job_ttl: Duration::from_secs(24 * 3600),

@@ -18,7 +18,7 @@ use crate::state::AppState;
 /// Most dead letters per page.
 const MAX_LIMIT: u64 = 500;
 /// Name of the projector whose dead letters are listed.
-const PROJECTOR: &str = "projector";
+const PROJECTOR: &str = jobstream_core::replay::DEFAULT_PROJECTOR;
 
 /// `/v1/admin/rejected` routes.
 pub fn router() -> Router<AppState> {

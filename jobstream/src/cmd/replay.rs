@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use jobstream_projector::replay::control::Lease;
 use jobstream_projector::replay::{self, Progress, ReplayOptions, ReplayStart, ReplaySummary};
 
 use crate::cli::ReplayArgs;
@@ -43,7 +44,20 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 system::redact(&args.db.url())
             );
             let db = system::connect_db_migrated(&args.db.url()).await?;
-            replay::replay_live(&broker, &db, &opts, &progress, &cancel).await
+            // The lock of replays asked for over the API too: never two at once.
+            let lease = match Lease::acquire(&broker, &opts.projector_name, &progress.snapshot())
+                .await?
+            {
+                Ok(lease) => lease,
+                Err(held) => anyhow::bail!(
+                    "a replay is already running ({} at sequence {} of {}); see GET /v1/admin/replay",
+                    held.phase,
+                    held.position,
+                    held.target
+                ),
+            };
+            let replay = replay::replay_live(&broker, &db, &opts, &progress, &cancel);
+            lease.publish_while(&progress, replay).await
         }
     };
     reporter.abort();
