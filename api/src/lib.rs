@@ -34,4 +34,4 @@ pub mod tickets;
 pub mod users;
 
 pub use server::{App, app};
-pub use state::AppState;
+pub use state::{ApiSettings, AppState};

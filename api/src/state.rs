@@ -1,13 +1,16 @@
-//! Shared state handed to every handler.
+//! Shared state handed to every handler, and how an API instance builds it.
 
 use std::sync::Arc;
 
 use jobstream_core::broker::Broker;
+use jobstream_core::files::{FileSettings, FileStore};
 use jobstream_core::kinds::Catalogue;
 use sea_orm::DatabaseConnection;
 
 use crate::auth::Verifier;
+use crate::live::{EventHub, HubConfig};
 use crate::routes::files::FilesState;
+use crate::routes::health::Readiness;
 
 /// What every handler gets: the broker to append events, the projection to read, the token verifier.
 #[derive(Clone)]
@@ -25,14 +28,53 @@ pub struct AppState {
     /// The files bucket (uploads, thumbnails).
     pub files: FilesState,
     /// The live tail of the stream (SSE, `wait`), one per API process.
-    pub live: crate::live::EventHub,
-    /// The admin replay this process runs.
-    pub replay: crate::routes::admin_replay::ReplayControl,
+    pub live: EventHub,
     /// Bounds `/readyz` holds the system to.
-    pub readiness: crate::routes::health::Readiness,
+    pub readiness: Readiness,
+}
+
+/// How an API instance is set up, apart from its connections.
+pub struct ApiSettings {
+    /// Bearer token verification.
+    pub verifier: Arc<Verifier>,
+    /// Any authenticated caller may create users (else admins only).
+    pub open_registration: bool,
+    /// The job kinds accepted.
+    pub kinds: Catalogue,
+    /// The files bucket.
+    pub files: FileSettings,
+    /// Largest upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Bounds of `/readyz`.
+    pub readiness: Readiness,
+    /// The live tail's buffers.
+    pub hub: HubConfig,
 }
 
 impl AppState {
+    /// The state of one API instance on `broker` and `db`: opens the files bucket and
+    /// starts the live tail of the stream.
+    pub async fn build(
+        broker: Broker,
+        db: DatabaseConnection,
+        settings: ApiSettings,
+    ) -> anyhow::Result<Self> {
+        let store = FileStore::open(broker.jetstream(), &settings.files).await?;
+        Ok(AppState {
+            live: EventHub::with_config(broker.clone(), settings.hub).await?,
+            files: FilesState {
+                store,
+                max_upload_bytes: settings.max_upload_bytes,
+            },
+            broker,
+            db,
+            verifier: settings.verifier,
+            users: Arc::new(crate::users::Users::new(settings.open_registration)),
+            kinds: settings.kinds,
+            readiness: settings.readiness,
+        })
+    }
+
     /// The jobs service over this state.
     pub fn jobs(&self) -> crate::jobs::JobService {
         crate::jobs::JobService::new(self)

@@ -18,6 +18,7 @@
 //! - [`atomic`]: atomic batch publish, last-message lookups, reading every record kind (I/O).
 //! - [`stored`]: the one decoder of stored stream messages (including scheduler-fired ones).
 //! - [`schedule`]: periodic schedules: records, cron / `@every` syntax, subjects.
+//! - [`replay`]: replay commands and progress shared by the API, the CLI and the projector.
 //! - [`shutdown`]: Ctrl-C / SIGTERM into a cancellation token.
 //! - [`user`]: user events (`users.<user_id>.<event>`), ids derived from `sub`, the user fold. Pure.
 //! - [`user_broker`]: publishing and reading user events; reading the whole stream (I/O).
@@ -31,6 +32,7 @@ pub mod fold;
 pub mod kinds;
 pub mod limits;
 pub mod nats_server;
+pub mod replay;
 pub mod schedule;
 pub mod shutdown;
 pub mod store;

@@ -198,6 +198,12 @@ pub fn all_slots(stream: &str) -> String {
     format!("slots.{stream}.>")
 }
 
+/// Subject of the replay commands of the projector `projector` over the job stream
+/// `stream` (a NATS request, not stored: outside the stream's subjects).
+pub fn replay_commands(stream: &str, projector: &str) -> String {
+    format!("jobstream.replay.{stream}.{projector}")
+}
+
 /// The parts of a job event subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedSubject<'a> {

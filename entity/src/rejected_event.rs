@@ -33,3 +33,20 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// The dead letters of `projector`, oldest first: up to `limit` with a sequence above `after`.
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    projector: &str,
+    after: u64,
+    limit: u64,
+) -> Result<Vec<Model>, DbErr> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    Entity::find()
+        .filter(Column::Projector.eq(projector))
+        .filter(Column::Seq.gt(i64::try_from(after).unwrap_or(i64::MAX)))
+        .order_by_asc(Column::Seq)
+        .limit(limit.min(i64::MAX as u64))
+        .all(db)
+        .await
+}

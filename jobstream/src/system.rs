@@ -1,8 +1,11 @@
 //! Wiring shared by the commands: broker, database, auth and tuning from the CLI.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use jobstream_api::auth::{AuthConfig, KeySet, PinnedKey, Verifier, VerifyPolicy};
-use jobstream_api::routes::files::FilesState;
+use jobstream_api::live::HubConfig;
+use jobstream_api::{ApiSettings, AppState};
 use jobstream_core::broker::{Broker, StreamSettings};
 use jobstream_core::files::{FileSettings, FileStore};
 use jobstream_core::kinds::Catalogue;
@@ -17,7 +20,8 @@ use sea_orm::DatabaseConnection;
 use secrecy::SecretString;
 
 use crate::cli::{
-    AuthArgs, CatalogueArgs, FilesArgs, KindsArgs, NatsArgs, ProjectorTuning, WorkerTuning,
+    AuthArgs, CatalogueArgs, FilesArgs, KindsArgs, NatsArgs, ProjectorTuning, ReadinessArgs,
+    WorkerTuning,
 };
 
 /// Stream settings from the command line.
@@ -32,14 +36,11 @@ pub fn stream_settings(nats: &NatsArgs) -> StreamSettings {
 
 /// Connects to NATS, checks that the server fsyncs every write (warns, or refuses with
 /// `--require-fsync`), and creates or updates the stream.
-pub async fn connect_broker(
-    url: &str,
-    nats: &NatsArgs,
-    client_name: &str,
-) -> anyhow::Result<Broker> {
-    let broker = Broker::connect(url, client_name, &nats.stream).await?;
+pub async fn connect_broker(nats: &NatsArgs, client_name: &str) -> anyhow::Result<Broker> {
+    let url = nats.url();
+    let broker = Broker::connect(&url, client_name, &nats.stream).await?;
     let monitor = (nats.nats_monitor_url.clone())
-        .or_else(|| jobstream_core::nats_server::default_monitor_url(url))
+        .or_else(|| jobstream_core::nats_server::default_monitor_url(&url))
         .unwrap_or_default();
     jobstream_core::nats_server::check_fsync(&monitor, nats.require_fsync).await?;
     broker.ensure_stream(&stream_settings(nats)).await?;
@@ -196,24 +197,49 @@ pub async fn open_files(
     files: &FilesArgs,
     nats: &NatsArgs,
 ) -> anyhow::Result<FileStore> {
-    let settings = FileSettings {
+    Ok(FileStore::open(broker.jetstream(), &file_settings(files, nats)).await?)
+}
+
+/// Settings of the files bucket.
+fn file_settings(files: &FilesArgs, nats: &NatsArgs) -> FileSettings {
+    FileSettings {
         bucket: files.files_bucket.clone(),
         max_bucket_bytes: files.files_bucket_max_bytes,
         replicas: nats.stream_replicas,
-    };
-    Ok(FileStore::open(broker.jetstream(), &settings).await?)
+    }
 }
 
-/// What the API needs of the files bucket.
-pub async fn files_state(
-    broker: &Broker,
-    files: &FilesArgs,
-    nats: &NatsArgs,
-) -> anyhow::Result<FilesState> {
-    Ok(FilesState {
-        store: open_files(broker, files, nats).await?,
-        max_upload_bytes: files.max_upload_size,
-    })
+/// The state of an API instance (`api`, `dev`) from its settings.
+pub async fn api_state(
+    broker: Broker,
+    db: DatabaseConnection,
+    verifier: Verifier,
+    parts: ApiParts<'_>,
+) -> anyhow::Result<AppState> {
+    let settings = ApiSettings {
+        verifier: Arc::new(verifier),
+        open_registration: parts.open_registration,
+        kinds: catalogue(parts.catalogue)?,
+        files: file_settings(parts.files, parts.nats),
+        max_upload_bytes: parts.files.max_upload_size,
+        readiness: parts.readiness.readiness(),
+        hub: HubConfig::default(),
+    };
+    AppState::build(broker, db, settings).await
+}
+
+/// The argument groups an API instance is built from.
+pub struct ApiParts<'a> {
+    /// NATS and the stream.
+    pub nats: &'a NatsArgs,
+    /// The files bucket.
+    pub files: &'a FilesArgs,
+    /// Custom kinds.
+    pub catalogue: &'a CatalogueArgs,
+    /// `/readyz` bounds.
+    pub readiness: &'a ReadinessArgs,
+    /// `--open-registration`.
+    pub open_registration: bool,
 }
 
 /// The catalogue of kinds: the built-in ones plus the kinds file, when given.

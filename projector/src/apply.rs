@@ -408,44 +408,12 @@ async fn fold_in(
     let mut jobs = load_jobs(txn, fresh.iter().map(|(_, e)| e.job_id)).await?;
     let mut dirty: HashSet<Uuid> = HashSet::new();
     for (seq, env) in fresh {
-        let job_id = env.job_id;
-        let outcome = match (jobs.get_mut(&job_id), &env.event) {
-            (None, Event::Queued(spec) | Event::Scheduled(spec)) => {
-                if let Some(existing) =
-                    idempotent_twin(txn, &jobs, &spec.owner, spec.idempotency_key.as_deref())
-                        .await?
-                {
-                    tracing::info!(%job_id, %existing, seq, "queued event ignored: idempotency key already used by another job");
-                    Err(())
-                } else if let Some(state) = JobState::from_queued(env, seq) {
-                    jobs.insert(job_id, state);
-                    Ok(())
-                } else {
-                    Err(())
-                }
-            }
-            (None, _) => {
-                tracing::info!(%job_id, seq, event = env.event_type().as_str(), "event ignored: unknown job (never queued, or already swept)");
-                Err(())
-            }
-            (Some(state), _) => match state.apply(env, seq) {
-                Ok(()) => Ok(()),
-                Err(Rejected::Impossible { from, event }) => {
-                    tracing::warn!(%job_id, seq, from, event, "impossible transition ignored");
-                    Err(())
-                }
-                Err(e) => {
-                    tracing::debug!(%job_id, seq, error = %e, "event ignored");
-                    Err(())
-                }
-            },
-        };
-        match outcome {
-            Ok(()) => {
+        match fold_job_event(txn, &mut jobs, seq, env).await? {
+            JobFold::Applied => {
                 out.applied += 1;
-                dirty.insert(job_id);
+                dirty.insert(env.job_id);
             }
-            Err(()) => out.ignored += 1,
+            JobFold::Ignored => out.ignored += 1,
         }
     }
 
@@ -463,6 +431,56 @@ async fn fold_in(
     )
     .await?;
     Ok(out)
+}
+
+/// What one job event did to the batch's jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobFold {
+    /// The job changed: its row is written with the batch.
+    Applied,
+    /// Refused by the state machine, a second use of an idempotency key, or an unknown
+    /// job: recorded as ignored, nothing changes.
+    Ignored,
+}
+
+/// Folds one job event into `jobs` (the batch's jobs, loaded from the projection).
+async fn fold_job_event(
+    txn: &DatabaseTransaction,
+    jobs: &mut HashMap<Uuid, JobState>,
+    seq: u64,
+    env: &Envelope,
+) -> Result<JobFold, DbErr> {
+    let job_id = env.job_id;
+    Ok(match (jobs.get_mut(&job_id), &env.event) {
+        (None, Event::Queued(spec) | Event::Scheduled(spec)) => {
+            if let Some(existing) =
+                idempotent_twin(txn, jobs, &spec.owner, spec.idempotency_key.as_deref()).await?
+            {
+                tracing::info!(%job_id, %existing, seq, "queued event ignored: idempotency key already used by another job");
+                JobFold::Ignored
+            } else if let Some(state) = JobState::from_queued(env, seq) {
+                jobs.insert(job_id, state);
+                JobFold::Applied
+            } else {
+                JobFold::Ignored
+            }
+        }
+        (None, _) => {
+            tracing::info!(%job_id, seq, event = env.event_type().as_str(), "event ignored: unknown job (never queued, or already swept)");
+            JobFold::Ignored
+        }
+        (Some(state), _) => match state.apply(env, seq) {
+            Ok(()) => JobFold::Applied,
+            Err(Rejected::Impossible { from, event }) => {
+                tracing::warn!(%job_id, seq, from, event, "impossible transition ignored");
+                JobFold::Ignored
+            }
+            Err(e) => {
+                tracing::debug!(%job_id, seq, error = %e, "event ignored");
+                JobFold::Ignored
+            }
+        },
+    })
 }
 
 /// Current state of the given jobs, as far as the projection has them.

@@ -15,6 +15,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{self, BatchOutcome, Delivered};
+use crate::replay::control::ReplayService;
+
+/// Events per transaction of a replay run on request.
+const REPLAY_BATCH: usize = 1000;
 
 /// How the projector folds and sweeps.
 #[derive(Debug, Clone)]
@@ -32,7 +36,7 @@ pub struct ProjectorConfig {
 impl Default for ProjectorConfig {
     fn default() -> Self {
         ProjectorConfig {
-            name: "projector".to_owned(),
+            name: jobstream_core::replay::DEFAULT_PROJECTOR.to_owned(),
             batch_size: 500,
             sweep_interval: Duration::from_secs(60),
             job_ttl: Duration::from_secs(24 * 3600),
@@ -61,6 +65,8 @@ pub struct Projector {
     /// Reopens the projector's pool after a failed batch (`None`: keep the one given).
     connector: Option<Connector>,
     failures: watch::Sender<u64>,
+    /// The replay commands of this projector's name, served while it runs.
+    replays: Option<ReplayService>,
 }
 
 impl Projector {
@@ -71,9 +77,18 @@ impl Projector {
         db: DatabaseConnection,
         config: ProjectorConfig,
     ) -> Result<Self, ProjectorError> {
+        // Replays write through the pool given (the swap has its own connection).
+        let shared = db.clone();
+        let replay_db: Connector = Arc::new(move || {
+            let db = shared.clone();
+            Box::pin(async move { Ok(db) })
+        });
         match own_pool(&db) {
-            Some(connector) => Self::build_with_connector(broker, connector, config).await,
-            None => Self::build_inner(broker, db, None, config).await,
+            Some(connector) => {
+                let db = connector().await?;
+                Self::build_inner(broker, db, Some(connector), replay_db, config).await
+            }
+            None => Self::build_inner(broker, db, None, replay_db, config).await,
         }
     }
 
@@ -85,15 +100,20 @@ impl Projector {
         config: ProjectorConfig,
     ) -> Result<Self, ProjectorError> {
         let db = connector().await?;
-        Self::build_inner(broker, db, Some(connector), config).await
+        Self::build_inner(broker, db, Some(connector.clone()), connector, config).await
     }
 
     async fn build_inner(
         broker: Broker,
         db: DatabaseConnection,
         connector: Option<Connector>,
+        replay_db: Connector,
         config: ProjectorConfig,
     ) -> Result<Self, ProjectorError> {
+        // Listening before `build` returns: a replay asked for right after is answered.
+        let replays = ReplayService::start(broker.clone(), replay_db, &config.name, REPLAY_BATCH)
+            .await
+            .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
         let stream = broker
             .stream()
             .await
@@ -143,6 +163,7 @@ impl Projector {
             applied_tx,
             connector,
             failures: watch::channel(0).0,
+            replays: Some(replays),
         })
     }
 
@@ -181,7 +202,7 @@ impl Projector {
         Ok(n)
     }
 
-    /// Folds events until `shutdown` is cancelled.
+    /// Folds events until `shutdown` is cancelled, and serves replay commands meanwhile.
     ///
     /// First (and whenever the consumer is idle while the stream is ahead of the checkpoint)
     /// it catches up by reading the stream from the checkpoint, so it never depends on the
@@ -190,7 +211,23 @@ impl Projector {
     /// delivered message is never dropped, and a message is acked only once the committed
     /// checkpoint covers every message delivered so far (`AckPolicy::All` acks them all).
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
-        if self.catch_up_until_done(&shutdown).await.is_none() {
+        // The replay service stops with the fold, whichever ends first.
+        let stop_replays = shutdown.child_token();
+        let replays = self
+            .replays
+            .take()
+            .map(|r| tokio::spawn(r.serve(stop_replays.clone())));
+        let folded = self.fold(&shutdown).await;
+        stop_replays.cancel();
+        if let Some(r) = replays {
+            let _ = r.await;
+        }
+        folded
+    }
+
+    /// The fold loop of [`run`](Self::run).
+    async fn fold(&mut self, shutdown: &CancellationToken) -> Result<(), ProjectorError> {
+        if self.catch_up_until_done(shutdown).await.is_none() {
             return Ok(());
         }
         let mut messages = self
@@ -208,28 +245,19 @@ impl Projector {
         let mut delivered_since_tick = false;
         tracing::info!(name = %self.config.name, "projector started");
         loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
+            let step = tokio::select! {
+                () = shutdown.cancelled() => Step::Stop,
                 _ = sweep.tick() => {
                     if let Err(e) = self.sweep().await {
                         tracing::error!(error = %e, "TTL sweep failed; will try again");
                     }
+                    Step::Continue
                 }
                 _ = idle.tick() => {
                     if std::mem::take(&mut delivered_since_tick) {
-                        continue;
-                    }
-                    // Idle: the stream may still be ahead (messages acked by an earlier instance
-                    // but never committed, a lost last transaction): read them from the stream.
-                    match self.catch_up(&shutdown).await {
-                        Ok(true) => {
-                            if let Err(e) = apply::write_heartbeat(&self.db, &self.config.name).await {
-                                tracing::debug!(error = %e, "projector heartbeat not written");
-                            }
-                        }
-                        Ok(false) => {}
-                        Err(CatchUp::Shutdown) => break,
-                        Err(CatchUp::Stream(e)) => tracing::warn!(error = %e, "cannot read the stream to catch up; will try again"),
+                        Step::Continue
+                    } else {
+                        self.when_idle(shutdown).await
                     }
                 }
                 chunk = messages.next() => {
@@ -237,63 +265,73 @@ impl Projector {
                         return Err(ProjectorError::Consumer("message stream ended".to_owned()));
                     };
                     delivered_since_tick = true;
-                    let mut batch = Vec::with_capacity(chunk.len());
-                    let mut last = None;
-                    let mut highest = 0;
-                    for m in chunk {
-                        match m {
-                            Ok(m) => {
-                                let seq = match m.info() {
-                                    Ok(i) => i.stream_sequence,
-                                    Err(e) => { tracing::warn!(error = %e, "message without JetStream metadata"); continue; }
-                                };
-                                // The one decoder: fired jobs need the stored message, not just its payload.
-                                let decoded = StoredMessage::from_delivered(&m).and_then(|s| Record::from_stored(&s));
-                                let env = match decoded {
-                                    Ok(rec) => Some(rec),
-                                    Err(e) => {
-                                        tracing::error!(seq, subject = %m.subject, error = %e, "undecodable event skipped");
-                                        None
-                                    }
-                                };
-                                batch.push(Delivered::new(seq, m.subject.to_string(), env));
-                                highest = highest.max(seq);
-                                last = Some(m);
-                            }
-                            Err(e) => tracing::warn!(error = %e, "consumer error; continuing"),
-                        }
-                    }
-                    let Some(last) = last else { continue };
-                    // The consumer only delivers; order comes from the stream. Messages an earlier
-                    // (crashed) instance held come back only after ack_wait, later ones may come
-                    // first: fold everything missing above the checkpoint straight from the stream
-                    // first. Never drop the chunk: its messages would be acked with a later one.
-                    batch.sort_by_key(|d| d.seq);
-                    batch.dedup_by_key(|d| d.seq);
-                    let checkpoint = *self.applied_tx.borrow();
-                    if batch.iter().find(|d| d.seq > checkpoint).is_some_and(|d| d.seq > checkpoint + 1)
-                        && self.catch_up_until_done(&shutdown).await.is_none()
-                    {
-                        break;
-                    }
-                    let Some(outcome) = self.apply_until_committed(&batch, &shutdown).await else { break };
-                    tracing::debug!(?outcome, "batch committed");
-                    let committed = outcome.checkpoint.max(*self.applied_tx.borrow());
-                    self.applied_tx.send_replace(committed);
-                    if highest > committed {
-                        // Cannot happen after a commit; if it ever did, acking would lose events.
-                        tracing::error!(highest, committed, "not acking: the checkpoint does not cover the batch");
-                        continue;
-                    }
-                    if let Err(e) = last.ack().await {
-                        // Harmless: the batch is redelivered and is a no-op below the checkpoint.
-                        tracing::warn!(error = %e, "ack after commit failed");
+                    match Chunk::decode(chunk) {
+                        Some(chunk) => self.fold_chunk(chunk, shutdown).await,
+                        None => Step::Continue,
                     }
                 }
+            };
+            if step == Step::Stop {
+                break;
             }
         }
         tracing::info!("projector stopped");
         Ok(())
+    }
+
+    /// The consumer was silent: the stream may still be ahead (messages acked by an earlier
+    /// instance but never committed, a lost last transaction): read them from the stream.
+    async fn when_idle(&mut self, shutdown: &CancellationToken) -> Step {
+        match self.catch_up(shutdown).await {
+            Ok(true) => {
+                if let Err(e) = apply::write_heartbeat(&self.db, &self.config.name).await {
+                    tracing::debug!(error = %e, "projector heartbeat not written");
+                }
+            }
+            Ok(false) => {}
+            Err(CatchUp::Shutdown) => return Step::Stop,
+            Err(CatchUp::Stream(e)) => {
+                tracing::warn!(error = %e, "cannot read the stream to catch up; will try again");
+            }
+        }
+        Step::Continue
+    }
+
+    /// Folds one delivered chunk and acks it once the checkpoint covers it.
+    async fn fold_chunk(&mut self, chunk: Chunk, shutdown: &CancellationToken) -> Step {
+        let Chunk {
+            batch,
+            last,
+            highest,
+        } = chunk;
+        // The consumer only delivers; order comes from the stream. Messages an earlier
+        // (crashed) instance held come back only after ack_wait, later ones may come
+        // first: fold everything missing above the checkpoint straight from the stream
+        // first. Never drop the chunk: its messages would be acked with a later one.
+        let checkpoint = *self.applied_tx.borrow();
+        if has_gap(&batch, checkpoint) && self.catch_up_until_done(shutdown).await.is_none() {
+            return Step::Stop;
+        }
+        let Some(outcome) = self.apply_until_committed(&batch, shutdown).await else {
+            return Step::Stop;
+        };
+        tracing::debug!(?outcome, "batch committed");
+        let committed = outcome.checkpoint.max(*self.applied_tx.borrow());
+        self.applied_tx.send_replace(committed);
+        if highest > committed {
+            // Cannot happen after a commit; if it ever did, acking would lose events.
+            tracing::error!(
+                highest,
+                committed,
+                "not acking: the checkpoint does not cover the batch"
+            );
+            return Step::Continue;
+        }
+        if let Err(e) = last.ack().await {
+            // Harmless: the batch is redelivered and is a no-op below the checkpoint.
+            tracing::warn!(error = %e, "ack after commit failed");
+        }
+        Step::Continue
     }
 
     /// Folds the stream from the checkpoint to its end, in batches, straight from the
@@ -446,6 +484,77 @@ impl Projector {
             }
         }
     }
+}
+
+/// Whether the fold loop goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Continue,
+    Stop,
+}
+
+/// One chunk of delivered messages, decoded: the batch in stream order (each sequence
+/// once), the last message (acking it acks them all) and the highest sequence.
+struct Chunk {
+    batch: Vec<Delivered>,
+    last: async_nats::jetstream::Message,
+    highest: u64,
+}
+
+impl Chunk {
+    /// Decodes what the consumer delivered; `None` when nothing usable arrived. A message
+    /// that does not decode stays in the batch as `None` (the fold counts and skips it).
+    fn decode(
+        chunk: Vec<Result<async_nats::jetstream::Message, consumer::pull::MessagesError>>,
+    ) -> Option<Chunk> {
+        let mut batch = Vec::with_capacity(chunk.len());
+        let mut last = None;
+        let mut highest = 0;
+        for m in chunk {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error; continuing");
+                    continue;
+                }
+            };
+            let seq = match m.info() {
+                Ok(i) => i.stream_sequence,
+                Err(e) => {
+                    tracing::warn!(error = %e, "message without JetStream metadata");
+                    continue;
+                }
+            };
+            // The one decoder: fired jobs need the stored message, not just its payload.
+            let decoded = StoredMessage::from_delivered(&m).and_then(|s| Record::from_stored(&s));
+            let record = match decoded {
+                Ok(rec) => Some(rec),
+                Err(e) => {
+                    tracing::error!(seq, subject = %m.subject, error = %e, "undecodable event skipped");
+                    None
+                }
+            };
+            batch.push(Delivered::new(seq, m.subject.to_string(), record));
+            highest = highest.max(seq);
+            last = Some(m);
+        }
+        batch.sort_by_key(|d| d.seq);
+        batch.dedup_by_key(|d| d.seq);
+        Some(Chunk {
+            batch,
+            last: last?,
+            highest,
+        })
+    }
+}
+
+/// Whether a sorted batch skips sequences right above the checkpoint (held by a crashed
+/// instance until their ack wait): they must be read from the stream first.
+fn has_gap(batch: &[Delivered], checkpoint: u64) -> bool {
+    batch
+        .iter()
+        .find(|d| d.seq > checkpoint)
+        .is_some_and(|d| d.seq > checkpoint + 1)
 }
 
 /// Why a catch-up stopped.

@@ -1,6 +1,6 @@
 //! `/v1/admin/rejected`: the projector's dead letters (admins only). An event the
 //! projection cannot hold (e.g. a NUL character on PostgreSQL) is recorded there instead
-//! of stopping the fold; see [`jobstream_projector::replay::rejected_events`].
+//! of stopping the fold; see [`rejected_event::list`].
 
 use axum::extract::{Query, State};
 use axum::routing::get;
@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use jobstream_entity::rejected_event;
+
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
@@ -16,7 +18,7 @@ use crate::state::AppState;
 /// Most dead letters per page.
 const MAX_LIMIT: u64 = 500;
 /// Name of the projector whose dead letters are listed.
-const PROJECTOR: &str = "projector";
+const PROJECTOR: &str = jobstream_core::replay::DEFAULT_PROJECTOR;
 
 /// `/v1/admin/rejected` routes.
 pub fn router() -> Router<AppState> {
@@ -98,21 +100,17 @@ pub async fn list_rejected(
         ));
     }
     // One more than asked tells whether there is a next page.
-    let mut rows = jobstream_projector::replay::rejected_events(
-        &state.db,
-        PROJECTOR,
-        q.after.unwrap_or(0),
-        limit + 1,
-    )
-    .await?;
+    let mut rows =
+        rejected_event::list(&state.db, PROJECTOR, q.after.unwrap_or(0), limit + 1).await?;
     let more = rows.len() as u64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_after = more.then(|| rows.last().map(|r| r.seq)).flatten();
+    let seq = |r: &rejected_event::Model| u64::try_from(r.seq).unwrap_or(0);
+    let next_after = more.then(|| rows.last().map(seq)).flatten();
     Ok(Json(RejectedPage {
         items: rows
             .into_iter()
             .map(|r| RejectedView {
-                seq: r.seq,
+                seq: seq(&r),
                 subject: r.subject,
                 job_id: r.job_id,
                 event_type: r.event_type,

@@ -1,53 +1,33 @@
-//! `/v1/admin/replay`: start a replay of the stream into the live projection and
-//! watch its progress (admins only). The replay runs in this API process with the
-//! projector's own fold; see [`jobstream_projector::replay`].
+//! `/v1/admin/replay`: ask the projector to replay the stream into the live projection,
+//! and read its progress (admins only).
+//!
+//! The API runs no replay itself: it sends a replay command to the projector, which
+//! runs one replay at a time and publishes its progress into a key-value bucket
+//! (see [`jobstream_core::replay`]). Every API instance reads the same progress.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use jobstream_projector::replay::{self, Progress, ProgressSnapshot, ReplayOptions, ReplayStart};
-use serde::Deserialize;
+use jobstream_core::catalogue::FieldError;
+use jobstream_core::replay::{
+    self as wire, DEFAULT_PROJECTOR, ProgressSnapshot, ReplayCommand, ReplayReply, ReplayStart,
+    RequestError,
+};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::http::OptionalJson;
+use crate::http::OptionalBody;
+use crate::input::{Field, Unknown, impl_body};
 use crate::state::AppState;
 
-/// The replay this process runs or ran last.
-#[derive(Clone, Default)]
-pub struct ReplayControl {
-    current: Arc<Mutex<Option<Arc<Progress>>>>,
-}
-
-impl ReplayControl {
-    fn get(&self) -> Option<Arc<Progress>> {
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Registers a new replay unless one is running.
-    fn begin(&self) -> Option<Arc<Progress>> {
-        let mut guard = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if guard.as_ref().is_some_and(|p| !p.snapshot().finished) {
-            return None;
-        }
-        let p = Arc::new(Progress::default());
-        *guard = Some(p.clone());
-        Some(p)
-    }
-}
+/// Job TTL of a replay that names none: the projector's default.
+const DEFAULT_JOB_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// `/v1/admin/replay` routes.
 pub fn router() -> Router<AppState> {
@@ -55,57 +35,75 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Where the replay starts (at most one of `from_seq` and `since`).
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartReplay {
-    /// Start at this stream sequence.
-    pub from_seq: Option<u64>,
+    /// Start at this stream sequence (at least 1).
+    #[schema(value_type = Option<u64>)]
+    pub from_seq: Option<Field<u64>>,
     /// Start at the first event stored at or after this time (RFC 3339).
-    pub since: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub since: Option<Field<DateTime<Utc>>>,
     /// Finished jobs older than this many seconds are swept from the result (default 86400).
-    pub job_ttl_secs: Option<u64>,
+    #[schema(value_type = Option<u64>)]
+    pub job_ttl_secs: Option<Field<u64>>,
     /// Discard an interrupted replay's shadow instead of resuming it.
-    #[serde(default)]
-    pub fresh: bool,
+    #[schema(value_type = Option<bool>)]
+    pub fresh: Option<Field<bool>>,
+    /// Names sent that are not fields of a replay request.
+    #[serde(skip)]
+    pub unknown: Unknown,
 }
 
-/// A replay request, each field checked on its own so that a bad one is named.
-fn parse_start(body: serde_json::Value) -> Result<StartReplay, ApiError> {
-    let serde_json::Value::Object(obj) = body else {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    };
-    let mut req = StartReplay::default();
-    for (field, v) in obj {
-        let bad = |m: &str| ApiError::field(field.clone(), m.to_owned());
-        if v.is_null() {
-            continue;
+impl_body!(StartReplay);
+
+impl StartReplay {
+    /// The command, or every bad field.
+    fn validate(self) -> Result<ReplayCommand, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        self.unknown.report(&mut errors);
+        let from_seq = self
+            .from_seq
+            .and_then(|f| f.check("from_seq", "must be an integer of at least 1", &mut errors));
+        let since = self.since.and_then(|f| {
+            f.check(
+                "since",
+                "must be an RFC 3339 time like 2026-01-02T15:04:05Z",
+                &mut errors,
+            )
+        });
+        let job_ttl_secs = self.job_ttl_secs.and_then(|f| {
+            f.check(
+                "job_ttl_secs",
+                "must be a whole number of seconds",
+                &mut errors,
+            )
+        });
+        let fresh = self
+            .fresh
+            .and_then(|f| f.check("fresh", "must be true or false", &mut errors));
+        let start = match (from_seq, since) {
+            (Some(_), Some(_)) => {
+                errors.push(FieldError::new("since", "give from_seq or since, not both"));
+                ReplayStart::Beginning
+            }
+            (Some(0), None) => {
+                errors.push(FieldError::new("from_seq", "must be at least 1"));
+                ReplayStart::Beginning
+            }
+            (Some(s), None) => ReplayStart::Seq(s),
+            (None, Some(t)) => ReplayStart::Since(t),
+            (None, None) => ReplayStart::Beginning,
+        };
+        if !errors.is_empty() {
+            return Err(errors);
         }
-        match field.as_str() {
-            "from_seq" => {
-                req.from_seq = Some(
-                    v.as_u64()
-                        .ok_or_else(|| bad("must be an integer of at least 1"))?,
-                );
-            }
-            "job_ttl_secs" => {
-                req.job_ttl_secs = Some(
-                    v.as_u64()
-                        .ok_or_else(|| bad("must be a whole number of seconds"))?,
-                );
-            }
-            "since" => {
-                req.since = Some(
-                    serde_json::from_value(v)
-                        .map_err(|_| bad("must be an RFC 3339 time like 2026-01-02T15:04:05Z"))?,
-                );
-            }
-            "fresh" => req.fresh = v.as_bool().ok_or_else(|| bad("must be true or false"))?,
-            _ => return Err(bad("unknown field")),
-        }
+        Ok(ReplayCommand {
+            start,
+            job_ttl_secs: job_ttl_secs.unwrap_or(DEFAULT_JOB_TTL.as_secs()),
+            fresh: fresh.unwrap_or(false),
+        })
     }
-    Ok(req)
 }
 
 fn admin_only(caller: &Caller) -> Result<(), ApiError> {
@@ -116,14 +114,15 @@ fn admin_only(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-/// Start a replay into the live projection (runs in the background).
+/// Start a replay into the live projection: the projector runs it in the background.
 #[utoipa::path(
-    post, path = "/v1/admin/replay", tag = "admin", request_body = StartReplay,
+    post, path = "/v1/admin/replay", tag = "admin", request_body(content = Option<StartReplay>),
     responses(
         (status = 202, description = "Started; poll GET for progress"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A replay is already running", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No projector is running to execute it", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -131,57 +130,32 @@ fn admin_only(caller: &Caller) -> Result<(), ApiError> {
 pub async fn start_replay(
     State(state): State<AppState>,
     caller: Caller,
-    OptionalJson(body): OptionalJson,
-) -> Result<Response, ApiError> {
+    OptionalBody(body): OptionalBody<StartReplay>,
+) -> Result<(StatusCode, Json<ProgressSnapshot>), ApiError> {
     admin_only(&caller)?;
-    let req = match body {
-        None => StartReplay::default(),
-        Some(v) => parse_start(v)?,
-    };
-    let start = match (req.from_seq, req.since) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::field("since", "give from_seq or since, not both"));
+    let command = body
+        .unwrap_or_default()
+        .validate()
+        .map_err(ApiError::Unprocessable)?;
+    let reply = wire::request(&state.broker, DEFAULT_PROJECTOR, &command)
+        .await
+        .map_err(|e| match e {
+            RequestError::NoProjector => ApiError::Unavailable(e.to_string()),
+            RequestError::Unanswered(_) => ApiError::Unavailable(e.to_string()),
+        })?;
+    match reply {
+        ReplayReply::Started(progress) => {
+            tracing::info!(?command.start, "replay requested over the admin API");
+            Ok((StatusCode::ACCEPTED, Json(progress)))
         }
-        (Some(0), None) => return Err(ApiError::field("from_seq", "must be at least 1")),
-        (Some(s), None) => ReplayStart::Seq(s),
-        (None, Some(t)) => ReplayStart::Since(t),
-        (None, None) => ReplayStart::Beginning,
-    };
-    let opts = ReplayOptions {
-        start,
-        job_ttl: Duration::from_secs(req.job_ttl_secs.unwrap_or(24 * 3600)),
-        fresh: req.fresh,
-        ..ReplayOptions::default()
-    };
-    let Some(progress) = state.replay.begin() else {
-        let body = Problem {
-            kind: "about:blank",
-            title: "Conflict",
-            status: 409,
-            detail: "a replay is already running; GET /v1/admin/replay shows its progress".into(),
-            errors: Vec::new(),
-        };
-        let mut res = (StatusCode::CONFLICT, Json(body)).into_response();
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        return Ok(res);
-    };
-    tracing::info!(?start, "replay started over the admin API");
-    let (broker, db, cancel, p) = (
-        state.broker.clone(),
-        state.db.clone(),
-        state.live.closing(),
-        progress.clone(),
-    );
-    tokio::spawn(async move {
-        match replay::replay_live(&broker, &db, &opts, &p, &cancel).await {
-            Ok(s) => tracing::info!(?s, "replay finished"),
-            Err(e) => tracing::error!(error = %e, "replay failed"),
-        }
-    });
-    Ok((StatusCode::ACCEPTED, Json(progress.snapshot())).into_response())
+        ReplayReply::Busy(p) => Err(ApiError::Conflict(format!(
+            "a replay is already running ({} at sequence {} of {}); GET /v1/admin/replay shows its progress",
+            p.phase, p.position, p.target
+        ))),
+        ReplayReply::Failed { error } => Err(ApiError::Unavailable(format!(
+            "the projector could not start the replay: {error}"
+        ))),
+    }
 }
 
 /// Progress of the running (or last) replay.
@@ -190,7 +164,7 @@ pub async fn start_replay(
     responses(
         (status = 200, description = "Phase, position, target, events/s, ETA, summary"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No replay has run in this process", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No replay has run", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -199,9 +173,9 @@ pub async fn replay_status(
     caller: Caller,
 ) -> Result<Json<ProgressSnapshot>, ApiError> {
     admin_only(&caller)?;
-    state
-        .replay
-        .get()
-        .map(|p| Json(p.snapshot()))
-        .ok_or_else(|| ApiError::NotFound("no replay has run in this API process".into()))
+    wire::read_progress(&state.broker, DEFAULT_PROJECTOR)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound("no replay has run".into()))
 }

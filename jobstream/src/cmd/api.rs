@@ -1,33 +1,31 @@
 //! `jobstream api`: the HTTP API on its own.
 
-use std::sync::Arc;
-
-use jobstream_api::users::Users;
-use jobstream_api::{App, AppState};
+use jobstream_api::App;
 
 use crate::cli::ApiArgs;
-use crate::system;
+use crate::system::{self, ApiParts};
+
+/// How long after the start of a shutdown the API is ended regardless (open SSE
+/// streams, a request that hangs).
+const EXIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves the API until Ctrl-C / SIGTERM.
 pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let verifier = system::verifier(&args.auth)?;
-    let broker = system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-api").await?;
-    let db = system::connect_db_migrated(&args.db.database_url).await?;
-    let kinds = system::catalogue(&args.catalogue)?;
-    let files = system::files_state(&broker, &args.files, &args.nats).await?;
-    let state = AppState {
-        live: jobstream_api::live::EventHub::start(broker.clone()).await?,
-        replay: Default::default(),
-        readiness: args.readiness.readiness(),
-        broker,
-        db,
-        verifier: Arc::new(verifier),
-        users: Arc::new(Users::new(args.open_registration)),
-        kinds,
-        files,
+    let broker = system::connect_broker(&args.nats, "jobstream-api").await?;
+    let db = system::connect_db_migrated(&args.db.url()).await?;
+    let parts = ApiParts {
+        nats: &args.nats,
+        files: &args.files,
+        catalogue: &args.catalogue,
+        readiness: &args.readiness,
+        open_registration: args.open_registration,
     };
-    let app = App::build((args.host, args.port).into(), state).await?;
-    app.run_until_stopped(jobstream_core::shutdown::token_on_signal())
-        .await?;
+    let state = system::api_state(broker, db, verifier, parts).await?;
+    let app = App::build(args.listen.addr(), state).await?;
+    let shutdown = jobstream_core::shutdown::token_on_signal();
+    // The server drains on its own; this is the backstop.
+    jobstream_core::shutdown::exit_at_the_latest(&shutdown, EXIT_WITHIN, "api");
+    app.run_until_stopped(shutdown).await?;
     Ok(())
 }

@@ -6,23 +6,21 @@
 //! the API. Prints ready-to-paste tokens.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use jobstream_api::users::Users;
-use jobstream_api::{App, AppState, auth::Verifier};
+use jobstream_api::{App, auth::Verifier};
 use jobstream_core::nats_server::{self, NatsServerProcess, ServerOptions};
 use jobstream_projector::Projector;
 use jobstream_worker::Worker;
 use tokio::task::JoinSet;
 
 use crate::cli::{AuthArgs, DevArgs, NatsArgs};
-use crate::system;
+use crate::system::{self, ApiParts};
 
 /// Runs everything until Ctrl-C / SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let data = &args.data_dir;
+    let data = &args.data.data_dir;
     std::fs::create_dir_all(data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
     let secret_file = data.join("jwt-secret");
@@ -30,23 +28,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let shutdown = jobstream_core::shutdown::token_on_signal();
 
     let mut child = None;
-    let (nats_url, nats_monitor_url) = match &args.nats_url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let server = start_nats_server(&args).await?;
-            let urls = (server.url(), server.monitor_url().map(str::to_owned));
-            child = Some(server);
-            urls
-        }
-    };
-    let nats = NatsArgs {
-        nats_url: nats_url.clone(),
-        stream: "JOBS".into(),
-        event_retention: Duration::from_secs(7 * 86_400),
-        stream_replicas: 1,
-        nats_monitor_url,
-        require_fsync: false,
-    };
+    // The stream settings are the command line's; only the server may be our own child.
+    let mut nats = args.nats.clone();
+    if nats.nats_url.is_none() {
+        let server = start_nats_server(&args).await?;
+        nats.nats_url = Some(server.url());
+        nats.nats_monitor_url = server.monitor_url().map(str::to_owned);
+        child = Some(server);
+    }
     let result = run_system(&args, &nats, &secret_file, shutdown).await;
     if let Some(mut server) = child {
         server.stop(Duration::from_secs(5)).await;
@@ -56,7 +45,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
 /// Starts the nats-server child with the built-in configuration (or `--nats-config`).
 async fn start_nats_server(args: &DevArgs) -> anyhow::Result<NatsServerProcess> {
-    let data = &args.data_dir;
+    let data = &args.data.data_dir;
     // Started outside the repository, the local install is still found above the binary.
     let bin = nats_server::locate_from_anywhere(args.nats_server_bin.as_deref())?;
     let config = match &args.nats_config {
@@ -89,51 +78,48 @@ async fn run_system(
     secret_file: &Path,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let db_url = args.database_url.clone().unwrap_or_else(|| {
-        format!(
-            "sqlite://{}?mode=rwc",
-            args.data_dir.join("jobstream.db").display()
-        )
-    });
+    let db_url = args.db.url_in(&args.data.data_dir);
     let db = system::connect_db_migrated(&db_url).await?;
     let auth = system::auth_config(&AuthArgs::dev(secret_file.to_path_buf()))?;
 
     let projector = Projector::build(
-        system::connect_broker(&nats.nats_url, nats, "jobstream-dev-projector").await?,
+        system::connect_broker(nats, "jobstream-dev-projector").await?,
         db.clone(),
         system::projector_config(&args.projector),
     )
     .await?;
     let worker_config = system::worker_config(&args.worker)?;
-    let worker_broker =
-        system::connect_broker(&nats.nats_url, nats, "jobstream-dev-worker").await?;
+    let worker_broker = system::connect_broker(nats, "jobstream-dev-worker").await?;
     let files = system::open_files(&worker_broker, &args.files, nats).await?;
-    let registry = system::registry(system::kinds_config(&args.kinds, files, &args.data_dir))?;
+    let registry = system::registry(system::kinds_config(
+        &args.kinds,
+        files,
+        &args.data.data_dir,
+    ))?;
     let worker = Worker::build(worker_broker, registry, worker_config).await?;
-    let api_broker = system::connect_broker(&nats.nats_url, nats, "jobstream-dev-api").await?;
-    let state = AppState {
-        files: system::files_state(&api_broker, &args.files, nats).await?,
-        kinds: system::catalogue(&args.catalogue)?,
-        live: jobstream_api::live::EventHub::start(api_broker.clone()).await?,
-        replay: Default::default(),
-        readiness: Default::default(),
-        broker: api_broker,
-        db,
-        verifier: Arc::new(Verifier::new(&auth)),
-        users: Arc::new(Users::new(args.open_registration)),
+    let parts = ApiParts {
+        nats,
+        files: &args.files,
+        catalogue: &args.catalogue,
+        readiness: &args.readiness,
+        open_registration: args.open_registration,
     };
-    let app = App::build(([127, 0, 0, 1], args.port).into(), state)
+    let api_broker = system::connect_broker(nats, "jobstream-dev-api").await?;
+    let state = system::api_state(api_broker, db, Verifier::new(&auth), parts).await?;
+    let addr = args.listen.addr();
+    let app = App::build(addr, state)
         .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{} (use --port)", args.port))?;
+        .with_context(|| format!("cannot listen on {addr} (use --port)"))?;
 
     let admin =
         jobstream_api::auth::mint_hs256(&auth, "admin", true, Duration::from_secs(30 * 86_400))?;
     let user =
         jobstream_api::auth::mint_hs256(&auth, "alice", false, Duration::from_secs(30 * 86_400))?;
     let port = app.port();
+    let host = args.listen.host;
     println!(
-        "\njobstream dev is running\n  api        http://127.0.0.1:{port}  (docs: /openapi.json)\n  nats       {}\n  database   {}\n\n  export ADMIN_TOKEN={admin}\n  export TOKEN={user}\n\n  curl -s -X POST http://127.0.0.1:{port}/v1/jobs -H \"Authorization: Bearer $TOKEN\" \\\n       -H 'Content-Type: application/json' -d '{{\"kind\":\"echo\",\"payload\":{{\"hello\":\"world\"}}}}'\n\nPress Ctrl-C to stop.\n",
-        nats.nats_url,
+        "\njobstream dev is running\n  api        http://{host}:{port}  (docs: /openapi.json)\n  nats       {}\n  database   {}\n\n  export ADMIN_TOKEN={admin}\n  export TOKEN={user}\n\n  curl -s -X POST http://{host}:{port}/v1/jobs -H \"Authorization: Bearer $TOKEN\" \\\n       -H 'Content-Type: application/json' -d '{{\"kind\":\"echo\",\"payload\":{{\"hello\":\"world\"}}}}'\n\nPress Ctrl-C to stop.\n",
+        nats.url(),
         system::redact(&db_url)
     );
 

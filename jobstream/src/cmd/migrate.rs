@@ -8,7 +8,7 @@ use crate::system;
 
 /// Applies the chosen migration action.
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
-    let url = &args.db.database_url;
+    let url = &args.db.url();
     let db = jobstream_core::store::connect(url)
         .await
         .with_context(|| format!("connecting to {}", system::redact(url)))?;

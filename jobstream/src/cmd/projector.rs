@@ -1,18 +1,22 @@
-//! `jobstream projector`: folds the stream into SQL.
+//! `jobstream projector`: folds the stream into SQL, and runs replays on request.
 
 use jobstream_projector::Projector;
 
 use crate::cli::ProjectorArgs;
 use crate::system;
 
+/// How long after the start of a shutdown the projector is ended regardless (a batch
+/// that hangs on the database; a replay stops after its current batch).
+const EXIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Folds events until Ctrl-C / SIGTERM.
 pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
-    let broker =
-        system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-projector").await?;
-    let db = system::connect_db_migrated(&args.db.database_url).await?;
+    let broker = system::connect_broker(&args.nats, "jobstream-projector").await?;
+    let db = system::connect_db_migrated(&args.db.url()).await?;
     let projector = Projector::build(broker, db, system::projector_config(&args.tuning)).await?;
-    projector
-        .run(jobstream_core::shutdown::token_on_signal())
-        .await?;
+    let shutdown = jobstream_core::shutdown::token_on_signal();
+    // `run` stops after the batch in flight; this is the backstop.
+    jobstream_core::shutdown::exit_at_the_latest(&shutdown, EXIT_WITHIN, "projector");
+    projector.run(shutdown).await?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use jobstream_projector::replay::control::Lease;
 use jobstream_projector::replay::{self, Progress, ReplayOptions, ReplayStart, ReplaySummary};
 
 use crate::cli::ReplayArgs;
@@ -14,8 +15,7 @@ use crate::system;
 
 /// Runs the replay and prints its summary.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
-    let broker =
-        system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-replay").await?;
+    let broker = system::connect_broker(&args.nats, "jobstream-replay").await?;
     let start = match (args.from_seq, args.since) {
         (Some(0), _) => anyhow::bail!("--from-seq must be at least 1"),
         (Some(s), _) => ReplayStart::Seq(s),
@@ -41,10 +41,23 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         None => {
             eprintln!(
                 "replaying into the live database {} (shadow, then atomic swap)",
-                system::redact(&args.db.database_url)
+                system::redact(&args.db.url())
             );
-            let db = system::connect_db_migrated(&args.db.database_url).await?;
-            replay::replay_live(&broker, &db, &opts, &progress, &cancel).await
+            let db = system::connect_db_migrated(&args.db.url()).await?;
+            // The lock of replays asked for over the API too: never two at once.
+            let lease = match Lease::acquire(&broker, &opts.projector_name, &progress.snapshot())
+                .await?
+            {
+                Ok(lease) => lease,
+                Err(held) => anyhow::bail!(
+                    "a replay is already running ({} at sequence {} of {}); see GET /v1/admin/replay",
+                    held.phase,
+                    held.position,
+                    held.target
+                ),
+            };
+            let replay = replay::replay_live(&broker, &db, &opts, &progress, &cancel);
+            lease.publish_while(&progress, replay).await
         }
     };
     reporter.abort();

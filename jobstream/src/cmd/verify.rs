@@ -8,10 +8,15 @@ use crate::system;
 
 /// Runs the comparison and prints its report.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
-    let broker =
-        system::connect_broker(&args.nats.nats_url, &args.nats, "jobstream-verify").await?;
-    let db = system::connect_db_migrated(&args.db.database_url).await?;
-    let report = replay::verify(&broker, &db, "projector", args.job_ttl).await?;
+    let broker = system::connect_broker(&args.nats, "jobstream-verify").await?;
+    let db = system::connect_db_migrated(&args.db.url()).await?;
+    let report = replay::verify(
+        &broker,
+        &db,
+        jobstream_core::replay::DEFAULT_PROJECTOR,
+        args.job_ttl,
+    )
+    .await?;
     println!(
         "compared {} projected jobs with a fresh fold of {} jobs up to stream sequence {} ({} swept past the TTL, {} beyond the stream's retention)",
         report.projected, report.folded, report.checkpoint, report.swept, report.beyond_retention

@@ -11,12 +11,12 @@ const EXIT_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// Runs jobs until Ctrl-C / SIGTERM, then drains within the grace period.
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let config = system::worker_config(&args.tuning)?;
-    let broker = system::connect_broker(&args.nats.nats_url, &args.nats, &config.id).await?;
+    let broker = system::connect_broker(&args.nats, &config.id).await?;
     let files = system::open_files(&broker, &args.files, &args.nats).await?;
     let registry = system::registry(system::kinds_config(
         &args.kinds,
         files,
-        std::path::Path::new("data"),
+        &args.data.data_dir,
     ))?;
     let grace = config.shutdown_grace;
     let worker = Worker::build(broker, registry, config).await?;

@@ -451,35 +451,22 @@ async fn api_state(
     if let Some(deadline) = options.publish_deadline {
         broker = broker.with_publish_deadline(deadline);
     }
-    AppState {
-        live: jobstream_api::live::EventHub::with_config(broker.clone(), hub)
-            .await
-            .expect("live tail"),
-        replay: Default::default(),
-        readiness: options.readiness.clone(),
-        files: files_state(&broker).await,
-        broker,
-        db: db.clone(),
+    let settings = jobstream_api::ApiSettings {
         verifier: options
             .verifier
             .clone()
             .unwrap_or_else(|| Arc::new(Verifier::new(auth))),
-        users: Arc::new(jobstream_api::users::Users::new(options.open_registration)),
+        open_registration: options.open_registration,
         kinds: options.kinds.clone(),
-    }
-}
-
-/// The files bucket of a test API (uploads up to 1 MiB).
-async fn files_state(broker: &Broker) -> jobstream_api::routes::files::FilesState {
-    jobstream_api::routes::files::FilesState {
-        store: jobstream_core::files::FileStore::open(
-            broker.jetstream(),
-            &jobstream_core::files::FileSettings::default(),
-        )
-        .await
-        .expect("files bucket"),
+        files: jobstream_core::files::FileSettings::default(),
+        // Uploads up to 1 MiB.
         max_upload_bytes: 1024 * 1024,
-    }
+        readiness: options.readiness.clone(),
+        hub,
+    };
+    AppState::build(broker, db.clone(), settings)
+        .await
+        .expect("api state")
 }
 
 /// A broker connection with its own client.

@@ -32,3 +32,4 @@ mod stream;
 mod users;
 mod validation;
 mod webhook;
+mod wiring;

@@ -514,3 +514,81 @@ async fn a_replay_from_a_sequence_or_a_time_rebuilds_only_later_jobs(backend: Ba
     }
 }
 db_test!(a_replay_from_a_sequence_or_a_time_rebuilds_only_later_jobs);
+
+async fn every_api_instance_reports_the_one_replay_the_projector_runs(backend: Backend) {
+    let mut app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            projector: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let admin = app.token("root", true);
+    let (second, _api2) = app.second_api().await;
+    let http = app.http.clone();
+    let post = |base: String| {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            http.post(format!("{base}/v1/admin/replay"))
+                .bearer_auth(admin)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Nobody runs replays without a projector: said at once, not accepted and lost.
+    let res = post(app.base.clone()).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = app.get(&admin, "/v1/admin/replay").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    app.start_projector().await;
+    app.publish_jobs(0..3000).await;
+    app.wait_projected().await;
+    let live = app.rows().await;
+
+    // One replay at a time, whichever API instance is asked.
+    let res = post(app.base.clone()).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let res = post(second.clone()).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let problem: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already running"),
+        "{problem}"
+    );
+
+    // Both instances read the same progress, to its end.
+    let get = |base: String| {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            let res = http
+                .get(format!("{base}/v1/admin/replay"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            res.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let done = eventually("replay to finish", WAIT, || async {
+        let p = get(app.base.clone()).await;
+        (p["finished"] == true).then_some(p)
+    })
+    .await;
+    assert_eq!(done["phase"], "done", "{done}");
+    assert_eq!(done["summary"]["jobs"], 3000);
+    assert_eq!(get(second.clone()).await, done, "the same progress on both");
+    assert_eq!(app.rows().await, live);
+
+    // Finished, it no longer holds the lock: another may start.
+    assert_eq!(post(second).await.status(), StatusCode::ACCEPTED);
+}
+db_test!(every_api_instance_reports_the_one_replay_the_projector_runs);

@@ -1,0 +1,104 @@
+//! `jobstream projector`, and the commands that rebuild or check its tables: `migrate`,
+//! `replay`, `verify`.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::parse::parse_duration;
+use super::{DEFAULT_JOB_TTL, DbArgs, NatsArgs};
+
+/// Projector tuning.
+#[derive(Debug, Clone, Args)]
+pub struct ProjectorTuning {
+    /// Finished jobs are deleted from the tables this long after they finish (the seeds' MAX_JOB_TTL).
+    #[arg(long, env = "JOB_TTL", default_value = DEFAULT_JOB_TTL, value_parser = parse_duration)]
+    pub job_ttl: Duration,
+    /// How often the TTL sweep runs.
+    #[arg(long, env = "SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+    /// Most events folded per transaction.
+    #[arg(long, env = "PROJECTOR_BATCH", default_value_t = 500)]
+    pub batch_size: usize,
+}
+
+/// `jobstream projector`.
+#[derive(Debug, Clone, Args)]
+pub struct ProjectorArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tuning: ProjectorTuning,
+}
+
+/// `jobstream migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// `up` (default), `down`, `status` or `fresh`.
+    #[arg(default_value = "up")]
+    pub action: MigrateAction,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+}
+
+/// What `migrate` does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MigrateAction {
+    /// Apply all pending migrations (like `alembic upgrade head`).
+    Up,
+    /// Roll back the last migration (like `alembic downgrade -1`).
+    Down,
+    /// List applied and pending migrations.
+    Status,
+    /// Drop everything and apply all migrations.
+    Fresh,
+}
+
+/// `jobstream replay`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Start at this stream sequence (events before it are ignored).
+    #[arg(long, conflicts_with = "since")]
+    pub from_seq: Option<u64>,
+    /// Start at the first event stored at or after this time (RFC 3339, e.g. 2026-11-23T08:00:00Z).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Build into this database instead of swapping into the live one (resumes from its checkpoint).
+    #[arg(long, value_name = "DATABASE_URL", hide_env_values = true)]
+    pub into: Option<String>,
+    /// Discard an interrupted replay instead of resuming it.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Events per transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Finished jobs older than this are left out, as the projector's sweep would (the seeds' MAX_JOB_TTL).
+    #[arg(long, env = "JOB_TTL", default_value = DEFAULT_JOB_TTL, value_parser = parse_duration)]
+    pub job_ttl: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+}
+
+/// `jobstream verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Finished jobs older than this may rightly be missing from the projection (swept).
+    #[arg(long, env = "JOB_TTL", default_value = DEFAULT_JOB_TTL, value_parser = parse_duration)]
+    pub job_ttl: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub db: DbArgs,
+}
