@@ -338,6 +338,10 @@ impl Projector {
     /// stream. `Ok(true)` when it was (or now is) caught up with what the stream held.
     async fn catch_up(&mut self, shutdown: &CancellationToken) -> Result<bool, CatchUp> {
         loop {
+            // A long backlog is folded batch by batch: a shutdown stops it between two.
+            if shutdown.is_cancelled() {
+                return Err(CatchUp::Shutdown);
+            }
             let checkpoint = *self.applied_tx.borrow();
             let bounds = stream_read::bounds(&self.broker)
                 .await
