@@ -30,6 +30,8 @@ pub struct AppState {
     pub replay: crate::routes::admin_replay::ReplayControl,
     /// Bounds `/readyz` holds the system to.
     pub readiness: crate::routes::health::Readiness,
+    /// Bounds on each queue's backlog: submissions past them are refused with `429`.
+    pub admission: crate::jobs::admission::Admission,
 }
 
 impl AppState {

@@ -19,6 +19,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         live: jobstream_api::live::EventHub::start(broker.clone()).await?,
         replay: Default::default(),
         readiness: args.readiness.readiness(),
+        admission: Default::default(),
         broker,
         db,
         verifier: Arc::new(verifier),

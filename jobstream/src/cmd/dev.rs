@@ -117,6 +117,7 @@ async fn run_system(
         live: jobstream_api::live::EventHub::start(api_broker.clone()).await?,
         replay: Default::default(),
         readiness: Default::default(),
+        admission: Default::default(),
         broker: api_broker,
         db,
         verifier: Arc::new(Verifier::new(&auth)),

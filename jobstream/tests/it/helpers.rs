@@ -457,6 +457,7 @@ async fn api_state(
             .expect("live tail"),
         replay: Default::default(),
         readiness: options.readiness.clone(),
+        admission: Default::default(),
         files: files_state(&broker).await,
         broker,
         db: db.clone(),
