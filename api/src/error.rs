@@ -29,6 +29,15 @@ pub enum ApiError {
     /// The body is JSON but a field is invalid.
     #[error("invalid request")]
     Unprocessable(Vec<FieldError>),
+    /// The system cannot finish this in bounded time (a queue's backlog is over its
+    /// bound): nothing was stored; retry after `retry_after`.
+    #[error("{detail}")]
+    TooManyRequests {
+        /// Which bound, and by how much.
+        detail: String,
+        /// Sent as `Retry-After` (whole seconds, at least 1).
+        retry_after: std::time::Duration,
+    },
     /// NATS or the database cannot be reached: retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -84,6 +93,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -99,6 +109,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "Bad Request",
             ApiError::Conflict(_) => "Conflict",
             ApiError::Unprocessable(_) => "Unprocessable Content",
+            ApiError::TooManyRequests { .. } => "Too Many Requests",
             ApiError::Unavailable(_) => "Service Unavailable",
             ApiError::PayloadTooLarge(_) => "Content Too Large",
             ApiError::UnsupportedMediaType(_) => "Unsupported Media Type",
@@ -237,6 +248,12 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
         }
         res
     }

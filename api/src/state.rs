@@ -31,6 +31,8 @@ pub struct AppState {
     pub live: EventHub,
     /// Bounds `/readyz` holds the system to.
     pub readiness: Readiness,
+    /// Bounds on each queue's backlog: submissions past them are refused with `429`.
+    pub admission: crate::jobs::admission::Admission,
 }
 
 /// How an API instance is set up, apart from its connections.
@@ -49,6 +51,8 @@ pub struct ApiSettings {
     pub readiness: Readiness,
     /// The live tail's buffers.
     pub hub: HubConfig,
+    /// Bounds on each queue's backlog (default: none).
+    pub admission: crate::jobs::admission::Admission,
 }
 
 impl AppState {
@@ -72,6 +76,7 @@ impl AppState {
             users: Arc::new(crate::users::Users::new(settings.open_registration)),
             kinds: settings.kinds,
             readiness: settings.readiness,
+            admission: settings.admission,
         })
     }
 

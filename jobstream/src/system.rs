@@ -224,6 +224,7 @@ pub async fn api_state(
         max_upload_bytes: parts.files.max_upload_size,
         readiness: parts.readiness.readiness(),
         hub: HubConfig::default(),
+        admission: parts.readiness.admission(),
     };
     AppState::build(broker, db, settings).await
 }

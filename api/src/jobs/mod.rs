@@ -17,9 +17,11 @@
 //!
 //! Layout: [`input`] (request bodies and their validation), [`store`] (the messages
 //! that store a submission: delayed jobs, idempotency records), `read.rs` (get, list,
-//! history, wait), `actions.rs` (cancel, retry), [`view`] (jobs as clients see them).
+//! history, wait), `actions.rs` (cancel, retry), [`view`] (jobs as clients see them),
+//! [`admission`] (refusing submissions a queue cannot finish in bounded time).
 
 mod actions;
+pub mod admission;
 pub mod input;
 mod read;
 pub mod store;
@@ -58,6 +60,14 @@ pub enum JobsError {
     /// The job kept changing while the operation decided; the caller may retry.
     #[error("{0}")]
     Busy(String),
+    /// A queue's backlog is over its bound: nothing was stored; retry after the delay.
+    #[error("{reason}")]
+    Overloaded {
+        /// Which bound, and by how much.
+        reason: String,
+        /// When a retry has a fair chance.
+        retry_after: std::time::Duration,
+    },
     /// The stream refused or did not answer.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -80,6 +90,15 @@ impl JobsError {
     }
 }
 
+impl From<admission::Shed> for JobsError {
+    fn from(s: admission::Shed) -> Self {
+        JobsError::Overloaded {
+            reason: s.reason,
+            retry_after: s.retry_after,
+        }
+    }
+}
+
 impl From<JobsError> for ApiError {
     fn from(e: JobsError) -> Self {
         match e {
@@ -87,6 +106,13 @@ impl From<JobsError> for ApiError {
             JobsError::NotFound(m) => ApiError::NotFound(m),
             JobsError::Conflict(m) => ApiError::Conflict(m),
             JobsError::Busy(m) => ApiError::Unavailable(m),
+            JobsError::Overloaded {
+                reason,
+                retry_after,
+            } => ApiError::TooManyRequests {
+                detail: reason,
+                retry_after,
+            },
             JobsError::Broker(e) => e.into(),
             JobsError::Database(e) => e.into(),
             JobsError::Unexpected(e) => ApiError::Unexpected(e),
@@ -124,6 +150,7 @@ pub struct JobService {
     db: DatabaseConnection,
     kinds: Catalogue,
     live: EventHub,
+    admission: admission::Admission,
 }
 
 impl JobService {
@@ -134,6 +161,7 @@ impl JobService {
             db: state.db.clone(),
             kinds: state.kinds.clone(),
             live: state.live.clone(),
+            admission: state.admission.clone(),
         }
     }
 }

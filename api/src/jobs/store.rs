@@ -18,7 +18,7 @@ use jobstream_core::atomic::{
 };
 use jobstream_core::broker::BrokerError;
 use jobstream_core::event::{Envelope, Event, JobSpec, SCHEMA_VERSION};
-use jobstream_core::subject;
+use jobstream_core::subject::{self, QueueName};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -59,6 +59,11 @@ impl JobService {
             .validate(&caller.sub, &self.kinds)
             .map_err(JobsError::Invalid)?;
         spec.idempotency_key = merge_key(header_key, spec.idempotency_key.take())?;
+        if runs_now(&spec) {
+            self.admission
+                .admit(&self.broker, &[(&spec.queue, 1)])
+                .await?;
+        }
         let job_id = Uuid::now_v7();
         let span = tracing::Span::current();
         span.record("job_id", tracing::field::display(job_id));
@@ -103,6 +108,14 @@ impl JobService {
             .validate(&caller.sub, &self.kinds)
             .map_err(JobsError::Invalid)?;
         tracing::Span::current().record("jobs", specs.len());
+        let mut per_queue: Vec<(&QueueName, u64)> = Vec::new();
+        for spec in specs.iter().filter(|s| runs_now(s)) {
+            match per_queue.iter_mut().find(|(q, _)| *q == &spec.queue) {
+                Some((_, n)) => *n += 1,
+                None => per_queue.push((&spec.queue, 1)),
+            }
+        }
+        self.admission.admit(&self.broker, &per_queue).await?;
         let mut ids = Vec::with_capacity(specs.len());
         let mut msgs = Vec::with_capacity(specs.len());
         for spec in &specs {
@@ -124,6 +137,13 @@ impl JobService {
             }),
         }
     }
+}
+
+/// Whether the job becomes runnable at once (a delayed job joins its queue's backlog
+/// only when its timer fires, so admission control does not count it now).
+fn runs_now(spec: &JobSpec) -> bool {
+    spec.run_at
+        .is_none_or(|run_at| run_at <= jobstream_core::event::now())
 }
 
 /// The first event of a job and the messages that store it (one, or two for a delayed job).

@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         (status = 200, description = "The idempotency key was used before: the same ids", body = BatchAccepted),
         (status = 400, description = "Body is not a JSON object", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A job is invalid, or the batch is empty or too large; nothing stored", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A queue's backlog is over its bound; nothing stored, retry after `Retry-After` seconds", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         (status = 200, description = "The idempotency key was used before: the existing job", body = JobView),
         (status = 400, description = "Body is not a JSON object", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A queue's backlog is over its bound; nothing stored, retry after `Retry-After` seconds", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

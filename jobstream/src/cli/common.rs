@@ -112,6 +112,14 @@ pub struct ReadinessArgs {
     /// How long the projection may trail the stream with its checkpoint not moving before `/readyz` says 503.
     #[arg(long, env = "READY_PROJECTOR_STALL", default_value = "30s", value_parser = parse_duration)]
     pub ready_projector_stall: Duration,
+    /// Admission control: runnable jobs (waiting plus running) a queue may hold before
+    /// submissions are refused with `429` + `Retry-After` (unset: no bound).
+    #[arg(long, env = "MAX_QUEUE_DEPTH")]
+    pub max_queue_depth: Option<u64>,
+    /// Admission control: how long a queue's oldest waiting job may have waited before
+    /// submissions are refused with `429` + `Retry-After` (unset: no bound).
+    #[arg(long, env = "MAX_QUEUE_AGE", value_parser = parse_duration)]
+    pub max_queue_age: Option<Duration>,
 }
 
 impl ReadinessArgs {
@@ -122,5 +130,16 @@ impl ReadinessArgs {
             projector_stall: self.ready_projector_stall,
             ..Default::default()
         }
+    }
+
+    /// The API's admission control (backlog bounds per queue).
+    pub fn admission(&self) -> jobstream_api::jobs::admission::Admission {
+        jobstream_api::jobs::admission::Admission::new(
+            jobstream_api::jobs::admission::AdmissionConfig {
+                max_queue_depth: self.max_queue_depth,
+                max_queue_age: self.max_queue_age,
+                ..Default::default()
+            },
+        )
     }
 }

@@ -463,6 +463,7 @@ async fn api_state(
         max_upload_bytes: 1024 * 1024,
         readiness: options.readiness.clone(),
         hub,
+        admission: Default::default(),
     };
     AppState::build(broker, db.clone(), settings)
         .await

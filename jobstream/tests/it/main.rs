@@ -1,6 +1,7 @@
 //! End-to-end tests: real nats-server, real databases, the real API over HTTP.
 //! One binary (this file plus modules) so it links once.
 
+mod admission;
 mod auth;
 mod bad_input;
 mod batch;
