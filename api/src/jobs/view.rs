@@ -124,6 +124,11 @@ pub struct HistoryEvent {
     pub event_id: Uuid,
     /// The event's own fields.
     pub data: Value,
+    /// On an outcome of an attempt that stored no `started` (the fast path): the worker
+    /// that ran it and when it began, `{"worker", "started_at"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub run: Option<Value>,
 }
 
 /// A job's history.
@@ -149,6 +154,7 @@ impl From<&StoredEvent> for HistoryEvent {
             attempt: env.attempt,
             event_id: env.event_id,
             data,
+            run: env.run.as_ref().and_then(|r| serde_json::to_value(r).ok()),
         }
     }
 }

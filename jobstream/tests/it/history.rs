@@ -44,6 +44,12 @@ async fn history_lists_every_event_in_order_and_only_to_its_owner(backend: Backe
     assert_eq!(events[0]["data"]["kind"], "fail");
     assert!(events[1]["data"]["error"].is_string());
     assert_eq!(events[2]["data"]["result"], json!({"attempts": 2}));
+    // Each outcome says which worker ran its attempt, and when it began.
+    for outcome in &events[1..] {
+        assert!(outcome["run"]["worker"].is_string(), "{outcome}");
+        assert!(outcome["run"]["started_at"].is_string(), "{outcome}");
+    }
+    assert!(events[0].get("run").is_none());
     assert!(
         events
             .iter()
