@@ -135,6 +135,22 @@ pub fn all_events() -> String {
 /// Priority lanes, most urgent first: the order in which workers pull.
 pub const LANES: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 
+/// Durable consumer name of one priority lane of a queue, shared by all its workers:
+/// `worker-<queue>` for the normal lane, `worker_high-<queue>` and `worker_low-<queue>`
+/// for the others (the `_` cannot collide with a normal lane's `worker-…`). The API
+/// reads these consumers for admission control and `/readyz`.
+pub fn lane_consumer(queue: &QueueName, lane: Priority) -> String {
+    match lane {
+        Priority::Normal => format!("worker-{queue}"),
+        other => format!("worker_{}-{queue}", other.as_str()),
+    }
+}
+
+/// Whether a durable consumer is a worker lane ([`lane_consumer`]).
+pub fn is_lane_consumer(name: &str) -> bool {
+    name.starts_with("worker-") || name.starts_with("worker_")
+}
+
 /// Suffix of a lane in a runnable event's token (`""` for normal, so normal
 /// jobs keep the plain `queued` subject).
 pub fn lane_suffix(lane: Priority) -> &'static str {

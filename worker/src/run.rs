@@ -111,17 +111,12 @@ pub enum WorkerError {
 
 /// Durable consumer name of a queue's normal lane, shared by all workers of that queue.
 pub fn consumer_name(queue: &QueueName) -> String {
-    format!("worker-{queue}")
+    subject::lane_consumer(queue, Priority::Normal)
 }
 
-/// Durable consumer name of one priority lane of a queue. The normal lane keeps
-/// [`consumer_name`]; the others are `worker_high-<queue>` and `worker_low-<queue>`
-/// (the `_` cannot collide with a normal lane's `worker-…`).
+/// Durable consumer name of one priority lane of a queue ([`subject::lane_consumer`]).
 pub fn lane_consumer_name(queue: &QueueName, lane: Priority) -> String {
-    match lane {
-        Priority::Normal => consumer_name(queue),
-        other => format!("worker_{}-{queue}", other.as_str()),
-    }
+    subject::lane_consumer(queue, lane)
 }
 
 /// What every job task of a worker shares.

@@ -282,7 +282,10 @@ async fn read_backlog(broker: &Broker, queue: &QueueName, ages: bool) -> Result<
         served: false,
     };
     for lane in [Priority::High, Priority::Normal, Priority::Low] {
-        let info = match stream.consumer_info(lane_consumer(queue, lane)).await {
+        let info = match stream
+            .consumer_info(subject::lane_consumer(queue, lane))
+            .await
+        {
             Ok(info) => info,
             Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => continue,
             Err(e) => return Err(e.to_string()),
@@ -316,14 +319,6 @@ fn since(unix_nanos: i128) -> Duration {
         .unwrap_or_default()
         .as_nanos() as i128;
     u64::try_from(now - unix_nanos).map_or(Duration::ZERO, Duration::from_nanos)
-}
-
-/// The durable consumer of one lane of a queue (named by the worker, see `/readyz`).
-fn lane_consumer(queue: &QueueName, lane: Priority) -> String {
-    match lane {
-        Priority::Normal => format!("worker-{queue}"),
-        other => format!("worker_{}-{queue}", other.as_str()),
-    }
 }
 
 #[cfg(test)]

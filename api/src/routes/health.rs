@@ -285,7 +285,7 @@ async fn stalled_worker_consumers(state: &AppState) -> Result<Vec<String>, Strin
     let mut stalled = Vec::new();
     while let Some(info) = consumers.next().await {
         let info = info.map_err(|e| format!("listing consumers: {e}"))?;
-        if !is_worker_lane(&info.name) {
+        if !jobstream_core::subject::is_lane_consumer(&info.name) {
             continue;
         }
         if let Some(idle) = stalled_for(&info, now)
@@ -301,11 +301,6 @@ async fn stalled_worker_consumers(state: &AppState) -> Result<Vec<String>, Strin
         }
     }
     Ok(stalled)
-}
-
-/// Lane consumers are `worker-<queue>`, `worker_high-<queue>` and `worker_low-<queue>`.
-fn is_worker_lane(name: &str) -> bool {
-    name.starts_with("worker-") || name.starts_with("worker_")
 }
 
 /// How long a consumer with pending messages has made no progress, when that is
