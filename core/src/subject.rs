@@ -146,6 +146,16 @@ pub fn lane_consumer(queue: &QueueName, lane: Priority) -> String {
     }
 }
 
+/// Name of the stream holding a limited queue's concurrency tokens, beside the job stream.
+pub fn slots_stream(job_stream: &str) -> String {
+    format!("{job_stream}_SLOTS")
+}
+
+/// Durable name of a limited queue's slots consumer (its tokens).
+pub fn slots_consumer(queue: &str) -> String {
+    format!("slots-{queue}")
+}
+
 /// Whether a durable consumer is a worker lane ([`lane_consumer`]).
 pub fn is_lane_consumer(name: &str) -> bool {
     name.starts_with("worker-") || name.starts_with("worker_")

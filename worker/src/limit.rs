@@ -32,12 +32,12 @@ pub struct Slots {
 
 /// Name of the stream holding the tokens, beside the job stream.
 pub fn slots_stream_name(job_stream: &str) -> String {
-    format!("{job_stream}_SLOTS")
+    subject::slots_stream(job_stream)
 }
 
 /// Durable name of a queue's slots consumer.
 pub fn slots_consumer_name(queue: &QueueName) -> String {
-    format!("slots-{queue}")
+    subject::slots_consumer(queue.as_str())
 }
 
 impl Slots {

@@ -333,10 +333,16 @@ async fn queue_at_limit(js: &jetstream::Context, job_stream: &str, lane: &str) -
     let Some((_, queue)) = lane.split_once('-') else {
         return false;
     };
-    let Ok(slots) = js.get_stream_no_info(format!("{job_stream}_SLOTS")).await else {
+    let Ok(slots) = js
+        .get_stream_no_info(jobstream_core::subject::slots_stream(job_stream))
+        .await
+    else {
         return false;
     };
-    match slots.consumer_info(format!("slots-{queue}")).await {
+    match slots
+        .consumer_info(jobstream_core::subject::slots_consumer(queue))
+        .await
+    {
         Ok(info) => info.num_pending == 0 && info.num_ack_pending > 0,
         Err(_) => false,
     }
