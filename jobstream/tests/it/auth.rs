@@ -88,15 +88,7 @@ fn without(mut c: Value, key: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_forged_expired_or_misdirected_token_is_a_401_and_stores_nothing() {
-    let app = issuer_app(
-        Backend::Sqlite,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = issuer_app(Backend::Sqlite, Options::api_only()).await;
     let rs = |c: &Value| sign(Algorithm::RS256, "rsa-private.pem", Some("test-rsa"), c);
     let good = rs(&claims("alice"));
     let (head, sig) = good.rsplit_once('.').expect("jwt");

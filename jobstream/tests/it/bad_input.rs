@@ -155,15 +155,7 @@ async fn nul_characters_are_refused_at_the_door(backend: Backend) {
 db_test!(nul_characters_are_refused_at_the_door);
 
 async fn nesting_beyond_the_limit_is_refused_with_the_field_named(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::api_only()).await;
     let token = app.token("alice", false);
     // At the limit (counting the body object itself) is fine.
     app.submit_ok(
@@ -215,15 +207,7 @@ db_test!(nesting_beyond_the_limit_is_refused_with_the_field_named);
 async fn a_schedule_record_no_reader_can_decode_can_still_be_deleted(backend: Backend) {
     use jobstream_core::atomic::Outgoing;
     use jobstream_core::schedule;
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::api_only()).await;
     let token = app.token("alice", false);
     let body = json!({"name": "deep", "every": "1h", "kind": "echo", "payload": {"x": 1}});
     let res = app
@@ -284,15 +268,7 @@ async fn a_schedule_record_no_reader_can_decode_can_still_be_deleted(backend: Ba
 db_test!(a_schedule_record_no_reader_can_decode_can_still_be_deleted);
 
 async fn every_layer_answers_problem_json(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::api_only()).await;
     let token = app.token("alice", false);
     let admin = app.token("root", true);
     let url = |p: &str| format!("{}{p}", app.base);

@@ -150,15 +150,7 @@ db_test!(one_invalid_job_stores_nothing);
 
 /// The server's side of all-or-nothing: a batch whose middle message fails a check stores none.
 async fn a_batch_refused_by_the_stream_stores_nothing(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::api_only()).await;
     let queue = QueueName::default_queue();
     let event = || {
         Envelope::new(

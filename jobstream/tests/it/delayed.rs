@@ -125,15 +125,7 @@ async fn a_delayed_job_survives_a_restart_of_every_process_and_runs_once(backend
 db_test!(a_delayed_job_survives_a_restart_of_every_process_and_runs_once);
 
 async fn bad_delays_are_refused_and_nothing_is_published(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::api_only()).await;
     let token = app.token("alice", false);
     let before = app.stream_messages().await;
     for (body, field) in [

@@ -277,15 +277,7 @@ fn disk_with_limit(url: &str, limit: Arc<AtomicU64>) -> Connector {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_full_disk_the_projector_catches_up_and_never_acks_past_its_checkpoint() {
-    let app = TestApp::with(
-        Backend::Sqlite,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(Backend::Sqlite, Options::api_only()).await;
     let limit = Arc::new(AtomicU64::new(UNLIMITED));
     let start = |limit: Arc<AtomicU64>| {
         let (url, nats, config) = (

@@ -128,6 +128,17 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The API alone: no worker, no projector (a test starts them when it wants them).
+    pub(crate) fn api_only() -> Self {
+        Options {
+            worker: false,
+            projector: false,
+            ..Options::default()
+        }
+    }
+}
+
 /// A whole system: nats-server, database, api, worker, projector.
 pub(crate) struct TestApp {
     pub(crate) nats: NatsServer,

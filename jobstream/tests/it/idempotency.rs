@@ -126,15 +126,7 @@ async fn the_same_key_from_two_api_instances_yields_one_job(backend: Backend) {
 db_test!(the_same_key_from_two_api_instances_yields_one_job);
 
 async fn a_restarted_api_still_knows_the_key_and_bad_keys_are_refused(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::api_only()).await;
     let alice = app.token("alice", false);
     let body = json!({"kind": "echo"});
     let (status, first) = app.submit_keyed(&app.base, &alice, "k", &body).await;

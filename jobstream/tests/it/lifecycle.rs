@@ -503,15 +503,7 @@ db_test!(cancel_and_retry_refuse_what_they_cannot_do);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_high_priority_job_starts_before_ten_thousand_queued_normal_ones() {
-    let app = TestApp::with(
-        Backend::Sqlite,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(Backend::Sqlite, Options::api_only()).await;
     let queue = QueueName::default_queue();
     let spec = |priority, payload| JobSpec {
         kind: "echo".into(),

@@ -516,15 +516,7 @@ async fn a_replay_from_a_sequence_or_a_time_rebuilds_only_later_jobs(backend: Ba
 db_test!(a_replay_from_a_sequence_or_a_time_rebuilds_only_later_jobs);
 
 async fn every_api_instance_reports_the_one_replay_the_projector_runs(backend: Backend) {
-    let mut app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut app = TestApp::with(backend, Options::api_only()).await;
     let admin = app.token("root", true);
     let (second, _api2) = app.second_api().await;
     let http = app.http.clone();

@@ -199,15 +199,7 @@ impl TestApp {
 }
 
 async fn sigterm_under_load_stops_each_process_in_time_and_loses_nothing(backend: Backend) {
-    let mut app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut app = TestApp::with(backend, Options::api_only()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")

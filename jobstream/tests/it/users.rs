@@ -137,15 +137,7 @@ impl TestApp {
 
 async fn first_requests_register_the_user_once_and_me_reads_its_writes(backend: Backend) {
     // No projector yet: `/v1/users/me` must answer from the stream.
-    let mut app = issuer_app(
-        backend,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut app = issuer_app(backend, Options::api_only()).await;
     let (base2, api2) = app.second_api().await;
     let sub = "google-oauth2|1077.42|x";
     let token = person(sub, "Ada Lovelace", "Ada@Example.com");
@@ -627,15 +619,7 @@ async fn seed_fills_a_development_system_with_users_and_a_mix_of_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_consumer_from_before_users_is_widened_to_the_whole_stream() {
     use async_nats::jetstream::consumer::{AckPolicy, pull};
-    let mut app = issuer_app(
-        Backend::Sqlite,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut app = issuer_app(Backend::Sqlite, Options::api_only()).await;
     // The durable consumer as the previous version created it: job events only.
     app.broker
         .stream()

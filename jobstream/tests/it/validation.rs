@@ -24,15 +24,7 @@ fn fields(p: &Value) -> Vec<String> {
 }
 
 async fn malformed_submissions_are_refused_and_nothing_is_published(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::api_only()).await;
     let token = app.token("alice", false);
 
     let res = app
@@ -116,15 +108,7 @@ db_test!(malformed_submissions_are_refused_and_nothing_is_published);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_openapi_are_served() {
-    let app = TestApp::with(
-        Backend::Sqlite,
-        Options {
-            worker: false,
-            projector: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(Backend::Sqlite, Options::api_only()).await;
     let get = |path: &'static str| {
         let (http, base) = (&app.http, &app.base);
         async move { http.get(format!("{base}{path}")).send().await.unwrap() }
