@@ -5,6 +5,9 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+use std::path::Path;
+
+use super::verify::role_claim;
 use super::*;
 
 const ISS: &str = "https://issuer.test";
