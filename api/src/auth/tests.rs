@@ -7,8 +7,10 @@ use serde_json::{Value, json};
 
 use std::path::Path;
 
-use super::verify::role_claim;
+use secrecy::SecretString;
+
 use super::*;
+use crate::error::ApiError;
 
 const ISS: &str = "https://issuer.test";
 const AUD: &str = "jobstream-test";

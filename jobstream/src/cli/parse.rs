@@ -59,7 +59,7 @@ pub fn format_duration(d: Duration) -> String {
         ("s", 1_000),
     ]
     .into_iter()
-    .find(|(_, per)| ms != 0 && ms % per == 0)
+    .find(|(_, per)| ms != 0 && ms.is_multiple_of(*per))
     .map_or_else(
         || format!("{ms}ms"),
         |(unit, per)| format!("{}{unit}", ms / per),
@@ -70,7 +70,7 @@ pub fn format_duration(d: Duration) -> String {
 pub fn format_size(bytes: u64) -> String {
     [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
         .into_iter()
-        .find(|(_, per)| bytes != 0 && bytes % per == 0)
+        .find(|(_, per)| bytes != 0 && bytes.is_multiple_of(*per))
         .map_or_else(
             || bytes.to_string(),
             |(unit, per)| format!("{}{unit}", bytes / per),
