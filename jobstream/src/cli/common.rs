@@ -103,6 +103,14 @@ impl ListenArgs {
     }
 }
 
+/// Where a role without an API (worker, projector) serves `GET /metrics`.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Address of the Prometheus endpoint, e.g. `127.0.0.1:9464` (unset: none).
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
 /// What `/readyz` holds the system to.
 #[derive(Debug, Clone, Args)]
 pub struct ReadinessArgs {

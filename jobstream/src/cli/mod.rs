@@ -25,7 +25,7 @@ pub use api::{ApiArgs, CatalogueArgs, FilesArgs};
 pub use auth::{AuthArgs, TokenArgs};
 pub use common::{
     DEFAULT_API_PORT, DEFAULT_DATA_DIR, DEFAULT_JOB_TTL, DEFAULT_NATS_URL, DataDirArgs, DbArgs,
-    ListenArgs, NatsArgs, ReadinessArgs,
+    ListenArgs, MetricsArgs, NatsArgs, ReadinessArgs,
 };
 pub use dev::DevArgs;
 pub use parse::{parse_duration, parse_size};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::parse::parse_duration;
-use super::{DEFAULT_JOB_TTL, DbArgs, NatsArgs};
+use super::{DEFAULT_JOB_TTL, DbArgs, MetricsArgs, NatsArgs};
 
 /// Projector tuning.
 #[derive(Debug, Clone, Args)]
@@ -34,6 +34,9 @@ pub struct ProjectorArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tuning: ProjectorTuning,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub metrics: MetricsArgs,
 }
 
 /// `jobstream migrate`.

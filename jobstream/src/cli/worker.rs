@@ -7,7 +7,7 @@ use clap::Args;
 use secrecy::SecretString;
 
 use super::parse::{parse_duration, parse_size};
-use super::{DataDirArgs, FilesArgs, NatsArgs};
+use super::{DataDirArgs, FilesArgs, MetricsArgs, NatsArgs};
 
 /// Worker tuning.
 #[derive(Debug, Clone, Args)]
@@ -81,6 +81,9 @@ pub struct WorkerArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub data: DataDirArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub metrics: MetricsArgs,
 }
 
 /// Settings of the built-in kinds that do real work (e-mail, thumbnails, webhooks): worker.
