@@ -78,10 +78,14 @@ pub fn kind_label(kind: &str) -> &'static str {
     crate::catalogue::find(kind).map_or("other", |k| k.name)
 }
 
+/// The recorder's handle, once [`install`]ed.
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
 /// Installs the process's recorder (once; later calls return the same handle) and
 /// sets `build_info`. Histograms get buckets, so they are real Prometheus histograms.
+/// Until it is called (`--metrics off` never calls it) every `metrics::counter!` … is a
+/// no-op, which is what `jobstream bench --metrics compare` measures against.
 pub fn install() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let builder = bucketed(PrometheusBuilder::new());
@@ -146,16 +150,15 @@ pub trait GaugeSource: Send + Sync + 'static {
 /// What `/metrics` serves: the recorder's text, after the gauge sources refreshed (cached).
 #[derive(Clone)]
 pub struct Exporter {
-    handle: PrometheusHandle,
     sources: Vec<Arc<dyn GaugeSource>>,
     refreshed: Arc<tokio::sync::Mutex<Option<Instant>>>,
 }
 
 impl Exporter {
-    /// The process's exporter ([`install`]s the recorder) without gauge sources.
+    /// The process's exporter, without gauge sources; it serves what the recorder holds
+    /// once [`install`]ed.
     pub fn new() -> Self {
         Exporter {
-            handle: install(),
             sources: Vec::new(),
             refreshed: Arc::default(),
         }
@@ -169,6 +172,9 @@ impl Exporter {
 
     /// The Prometheus text; refreshes the scrape-time gauges first when older than [`GAUGE_CACHE`].
     pub async fn render(&self) -> String {
+        let Some(handle) = HANDLE.get() else {
+            return "# metrics are off in this process (--metrics off)\n".to_owned();
+        };
         {
             // Held across the refresh: concurrent scrapes wait for one refresh, not run many.
             let mut refreshed = self.refreshed.lock().await;
@@ -179,7 +185,7 @@ impl Exporter {
                 *refreshed = Some(Instant::now());
             }
         }
-        self.handle.render()
+        handle.render()
     }
 }
 

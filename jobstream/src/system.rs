@@ -150,13 +150,16 @@ pub fn verifier(auth: &AuthArgs) -> anyhow::Result<Verifier> {
     Ok(Verifier::with_keys(keys, policy)?)
 }
 
-/// Serves `GET /metrics` on `--metrics-addr`, when given, until `shutdown`; a port that
-/// cannot be bound fails start-up.
+/// Installs the recorder unless `--metrics off`, and serves `GET /metrics` on
+/// `--metrics-addr`, when given, until `shutdown`; a port that cannot be bound fails start-up.
 pub async fn serve_metrics(
     args: &MetricsArgs,
     exporter: Exporter,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
+    if args.enabled {
+        jobstream_core::metrics::install();
+    }
     let Some(addr) = args.metrics_addr else {
         return Ok(());
     };

@@ -103,12 +103,25 @@ impl ListenArgs {
     }
 }
 
-/// Where a role without an API (worker, projector) serves `GET /metrics`.
+/// Prometheus metrics of a process.
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
-    /// Address of the Prometheus endpoint, e.g. `127.0.0.1:9464` (unset: none).
+    /// Record metrics (`on`) or not (`off`: every metric call is a no-op and `/metrics` is empty).
+    #[arg(long = "metrics", env = "METRICS", default_value = "on", value_parser = parse_on_off)]
+    pub enabled: bool,
+    /// Where a worker or projector serves `GET /metrics`, e.g. `127.0.0.1:9464` (unset:
+    /// nowhere; the API always serves it on its own port).
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Parses `on` or `off`.
+pub fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: use `on` or `off`")),
+    }
 }
 
 /// What `/readyz` holds the system to.

@@ -32,7 +32,9 @@ pub use parse::{parse_duration, parse_size};
 pub use projector::{
     MigrateAction, MigrateArgs, ProjectorArgs, ProjectorTuning, ReplayArgs, VerifyArgs,
 };
-pub use tools::{BenchArgs, BenchSseArgs, SeedArgs, parse_bench_pid, parse_durability};
+pub use tools::{
+    BenchArgs, BenchMetrics, BenchSseArgs, SeedArgs, parse_bench_pid, parse_durability,
+};
 pub use worker::{KindsArgs, WorkerArgs, WorkerTuning, parse_queue_limit};
 
 /// Event-sourced background jobs on NATS JetStream.

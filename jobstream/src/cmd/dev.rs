@@ -95,7 +95,6 @@ async fn run_system(
         files,
         &args.data.data_dir,
     ))?;
-    jobstream_core::metrics::worker_slots(worker_config.concurrency);
     let worker = Worker::build(worker_broker, registry, worker_config).await?;
     let parts = ApiParts {
         nats,
@@ -108,6 +107,8 @@ async fn run_system(
     let mut state = system::api_state(api_broker, db, Verifier::new(&auth), parts).await?;
     // One process, one recorder: the API port serves every role's metrics.
     state.metrics = state.metrics.with_source(std::sync::Arc::new(gauges));
+    system::serve_metrics(&args.metrics, state.metrics.clone(), &shutdown).await?;
+    jobstream_core::metrics::worker_slots(args.worker.concurrency);
     let addr = args.listen.addr();
     let app = App::build(addr, state)
         .await

@@ -55,6 +55,8 @@ async fn scrape(app: &TestApp) -> (Metrics, String) {
 async fn counters_move_by_exactly_what_the_jobs_did_and_gauges_match_the_projection(
     backend: Backend,
 ) {
+    // What `jobstream api|worker|projector` do unless `--metrics off`.
+    m::install();
     let mut app = TestApp::with(
         backend,
         Options {
