@@ -107,7 +107,7 @@ impl ListenArgs {
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
     /// Record metrics (`on`) or not (`off`: every metric call is a no-op and `/metrics` is empty).
-    #[arg(long = "metrics", env = "METRICS", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long = "metrics", env = "METRICS", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set, value_name = "on|off")]
     pub enabled: bool,
     /// Where a worker or projector serves `GET /metrics`, e.g. `127.0.0.1:9464` (unset:
     /// nowhere; the API always serves it on its own port).
