@@ -129,6 +129,14 @@ impl Default for Options {
 }
 
 impl Options {
+    /// API and projector, no worker (a test starts it when it wants it).
+    pub(crate) fn without_worker() -> Self {
+        Options {
+            worker: false,
+            ..Options::default()
+        }
+    }
+
     /// The API alone: no worker, no projector (a test starts them when it wants them).
     pub(crate) fn api_only() -> Self {
         Options {
@@ -218,6 +226,18 @@ impl TestApp {
             t.start_projector().await;
         }
         t
+    }
+
+    /// `POST /v1/jobs/{id}/cancel` without a body; returns the status.
+    pub(crate) async fn cancel(&self, token: &str, id: &str) -> StatusCode {
+        let res = self
+            .http
+            .post(format!("{}/v1/jobs/{id}/cancel", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("cancel");
+        res.status()
     }
 
     /// The state of another API instance of this system: its own NATS connection, live

@@ -57,14 +57,7 @@ async fn counters_move_by_exactly_what_the_jobs_did_and_gauges_match_the_project
 ) {
     // What `jobstream api|worker|projector` do unless `--metrics off`.
     m::install();
-    let mut app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut app = TestApp::with(backend, Options::without_worker()).await;
     let token = app.token("alice", false);
     let (before, _) = scrape(&app).await;
 
@@ -74,14 +67,7 @@ async fn counters_move_by_exactly_what_the_jobs_did_and_gauges_match_the_project
             .submit_ok(&token, &json!({"kind": "echo", "payload": 1}))
             .await;
         let id = job["id"].as_str().unwrap();
-        let res = app
-            .http
-            .post(format!("{}/v1/jobs/{id}/cancel", app.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        assert_eq!(app.cancel(&token, id).await, StatusCode::ACCEPTED);
     }
     app.start_worker().await;
     // Three that succeed, two that fail after their two attempts, one that succeeds on its second.
