@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`.
-.PHONY: run test lint bench nats-server
+.PHONY: run test lint alerts bench nats-server
 
 ## Start the whole system in one process (nats-server child, api, worker, projector, SQLite in ./data).
 run: nats-server
@@ -14,6 +14,10 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+
+## The Prometheus alert rules load and pass their unit tests (promtool).
+alerts:
+	scripts/check-alerts.sh
 
 ## jobstream against the raw JetStream loop, one self-contained run on a fresh release build
 ## (BENCH_ARGS="--jobs 5000 --concurrency 32", add "--durability default", "--rate 500", "--batch 100").

@@ -34,8 +34,11 @@ pub fn app(state: AppState) -> Router {
         .merge(admin_replay::router())
         .merge(crate::routes::admin_rejected::router())
         .merge(crate::openapi::router())
+        .merge(crate::routes::metrics::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
+        // Outside the routes, so it sees each request's matched route (and 404s as `unmatched`).
+        .layer(axum::middleware::from_fn(crate::http::metrics::track))
         // One body limit for every extractor; larger bodies are a 413 problem.
         .layer(axum::extract::DefaultBodyLimit::max(
             jobstream_core::limits::MAX_BODY_BYTES,

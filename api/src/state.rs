@@ -33,6 +33,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Bounds on each queue's backlog: submissions past them are refused with `429`.
     pub admission: crate::jobs::admission::Admission,
+    /// What `GET /metrics` serves; `jobstream dev` adds the projector's gauges to it.
+    pub metrics: jobstream_core::metrics::Exporter,
 }
 
 /// How an API instance is set up, apart from its connections.
@@ -64,6 +66,9 @@ impl AppState {
         settings: ApiSettings,
     ) -> anyhow::Result<Self> {
         let store = FileStore::open(broker.jetstream(), &settings.files).await?;
+        let metrics = jobstream_core::metrics::Exporter::new().with_source(Arc::new(
+            jobstream_core::metrics::NatsConnected(broker.client().clone()),
+        ));
         Ok(AppState {
             live: EventHub::with_config(broker.clone(), settings.hub).await?,
             files: FilesState {
@@ -77,6 +82,7 @@ impl AppState {
             kinds: settings.kinds,
             readiness: settings.readiness,
             admission: settings.admission,
+            metrics,
         })
     }
 

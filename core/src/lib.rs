@@ -15,6 +15,7 @@
 //! - [`store`]: connecting to the SQL projection store (I/O).
 //! - [`stream_read`]: reading stored messages back by sequence (catch-up, history, replay) (I/O).
 //! - [`telemetry`]: the tracing subscriber.
+//! - [`metrics`]: Prometheus metric names, bounded labels, the recorder and scrape-time gauges.
 //! - [`atomic`]: atomic batch publish, last-message lookups, reading every record kind (I/O).
 //! - [`stored`]: the one decoder of stored stream messages (including scheduler-fired ones).
 //! - [`schedule`]: periodic schedules: records, cron / `@every` syntax, subjects.
@@ -31,6 +32,7 @@ pub mod files;
 pub mod fold;
 pub mod kinds;
 pub mod limits;
+pub mod metrics;
 pub mod nats_server;
 pub mod replay;
 pub mod schedule;

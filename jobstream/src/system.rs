@@ -5,10 +5,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use jobstream_api::auth::{AuthConfig, KeySet, PinnedKey, Verifier, VerifyPolicy};
 use jobstream_api::live::HubConfig;
+use jobstream_api::routes::metrics::MetricsServer;
 use jobstream_api::{ApiSettings, AppState};
 use jobstream_core::broker::{Broker, StreamSettings};
 use jobstream_core::files::{FileSettings, FileStore};
 use jobstream_core::kinds::Catalogue;
+use jobstream_core::metrics::{Exporter, NatsConnected};
 use jobstream_core::subject::QueueName;
 use jobstream_projector::ProjectorConfig;
 use jobstream_worker::email::MailConfig;
@@ -20,8 +22,8 @@ use sea_orm::DatabaseConnection;
 use secrecy::SecretString;
 
 use crate::cli::{
-    AuthArgs, CatalogueArgs, FilesArgs, KindsArgs, NatsArgs, ProjectorTuning, ReadinessArgs,
-    WorkerTuning,
+    AuthArgs, CatalogueArgs, FilesArgs, KindsArgs, MetricsArgs, NatsArgs, ProjectorTuning,
+    ReadinessArgs, WorkerTuning,
 };
 
 /// Stream settings from the command line.
@@ -146,6 +148,36 @@ pub fn verifier(auth: &AuthArgs) -> anyhow::Result<Verifier> {
         tracing::info!(kid = k.kid().unwrap_or("-"), alg = ?k.algorithm(), "token verification key");
     }
     Ok(Verifier::with_keys(keys, policy)?)
+}
+
+/// Installs the recorder unless `--metrics off`, and serves `GET /metrics` on
+/// `--metrics-addr`, when given, until `shutdown`; a port that cannot be bound fails start-up.
+pub async fn serve_metrics(
+    args: &MetricsArgs,
+    exporter: Exporter,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    if args.enabled {
+        jobstream_core::metrics::install();
+    }
+    let Some(addr) = args.metrics_addr else {
+        return Ok(());
+    };
+    let server = MetricsServer::bind(addr, exporter)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--metrics-addr)"))?;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.run_until_stopped(stop).await {
+            tracing::error!(error = %e, "the metrics endpoint failed");
+        }
+    });
+    Ok(())
+}
+
+/// The exporter of a process on `broker` (its `nats_connected`).
+pub fn exporter(broker: &Broker) -> Exporter {
+    Exporter::new().with_source(Arc::new(NatsConnected(broker.client().clone())))
 }
 
 /// Worker settings from the command line.

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use jobstream_core::metrics::JobTransition;
 use jobstream_core::schedule::ScheduleRecord;
 use jobstream_core::stored::Record;
 use jobstream_core::user::UserEnvelope;
@@ -19,7 +20,7 @@ use uuid::Uuid;
 const ROWS_PER_STATEMENT: usize = 400;
 
 /// What one batch did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct BatchOutcome {
     /// Events applied to a job.
     pub applied: usize,
@@ -33,6 +34,8 @@ pub struct BatchOutcome {
     pub rejected: usize,
     /// Checkpoint after the batch.
     pub checkpoint: u64,
+    /// What the applied job events mean for the metrics (recorded by the live fold once committed).
+    pub transitions: Vec<JobTransition>,
 }
 
 /// One message of the stream as the fold sees it.
@@ -93,6 +96,7 @@ pub(crate) async fn apply_isolating(
         total.undecodable += out.undecodable;
         total.rejected += out.rejected;
         total.checkpoint = total.checkpoint.max(out.checkpoint);
+        total.transitions.extend(out.transitions);
     }
     Ok(total)
 }
@@ -408,10 +412,14 @@ async fn fold_in(
     let mut jobs = load_jobs(txn, fresh.iter().map(|(_, e)| e.job_id)).await?;
     let mut dirty: HashSet<Uuid> = HashSet::new();
     for (seq, env) in fresh {
+        let before = jobs.get(&env.job_id).map(|j| j.status);
         match fold_job_event(txn, &mut jobs, seq, env).await? {
             JobFold::Applied => {
                 out.applied += 1;
                 dirty.insert(env.job_id);
+                let after = jobs.get(&env.job_id);
+                (out.transitions)
+                    .extend(after.and_then(|j| JobTransition::observe(before, j, env, seq)));
             }
             JobFold::Ignored => out.ignored += 1,
         }

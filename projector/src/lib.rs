@@ -12,6 +12,8 @@
 //! - [`sweep`](Projector::sweep): deletes finished jobs older than the job TTL.
 //! - `schedules`: folds schedule records (`schedules.<key>`) into the `schedules` table,
 //!   in the same transaction and under the same checkpoint as the job events.
+//! - [`ProjectionGauges`]: scrape-time gauges (jobs by status, backlog age, lag, stream and
+//!   consumers); the projector role exports them.
 //! - [`replay`]: rebuild the projection from the stream (into the live database through a
 //!   shadow and an atomic swap, or into another database) and verify it against a fresh
 //!   fold; on request, one replay at a time, with progress every API instance reads.
@@ -20,10 +22,12 @@
 //! with the rows it covers, and messages are acked only after the commit.
 
 mod apply;
+mod gauges;
 pub mod replay;
 mod run;
 mod schedules;
 mod users;
 
 pub use apply::BatchOutcome;
+pub use gauges::ProjectionGauges;
 pub use run::{Connector, Projector, ProjectorConfig, ProjectorError, own_pool};

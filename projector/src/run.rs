@@ -429,6 +429,9 @@ impl Projector {
         loop {
             match apply::apply_isolating(&self.db, &self.config.name, batch).await {
                 Ok(o) => {
+                    o.transitions
+                        .iter()
+                        .for_each(jobstream_core::metrics::JobTransition::record);
                     if failing_since.is_some() {
                         tracing::info!(
                             checkpoint = o.checkpoint,

@@ -661,6 +661,8 @@ async fn run_attempt(
     };
     let timeout = Duration::from_millis(spec.timeout_ms);
     let cancel_grace = shared.config.cancel_grace;
+    let _busy =
+        jobstream_core::metrics::InProgress::enter(jobstream_core::metrics::WORKER_SLOTS_BUSY);
     let ran = async {
         let work = handler.run(ctx);
         tokio::pin!(work);

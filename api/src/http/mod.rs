@@ -1,7 +1,8 @@
 //! HTTP glue shared by the routes: extractors that refuse bad input as problem
-//! documents, the request id, and cursor pages. Nothing here knows about jobs.
+//! documents, the request id, cursor pages and HTTP metrics. Nothing here knows about jobs.
 
 pub mod extract;
+pub mod metrics;
 pub mod page;
 pub mod request_id;
 

@@ -89,6 +89,7 @@ impl JobService {
             })?;
             return Ok(Submitted::Existing(Box::new(job)));
         }
+        jobstream_core::metrics::job_enqueued(spec.queue.as_str(), &spec.kind, "api");
         let job = JobState::from_queued(&first, 0)
             .ok_or_else(|| anyhow::anyhow!("first event did not fold"))?;
         Ok(Submitted::New(Box::new(job)))
@@ -131,10 +132,15 @@ impl JobService {
                 ids: existing,
                 existing: true,
             }),
-            None => Ok(BatchStored {
-                ids,
-                existing: false,
-            }),
+            None => {
+                for spec in &specs {
+                    jobstream_core::metrics::job_enqueued(spec.queue.as_str(), &spec.kind, "batch");
+                }
+                Ok(BatchStored {
+                    ids,
+                    existing: false,
+                })
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use jobstream_core::event::EventType;
+use jobstream_core::metrics::{self, InProgress};
 use jobstream_core::stream_read;
 use jobstream_core::subject::{self, QueueName};
 use serde::{Deserialize, Serialize};
@@ -388,8 +389,10 @@ pub async fn stream_events(
             conn.last_seen = bounds.last;
         }
     }
-    let events = futures::stream::unfold(conn, |mut c| async move {
-        c.next().await.map(|e| (Ok::<_, Infallible>(e), c))
+    // The guard lives as long as the stream: `sse_connections` counts open streams.
+    let open = InProgress::enter(metrics::SSE_CONNECTIONS);
+    let events = futures::stream::unfold((conn, open), |(mut c, open)| async move {
+        c.next().await.map(|e| (Ok::<_, Infallible>(e), (c, open)))
     })
     // Graceful shutdown must not wait for endless streams (tokio-rs/axum#2673).
     .take_until(hub.closing().cancelled_owned());

@@ -494,6 +494,7 @@ pub async fn create_user(
         Err(e) => return Err(e.into()),
     };
     let (user_seq, job_seq) = (ack.first_seq, ack.last_seq);
+    jobstream_core::metrics::job_enqueued(queue.as_str(), REGISTRATION_KIND, "api");
     state.users.remember(user_id);
     let user = UserState::fold(None, &env, user_seq)
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e)))?;

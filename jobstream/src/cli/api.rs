@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::parse::parse_size;
-use super::{AuthArgs, DbArgs, ListenArgs, NatsArgs, ReadinessArgs};
+use super::{AuthArgs, DbArgs, ListenArgs, MetricsArgs, NatsArgs, ReadinessArgs};
 
 /// `jobstream api`.
 #[derive(Debug, Clone, Args)]
@@ -34,6 +34,9 @@ pub struct ApiArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub readiness: ReadinessArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub metrics: MetricsArgs,
 }
 
 /// The files bucket (uploads and thumbnails): api and worker.

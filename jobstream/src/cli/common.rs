@@ -104,6 +104,27 @@ impl ListenArgs {
     }
 }
 
+/// Prometheus metrics of a process.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Record metrics (`on`) or not (`off`: every metric call is a no-op and `/metrics` is empty).
+    #[arg(long = "metrics", env = "METRICS", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set, value_name = "on|off")]
+    pub enabled: bool,
+    /// Where a worker or projector serves `GET /metrics`, e.g. `127.0.0.1:9464` (unset:
+    /// nowhere; the API always serves it on its own port).
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Parses `on` or `off`.
+pub fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: use `on` or `off`")),
+    }
+}
+
 /// What `/readyz` holds the system to.
 #[derive(Debug, Clone, Args)]
 pub struct ReadinessArgs {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{
-    CatalogueArgs, DataDirArgs, DbArgs, FilesArgs, KindsArgs, ListenArgs, NatsArgs,
+    CatalogueArgs, DataDirArgs, DbArgs, FilesArgs, KindsArgs, ListenArgs, MetricsArgs, NatsArgs,
     ProjectorTuning, ReadinessArgs, WorkerTuning,
 };
 
@@ -53,4 +53,7 @@ pub struct DevArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub catalogue: CatalogueArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub metrics: MetricsArgs,
 }

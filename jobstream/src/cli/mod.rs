@@ -25,14 +25,16 @@ pub use api::{ApiArgs, CatalogueArgs, FilesArgs};
 pub use auth::{AuthArgs, TokenArgs};
 pub use common::{
     DEFAULT_API_PORT, DEFAULT_DATA_DIR, DEFAULT_JOB_TTL, DEFAULT_NATS_URL, DataDirArgs, DbArgs,
-    ListenArgs, NatsArgs, ReadinessArgs,
+    ListenArgs, MetricsArgs, NatsArgs, ReadinessArgs,
 };
 pub use dev::DevArgs;
 pub use parse::{format_duration, format_size, parse_duration, parse_size};
 pub use projector::{
     MigrateAction, MigrateArgs, ProjectorArgs, ProjectorTuning, ReplayArgs, VerifyArgs,
 };
-pub use tools::{BenchArgs, BenchSseArgs, SeedArgs, parse_bench_pid, parse_durability};
+pub use tools::{
+    BenchArgs, BenchMetrics, BenchSseArgs, SeedArgs, parse_bench_pid, parse_durability,
+};
 pub use worker::{KindsArgs, WorkerArgs, WorkerTuning, parse_queue_limit};
 
 /// Event-sourced background jobs on NATS JetStream.

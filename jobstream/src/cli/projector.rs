@@ -10,7 +10,7 @@ use jobstream_projector::ProjectorConfig;
 use jobstream_projector::replay::ReplayOptions;
 
 use super::parse::{format_duration, parse_duration};
-use super::{DEFAULT_JOB_TTL, DbArgs, NatsArgs};
+use super::{DEFAULT_JOB_TTL, DbArgs, MetricsArgs, NatsArgs};
 
 /// The projector's sweep interval as flag text (the default is the projector crate's).
 static SWEEP_INTERVAL: LazyLock<String> =
@@ -42,6 +42,9 @@ pub struct ProjectorArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tuning: ProjectorTuning,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub metrics: MetricsArgs,
 }
 
 /// `jobstream migrate`.

@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// nats-server binary (else .tools/nats-server/bin/nats-server, else PATH).
     #[arg(long, env = "NATS_SERVER_BIN")]
     pub nats_server_bin: Option<String>,
+    /// Metrics of the started system: `on` (as shipped), `off`, or `compare`: the system
+    /// run twice, metrics off then on, and the throughput of the second as a share of the first.
+    #[arg(long, default_value = "on")]
+    pub metrics: BenchMetrics,
     /// Keep the temporary data dir (logs, store, database) instead of deleting it.
     #[arg(long)]
     pub keep_data: bool,
@@ -66,6 +70,17 @@ pub struct BenchArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: AuthArgs,
+}
+
+/// `jobstream bench --metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchMetrics {
+    /// The processes record metrics.
+    On,
+    /// They do not (`--metrics off`).
+    Off,
+    /// Once off, once on: what metrics cost.
+    Compare,
 }
 
 /// Parses `role=PID` for `jobstream bench --pid`.

@@ -13,7 +13,7 @@ use jobstream_worker::webhook::WebhookConfig;
 use secrecy::SecretString;
 
 use super::parse::{format_duration, format_size, parse_duration, parse_size};
-use super::{DataDirArgs, FilesArgs, NatsArgs};
+use super::{DataDirArgs, FilesArgs, MetricsArgs, NatsArgs};
 
 /// The worker crate's defaults, and those of its kinds, as the flags show and parse them:
 /// each default is written once, in the worker crate.
@@ -131,6 +131,9 @@ pub struct WorkerArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub data: DataDirArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub metrics: MetricsArgs,
 }
 
 /// Settings of the built-in kinds that do real work (e-mail, thumbnails, webhooks): worker.

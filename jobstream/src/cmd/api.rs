@@ -22,8 +22,10 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         open_registration: args.open_registration,
     };
     let state = system::api_state(broker, db, verifier, parts).await?;
+    let exporter = state.metrics.clone();
     let app = App::build(args.listen.addr(), state).await?;
     let shutdown = jobstream_core::shutdown::token_on_signal();
+    system::serve_metrics(&args.metrics, exporter, &shutdown).await?;
     // The server drains on its own; this is the backstop.
     jobstream_core::shutdown::exit_at_the_latest(&shutdown, EXIT_WITHIN, "api");
     app.run_until_stopped(shutdown).await?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use jobstream_api::{App, auth::Verifier};
 use jobstream_core::nats_server::{self, NatsServerProcess, ServerOptions};
-use jobstream_projector::Projector;
+use jobstream_projector::{ProjectionGauges, Projector};
 use jobstream_worker::Worker;
 use tokio::task::JoinSet;
 
@@ -82,12 +82,11 @@ async fn run_system(
     let db = system::connect_db_migrated(&db_url).await?;
     let auth = system::auth_config(&AuthArgs::dev(secret_file.to_path_buf()))?;
 
-    let projector = Projector::build(
-        system::connect_broker(nats, "jobstream-dev-projector").await?,
-        db.clone(),
-        system::projector_config(&args.projector),
-    )
-    .await?;
+    let projector_config = system::projector_config(&args.projector);
+    let projector_broker = system::connect_broker(nats, "jobstream-dev-projector").await?;
+    let gauges =
+        ProjectionGauges::new(projector_broker.clone(), db.clone(), &projector_config.name);
+    let projector = Projector::build(projector_broker, db.clone(), projector_config).await?;
     let worker_config = system::worker_config(&args.worker)?;
     let worker_broker = system::connect_broker(nats, "jobstream-dev-worker").await?;
     let files = system::open_files(&worker_broker, &args.files, nats).await?;
@@ -105,7 +104,11 @@ async fn run_system(
         open_registration: args.open_registration,
     };
     let api_broker = system::connect_broker(nats, "jobstream-dev-api").await?;
-    let state = system::api_state(api_broker, db, Verifier::new(&auth), parts).await?;
+    let mut state = system::api_state(api_broker, db, Verifier::new(&auth), parts).await?;
+    // One process, one recorder: the API port serves every role's metrics.
+    state.metrics = state.metrics.with_source(std::sync::Arc::new(gauges));
+    system::serve_metrics(&args.metrics, state.metrics.clone(), &shutdown).await?;
+    jobstream_core::metrics::worker_slots(args.worker.concurrency);
     let addr = args.listen.addr();
     let app = App::build(addr, state)
         .await

@@ -1,6 +1,8 @@
 //! `jobstream projector`: folds the stream into SQL, and runs replays on request.
 
-use jobstream_projector::Projector;
+use std::sync::Arc;
+
+use jobstream_projector::{ProjectionGauges, Projector};
 
 use crate::cli::ProjectorArgs;
 use crate::system;
@@ -13,8 +15,12 @@ const EXIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     let broker = system::connect_broker(&args.nats, "jobstream-projector").await?;
     let db = system::connect_db_migrated(&args.db.url()).await?;
-    let projector = Projector::build(broker, db, system::projector_config(&args.tuning)).await?;
+    let config = system::projector_config(&args.tuning);
+    let gauges = ProjectionGauges::new(broker.clone(), db.clone(), &config.name);
+    let exporter = system::exporter(&broker).with_source(Arc::new(gauges));
+    let projector = Projector::build(broker, db, config).await?;
     let shutdown = jobstream_core::shutdown::token_on_signal();
+    system::serve_metrics(&args.metrics, exporter, &shutdown).await?;
     // `run` stops after the batch in flight; this is the backstop.
     jobstream_core::shutdown::exit_at_the_latest(&shutdown, EXIT_WITHIN, "projector");
     projector.run(shutdown).await?;

@@ -19,8 +19,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         &args.data.data_dir,
     ))?;
     let grace = config.shutdown_grace;
+    let slots = config.concurrency;
+    let exporter = system::exporter(&broker);
     let worker = Worker::build(broker, registry, config).await?;
     let shutdown = jobstream_core::shutdown::token_on_signal();
+    system::serve_metrics(&args.metrics, exporter, &shutdown).await?;
+    jobstream_core::metrics::worker_slots(slots);
     // `Worker::run` keeps to the grace period itself; this is the backstop.
     jobstream_core::shutdown::exit_at_the_latest(&shutdown, grace + EXIT_MARGIN, "worker");
     worker.run(shutdown).await?;

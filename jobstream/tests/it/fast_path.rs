@@ -105,14 +105,7 @@ async fn a_job_cancelled_before_it_starts_never_runs(backend: Backend) {
         .submit_ok(&token, &json!({"kind": "echo", "payload": "never"}))
         .await;
     let id = cancelled["id"].as_str().unwrap();
-    let res = app
-        .http
-        .post(format!("{}/v1/jobs/{id}/cancel", app.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(app.cancel(&token, id).await, StatusCode::ACCEPTED);
 
     // The worker comes up after the cancel is stored, and runs what is queued behind it.
     app.start_worker_with(registry).await;

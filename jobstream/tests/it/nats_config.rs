@@ -191,6 +191,7 @@ async fn the_raw_loop_runs_every_job_round_trip_and_reports_it() {
             title: "test".into(),
             raw: Some(figures),
             system: None,
+            metrics_off: None,
         }
         .render();
         assert!(text.contains("completed jobs/s"), "{text}");

@@ -29,7 +29,7 @@ use self::load::{Api, Rows};
 use self::report::{
     CLIENT_ROLE, Percentiles, ProcFigures, ProcSample, RAW_CLIENT_ROLE, Report, RunFigures,
 };
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BenchMetrics};
 
 /// Jobs jobstream's worker runs at once by default; the raw worker does the same.
 const WORKER_CONCURRENCY: usize = 32;
@@ -171,41 +171,23 @@ async fn self_contained_in(
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("jobstream.db").display()));
     // Migrated once here, so api and projector do not race to migrate.
     let db = crate::system::connect_db_migrated(&db_url).await?;
-    eprintln!("starting jobstream api, worker and projector");
-    let started = system::System::start(
-        &system::Wiring {
-            dir,
-            nats_url: &nats_url,
-            monitor_url: nats.monitor_url(),
-            database_url: &db_url,
-            secret_file: &secret_file,
-        },
-        Duration::from_secs(120),
-    )
-    .await?;
-    let owner = format!("bench-{}", uuid::Uuid::now_v7().simple());
-    let token = jobstream_api::auth::mint_hs256(
-        &crate::system::auth_config(&crate::cli::AuthArgs::dev(secret_file.clone()))?,
-        &owner,
-        false,
-        Duration::from_secs(3600),
-    )?;
-    let api = api_client(&started.url, &token, mode)?;
-    let mut pids = started.pids();
-    pids.push(("nats-server".to_owned(), nats_pid));
-    eprintln!("jobstream end to end: {jobs} jobs");
-    let system = system_figures(
-        &api,
-        &Rows::Sql(db),
-        Some(&nats_url),
-        &pids,
-        &owner,
-        mode,
-        jobs,
-        args.timeout,
-    )
-    .await;
-    started.stop().await;
+    let wiring = |metrics| system::Wiring {
+        dir,
+        nats_url: &nats_url,
+        monitor_url: nats.monitor_url(),
+        database_url: &db_url,
+        secret_file: &secret_file,
+        metrics,
+    };
+    // Off first: what the stream and tables hold by then only slows the run with metrics.
+    let metrics_off = match args.metrics {
+        BenchMetrics::Compare => {
+            Some(run_system(args, &(wiring(false), &db), mode, jobs, nats_pid).await?)
+        }
+        BenchMetrics::On | BenchMetrics::Off => None,
+    };
+    let with_metrics = args.metrics != BenchMetrics::Off;
+    let system = run_system(args, &(wiring(with_metrics), &db), mode, jobs, nats_pid).await;
     nats.stop(Duration::from_secs(5)).await;
     let database = if args.database_url.is_some() {
         crate::system::redact(&db_url)
@@ -216,7 +198,48 @@ async fn self_contained_in(
         title: title(mode, jobs, args.durability.as_str(), &database),
         raw: Some(raw),
         system: Some(system?),
+        metrics_off,
     })
+}
+
+/// How one run of the system is wired: its processes' settings and the database read for latencies.
+type System<'a> = (system::Wiring<'a>, &'a sea_orm::DatabaseConnection);
+
+/// Starts api, worker and projector as `wiring` says, measures `jobs`, stops them.
+async fn run_system(
+    args: &BenchArgs,
+    (wiring, db): &System<'_>,
+    mode: Mode,
+    jobs: usize,
+    nats_pid: u32,
+) -> anyhow::Result<RunFigures> {
+    let metrics = if wiring.metrics { "on" } else { "off" };
+    eprintln!("starting jobstream api, worker and projector (metrics {metrics})");
+    let started = system::System::start(wiring, Duration::from_secs(120)).await?;
+    let owner = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let token = jobstream_api::auth::mint_hs256(
+        &crate::system::auth_config(&crate::cli::AuthArgs::dev(wiring.secret_file.to_owned()))?,
+        &owner,
+        false,
+        Duration::from_secs(3600),
+    )?;
+    let api = api_client(&started.url, &token, mode)?;
+    let mut pids = started.pids();
+    pids.push(("nats-server".to_owned(), nats_pid));
+    eprintln!("jobstream end to end: {jobs} jobs");
+    let figures = system_figures(
+        &api,
+        &Rows::Sql((*db).clone()),
+        Some(wiring.nats_url),
+        &pids,
+        &owner,
+        mode,
+        jobs,
+        args.timeout,
+    )
+    .await;
+    started.stop().await;
+    figures
 }
 
 /// Measures a system that is already running at `url`.
@@ -291,6 +314,7 @@ async fn against_running(
         title: title(mode, jobs, &sync, &format!("running system at {url}")),
         raw,
         system: Some(system),
+        metrics_off: None,
     })
 }
 

@@ -176,6 +176,8 @@ pub struct Report {
     pub raw: Option<RunFigures>,
     /// The full system.
     pub system: Option<RunFigures>,
+    /// The full system with metrics off (`--metrics compare`), run before `system`.
+    pub metrics_off: Option<RunFigures>,
 }
 
 fn num(v: f64) -> String {
@@ -270,6 +272,18 @@ impl Report {
                 lat(sys.unwrap_or(&empty).sse_latency)
             );
         }
+        if let (Some(on), Some(off)) = (sys, self.metrics_off.as_ref())
+            && off.completed_per_sec > 0.0
+        {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "metrics on / off, completed jobs/s  {:>7} / {} = {:.1}%  (must stay ≥ 97%)",
+                num(on.completed_per_sec),
+                num(off.completed_per_sec),
+                100.0 * on.completed_per_sec / off.completed_per_sec
+            );
+        }
         for (name, run) in [("raw loop", raw), ("jobstream", sys)] {
             let Some(run) = run.filter(|r| !r.processes.is_empty()) else {
                 continue;
@@ -355,9 +369,17 @@ mod tests {
                 completed_per_sec: 500.0,
                 ..Default::default()
             }),
+            metrics_off: Some(RunFigures {
+                completed_per_sec: 520.0,
+                ..Default::default()
+            }),
         };
         let text = report.render();
         assert!(text.contains("0.250×"), "{text}");
+        assert!(
+            text.contains("metrics on / off, completed jobs/s      500 / 520 = 96.2%"),
+            "{text}"
+        );
         assert!(text.contains("2,000"), "{text}");
     }
 }

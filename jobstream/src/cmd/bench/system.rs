@@ -153,6 +153,8 @@ pub(crate) struct Wiring<'a> {
     pub(crate) monitor_url: Option<&'a str>,
     pub(crate) database_url: &'a str,
     pub(crate) secret_file: &'a Path,
+    /// Whether the processes record metrics (`--metrics on|off`).
+    pub(crate) metrics: bool,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -165,6 +167,9 @@ impl System {
     /// Starts api, worker and projector, and waits until `/readyz` says 200.
     pub(crate) async fn start(w: &Wiring<'_>, deadline: Duration) -> anyhow::Result<Self> {
         let mut nats = vec!["--nats-url".to_owned(), w.nats_url.to_owned()];
+        if !w.metrics {
+            nats.extend(["--metrics".to_owned(), "off".to_owned()]);
+        }
         if let Some(m) = w.monitor_url {
             nats.extend(["--nats-monitor-url".to_owned(), m.to_owned()]);
         }

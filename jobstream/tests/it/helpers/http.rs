@@ -69,6 +69,18 @@ impl Answer {
 }
 
 impl TestApp {
+    /// `POST /v1/jobs/{id}/cancel` without a body; returns the status.
+    pub(crate) async fn cancel(&self, token: &str, id: &str) -> StatusCode {
+        let res = self
+            .http
+            .post(format!("{}/v1/jobs/{id}/cancel", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("cancel");
+        res.status()
+    }
+
     /// A token for `sub`.
     pub(crate) fn token(&self, sub: &str, admin: bool) -> String {
         jobstream_api::auth::mint_hs256(&self.auth, sub, admin, Duration::from_secs(600))

@@ -135,19 +135,19 @@ impl Default for Options {
 }
 
 impl Options {
+    /// API and projector, no worker (a test starts it when it wants it).
+    pub(crate) fn without_worker() -> Self {
+        Options {
+            worker: false,
+            ..Options::default()
+        }
+    }
+
     /// The API alone: no worker, no projector (a test starts them when it wants them).
     pub(crate) fn api_only() -> Self {
         Options {
             projector: false,
             ..Options::without_worker()
-        }
-    }
-
-    /// The API and the projector, no worker (a test starts its own, or none).
-    pub(crate) fn without_worker() -> Self {
-        Options {
-            worker: false,
-            ..Options::default()
         }
     }
 }
