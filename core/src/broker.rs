@@ -425,32 +425,6 @@ impl Broker {
             }
         }
     }
-
-    /// Every job event with a sequence in `from..until`, in order, read straight from the
-    /// stream (deleted sequences are skipped). `None` marks an event that does not decode.
-    pub async fn events_between(
-        &self,
-        from: u64,
-        until: u64,
-    ) -> Result<Vec<(u64, Option<Envelope>)>, BrokerError> {
-        let stream = self.stream().await?;
-        let filter = subject::all_events();
-        let mut out = Vec::new();
-        let mut next = from;
-        while next < until {
-            match stream.get_first_raw_message_by_subject(&filter, next).await {
-                Ok(msg) if msg.sequence < until => {
-                    next = msg.sequence + 1;
-                    let stored = crate::stored::StoredMessage::from_raw(&msg);
-                    out.push((msg.sequence, Envelope::from_stored(&stored).ok()));
-                }
-                Ok(_) => break,
-                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => break,
-                Err(e) => return Err(BrokerError::Read(e.to_string())),
-            }
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]

@@ -183,6 +183,7 @@ mod tests {
             assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         }
         assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_secs(86_400)), "24h");
         for n in [0, 1, 65_536, 32 << 20, 512 << 20, (1 << 30) + 1] {
             assert_eq!(parse_size(&format_size(n)), Ok(n));
         }

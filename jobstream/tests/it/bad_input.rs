@@ -2,6 +2,7 @@
 //! decode, and every error from every layer as `application/problem+json` with the right status.
 
 use jobstream_core::limits::MAX_JSON_DEPTH;
+use jobstream_core::stream_read;
 use jobstream_testkit::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -488,20 +489,14 @@ async fn a_503_never_says_not_stored_for_a_stored_job(backend: Backend) {
     // Everything in the stream, read back once the test's own connection is back.
     let stored: std::collections::HashSet<i64> =
         jobstream_testkit::eventually("stream readable", WAIT, || async {
-            let last = app
-                .broker
-                .jetstream()
-                .get_stream("JOBS")
+            let filter = jobstream_core::subject::all_events();
+            let events = stream_read::read_from(&app.broker, &filter, 1, usize::MAX)
                 .await
-                .ok()?
-                .cached_info()
-                .state
-                .last_sequence;
-            let events = app.broker.events_between(1, last + 1).await.ok()?;
+                .ok()?;
             Some(
                 events
-                    .into_iter()
-                    .filter_map(|(_, e)| match e?.event {
+                    .iter()
+                    .filter_map(|m| match stream_read::decode(m).ok()?.event {
                         jobstream_core::Event::Queued(spec) => spec.payload["n"].as_i64(),
                         _ => None,
                     })

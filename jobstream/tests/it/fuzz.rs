@@ -10,6 +10,7 @@ use jobstream_testkit::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::helpers::http::content_type;
 use crate::helpers::{Options, TestApp, db_test};
 
 /// Routes that may keep a valid request open (SSE, long-poll): a client timeout is fine there.
@@ -171,13 +172,7 @@ async fn check(what: &str, res: Result<reqwest::Response, reqwest::Error>, path:
         Err(e) if cut_off_while_sending(&e) => return,
         Err(e) => panic!("{what}: no answer: {e:?}"),
     };
-    let status = res.status();
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let (status, ct) = (res.status(), content_type(res.headers()).to_owned());
     let body = res.bytes().await.unwrap_or_default();
     let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
     assert!(!status.is_server_error(), "{what}: {status} {shown}");

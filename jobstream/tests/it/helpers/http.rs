@@ -12,6 +12,14 @@ use serde_json::Value;
 
 use super::{TestApp, WAIT};
 
+/// The `Content-Type` of a response ("" without one).
+pub(crate) fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
 /// An answer of the API: status, headers and JSON body (`Null` when there is none).
 pub(crate) struct Answer {
     pub(crate) status: StatusCode,
@@ -34,10 +42,7 @@ impl Answer {
 
     /// The `Content-Type` header ("" without one).
     pub(crate) fn content_type(&self) -> &str {
-        self.headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        content_type(&self.headers)
     }
 
     /// Asserts an error answer is `application/problem+json`.
@@ -323,13 +328,7 @@ impl TestApp {
             .send()
             .await
             .expect("GET /v1/files");
-        let status = res.status();
-        let ct = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let (status, ct) = (res.status(), content_type(res.headers()).to_owned());
         (status, ct, res.bytes().await.unwrap().to_vec())
     }
 
