@@ -34,6 +34,8 @@ pub fn app(state: AppState) -> Router {
         .merge(admin_replay::router())
         .merge(crate::routes::admin_rejected::router())
         .merge(crate::openapi::router())
+        .merge(crate::ui::router())
+        .merge(crate::openapi::docs())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
         // One body limit for every extractor; larger bodies are a 413 problem.

@@ -33,6 +33,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Bounds on each queue's backlog: submissions past them are refused with `429`.
     pub admission: crate::jobs::admission::Admission,
+    /// Signs console sessions and their CSRF tokens.
+    pub console: crate::ui::ConsoleKey,
 }
 
 /// How an API instance is set up, apart from its connections.
@@ -53,6 +55,8 @@ pub struct ApiSettings {
     pub hub: HubConfig,
     /// Bounds on each queue's backlog (default: none).
     pub admission: crate::jobs::admission::Admission,
+    /// Secret that signs console sessions; instances sharing it share sessions (default: random).
+    pub console_secret: Option<secrecy::SecretString>,
 }
 
 impl AppState {
@@ -77,6 +81,7 @@ impl AppState {
             kinds: settings.kinds,
             readiness: settings.readiness,
             admission: settings.admission,
+            console: crate::ui::ConsoleKey::new(settings.console_secret.as_ref()),
         })
     }
 

@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::page::link;
 use crate::http::{ApiQuery, Body, IdempotencyKey, Page, PageRequest, PathParam, RequestId};
-use crate::jobs::{self, JobFilter, JobView, SubmitJob, Submitted};
+use crate::jobs::{self, FilterParams, JobFilter, JobView, SubmitJob, Submitted};
 use crate::state::AppState;
 
 /// `/v1/jobs` routes.
@@ -92,6 +92,16 @@ pub struct ListQuery {
     pub kind: Option<String>,
     /// Only jobs of this queue.
     pub queue: Option<String>,
+    /// Only jobs of this owner (admins; a user's list is always their own).
+    pub owner: Option<String>,
+    /// Only jobs whose id starts with this (hex digits and dashes).
+    pub id_prefix: Option<String>,
+    /// Only jobs whose payload, result or error contains this text (case-insensitive).
+    pub q: Option<String>,
+    /// Only jobs created at or after this time (RFC 3339).
+    pub created_after: Option<String>,
+    /// Only jobs created before this time (RFC 3339).
+    pub created_before: Option<String>,
     /// Page size, 1..=500 (default 50).
     pub limit: Option<u64>,
     /// Page after this cursor (older jobs), from `next_cursor`.
@@ -101,6 +111,10 @@ pub struct ListQuery {
 }
 
 /// List jobs, newest first, with cursor pagination. Users see their own jobs; admins see all.
+///
+/// Filters combine: status, kind, queue, owner (admins), id prefix, a text match on
+/// payload, result or error (`q`; it scans, so pair it with other filters on big tables),
+/// and a created-time range.
 ///
 /// Ids are UUIDv7 (time-ordered), so the cursor is the id: pages stay stable while jobs are added.
 #[utoipa::path(
@@ -114,14 +128,20 @@ pub async fn list_jobs(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<JobView>>, ApiError> {
     let page = PageRequest::parse(q.limit, q.after.as_deref(), q.before.as_deref())?;
-    let filter = JobFilter::parse(q.status.as_deref(), q.kind.clone(), q.queue.clone())?;
+    let params = FilterParams {
+        status: q.status,
+        kind: q.kind,
+        queue: q.queue,
+        owner: q.owner,
+        id_prefix: q.id_prefix,
+        q: q.q,
+        created_after: q.created_after,
+        created_before: q.created_before,
+    };
+    let filter = JobFilter::parse(&params)?;
     let (jobs, more) = state.jobs().list(&caller, &filter, &page).await?;
     let items = jobs.iter().map(JobView::from).collect();
-    let filters = [
-        ("status", &q.status),
-        ("kind", &q.kind),
-        ("queue", &q.queue),
-    ];
+    let filters = params.pairs();
     Ok(Json(Page::new(
         items,
         &page,

@@ -475,6 +475,7 @@ async fn api_state(
         readiness: options.readiness.clone(),
         hub,
         admission: Default::default(),
+        console_secret: None,
     };
     AppState::build(broker, db.clone(), settings)
         .await
