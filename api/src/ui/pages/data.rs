@@ -62,7 +62,7 @@ pub(super) async fn tables_page(
             "SELECT COUNT(*) AS n FROM (SELECT 1 AS one FROM \"{name}\" LIMIT {}) AS capped",
             COUNT_CAP + 1
         );
-        let grid = sql::query(&state.db, &sql, 1).await.map_err(sql_failure)?;
+        let grid = sql::query(&state.db, &sql, 1).await?;
         let n: u64 = grid
             .rows
             .first()
@@ -135,9 +135,7 @@ pub(super) async fn rows(
         PAGE + 1,
         page * PAGE
     );
-    let mut grid = sql::query(&state.db, &sql, PAGE)
-        .await
-        .map_err(sql_failure)?;
+    let mut grid = sql::query(&state.db, &sql, PAGE).await?;
     grid.columns = columns.iter().map(|c| (*c).to_owned()).collect();
     let href = |sort: &str, desc: bool, page: u64| {
         format!("/ui/data/{name}?sort={sort}&desc={desc}&page={page}")
@@ -216,6 +214,9 @@ pub(super) async fn sql_run(
     Ok((status, page))
 }
 
-fn sql_failure(e: SqlError) -> UiError {
-    UiError::Unexpected(anyhow::anyhow!("data page query: {e}"))
+impl From<SqlError> for UiError {
+    /// The data pages' own queries are built from the entities: a failure is unexpected.
+    fn from(e: SqlError) -> Self {
+        UiError::Unexpected(anyhow::Error::new(e).context("data page query"))
+    }
 }
