@@ -11,6 +11,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::{JobService, JobsError};
@@ -44,23 +45,25 @@ pub struct JobFilter {
 }
 
 /// A job list's filters as text, from a query string (REST and console alike).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FilterParams {
-    /// Status name.
+    /// Only jobs in this status.
     pub status: Option<String>,
-    /// Kind name.
+    /// Only jobs of this kind.
     pub kind: Option<String>,
-    /// Queue name.
+    /// Only jobs of this queue.
     pub queue: Option<String>,
-    /// Owner (`sub`).
+    /// Only jobs of this owner (admins; a user's list is always their own).
     pub owner: Option<String>,
-    /// Start of the job id.
+    /// Only jobs whose id starts with this (hex digits and dashes).
     pub id_prefix: Option<String>,
-    /// Text to find in payload, result or error.
+    /// Only jobs whose payload, result or error contains this text (case-insensitive; it
+    /// scans, so narrow it with other filters on large tables).
     pub q: Option<String>,
-    /// RFC 3339 time, or `YYYY-MM-DDTHH:MM[:SS]` in UTC.
+    /// Only jobs created at or after this time (RFC 3339, or `YYYY-MM-DDTHH:MM` in UTC).
     pub created_after: Option<String>,
-    /// RFC 3339 time, or `YYYY-MM-DDTHH:MM[:SS]` in UTC.
+    /// Only jobs created before this time (RFC 3339, or `YYYY-MM-DDTHH:MM` in UTC).
     pub created_before: Option<String>,
 }
 

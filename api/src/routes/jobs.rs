@@ -82,26 +82,10 @@ pub async fn get_job(
     Ok(Json(JobView::from(&job)))
 }
 
-/// Filters and cursor of a job list.
+/// Cursor of a job list (its filters are [`FilterParams`]).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only jobs in this status.
-    pub status: Option<String>,
-    /// Only jobs of this kind.
-    pub kind: Option<String>,
-    /// Only jobs of this queue.
-    pub queue: Option<String>,
-    /// Only jobs of this owner (admins; a user's list is always their own).
-    pub owner: Option<String>,
-    /// Only jobs whose id starts with this (hex digits and dashes).
-    pub id_prefix: Option<String>,
-    /// Only jobs whose payload, result or error contains this text (case-insensitive).
-    pub q: Option<String>,
-    /// Only jobs created at or after this time (RFC 3339).
-    pub created_after: Option<String>,
-    /// Only jobs created before this time (RFC 3339).
-    pub created_before: Option<String>,
     /// Page size, 1..=500 (default 50).
     pub limit: Option<u64>,
     /// Page after this cursor (older jobs), from `next_cursor`.
@@ -118,7 +102,7 @@ pub struct ListQuery {
 ///
 /// Ids are UUIDv7 (time-ordered), so the cursor is the id: pages stay stable while jobs are added.
 #[utoipa::path(
-    get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    get, path = "/v1/jobs", tag = "jobs", params(FilterParams, ListQuery),
     responses((status = 200, body = Page<JobView>), (status = 422, body = crate::error::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
@@ -126,18 +110,9 @@ pub async fn list_jobs(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(params): ApiQuery<FilterParams>,
 ) -> Result<Json<Page<JobView>>, ApiError> {
     let page = PageRequest::parse(q.limit, q.after.as_deref(), q.before.as_deref())?;
-    let params = FilterParams {
-        status: q.status,
-        kind: q.kind,
-        queue: q.queue,
-        owner: q.owner,
-        id_prefix: q.id_prefix,
-        q: q.q,
-        created_after: q.created_after,
-        created_before: q.created_before,
-    };
     let filter = JobFilter::parse(&params)?;
     let (jobs, more) = state.jobs().list(&caller, &filter, &page).await?;
     let items = jobs.iter().map(JobView::from).collect();

@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(pages)
         .route("/ui/assets/{hash}/{name}", get(assets::serve))
+        .route("/", get(|| async { Redirect::to("/ui") }))
 }
 
 /// CSP on every page; pages hold one user's data, so no shared cache keeps them.

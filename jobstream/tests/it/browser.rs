@@ -226,10 +226,13 @@ async fn flow(app: &TestApp, client: &Client) -> Result<(), Failure> {
     client
         .goto(&format!("{}/ui/jobs/{failed}", app.base))
         .await?;
+    // Tall enough for the whole timeline.
+    client.set_window_size(1280, 1300).await?;
     std::fs::write(
         workspace_root().join("docs/console-job.png"),
         client.screenshot().await?,
     )?;
+    client.set_window_size(1280, 900).await?;
     // A cancelled job, retried: it runs again (a sleep that outlasts the test).
     let sleeper = app
         .submit_ok(&user, &json!({"kind": "sleep", "payload": {"ms": 120_000}}))

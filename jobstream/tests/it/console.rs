@@ -511,3 +511,71 @@ async fn docs_and_assets_are_served_from_the_binary() {
         .unwrap();
     assert_eq!(stale.status(), StatusCode::NOT_FOUND);
 }
+
+async fn schedules_are_created_run_and_deleted_from_the_console(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (alice, bob) = (app.token("alice", false), app.token("bob", false));
+    let a = Browser::login(&app, &alice).await;
+    let b = Browser::login(&app, &bob).await;
+    let token = a.get("/ui/schedules").await.csrf();
+    let form = [
+        ("csrf", token.as_str()),
+        ("name", "nightly"),
+        ("timing", "every"),
+        ("when", "1h"),
+        ("kind", "echo"),
+        ("payload", r#"{"from": "schedule"}"#),
+    ];
+    let created = a.post("/ui/schedules", &form).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let bad = a
+        .post(
+            "/ui/schedules",
+            &[
+                ("csrf", token.as_str()),
+                ("name", "x"),
+                ("when", "1h"),
+                ("kind", "nope"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let list = jobstream_testkit::eventually("schedule listed", crate::helpers::WAIT, || async {
+        let p = a.get("/ui/schedules").await;
+        p.body.contains("nightly").then_some(p)
+    })
+    .await;
+    assert!(list.body.contains("every"));
+    assert!(!b.get("/ui/schedules").await.body.contains("nightly"));
+
+    let run = a
+        .post("/ui/schedules/nightly/run", &[("csrf", token.as_str())])
+        .await;
+    assert_eq!(run.status, StatusCode::SEE_OTHER, "{}", run.body);
+    let job_page = run.headers[LOCATION].to_str().unwrap().to_owned();
+    let id = job_page.trim_start_matches("/ui/jobs/").to_owned();
+    app.wait_for_row(&id, "run now succeeded", |r| {
+        r.status == "succeeded" && r.owner == "alice"
+    })
+    .await;
+    let bobs_token = b.get("/ui/schedules").await.csrf();
+    assert_eq!(
+        b.post(
+            "/ui/schedules/nightly/run",
+            &[("csrf", bobs_token.as_str()), ("owner", "alice")]
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND,
+        "bob cannot run alice's schedule"
+    );
+    let deleted = a
+        .post("/ui/schedules/nightly/delete", &[("csrf", token.as_str())])
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    jobstream_testkit::eventually("schedule gone", crate::helpers::WAIT, || async {
+        (!a.get("/ui/schedules").await.body.contains("nightly")).then_some(())
+    })
+    .await;
+}
+db_test!(schedules_are_created_run_and_deleted_from_the_console);

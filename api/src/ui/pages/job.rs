@@ -7,6 +7,7 @@ use jobstream_core::{JobState, JobStatus};
 use serde_json::Value;
 
 use super::{span, when, when_opt};
+use crate::jobs::bulk::BulkAction;
 use crate::jobs::{self, CancelJob, HistoryEvent, JobsError};
 use crate::state::AppState;
 use crate::ui::form::Action;
@@ -145,7 +146,7 @@ fn timeline(events: &[jobs::StoredEvent]) -> Vec<Step> {
             Step {
                 seq: h.seq,
                 event_type: h.event_type,
-                at: when(h.at),
+                at: h.at.format("%H:%M:%S%.3f").to_string(),
                 after,
                 attempt: h.attempt,
                 worker,
@@ -179,44 +180,26 @@ pub(super) async fn page(
     })
 }
 
-/// `POST /ui/jobs/{id}/cancel`.
-#[tracing::instrument(skip_all, fields(sub = %action.session.sub, job_id = %id))]
-pub(super) async fn cancel(
+/// `POST /ui/jobs/{id}/cancel` and `POST /ui/jobs/{id}/retry`; back to the job page.
+#[tracing::instrument(skip_all, fields(sub = %action.session.sub, job_id = %id, action = %verb))]
+pub(super) async fn act(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path((id, verb)): Path<(String, String)>,
     action: Action,
 ) -> Result<Redirect, UiError> {
     let job_id = jobs::parse_id(&id)?;
-    state
-        .jobs()
-        .cancel(
-            &action.session.caller(),
-            job_id,
-            CancelJob::default(),
-            action.request_id.as_deref(),
-        )
-        .await?;
-    tracing::info!("cancellation requested from the console");
-    Ok(Redirect::to(&format!("/ui/jobs/{job_id}")))
-}
-
-/// `POST /ui/jobs/{id}/retry`.
-#[tracing::instrument(skip_all, fields(sub = %action.session.sub, job_id = %id))]
-pub(super) async fn retry(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    action: Action,
-) -> Result<Redirect, UiError> {
-    let job_id = jobs::parse_id(&id)?;
-    state
-        .jobs()
-        .retry(
-            &action.session.caller(),
-            job_id,
-            action.request_id.as_deref(),
-        )
-        .await?;
-    tracing::info!("retry requested from the console");
+    let caller = action.session.caller();
+    let request_id = action.request_id.as_deref();
+    let service = state.jobs();
+    match BulkAction::parse(&verb)? {
+        BulkAction::Cancel => {
+            service
+                .cancel(&caller, job_id, CancelJob::default(), request_id)
+                .await?
+        }
+        BulkAction::Retry => service.retry(&caller, job_id, request_id).await?,
+    };
+    tracing::info!("requested from the console");
     Ok(Redirect::to(&format!("/ui/jobs/{job_id}")))
 }
 

@@ -9,6 +9,7 @@ use axum::response::{Html, Redirect};
 
 use super::{when, when_opt};
 use crate::http::{ApiQuery, OptionalBody, PathParam};
+use crate::jobs::{JobsError, Submitted};
 use crate::routes::{admin_replay, kinds, schedules, users};
 use crate::state::AppState;
 use crate::ui::form::Action;
@@ -76,6 +77,90 @@ pub(super) async fn delete_schedule(
     )
     .await?;
     Ok(Redirect::to("/ui/schedules"))
+}
+
+/// A form body as the REST route's typed body: the same parsing, the same validation.
+fn typed_body<T: crate::input::Body>(value: serde_json::Value) -> Result<T, UiError> {
+    crate::input::parse_object(value).map_err(|e| {
+        UiError::Jobs(match e {
+            crate::input::BodyError::NotObject => JobsError::field("form", "not an object"),
+            crate::input::BodyError::Fields(errors) => JobsError::Invalid(errors),
+        })
+    })
+}
+
+/// `POST /ui/schedules`: creates (or replaces) a schedule through `POST /v1/schedules`.
+pub(super) async fn create_schedule(
+    State(state): State<AppState>,
+    action: Action,
+) -> Result<Redirect, UiError> {
+    let form = &action.form;
+    let payload: serde_json::Value = match form.get("payload") {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| JobsError::field("payload", format!("not JSON: {e}")))?,
+        None => serde_json::json!({}),
+    };
+    let timing = match form.get("timing") {
+        Some("cron") => "cron",
+        _ => "every",
+    };
+    let mut body = serde_json::json!({
+        "name": form.get("name").unwrap_or_default(),
+        "kind": form.get("kind").unwrap_or_default(),
+        "payload": payload,
+    });
+    body[timing] = serde_json::json!(form.get("when").unwrap_or_default());
+    if let Some(queue) = form.get("queue") {
+        body["queue"] = serde_json::json!(queue);
+    }
+    schedules::create_schedule(
+        State(state),
+        action.session.caller(),
+        crate::http::Body(typed_body(body)?),
+    )
+    .await?;
+    Ok(Redirect::to("/ui/schedules"))
+}
+
+/// `POST /ui/schedules/{name}/run`: one job now with the schedule's settings, submitted
+/// by the session's user through the jobs service (as `POST /v1/jobs` does).
+pub(super) async fn run_schedule(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    action: Action,
+) -> Result<Redirect, UiError> {
+    let caller = action.session.caller();
+    let owner = action.form.get("owner").unwrap_or(&caller.sub).to_owned();
+    let Json(list) = schedules::list_schedules(
+        State(state.clone()),
+        caller.clone(),
+        ApiQuery(schedules::OwnerQuery {
+            owner: Some(owner.clone()),
+        }),
+    )
+    .await?;
+    let s = list
+        .into_iter()
+        .find(|s| s.name == name && s.owner == owner)
+        .ok_or_else(|| JobsError::NotFound(format!("no schedule {name:?}")))?;
+    let job = serde_json::json!({
+        "kind": s.kind, "queue": s.queue, "payload": s.payload, "priority": s.priority,
+        "max_attempts": s.max_attempts, "timeout_ms": s.timeout_ms,
+    });
+    let submitted = state
+        .jobs()
+        .submit(
+            &caller,
+            typed_body(job)?,
+            None,
+            action.request_id.as_deref(),
+        )
+        .await?;
+    let id = match submitted {
+        Submitted::New(j) | Submitted::Existing(j) => j.id,
+    };
+    tracing::info!(schedule = %name, job_id = %id, "schedule run now from the console");
+    Ok(Redirect::to(&format!("/ui/jobs/{id}")))
 }
 
 struct KindRow {

@@ -24,10 +24,13 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/jobs", get(jobs::page))
         .route("/ui/jobs/bulk", post(jobs::bulk))
         .route("/ui/jobs/{id}", get(job::page))
-        .route("/ui/jobs/{id}/cancel", post(job::cancel))
-        .route("/ui/jobs/{id}/retry", post(job::retry))
+        .route("/ui/jobs/{id}/{action}", post(job::act))
         .route("/ui/files/{id}", get(job::file))
-        .route("/ui/schedules", get(lists::schedules))
+        .route(
+            "/ui/schedules",
+            get(lists::schedules).post(lists::create_schedule),
+        )
+        .route("/ui/schedules/{name}/run", post(lists::run_schedule))
         .route("/ui/schedules/{name}/delete", post(lists::delete_schedule))
         .route("/ui/kinds", get(lists::kinds))
         .route("/ui/users", get(lists::users))
