@@ -17,7 +17,8 @@
 //! - [`state`]: [`state::AppState`], what every handler gets.
 //! - [`live`]: the process's one live tail of the stream, fanned out to SSE connections and waits.
 //! - [`tickets`]: single-use SSE tickets for browsers.
-//! - [`openapi`]: the OpenAPI document generated from the handlers.
+//! - [`openapi`]: the OpenAPI document generated from the handlers, and `/docs` (Swagger UI).
+//! - [`ui`]: the operator's console at `/ui` (askama pages, vendored htmx).
 //! - [`users`]: registering users (first request, `POST /v1/users`) through the stream.
 
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod tickets;
+pub mod ui;
 pub mod users;
 
 pub use server::{App, app};

@@ -4,6 +4,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::http::Page;
 use crate::jobs::{AttemptErrorView, BatchAccepted, CancelJob, JobView, SubmitBatch, SubmitJob};
@@ -41,16 +42,39 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The whole document: the jobs API and the modules that keep their own.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::routes::users::UsersDoc::openapi());
+    doc.merge(crate::routes::events::EventsDoc::openapi());
+    doc.merge(crate::routes::admin_rejected::RejectedDoc::openapi());
+    doc
+}
+
 /// `/openapi.json`.
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/openapi.json",
-        get(|| async {
-            let mut doc = ApiDoc::openapi();
-            doc.merge(crate::routes::users::UsersDoc::openapi());
-            doc.merge(crate::routes::events::EventsDoc::openapi());
-            doc.merge(crate::routes::admin_rejected::RejectedDoc::openapi());
-            Json(doc)
-        }),
-    )
+    Router::new().route("/openapi.json", get(|| async { Json(document()) }))
+}
+
+/// `/docs`: Swagger UI on `/openapi.json`, its files compiled into the binary (the
+/// `vendored` feature: the build downloads nothing). "Authorize" takes a bearer token,
+/// and "Try it out" sends it.
+pub fn docs() -> Router<AppState> {
+    let ui = SwaggerUi::new("/docs").config(
+        utoipa_swagger_ui::Config::from("/openapi.json")
+            .persist_authorization(false)
+            .try_it_out_enabled(true),
+    );
+    Router::<AppState>::from(ui).layer(axum::middleware::map_response(docs_headers))
+}
+
+/// CSP on the docs: this origin only (Swagger UI draws its icons from `data:` URIs).
+async fn docs_headers(mut res: axum::response::Response) -> axum::response::Response {
+    res.headers_mut().insert(
+        "content-security-policy",
+        axum::http::HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
+    );
+    res
 }

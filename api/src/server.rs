@@ -35,6 +35,8 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::routes::admin_rejected::router())
         .merge(crate::openapi::router())
         .merge(crate::routes::metrics::router())
+        .merge(crate::ui::router())
+        .merge(crate::openapi::docs())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
         // Outside the routes, so it sees each request's matched route (and 404s as `unmatched`).

@@ -35,6 +35,8 @@ pub struct AppState {
     pub admission: crate::jobs::admission::Admission,
     /// What `GET /metrics` serves; `jobstream dev` adds the projector's gauges to it.
     pub metrics: jobstream_core::metrics::Exporter,
+    /// Signs console sessions and their CSRF tokens.
+    pub console: crate::ui::ConsoleKey,
 }
 
 /// How an API instance is set up, apart from its connections.
@@ -55,6 +57,8 @@ pub struct ApiSettings {
     pub hub: HubConfig,
     /// Bounds on each queue's backlog (default: none).
     pub admission: crate::jobs::admission::Admission,
+    /// Secret that signs console sessions; instances sharing it share sessions (default: random).
+    pub console_secret: Option<secrecy::SecretString>,
 }
 
 impl AppState {
@@ -83,6 +87,7 @@ impl AppState {
             readiness: settings.readiness,
             admission: settings.admission,
             metrics,
+            console: crate::ui::ConsoleKey::new(settings.console_secret.as_ref()),
         })
     }
 

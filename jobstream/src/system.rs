@@ -257,6 +257,7 @@ pub async fn api_state(
         readiness: parts.readiness.readiness(),
         hub: HubConfig::default(),
         admission: parts.readiness.admission(),
+        console_secret: parts.console_secret.cloned(),
     };
     AppState::build(broker, db, settings).await
 }
@@ -273,6 +274,8 @@ pub struct ApiParts<'a> {
     pub readiness: &'a ReadinessArgs,
     /// `--open-registration`.
     pub open_registration: bool,
+    /// `--console-secret`.
+    pub console_secret: Option<&'a secrecy::SecretString>,
 }
 
 /// The catalogue of kinds: the built-in ones plus the kinds file, when given.

@@ -1,5 +1,5 @@
-//! The jobs service: every operation on jobs, between the callers (REST routes, and
-//! later the console and the CLI) and the stream.
+//! The jobs service: every operation on jobs, between the callers (REST routes, the
+//! console, and later the CLI) and the stream.
 //!
 //! Operations take typed inputs and the [`Caller`](crate::auth::Caller), and return domain results
 //! ([`JobState`]) or a [`JobsError`]; they know nothing of HTTP. The REST glue is in
@@ -14,16 +14,21 @@
 //! | [`JobService::cancel`] / [`JobService::retry`] | append a request after folding the job's events |
 //! | [`JobService::history`] | the job's events, read from the stream |
 //! | [`JobService::wait`] | until the job finishes or a timeout passes |
+//! | [`JobService::bulk`] / [`JobService::matching_ids`] | retry or cancel many jobs, or all matching a filter |
+//! | [`JobService::overview`] | per-queue counts, last hour's throughput and failures |
 //!
 //! Layout: [`input`] (request bodies and their validation), [`store`] (the messages
 //! that store a submission: delayed jobs, idempotency records), `read.rs` (get, list,
 //! history, wait), `actions.rs` (cancel, retry), [`view`] (jobs as clients see them),
-//! [`admission`] (refusing submissions a queue cannot finish in bounded time).
+//! [`admission`] (refusing submissions a queue cannot finish in bounded time), [`bulk`]
+//! (actions over many jobs), [`stats`] (the console's overview figures).
 
 mod actions;
 pub mod admission;
+pub mod bulk;
 pub mod input;
 mod read;
+pub mod stats;
 pub mod store;
 pub mod view;
 
@@ -38,7 +43,9 @@ pub use input::{
     CancelJob, MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MS, MAX_BATCH, MAX_DELAY_MS, MAX_KEY_LEN,
     MAX_REASON_LEN, MAX_TIMEOUT_MS, SubmitBatch, SubmitJob,
 };
-pub use read::{DEFAULT_WAIT, JobFilter, MAX_WAIT, StoredEvent, wait_timeout};
+pub use read::{
+    DEFAULT_WAIT, FilterParams, JobFilter, MAX_FILTER_TEXT, MAX_WAIT, StoredEvent, wait_timeout,
+};
 pub use view::{AttemptErrorView, BatchAccepted, HistoryEvent, JobHistory, JobView};
 
 use crate::error::ApiError;

@@ -2,11 +2,16 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use jobstream_core::catalogue::FieldError;
 use jobstream_core::event::{Envelope, Event};
 use jobstream_core::{JobState, JobStatus, fold, stream_read};
 use jobstream_entity::queued_job;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::{JobService, JobsError};
@@ -27,29 +32,201 @@ pub struct JobFilter {
     pub kind: Option<String>,
     /// Only jobs of this queue.
     pub queue: Option<String>,
+    /// Only jobs of this owner (an admin's filter; a user only ever sees their own).
+    pub owner: Option<String>,
+    /// Only jobs whose id starts with this (lowercase hex and dashes).
+    pub id_prefix: Option<String>,
+    /// Only jobs whose payload, result or error contains this text (case-insensitive).
+    pub text: Option<String>,
+    /// Only jobs created at or after this.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only jobs created before this.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// A job list's filters as text, from a query string (REST and console alike).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FilterParams {
+    /// Only jobs in this status.
+    pub status: Option<String>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// Only jobs of this queue.
+    pub queue: Option<String>,
+    /// Only jobs of this owner (admins; a user's list is always their own).
+    pub owner: Option<String>,
+    /// Only jobs whose id starts with this (hex digits and dashes).
+    pub id_prefix: Option<String>,
+    /// Only jobs whose payload, result or error contains this text (case-insensitive; it
+    /// scans, so narrow it with other filters on large tables).
+    pub q: Option<String>,
+    /// Only jobs created at or after this time (RFC 3339, or `YYYY-MM-DDTHH:MM` in UTC).
+    pub created_after: Option<String>,
+    /// Only jobs created before this time (RFC 3339, or `YYYY-MM-DDTHH:MM` in UTC).
+    pub created_before: Option<String>,
+}
+
+/// Longest text match and id prefix accepted.
+pub const MAX_FILTER_TEXT: usize = 200;
+
+impl FilterParams {
+    /// The filters that are set, as `(name, value)` pairs (for links that keep them).
+    pub fn pairs(&self) -> [(&'static str, &Option<String>); 8] {
+        [
+            ("status", &self.status),
+            ("kind", &self.kind),
+            ("queue", &self.queue),
+            ("owner", &self.owner),
+            ("id_prefix", &self.id_prefix),
+            ("q", &self.q),
+            ("created_after", &self.created_after),
+            ("created_before", &self.created_before),
+        ]
+    }
+
+    /// The same filters with empty fields (as an HTML form sends them) dropped.
+    pub fn non_empty(mut self) -> Self {
+        for f in [
+            &mut self.status,
+            &mut self.kind,
+            &mut self.queue,
+            &mut self.owner,
+            &mut self.id_prefix,
+            &mut self.q,
+            &mut self.created_after,
+            &mut self.created_before,
+        ] {
+            if f.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                *f = None;
+            }
+        }
+        self
+    }
 }
 
 impl JobFilter {
-    /// The filter from its text form; an unknown status is invalid input naming `status`.
-    pub fn parse(
-        status: Option<&str>,
-        kind: Option<String>,
-        queue: Option<String>,
-    ) -> Result<Self, JobsError> {
-        let status = status
-            .map(|s| {
-                JobStatus::parse(s).ok_or_else(|| {
-                    let all: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
-                    JobsError::field("status", format!("must be one of {}", all.join(", ")))
-                })
+    /// The filter from its text form; every bad field is invalid input naming it.
+    pub fn parse(p: &FilterParams) -> Result<Self, JobsError> {
+        let mut errors = Vec::new();
+        let status = p.status.as_deref().and_then(|s| {
+            let parsed = JobStatus::parse(s);
+            if parsed.is_none() {
+                let all: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+                errors.push(FieldError::new(
+                    "status",
+                    format!("must be one of {}", all.join(", ")),
+                ));
+            }
+            parsed
+        });
+        let id_prefix = p.id_prefix.as_deref().map(str::to_ascii_lowercase);
+        if id_prefix
+            .as_deref()
+            .is_some_and(|s| s.len() > 36 || !s.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+        {
+            errors.push(FieldError::new(
+                "id_prefix",
+                "must be the start of a job id (hex digits and dashes)",
+            ));
+        }
+        if p.q.as_deref().is_some_and(|q| q.len() > MAX_FILTER_TEXT) {
+            errors.push(FieldError::new(
+                "q",
+                format!("at most {MAX_FILTER_TEXT} bytes"),
+            ));
+        }
+        let mut time = |field: &str, v: &Option<String>| {
+            let t = v.as_deref().map(parse_time).transpose();
+            t.unwrap_or_else(|()| {
+                errors.push(FieldError::new(
+                    field,
+                    "must be an RFC 3339 time or YYYY-MM-DDTHH:MM (UTC)",
+                ));
+                None
             })
-            .transpose()?;
+        };
+        let created_after = time("created_after", &p.created_after);
+        let created_before = time("created_before", &p.created_before);
+        if !errors.is_empty() {
+            return Err(JobsError::Invalid(errors));
+        }
         Ok(JobFilter {
             status,
-            kind,
-            queue,
+            kind: p.kind.clone(),
+            queue: p.queue.clone(),
+            owner: p.owner.clone(),
+            id_prefix,
+            text: p.q.clone(),
+            created_after,
+            created_before,
         })
     }
+
+    /// The query selecting the jobs `caller` may see that match this filter.
+    pub(super) fn select(&self, caller: &Caller) -> sea_orm::Select<queued_job::Entity> {
+        use queued_job::Column as C;
+        let mut select = queued_job::Entity::find();
+        if !caller.is_admin {
+            select = select.filter(C::Owner.eq(caller.sub.as_str()));
+        } else if let Some(owner) = &self.owner {
+            select = select.filter(C::Owner.eq(owner.as_str()));
+        }
+        if let Some(status) = self.status {
+            select = select.filter(C::Status.eq(status.as_str()));
+        }
+        if let Some(k) = &self.kind {
+            select = select.filter(C::Kind.eq(k.as_str()));
+        }
+        if let Some(queue) = &self.queue {
+            select = select.filter(C::Queue.eq(queue.as_str()));
+        }
+        if let Some(prefix) = &self.id_prefix {
+            // A range, not LIKE: it uses the primary key index on every backend. `g` sorts
+            // after every character of an id.
+            select = select
+                .filter(C::Id.gte(prefix.as_str()))
+                .filter(C::Id.lt(format!("{prefix}g")));
+        }
+        if let Some(after) = self.created_after {
+            select = select.filter(C::CreatedAt.gte(after));
+        }
+        if let Some(before) = self.created_before {
+            select = select.filter(C::CreatedAt.lt(before));
+        }
+        if let Some(text) = &self.text {
+            let escaped = text
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let pattern = format!("%{escaped}%");
+            let contains = |c: C| {
+                Expr::expr(Func::lower(Expr::col(c).cast_as("TEXT")))
+                    .like(LikeExpr::new(pattern.clone()).escape('\\'))
+            };
+            select = select.filter(
+                Condition::any()
+                    .add(contains(C::Payload))
+                    .add(contains(C::Result))
+                    .add(contains(C::Error)),
+            );
+        }
+        select
+    }
+}
+
+/// A time from a filter: RFC 3339, or an HTML `datetime-local` value read as UTC.
+fn parse_time(s: &str) -> Result<DateTime<Utc>, ()> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+        .map(|t| t.and_utc())
+        .ok_or(())
 }
 
 /// One event of a job as stored: its stream sequence and envelope.
@@ -133,19 +310,7 @@ impl JobService {
         filter: &JobFilter,
         page: &PageRequest,
     ) -> Result<(Vec<JobState>, bool), JobsError> {
-        let mut select = queued_job::Entity::find();
-        if !caller.is_admin {
-            select = select.filter(queued_job::Column::Owner.eq(caller.sub.as_str()));
-        }
-        if let Some(status) = filter.status {
-            select = select.filter(queued_job::Column::Status.eq(status.as_str()));
-        }
-        if let Some(k) = &filter.kind {
-            select = select.filter(queued_job::Column::Kind.eq(k.as_str()));
-        }
-        if let Some(queue) = &filter.queue {
-            select = select.filter(queued_job::Column::Queue.eq(queue.as_str()));
-        }
+        let mut select = filter.select(caller);
         if let Some(after) = &page.after {
             select = select.filter(queued_job::Column::Id.lt(after.as_str()));
         }

@@ -173,8 +173,17 @@ pub async fn download_file(
     caller: Caller,
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
+    file_response(&state, &caller, &id).await
+}
+
+/// A stored file the caller may see, as a response (the REST route and the console's link).
+pub(crate) async fn file_response(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound(format!("no file {id}"));
-    let file_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let file_id = Uuid::parse_str(id).map_err(|_| not_found())?;
     // Check ownership on the metadata before reading any content.
     let info: FileInfo = match state.files.store.info(file_id).await? {
         Some(info) if caller.may_see(&info.owner) => info,

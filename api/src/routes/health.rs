@@ -181,7 +181,10 @@ async fn bounded<T, E: std::fmt::Display>(
     }
 }
 
-async fn stream_info(js: &jetstream::Context, name: &str) -> Result<stream::Info, String> {
+pub(crate) async fn stream_info(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<stream::Info, String> {
     let mut s = js
         .get_stream(name)
         .await
@@ -220,7 +223,10 @@ async fn probe_write(js: &jetstream::Context, jobs: &stream::Info) -> Result<(),
 }
 
 /// The projector's checkpoint: the last stream sequence committed to SQL (0 if none yet).
-async fn projector_checkpoint(state: &AppState, name: &str) -> Result<u64, sea_orm::DbErr> {
+pub(crate) async fn projector_checkpoint(
+    state: &AppState,
+    name: &str,
+) -> Result<u64, sea_orm::DbErr> {
     Ok(projector_checkpoint::Entity::find_by_id(name.to_owned())
         .one(&state.db)
         .await?

@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::page::link;
 use crate::http::{ApiQuery, Body, IdempotencyKey, Page, PageRequest, PathParam, RequestId};
-use crate::jobs::{self, JobFilter, JobView, SubmitJob, Submitted};
+use crate::jobs::{self, FilterParams, JobFilter, JobView, SubmitJob, Submitted};
 use crate::state::AppState;
 
 /// `/v1/jobs` routes.
@@ -82,16 +82,10 @@ pub async fn get_job(
     Ok(Json(JobView::from(&job)))
 }
 
-/// Filters and cursor of a job list.
+/// Cursor of a job list (its filters are [`FilterParams`]).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only jobs in this status.
-    pub status: Option<String>,
-    /// Only jobs of this kind.
-    pub kind: Option<String>,
-    /// Only jobs of this queue.
-    pub queue: Option<String>,
     /// Page size, 1..=500 (default 50).
     pub limit: Option<u64>,
     /// Page after this cursor (older jobs), from `next_cursor`.
@@ -102,9 +96,13 @@ pub struct ListQuery {
 
 /// List jobs, newest first, with cursor pagination. Users see their own jobs; admins see all.
 ///
+/// Filters combine: status, kind, queue, owner (admins), id prefix, a text match on
+/// payload, result or error (`q`; it scans, so pair it with other filters on big tables),
+/// and a created-time range.
+///
 /// Ids are UUIDv7 (time-ordered), so the cursor is the id: pages stay stable while jobs are added.
 #[utoipa::path(
-    get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    get, path = "/v1/jobs", tag = "jobs", params(FilterParams, ListQuery),
     responses((status = 200, body = Page<JobView>), (status = 422, body = crate::error::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
@@ -112,16 +110,13 @@ pub async fn list_jobs(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(params): ApiQuery<FilterParams>,
 ) -> Result<Json<Page<JobView>>, ApiError> {
     let page = PageRequest::parse(q.limit, q.after.as_deref(), q.before.as_deref())?;
-    let filter = JobFilter::parse(q.status.as_deref(), q.kind.clone(), q.queue.clone())?;
+    let filter = JobFilter::parse(&params)?;
     let (jobs, more) = state.jobs().list(&caller, &filter, &page).await?;
     let items = jobs.iter().map(JobView::from).collect();
-    let filters = [
-        ("status", &q.status),
-        ("kind", &q.kind),
-        ("queue", &q.queue),
-    ];
+    let filters = params.pairs();
     Ok(Json(Page::new(
         items,
         &page,

@@ -35,6 +35,10 @@ pub struct DevArgs {
     /// Let any authenticated caller create users with `POST /v1/users` (else admins only).
     #[arg(long, env = "OPEN_REGISTRATION")]
     pub open_registration: bool,
+    /// Secret that signs console sessions (`/ui`). Unset: a random key, so sessions end
+    /// when the process stops.
+    #[arg(long, env = "CONSOLE_SECRET", hide_env_values = true)]
+    pub console_secret: Option<secrecy::SecretString>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub readiness: ReadinessArgs,

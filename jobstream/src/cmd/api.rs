@@ -20,6 +20,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         catalogue: &args.catalogue,
         readiness: &args.readiness,
         open_registration: args.open_registration,
+        console_secret: args.console_secret.as_ref(),
     };
     let state = system::api_state(broker, db, verifier, parts).await?;
     let exporter = state.metrics.clone();

@@ -102,6 +102,7 @@ async fn run_system(
         catalogue: &args.catalogue,
         readiness: &args.readiness,
         open_registration: args.open_registration,
+        console_secret: args.console_secret.as_ref(),
     };
     let api_broker = system::connect_broker(nats, "jobstream-dev-api").await?;
     let mut state = system::api_state(api_broker, db, Verifier::new(&auth), parts).await?;

@@ -5,6 +5,8 @@ mod admission;
 mod auth;
 mod bad_input;
 mod batch;
+mod browser;
+mod console;
 mod delayed;
 mod email;
 mod fast_path;

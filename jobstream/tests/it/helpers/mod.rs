@@ -282,6 +282,7 @@ async fn api_state(
         readiness: options.readiness.clone(),
         hub,
         admission: Default::default(),
+        console_secret: None,
     };
     AppState::build(broker, db.clone(), settings)
         .await

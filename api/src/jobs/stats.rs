@@ -1,0 +1,178 @@
+//! Figures over the projection for the console's overview: per queue counts by status
+//! and oldest waiting job, throughput and failures over the last hour, recent failures
+//! grouped by kind and error. Each is an aggregate the database answers from an index
+//! (`status, finished_at` and `queue, status, created_at`); no query reads rows one by one.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use futures::future::try_join_all;
+use jobstream_core::JobStatus;
+use jobstream_entity::queued_job;
+use sea_orm::sea_query::{Expr, Func};
+use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::{JobFilter, JobService, JobsError};
+use crate::auth::Caller;
+
+/// Width of one throughput bucket.
+pub const BUCKET: Duration = Duration::minutes(5);
+/// Buckets in the throughput chart (one hour).
+pub const BUCKETS: i32 = 12;
+/// Failure groups shown.
+const FAILURE_GROUPS: u64 = 10;
+
+/// One queue's jobs.
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    /// Queue name.
+    pub queue: String,
+    /// Jobs per status name.
+    pub counts: BTreeMap<String, u64>,
+    /// Creation time of the oldest queued job.
+    pub oldest_waiting: Option<DateTime<Utc>>,
+}
+
+/// Jobs finished in one time bucket.
+#[derive(Debug, Clone, Default)]
+pub struct Bucket {
+    /// Start of the bucket.
+    pub start: DateTime<Utc>,
+    /// Jobs that succeeded.
+    pub succeeded: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+}
+
+/// Failed jobs with the same kind and error.
+#[derive(Debug, Clone)]
+pub struct FailureGroup {
+    /// Kind.
+    pub kind: String,
+    /// The error (the latest attempt's).
+    pub error: String,
+    /// How many jobs.
+    pub count: u64,
+}
+
+/// Everything the overview shows from the projection.
+#[derive(Debug, Clone, Default)]
+pub struct Overview {
+    /// Per queue, by name.
+    pub queues: Vec<QueueStats>,
+    /// The last hour, oldest bucket first.
+    pub buckets: Vec<Bucket>,
+    /// Largest failure groups of the last hour.
+    pub failures: Vec<FailureGroup>,
+}
+
+impl JobService {
+    /// The overview of the jobs the caller may see, as of `now`.
+    pub async fn overview(
+        &self,
+        caller: &Caller,
+        now: DateTime<Utc>,
+    ) -> Result<Overview, JobsError> {
+        use queued_job::Column as C;
+        let all = JobFilter::default();
+        let counts: Vec<(String, String, i64)> = all
+            .select(caller)
+            .select_only()
+            .column(C::Queue)
+            .column(C::Status)
+            .column_as(Expr::expr(Func::count(Expr::col(C::Id))), "n")
+            .group_by(C::Queue)
+            .group_by(C::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
+        for (queue, status, n) in counts {
+            let q = queues.entry(queue.clone()).or_insert_with(|| QueueStats {
+                queue,
+                ..QueueStats::default()
+            });
+            q.counts.insert(status, u64::try_from(n).unwrap_or(0));
+        }
+        for q in queues.values_mut() {
+            if q.counts.contains_key(JobStatus::Queued.as_str()) {
+                q.oldest_waiting = all
+                    .select(caller)
+                    .filter(C::Queue.eq(q.queue.as_str()))
+                    .filter(C::Status.eq(JobStatus::Queued.as_str()))
+                    .order_by_asc(C::CreatedAt)
+                    .one(&self.db)
+                    .await?
+                    .map(|row| row.created_at);
+            }
+        }
+        let first = now - BUCKET * BUCKETS;
+        let buckets = try_join_all((0..BUCKETS).map(|i| {
+            let start = first + BUCKET * i;
+            self.finished_between(caller, start, start + BUCKET)
+        }))
+        .await?;
+        let failures: Vec<(String, Option<String>, i64)> = all
+            .select(caller)
+            .select_only()
+            .column(C::Kind)
+            .column(C::Error)
+            .column_as(Expr::expr(Func::count(Expr::col(C::Id))), "n")
+            .filter(C::Status.eq(JobStatus::Failed.as_str()))
+            .filter(C::FinishedAt.gte(first))
+            .group_by(C::Kind)
+            .group_by(C::Error)
+            .order_by_desc(Expr::cust("n"))
+            .limit(FAILURE_GROUPS)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(Overview {
+            queues: queues.into_values().collect(),
+            buckets,
+            failures: failures
+                .into_iter()
+                .map(|(kind, error, n)| FailureGroup {
+                    kind,
+                    error: error.unwrap_or_default(),
+                    count: u64::try_from(n).unwrap_or(0),
+                })
+                .collect(),
+        })
+    }
+
+    /// Jobs that succeeded and failed in `[start, end)`.
+    async fn finished_between(
+        &self,
+        caller: &Caller,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Bucket, JobsError> {
+        use queued_job::Column as C;
+        let rows: Vec<(String, i64)> = JobFilter::default()
+            .select(caller)
+            .select_only()
+            .column(C::Status)
+            .column_as(Expr::expr(Func::count(Expr::col(C::Id))), "n")
+            .filter(C::Status.is_in([JobStatus::Succeeded.as_str(), JobStatus::Failed.as_str()]))
+            .filter(C::FinishedAt.gte(start))
+            .filter(C::FinishedAt.lt(end))
+            .group_by(C::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut b = Bucket {
+            start,
+            ..Bucket::default()
+        };
+        for (status, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            if status == JobStatus::Succeeded.as_str() {
+                b.succeeded = n;
+            } else {
+                b.failed = n;
+            }
+        }
+        Ok(b)
+    }
+}
