@@ -12,6 +12,8 @@
 //! - [`sweep`](Projector::sweep): deletes finished jobs older than the job TTL.
 //! - `schedules`: folds schedule records (`schedules.<key>`) into the `schedules` table,
 //!   in the same transaction and under the same checkpoint as the job events.
+//! - `queues`: folds queue control records (`queues.<queue>`: paused / resumed) into the
+//!   `queue_states` table, in the same transaction too.
 //! - [`replay`]: rebuild the projection from the stream (into the live database through a
 //!   shadow and an atomic swap, or into another database) and verify it against a fresh
 //!   fold; on request, one replay at a time, with progress every API instance reads.
@@ -20,6 +22,7 @@
 //! with the rows it covers, and messages are acked only after the commit.
 
 mod apply;
+mod queues;
 pub mod replay;
 mod run;
 mod schedules;
