@@ -10,5 +10,6 @@ pub mod job_actions;
 pub mod job_events;
 pub mod jobs;
 pub mod kinds;
+pub mod queues;
 pub mod schedules;
 pub mod users;
