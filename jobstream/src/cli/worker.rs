@@ -47,6 +47,10 @@ pub struct WorkerTuning {
     /// How long a cancelled job's handler may take to stop before it is abandoned.
     #[arg(long, env = "WORKER_CANCEL_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub cancel_grace: Duration,
+    /// How often the worker writes its record into the workers registry (`GET /v1/workers`);
+    /// it shows as stale after three missed heartbeats.
+    #[arg(long, env = "WORKER_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
 }
 
 /// Parses `queue=N` (N ≥ 1).
