@@ -71,7 +71,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Everything in one process: nats-server child, api, worker and projector on SQLite.
-    Dev(DevArgs),
+    Dev(Box<DevArgs>),
     /// The HTTP API.
     Api(ApiArgs),
     /// A worker: runs jobs of the given queues.

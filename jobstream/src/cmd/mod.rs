@@ -17,7 +17,7 @@ use crate::cli::{Cli, Command};
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev(a) => dev::run(a).await,
+        Command::Dev(a) => dev::run(*a).await,
         Command::Api(a) => api::run(a).await,
         Command::Worker(a) => worker::run(a).await,
         Command::Projector(a) => projector::run(a).await,
