@@ -3,6 +3,7 @@
 pub mod api;
 pub mod bench;
 pub mod bench_sse;
+pub mod client;
 pub mod dev;
 pub mod migrate;
 pub mod projector;
@@ -28,5 +29,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(a) => replay::run(a).await,
         Command::Verify(a) => verify::run(a).await,
         Command::BenchSse(a) => bench_sse::run(a).await,
+        Command::Jobs(a) => client::jobs(a).await,
+        Command::Queues(a) => client::queues(a).await,
+        Command::Workers(a) => client::workers(a).await,
     }
 }
