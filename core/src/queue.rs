@@ -115,7 +115,7 @@ pub const WORKERS_TTL: Duration = Duration::from_secs(600);
 pub const MISSED_HEARTBEATS: u32 = 3;
 
 /// What a worker says about itself in the registry, every heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerRecord {
     /// The worker's id (also its key in the bucket).
     pub id: String,

@@ -7,7 +7,7 @@
 //!
 //! | operation | what it does |
 //! |---|---|
-//! | [`QueueService::pause`] / [`QueueService::resume`] | store the queue's control record (admins) |
+//! | [`QueueService::set_paused`] ([`pause`](QueueService::pause), [`resume`](QueueService::resume)) | store the queue's control record (admins) |
 //! | [`QueueService::list`] | every known queue: depth, oldest waiting, paused, consumer counts, limit |
 //! | [`QueueService::workers`] | every worker in the registry, stale ones marked |
 //!
@@ -111,17 +111,14 @@ impl QueueService {
         }
     }
 
-    /// Pauses a queue (admins): its workers take no new jobs, running ones finish. Stored
-    /// in the stream before it returns; pausing a paused queue stores it again, harmlessly.
+    /// Pauses a queue (admins): its workers take no new jobs, running ones finish.
     pub async fn pause(
         &self,
         caller: &Caller,
         queue: &str,
         request_id: Option<&str>,
     ) -> Result<QueueControlView, QueuesError> {
-        let by = caller.sub.clone();
-        self.control(caller, queue, QueueEvent::Paused { by }, request_id)
-            .await
+        self.set_paused(caller, queue, true, request_id).await
     }
 
     /// Resumes a queue (admins): its workers take jobs again.
@@ -131,21 +128,26 @@ impl QueueService {
         queue: &str,
         request_id: Option<&str>,
     ) -> Result<QueueControlView, QueuesError> {
-        let by = caller.sub.clone();
-        self.control(caller, queue, QueueEvent::Resumed { by }, request_id)
-            .await
+        self.set_paused(caller, queue, false, request_id).await
     }
 
-    /// Stores a queue's control record as the only message of its subject.
-    async fn control(
+    /// Pauses or resumes a queue (admins): stores its control record as the only message
+    /// of its subject before it returns. Storing the state it already has is harmless.
+    pub async fn set_paused(
         &self,
         caller: &Caller,
         queue: &str,
-        event: QueueEvent,
+        paused: bool,
         request_id: Option<&str>,
     ) -> Result<QueueControlView, QueuesError> {
         require_admin(caller)?;
         let queue = parse_queue(queue)?;
+        let by = caller.sub.clone();
+        let event = if paused {
+            QueueEvent::Paused { by }
+        } else {
+            QueueEvent::Resumed { by }
+        };
         let rec = QueueRecord::new(queue.clone(), event);
         let mut msg = Outgoing::new(subject::queue_control(&queue), rec.to_bytes())
             .with_header("Nats-Msg-Id", &rec.event_id.to_string())

@@ -1,7 +1,6 @@
 //! `QueueService::workers`: the workers registry (a KV bucket with a TTL, see
 //! [`jobstream_core::queue`]), with stale workers marked.
 
-use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use jobstream_core::broker::BrokerError;
 use jobstream_core::queue::WorkerRecord;
@@ -15,40 +14,11 @@ use crate::auth::Caller;
 /// One worker as the registry last heard of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerView {
-    /// The worker's id.
-    pub id: String,
-    /// Host name of its machine.
-    pub host: String,
-    /// Its process id.
-    pub pid: u32,
-    /// Queues it takes jobs from.
-    pub queues: Vec<String>,
-    /// Jobs it runs at once.
-    pub concurrency: usize,
-    /// Jobs it was running at its last heartbeat.
-    pub in_flight: usize,
-    /// When it started.
-    pub started_at: DateTime<Utc>,
-    /// Its last heartbeat.
-    pub last_heartbeat: DateTime<Utc>,
+    /// What the worker wrote at its last heartbeat.
+    #[serde(flatten)]
+    pub worker: WorkerRecord,
     /// It missed several heartbeats: stopped or unreachable (its entry expires by itself).
     pub stale: bool,
-}
-
-impl WorkerView {
-    fn new(rec: WorkerRecord, now: DateTime<Utc>) -> Self {
-        WorkerView {
-            stale: rec.is_stale(now),
-            id: rec.id,
-            host: rec.host,
-            pid: rec.pid,
-            queues: rec.queues,
-            concurrency: rec.concurrency,
-            in_flight: rec.in_flight,
-            started_at: rec.started_at,
-            last_heartbeat: rec.heartbeat_at,
-        }
-    }
 }
 
 impl QueueService {
@@ -77,11 +47,14 @@ impl QueueService {
                 continue;
             };
             match serde_json::from_slice::<WorkerRecord>(&value) {
-                Ok(rec) => out.push(WorkerView::new(rec, now)),
+                Ok(worker) => out.push(WorkerView {
+                    stale: worker.is_stale(now),
+                    worker,
+                }),
                 Err(e) => tracing::warn!(%key, error = %e, "unreadable worker record skipped"),
             }
         }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.sort_by(|a, b| a.worker.id.cmp(&b.worker.id));
         Ok(out)
     }
 }

@@ -67,11 +67,7 @@ pub async fn pause_queue(
     request_id: RequestId,
     PathParam(name): PathParam,
 ) -> Result<(StatusCode, Json<QueueControlView>), ApiError> {
-    let view = state
-        .queues()
-        .pause(&caller, &name, request_id.as_deref())
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(view)))
+    set_paused(&state, &caller, &request_id, &name, true).await
 }
 
 /// Resume a paused queue: its workers take jobs again. Admins only.
@@ -92,9 +88,20 @@ pub async fn resume_queue(
     request_id: RequestId,
     PathParam(name): PathParam,
 ) -> Result<(StatusCode, Json<QueueControlView>), ApiError> {
+    set_paused(&state, &caller, &request_id, &name, false).await
+}
+
+/// Pause or resume: `202` with the stored state.
+async fn set_paused(
+    state: &AppState,
+    caller: &Caller,
+    request_id: &RequestId,
+    name: &str,
+    paused: bool,
+) -> Result<(StatusCode, Json<QueueControlView>), ApiError> {
     let view = state
         .queues()
-        .resume(&caller, &name, request_id.as_deref())
+        .set_paused(caller, name, paused, request_id.as_deref())
         .await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }

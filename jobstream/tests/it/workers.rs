@@ -41,7 +41,7 @@ async fn the_registry_lists_a_running_worker_and_marks_it_stale_after_it_stops(b
     assert_eq!(w["concurrency"], 16);
     assert_eq!(w["pid"], std::process::id());
     assert!(!w["host"].as_str().unwrap_or_default().is_empty(), "{w}");
-    assert!(w["started_at"].as_str().unwrap() <= w["last_heartbeat"].as_str().unwrap());
+    assert!(w["started_at"].as_str().unwrap() <= w["heartbeat_at"].as_str().unwrap());
 
     // A running job shows as in flight.
     let job = app

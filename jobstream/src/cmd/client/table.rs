@@ -157,7 +157,7 @@ pub(super) fn workers(workers: &Value) {
                 queues.join(","),
                 format!("{}/{}", cell(&w["in_flight"]), cell(&w["concurrency"])),
                 cell(&w["started_at"]),
-                cell(&w["last_heartbeat"]),
+                cell(&w["heartbeat_at"]),
                 if w["stale"] == true { "stale" } else { "live" }.to_owned(),
             ]
         })
