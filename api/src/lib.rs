@@ -13,6 +13,8 @@
 //! - [`input`]: typed request bodies that still name every bad field ([`input::Field`]).
 //! - [`jobs`]: the jobs service ([`jobs::JobService`]): submit, get, list, cancel, retry, history,
 //!   wait; typed inputs, the caller, domain results. Routes, console and CLI call it.
+//! - [`queues`]: the queues service ([`queues::QueueService`]): pause, resume, the queues overview,
+//!   the workers registry. Routes, console and CLI call it.
 //! - [`routes`]: one module per resource, each with its own `router()`: HTTP glue only.
 //! - [`state`]: [`state::AppState`], what every handler gets.
 //! - [`live`]: the process's one live tail of the stream, fanned out to SSE connections and waits.
@@ -28,6 +30,7 @@ pub mod input;
 pub mod jobs;
 pub mod live;
 pub mod openapi;
+pub mod queues;
 pub mod routes;
 pub mod server;
 pub mod state;

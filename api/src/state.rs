@@ -91,6 +91,11 @@ impl AppState {
         })
     }
 
+    /// The queues and workers service over this state.
+    pub fn queues(&self) -> crate::queues::QueueService {
+        crate::queues::QueueService::new(self)
+    }
+
     /// The jobs service over this state.
     pub fn jobs(&self) -> crate::jobs::JobService {
         crate::jobs::JobService::new(self)

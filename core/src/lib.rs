@@ -19,6 +19,8 @@
 //! - [`atomic`]: atomic batch publish, last-message lookups, reading every record kind (I/O).
 //! - [`stored`]: the one decoder of stored stream messages (including scheduler-fired ones).
 //! - [`schedule`]: periodic schedules: records, cron / `@every` syntax, subjects.
+//! - [`queue`]: queue control records (pause / resume, `queues.<queue>`) and the workers
+//!   registry's records (a KV bucket with a TTL). Pure.
 //! - [`replay`]: replay commands and progress shared by the API, the CLI and the projector.
 //! - [`shutdown`]: Ctrl-C / SIGTERM into a cancellation token.
 //! - [`user`]: user events (`users.<user_id>.<event>`), ids derived from `sub`, the user fold. Pure.
@@ -34,6 +36,7 @@ pub mod kinds;
 pub mod limits;
 pub mod metrics;
 pub mod nats_server;
+pub mod queue;
 pub mod replay;
 pub mod schedule;
 pub mod shutdown;

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::event::{DecodeError, Envelope, Event, SCHEMA_VERSION};
+use crate::queue::QueueRecord;
 use crate::schedule::{self, ScheduleEvent, ScheduleRecord};
 use crate::subject;
 use crate::user::UserEnvelope;
@@ -89,6 +90,8 @@ pub enum Record {
     Schedule(ScheduleRecord),
     /// A user event (`users.<user_id>.<event>`).
     User(UserEnvelope),
+    /// A queue control record (`queues.<queue>`: paused or resumed).
+    Queue(QueueRecord),
     /// Machinery, not an event: a pending delayed-job timer or an idempotency record.
     Other,
 }
@@ -103,6 +106,8 @@ impl Record {
             ScheduleRecord::decode(m.payload).map(Record::Schedule)
         } else if prefix == crate::user::PREFIX {
             UserEnvelope::decode(m.payload).map(Record::User)
+        } else if prefix == crate::queue::PREFIX {
+            QueueRecord::decode(m.payload).map(Record::Queue)
         } else {
             Ok(Record::Other)
         }

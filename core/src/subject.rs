@@ -9,6 +9,7 @@
 //! | delayed-job timers | `timers.<queue>.<job_id>` | [`timer`] |
 //! | idempotency records | `idem.<hash>` | [`idempotency`] |
 //! | user events | `users.<user_id>.<event>` | [`user_event`] |
+//! | queue control (pause) | `queues.<queue>` | [`queue_control`] |
 //!
 //! [`stream_subjects`] lists them all; nothing else builds a subject by hand.
 //!
@@ -156,6 +157,12 @@ pub fn slots_consumer(queue: &str) -> String {
     format!("slots-{queue}")
 }
 
+/// The queue of a worker lane consumer ([`lane_consumer`]); `None` for any other consumer.
+pub fn lane_consumer_queue(name: &str) -> Option<&str> {
+    let (prefix, queue) = name.split_once('-')?;
+    matches!(prefix, "worker" | "worker_high" | "worker_low").then_some(queue)
+}
+
 /// Whether a durable consumer is a worker lane ([`lane_consumer`]).
 pub fn is_lane_consumer(name: &str) -> bool {
     name.starts_with("worker-") || name.starts_with("worker_")
@@ -264,6 +271,8 @@ pub const IDEMPOTENCY_PREFIX: &str = "idem";
 pub const SCHEDULES_PREFIX: &str = "schedules";
 /// Subject prefix of user events.
 pub const USERS_PREFIX: &str = "users";
+/// Subject prefix of queue control records (see [`crate::queue`]).
+pub const QUEUES_PREFIX: &str = "queues";
 
 /// Lowercase hex of the first `n` bytes of SHA-256 over `parts` (NUL-separated, so
 /// `("ab", "c")` and `("a", "bc")` differ): a safe subject token from any text.
@@ -338,7 +347,25 @@ pub fn all_user_events() -> String {
     format!("{USERS_PREFIX}.>")
 }
 
-/// Every subject the stream holds: job events, schedules, timers, idempotency records, users.
+/// Subject holding a queue's current control record (paused or resumed): one message,
+/// rolled up on each change (see [`crate::queue`]).
+pub fn queue_control(queue: &QueueName) -> String {
+    format!("{QUEUES_PREFIX}.{queue}")
+}
+
+/// Filter for every queue's control record.
+pub fn all_queue_controls() -> String {
+    format!("{QUEUES_PREFIX}.>")
+}
+
+/// Name of the KV bucket of the workers registry beside the job stream `stream`
+/// (not a stream subject: heartbeats are not history, see [`crate::queue`]).
+pub fn workers_bucket(stream: &str) -> String {
+    format!("{stream}_workers")
+}
+
+/// Every subject the stream holds: job events, schedules, timers, idempotency records,
+/// users, queue control.
 pub fn stream_subjects() -> Vec<String> {
     vec![
         all_events(),
@@ -346,6 +373,7 @@ pub fn stream_subjects() -> Vec<String> {
         format!("{TIMERS_PREFIX}.>"),
         format!("{IDEMPOTENCY_PREFIX}.>"),
         all_user_events(),
+        all_queue_controls(),
     ]
 }
 
@@ -395,6 +423,10 @@ mod tests {
             ["jobs.mail.*.queued-low", "jobs.mail.*.retry_requested-low"]
         );
         assert_eq!(runnable_in(&q, Priority::Normal)[0], queued_in(&q));
+        for lane in LANES {
+            assert_eq!(lane_consumer_queue(&lane_consumer(&q, lane)), Some("mail"));
+        }
+        assert_eq!(lane_consumer_queue("projector"), None);
         for lane in LANES {
             for t in [EventType::Queued, EventType::RetryRequested] {
                 let token = event_token(t, Some(lane));

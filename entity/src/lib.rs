@@ -9,10 +9,12 @@
 //! - [`schedule`]: the active periodic schedules.
 //! - [`user`]: one row per user, folded from `user.*` events.
 //! - [`rejected_event`]: events the projector could not apply (dead letters).
+//! - [`queue_state`]: each queue's pause state, folded from `queues.<queue>` records.
 //! - [`projector_status`]: the projector's health (heartbeat, last error).
 
 pub mod projector_checkpoint;
 pub mod projector_status;
+pub mod queue_state;
 pub mod queued_job;
 pub mod rejected_event;
 pub mod schedule;

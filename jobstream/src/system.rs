@@ -210,6 +210,7 @@ pub fn worker_config(t: &WorkerTuning) -> anyhow::Result<WorkerConfig> {
         shutdown_grace: t.shutdown_grace,
         queue_limits,
         cancel_grace: t.cancel_grace,
+        heartbeat: t.heartbeat,
     })
 }
 

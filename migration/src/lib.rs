@@ -13,6 +13,8 @@ mod m20261123_000201_create_schedules;
 mod m20261123_000401_create_users;
 mod m20261201_000501_create_rejected_events;
 mod m20261202_000601_create_queue_status_index;
+mod m20261202_001001_create_queue_states;
+mod m20261202_001002_add_queued_jobs_queue_index;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -28,6 +30,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000401_create_users::Migration),
             Box::new(m20261201_000501_create_rejected_events::Migration),
             Box::new(m20261202_000601_create_queue_status_index::Migration),
+            Box::new(m20261202_001001_create_queue_states::Migration),
+            Box::new(m20261202_001002_add_queued_jobs_queue_index::Migration),
         ]
     }
 }

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use jobstream_core::metrics::JobTransition;
+use jobstream_core::queue::QueueRecord;
 use jobstream_core::schedule::ScheduleRecord;
 use jobstream_core::stored::Record;
 use jobstream_core::user::UserEnvelope;
@@ -226,6 +227,17 @@ fn describe(rec: Option<&Record>) -> (Option<String>, Option<String>) {
             ),
         ),
         Some(Record::User(u)) => (Some(u.user_id.to_string()), Some("user".to_owned())),
+        Some(Record::Queue(q)) => (
+            Some(q.queue.to_string().chars().take(36).collect()),
+            Some(
+                if q.event.paused() {
+                    "queue_paused"
+                } else {
+                    "queue_resumed"
+                }
+                .to_owned(),
+            ),
+        ),
         Some(Record::Other) | None => (None, None),
     }
 }
@@ -365,6 +377,7 @@ async fn fold_in(
 
     let mut schedules: Vec<(u64, &ScheduleRecord)> = Vec::new();
     let mut fresh_users: Vec<(u64, &UserEnvelope)> = Vec::new();
+    let mut queue_records: Vec<(u64, &QueueRecord)> = Vec::new();
     let fresh: Vec<(u64, &Envelope)> = batch
         .iter()
         .filter_map(
@@ -386,6 +399,10 @@ async fn fold_in(
                         fresh_users.push((*seq, u));
                         None
                     }
+                    Some(Record::Queue(q)) => {
+                        queue_records.push((*seq, q));
+                        None
+                    }
                     Some(Record::Other) => {
                         out.ignored += 1;
                         None
@@ -400,6 +417,10 @@ async fn fold_in(
         .collect();
     for (seq, rec) in schedules {
         crate::schedules::apply_schedule_record(txn, seq, rec).await?;
+        out.applied += 1;
+    }
+    for (seq, rec) in queue_records {
+        crate::queues::apply_queue_record(txn, seq, rec).await?;
         out.applied += 1;
     }
     let (users_applied, users_ignored) = crate::users::apply_user_events(txn, &fresh_users).await?;

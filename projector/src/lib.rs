@@ -14,6 +14,8 @@
 //!   in the same transaction and under the same checkpoint as the job events.
 //! - [`ProjectionGauges`]: scrape-time gauges (jobs by status, backlog age, lag, stream and
 //!   consumers); the projector role exports them.
+//! - `queues`: folds queue control records (`queues.<queue>`: paused / resumed) into the
+//!   `queue_states` table, in the same transaction too.
 //! - [`replay`]: rebuild the projection from the stream (into the live database through a
 //!   shadow and an atomic swap, or into another database) and verify it against a fresh
 //!   fold; on request, one replay at a time, with progress every API instance reads.
@@ -23,6 +25,7 @@
 
 mod apply;
 mod gauges;
+mod queues;
 pub mod replay;
 mod run;
 mod schedules;

@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::limit::{self, Slots};
+use crate::pause::PauseGate;
 use crate::run::{WorkerConfig, lane_consumer_name};
 
 /// The lane consumers of one queue, most urgent first, and its slots when it is limited.
@@ -24,6 +25,8 @@ pub(crate) struct QueueLanes {
     pub(crate) stream: jetstream::stream::Stream<()>,
     pub(crate) lanes: Vec<(Priority, consumer::Consumer<pull::Config>)>,
     pub(crate) slots: Option<Slots>,
+    /// Whether the queue is paused (then nothing is pulled).
+    pub(crate) pause: PauseGate,
 }
 
 /// Creates a lane consumer, or brings an existing one up to date (its filters; its
@@ -130,6 +133,11 @@ pub(crate) async fn pull_loop(
     let mut rechecks = 0u32;
     let mut watchdog = Watchdog::new();
     'outer: loop {
+        // A paused queue takes no new jobs (and holds no permits other queues could use).
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = lanes.pause.until_running() => {}
+        }
         let first = tokio::select! {
             () = shutdown.cancelled() => break,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -152,6 +160,13 @@ pub(crate) async fn pull_loop(
                 continue;
             }
             held.truncate(tokens.len());
+        }
+        if lanes.pause.is_paused() {
+            // Paused while this puller waited for permits or tokens: hand them back.
+            for token in tokens.drain(..) {
+                limit::release(token).await;
+            }
+            continue;
         }
         // Whatever rang so far is covered by the look below.
         while let Some(Some(_)) = bell.next().now_or_never() {}

@@ -11,6 +11,8 @@
 //!   [`webhook`] (`http.request`).
 //! - [`run`]: the pull loop, per-message processing, acks and shutdown.
 //! - [`limit`]: per-queue global concurrency limits (server-held tokens).
+//! - `pause`: a queue's pause state, read at start and followed live; the puller waits
+//!   while it is paused. `registry`: the heartbeat into the workers registry (KV bucket).
 //! - `lanes`: priority lane consumers and the pull loop; `decide`: what a delivery
 //!   does, from the job's history; `start`: the fast path (when `started` is stored);
 //!   `cancel`: stopping running handlers.
@@ -46,6 +48,8 @@ pub mod handler;
 pub mod kinds;
 mod lanes;
 pub mod limit;
+mod pause;
+mod registry;
 pub mod run;
 mod start;
 pub mod thumbnail;

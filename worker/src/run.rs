@@ -23,6 +23,7 @@ use crate::decide::{Plan, last_event_seq, plan};
 use crate::handler::{JobContext, JobError, ProgressReporter, Registry};
 use crate::lanes::{Delivery, QueueLanes, REDELIVERY_SLACK, ensure_lane_consumer, pull_loop};
 use crate::limit::{self, Slots};
+use crate::pause::PauseGate;
 use crate::start::{Appends, STARTED_AFTER, StartGate};
 
 /// Exponential back-off with jitter between attempts.
@@ -78,6 +79,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// How long a cancelled job's handler may take to return after its token is cancelled.
     pub cancel_grace: Duration,
+    /// How often the worker writes its record into the workers registry.
+    pub heartbeat: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -92,6 +95,7 @@ impl Default for WorkerConfig {
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(25),
             cancel_grace: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -183,7 +187,14 @@ impl Worker {
             if let Some(slots) = &slots {
                 heartbeat_wait = heartbeat_wait.min(slots.ack_wait());
             }
+            let pause = PauseGate::follow(&broker, queue).await.map_err(|reason| {
+                WorkerError::Consumer {
+                    queue: queue.to_string(),
+                    reason: format!("pause state: {reason}"),
+                }
+            })?;
             queues.push(QueueLanes {
+                pause,
                 queue: queue.clone(),
                 stream: stream.clone(),
                 lanes,
@@ -218,6 +229,10 @@ impl Worker {
         let listener = tokio::spawn(listen_for_cancellations(
             self.shared.clone(),
             self.queues.iter().map(|q| q.queue.clone()).collect(),
+        ));
+        let registry = tokio::spawn(crate::registry::heartbeat(
+            self.shared.clone(),
+            shutdown.clone(),
         ));
         for lanes in self.queues {
             pullers.spawn(pull_loop(
@@ -305,6 +320,7 @@ impl Worker {
             }
         }
         listener.abort();
+        registry.abort();
         // Acks and naks are fire-and-forget publishes: let them leave before the
         // connection goes, if the server is there to take them.
         let flush_for = deadline

@@ -11,5 +11,6 @@ pub mod job_events;
 pub mod jobs;
 pub mod kinds;
 pub mod metrics;
+pub mod queues;
 pub mod schedules;
 pub mod users;

@@ -7,6 +7,7 @@
 //! - [`auth`]: token verification, `token`.
 //! - [`api`], [`worker`], [`projector`] (with `migrate`, `replay`, `verify`), [`dev`]
 //!   (which flattens the groups of the three), [`tools`] (`bench`, `seed`, `bench-sse`).
+//! - [`client`]: the terminal client (`jobs`, `queues`, `workers`), over the API.
 //! - [`parse`]: durations and sizes.
 
 use clap::{Parser, Subcommand};
@@ -14,6 +15,7 @@ use jobstream_core::telemetry::LogFormat;
 
 pub mod api;
 pub mod auth;
+pub mod client;
 pub mod common;
 pub mod dev;
 pub mod parse;
@@ -23,6 +25,7 @@ pub mod worker;
 
 pub use api::{ApiArgs, CatalogueArgs, FilesArgs};
 pub use auth::{AuthArgs, TokenArgs};
+pub use client::{ClientArgs, JobsArgs, JobsCommand, QueuesArgs, QueuesCommand, WorkersArgs};
 pub use common::{
     DEFAULT_API_PORT, DEFAULT_DATA_DIR, DEFAULT_JOB_TTL, DEFAULT_NATS_URL, DataDirArgs, DbArgs,
     ListenArgs, MetricsArgs, NatsArgs, ReadinessArgs,
@@ -64,6 +67,7 @@ impl Cli {
         match self.command {
             Command::Token(_) | Command::Bench(_) | Command::Seed(_) => "warn",
             Command::Replay(_) | Command::Verify(_) | Command::BenchSse(_) => "warn",
+            Command::Jobs(_) | Command::Queues(_) | Command::Workers(_) => "warn",
             _ => "info,sqlx=warn,async_nats=warn",
         }
     }
@@ -73,7 +77,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Everything in one process: nats-server child, api, worker and projector on SQLite.
-    Dev(DevArgs),
+    Dev(Box<DevArgs>),
     /// The HTTP API.
     Api(ApiArgs),
     /// A worker: runs jobs of the given queues.
@@ -94,6 +98,12 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Open N concurrent SSE connections and measure memory per connection and events/s.
     BenchSse(BenchSseArgs),
+    /// Jobs through the API: list, get, submit, cancel, retry, tail.
+    Jobs(JobsArgs),
+    /// Queues through the API: list, pause, resume (admins).
+    Queues(QueuesArgs),
+    /// The workers registry through the API (admins).
+    Workers(WorkersArgs),
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ struct Defaults {
     backoff_max: String,
     shutdown_grace: String,
     cancel_grace: String,
+    heartbeat: String,
     mail: MailConfig,
     smtp_timeout: String,
     images: ImageLimits,
@@ -49,6 +50,7 @@ static DEFAULTS: LazyLock<Defaults> = LazyLock::new(|| {
         backoff_max: format_duration(worker.backoff.max),
         shutdown_grace: format_duration(worker.shutdown_grace),
         cancel_grace: format_duration(worker.cancel_grace),
+        heartbeat: format_duration(worker.heartbeat),
         smtp_timeout: format_duration(mail.smtp_timeout),
         image_max_file_size: format_size(images.max_file_bytes),
         image_max_alloc: format_size(images.max_alloc),
@@ -97,6 +99,10 @@ pub struct WorkerTuning {
     /// How long a cancelled job's handler may take to stop before it is abandoned.
     #[arg(long, env = "WORKER_CANCEL_GRACE", default_value = DEFAULTS.cancel_grace.as_str(), value_parser = parse_duration)]
     pub cancel_grace: Duration,
+    /// How often the worker writes its record into the workers registry (`GET /v1/workers`);
+    /// it shows as stale after three missed heartbeats.
+    #[arg(long, env = "WORKER_HEARTBEAT", default_value = DEFAULTS.heartbeat.as_str(), value_parser = parse_duration)]
+    pub heartbeat: Duration,
 }
 
 /// Parses `queue=N` (N ≥ 1).

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod bench;
 pub mod bench_sse;
+pub mod client;
 pub mod dev;
 pub mod migrate;
 pub mod projector;
@@ -17,7 +18,7 @@ use crate::cli::{Cli, Command};
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev(a) => dev::run(a).await,
+        Command::Dev(a) => dev::run(*a).await,
         Command::Api(a) => api::run(a).await,
         Command::Worker(a) => worker::run(a).await,
         Command::Projector(a) => projector::run(a).await,
@@ -28,5 +29,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(a) => replay::run(a).await,
         Command::Verify(a) => verify::run(a).await,
         Command::BenchSse(a) => bench_sse::run(a).await,
+        Command::Jobs(a) => client::jobs(a).await,
+        Command::Queues(a) => client::queues(a).await,
+        Command::Workers(a) => client::workers(a).await,
     }
 }

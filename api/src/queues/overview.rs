@@ -1,0 +1,179 @@
+//! `QueueService::list`: every known queue with its depth (from the projection), its
+//! pause state (projected from its control records) and its consumers' counts (NATS).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use jobstream_core::JobStatus;
+use jobstream_core::broker::BrokerError;
+use jobstream_core::subject::{self, QueueName};
+use jobstream_entity::{queue_state, queued_job};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{QueueService, QueuesError, require_admin};
+use crate::auth::Caller;
+
+/// The statuses of jobs that are not finished: a queue's depth.
+const UNFINISHED: [JobStatus; 4] = [
+    JobStatus::Scheduled,
+    JobStatus::Queued,
+    JobStatus::Retrying,
+    JobStatus::Running,
+];
+
+/// Counts of a queue's lane consumers (all priority lanes together), as NATS sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerCounts {
+    /// Messages not yet delivered to any worker.
+    pub pending: u64,
+    /// Messages delivered and not yet acknowledged (running, or waiting out a back-off).
+    pub ack_pending: u64,
+    /// Messages delivered more than once and not yet acknowledged.
+    pub redelivered: u64,
+}
+
+/// One queue as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QueueView {
+    /// The queue name.
+    pub name: String,
+    /// Whether its workers take no new jobs.
+    pub paused: bool,
+    /// Who paused or resumed it last, and when (absent for a queue never paused).
+    pub changed_by: Option<String>,
+    /// When it was paused or resumed last.
+    pub changed_at: Option<DateTime<Utc>>,
+    /// Unfinished jobs by status (`scheduled`, `queued`, `retrying`, `running`), from the projection.
+    pub depth: BTreeMap<String, u64>,
+    /// How long the oldest `queued` job has waited, in milliseconds.
+    pub oldest_waiting_ms: Option<u64>,
+    /// The lane consumers' counts; absent before any worker made them.
+    pub consumer: Option<ConsumerCounts>,
+    /// The global concurrency limit (jobs running at once across all workers), if any.
+    pub global_limit: Option<i64>,
+}
+
+impl QueueService {
+    /// Every queue known to the projection (jobs, pause state) or to NATS (lane
+    /// consumers), by name. Admins only.
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<QueueView>, QueuesError> {
+        require_admin(caller)?;
+        let now = jobstream_core::event::now();
+        let states: BTreeMap<String, queue_state::Model> = queue_state::Entity::find()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|s| (s.queue.clone(), s))
+            .collect();
+        let depths = self.depths().await?;
+        let consumers = self.consumer_counts().await?;
+        let names: BTreeSet<&String> = states
+            .keys()
+            .chain(depths.keys())
+            .chain(consumers.keys())
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let state = states.get(name);
+            let oldest = match depths.get(name).and_then(|d| d.get("queued")) {
+                Some(_) => self.oldest_queued(name).await?,
+                None => None,
+            };
+            out.push(QueueView {
+                name: name.clone(),
+                paused: state.is_some_and(|s| s.paused),
+                changed_by: state.map(|s| s.changed_by.clone()),
+                changed_at: state.map(|s| s.changed_at),
+                depth: depths.get(name).cloned().unwrap_or_default(),
+                oldest_waiting_ms: oldest
+                    .map(|at| u64::try_from((now - at).num_milliseconds().max(0)).unwrap_or(0)),
+                consumer: consumers.get(name).cloned(),
+                global_limit: self.global_limit(name).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Unfinished jobs per queue and status.
+    async fn depths(&self) -> Result<BTreeMap<String, BTreeMap<String, u64>>, QueuesError> {
+        use queued_job::Column as C;
+        let rows: Vec<(String, String, i64)> = queued_job::Entity::find()
+            .select_only()
+            .column(C::Queue)
+            .column(C::Status)
+            .column_as(C::Id.count(), "n")
+            .filter(C::Status.is_in(UNFINISHED.map(JobStatus::as_str)))
+            .group_by(C::Queue)
+            .group_by(C::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (queue, status, n) in rows {
+            out.entry(queue)
+                .or_default()
+                .insert(status, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(out)
+    }
+
+    /// When the oldest `queued` job of a queue became queued.
+    async fn oldest_queued(&self, queue: &str) -> Result<Option<DateTime<Utc>>, QueuesError> {
+        use queued_job::Column as C;
+        Ok(queued_job::Entity::find()
+            .filter(C::Queue.eq(queue))
+            .filter(C::Status.eq(JobStatus::Queued.as_str()))
+            .order_by_asc(C::UpdatedAt)
+            .one(&self.db)
+            .await?
+            .map(|j| j.updated_at))
+    }
+
+    /// Every queue's lane consumers, summed over its lanes.
+    async fn consumer_counts(&self) -> Result<BTreeMap<String, ConsumerCounts>, QueuesError> {
+        let stream = self.broker.stream().await?;
+        let mut consumers = stream.consumers();
+        let mut out: BTreeMap<String, ConsumerCounts> = BTreeMap::new();
+        while let Some(info) = consumers.next().await {
+            let info = info.map_err(|e| BrokerError::Read(format!("listing consumers: {e}")))?;
+            let Some(queue) = subject::lane_consumer_queue(&info.name) else {
+                continue;
+            };
+            let counts = out.entry(queue.to_owned()).or_default();
+            counts.pending += info.num_pending;
+            counts.ack_pending += info.num_ack_pending as u64;
+            counts.redelivered += info.num_redelivered as u64;
+        }
+        Ok(out)
+    }
+
+    /// The queue's global limit: its slots consumer's `max_ack_pending` (see the worker's `limit`).
+    async fn global_limit(&self, queue: &str) -> Result<Option<i64>, QueuesError> {
+        if QueueName::parse(queue).is_err() {
+            return Ok(None);
+        }
+        let slots = self
+            .broker
+            .jetstream()
+            .get_stream_no_info(subject::slots_stream(self.broker.stream_name()))
+            .await
+            .map_err(|e| BrokerError::Read(format!("reading the limit of {queue}: {e}")))?;
+        match slots.consumer_info(subject::slots_consumer(queue)).await {
+            Ok(info) => Ok(Some(info.config.max_ack_pending)),
+            // No limit on this queue (or on any: no slots stream yet).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(BrokerError::Read(format!("reading the limit of {queue}: {e}")).into()),
+        }
+    }
+}
