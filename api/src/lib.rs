@@ -18,6 +18,8 @@
 //! - [`live`]: the process's one live tail of the stream, fanned out to SSE connections and waits.
 //! - [`tickets`]: single-use SSE tickets for browsers.
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
+//! - [`workflows`]: the workflows service ([`workflows::WorkflowService`]): DAGs of jobs, submitted as
+//!   one event, read from the projection, cancelled and retried as a whole.
 //! - [`users`]: registering users (first request, `POST /v1/users`) through the stream.
 
 pub mod auth;
@@ -32,6 +34,7 @@ pub mod server;
 pub mod state;
 pub mod tickets;
 pub mod users;
+pub mod workflows;
 
 pub use server::{App, app};
 pub use state::{ApiSettings, AppState};

@@ -50,6 +50,7 @@ pub fn router() -> Router<AppState> {
             doc.merge(crate::routes::users::UsersDoc::openapi());
             doc.merge(crate::routes::events::EventsDoc::openapi());
             doc.merge(crate::routes::admin_rejected::RejectedDoc::openapi());
+            doc.merge(crate::routes::workflows::WorkflowsDoc::openapi());
             Json(doc)
         }),
     )

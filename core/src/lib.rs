@@ -22,6 +22,8 @@
 //! - [`shutdown`]: Ctrl-C / SIGTERM into a cancellation token.
 //! - [`user`]: user events (`users.<user_id>.<event>`), ids derived from `sub`, the user fold. Pure.
 //! - [`user_broker`]: publishing and reading user events; reading the whole stream (I/O).
+//! - [`workflow`]: workflow events (`workflows.<id>.<event>`), derived step job ids,
+//!   `$from` references, the workflow fold (and why the conductor enqueues steps). Pure.
 
 pub mod atomic;
 pub mod broker;
@@ -42,6 +44,7 @@ pub mod subject;
 pub mod telemetry;
 pub mod user;
 pub mod user_broker;
+pub mod workflow;
 
 pub use event::{Envelope, Event, EventType};
 pub use fold::{JobState, JobStatus};

@@ -24,6 +24,7 @@ use crate::event::{DecodeError, Envelope, Event, SCHEMA_VERSION};
 use crate::schedule::{self, ScheduleEvent, ScheduleRecord};
 use crate::subject;
 use crate::user::UserEnvelope;
+use crate::workflow::WorkflowEnvelope;
 
 /// Header nats-server sets on a message produced by a schedule: the subject holding the schedule.
 pub const SCHEDULER_HEADER: &str = "Nats-Scheduler";
@@ -89,6 +90,8 @@ pub enum Record {
     Schedule(ScheduleRecord),
     /// A user event (`users.<user_id>.<event>`).
     User(UserEnvelope),
+    /// A workflow event (`workflows.<workflow_id>.<event>`).
+    Workflow(WorkflowEnvelope),
     /// Machinery, not an event: a pending delayed-job timer or an idempotency record.
     Other,
 }
@@ -103,6 +106,8 @@ impl Record {
             ScheduleRecord::decode(m.payload).map(Record::Schedule)
         } else if prefix == crate::user::PREFIX {
             UserEnvelope::decode(m.payload).map(Record::User)
+        } else if prefix == crate::workflow::PREFIX {
+            WorkflowEnvelope::decode(m.payload).map(Record::Workflow)
         } else {
             Ok(Record::Other)
         }

@@ -9,6 +9,7 @@
 //! | delayed-job timers | `timers.<queue>.<job_id>` | [`timer`] |
 //! | idempotency records | `idem.<hash>` | [`idempotency`] |
 //! | user events | `users.<user_id>.<event>` | [`user_event`] |
+//! | workflow events | `workflows.<workflow_id>.<event>` | [`workflow_event`] |
 //!
 //! [`stream_subjects`] lists them all; nothing else builds a subject by hand.
 //!
@@ -264,6 +265,8 @@ pub const IDEMPOTENCY_PREFIX: &str = "idem";
 pub const SCHEDULES_PREFIX: &str = "schedules";
 /// Subject prefix of user events.
 pub const USERS_PREFIX: &str = "users";
+/// Subject prefix of workflow events.
+pub const WORKFLOWS_PREFIX: &str = "workflows";
 
 /// Lowercase hex of the first `n` bytes of SHA-256 over `parts` (NUL-separated, so
 /// `("ab", "c")` and `("a", "bc")` differ): a safe subject token from any text.
@@ -338,7 +341,18 @@ pub fn all_user_events() -> String {
     format!("{USERS_PREFIX}.>")
 }
 
-/// Every subject the stream holds: job events, schedules, timers, idempotency records, users.
+/// Subject of one event (`submitted`, `cancel_requested`, `retry_requested`) of one workflow.
+pub fn workflow_event(workflow_id: Uuid, token: &str) -> String {
+    format!("{WORKFLOWS_PREFIX}.{workflow_id}.{token}")
+}
+
+/// Filter for every workflow event.
+pub fn all_workflow_events() -> String {
+    format!("{WORKFLOWS_PREFIX}.>")
+}
+
+/// Every subject the stream holds: job events, schedules, timers, idempotency records,
+/// users, workflows.
 pub fn stream_subjects() -> Vec<String> {
     vec![
         all_events(),
@@ -346,6 +360,7 @@ pub fn stream_subjects() -> Vec<String> {
         format!("{TIMERS_PREFIX}.>"),
         format!("{IDEMPOTENCY_PREFIX}.>"),
         all_user_events(),
+        all_workflow_events(),
     ]
 }
 

@@ -10,6 +10,7 @@
 //! - [`user`]: one row per user, folded from `user.*` events.
 //! - [`rejected_event`]: events the projector could not apply (dead letters).
 //! - [`projector_status`]: the projector's health (heartbeat, last error).
+//! - [`workflow`], [`workflow_step`]: workflows and their steps (the step rows are the conductor's outbox).
 
 pub mod projector_checkpoint;
 pub mod projector_status;
@@ -17,3 +18,5 @@ pub mod queued_job;
 pub mod rejected_event;
 pub mod schedule;
 pub mod user;
+pub mod workflow;
+pub mod workflow_step;

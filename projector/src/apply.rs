@@ -222,6 +222,10 @@ fn describe(rec: Option<&Record>) -> (Option<String>, Option<String>) {
             ),
         ),
         Some(Record::User(u)) => (Some(u.user_id.to_string()), Some("user".to_owned())),
+        Some(Record::Workflow(w)) => (
+            Some(w.workflow_id.to_string()),
+            Some(format!("workflow.{}", w.event.token())),
+        ),
         Some(Record::Other) | None => (None, None),
     }
 }
@@ -361,6 +365,7 @@ async fn fold_in(
 
     let mut schedules: Vec<(u64, &ScheduleRecord)> = Vec::new();
     let mut fresh_users: Vec<(u64, &UserEnvelope)> = Vec::new();
+    let mut fresh_workflows = Vec::new();
     let fresh: Vec<(u64, &Envelope)> = batch
         .iter()
         .filter_map(
@@ -380,6 +385,10 @@ async fn fold_in(
                     }
                     Some(Record::User(u)) => {
                         fresh_users.push((*seq, u));
+                        None
+                    }
+                    Some(Record::Workflow(w)) => {
+                        fresh_workflows.push((*seq, w));
                         None
                     }
                     Some(Record::Other) => {
@@ -406,16 +415,23 @@ async fn fold_in(
     }
 
     let mut jobs = load_jobs(txn, fresh.iter().map(|(_, e)| e.job_id)).await?;
+    let mut flows =
+        crate::workflows::BatchFlows::load(txn, &fresh_workflows, fresh.iter().map(|(_, e)| e.job_id))
+            .await?;
     let mut dirty: HashSet<Uuid> = HashSet::new();
     for (seq, env) in fresh {
         match fold_job_event(txn, &mut jobs, seq, env).await? {
             JobFold::Applied => {
                 out.applied += 1;
                 dirty.insert(env.job_id);
+                flows.job_changed(seq, env, jobs.get(&env.job_id));
             }
             JobFold::Ignored => out.ignored += 1,
         }
     }
+    let (workflows_applied, workflows_ignored) = flows.write(txn).await?;
+    out.applied += workflows_applied;
+    out.ignored += workflows_ignored;
 
     let rows: Vec<queued_job::Model> = dirty
         .iter()

@@ -12,6 +12,11 @@
 //! - [`sweep`](Projector::sweep): deletes finished jobs older than the job TTL.
 //! - `schedules`: folds schedule records (`schedules.<key>`) into the `schedules` table,
 //!   in the same transaction and under the same checkpoint as the job events.
+//! - `workflows`: workflow events and the step jobs' events → `workflows` and
+//!   `workflow_steps`, in the same transaction; a step whose dependencies succeeded gets a
+//!   pending action (an outbox row).
+//! - [`Conductor`]: publishes those actions (the next steps' `queued` events, retries,
+//!   cancels), exactly once; runs beside the projector, woken by each committed batch.
 //! - [`replay`]: rebuild the projection from the stream (into the live database through a
 //!   shadow and an atomic swap, or into another database) and verify it against a fresh
 //!   fold; on request, one replay at a time, with progress every API instance reads.
@@ -20,10 +25,13 @@
 //! with the rows it covers, and messages are acked only after the commit.
 
 mod apply;
+mod conductor;
 pub mod replay;
 mod run;
 mod schedules;
 mod users;
+mod workflows;
 
 pub use apply::BatchOutcome;
+pub use conductor::Conductor;
 pub use run::{Connector, Projector, ProjectorConfig, ProjectorError, own_pool};

@@ -12,3 +12,4 @@ pub mod jobs;
 pub mod kinds;
 pub mod schedules;
 pub mod users;
+pub mod workflows;

@@ -105,7 +105,7 @@ async fn run_system(
         open_registration: args.open_registration,
     };
     let api_broker = system::connect_broker(nats, "jobstream-dev-api").await?;
-    let state = system::api_state(api_broker, db, Verifier::new(&auth), parts).await?;
+    let state = system::api_state(api_broker, db.clone(), Verifier::new(&auth), parts).await?;
     let addr = args.listen.addr();
     let app = App::build(addr, state)
         .await
@@ -131,6 +131,7 @@ async fn run_system(
         "jobstream dev",
     );
     let mut parts: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    jobstream_projector::Conductor::spawn_beside(&projector, db.clone(), shutdown.clone());
     let s = shutdown.clone();
     parts.spawn(async move { ("projector", projector.run(s).await.map_err(Into::into)) });
     let s = shutdown.clone();

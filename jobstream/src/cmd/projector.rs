@@ -1,6 +1,6 @@
 //! `jobstream projector`: folds the stream into SQL, and runs replays on request.
 
-use jobstream_projector::Projector;
+use jobstream_projector::{Conductor, Projector};
 
 use crate::cli::ProjectorArgs;
 use crate::system;
@@ -13,8 +13,11 @@ const EXIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     let broker = system::connect_broker(&args.nats, "jobstream-projector").await?;
     let db = system::connect_db_migrated(&args.db.url()).await?;
-    let projector = Projector::build(broker, db, system::projector_config(&args.tuning)).await?;
+    let projector =
+        Projector::build(broker, db.clone(), system::projector_config(&args.tuning)).await?;
     let shutdown = jobstream_core::shutdown::token_on_signal();
+    // Workflow steps are enqueued beside the fold (see `jobstream_core::workflow`).
+    Conductor::spawn_beside(&projector, db, shutdown.clone());
     // `run` stops after the batch in flight; this is the backstop.
     jobstream_core::shutdown::exit_at_the_latest(&shutdown, EXIT_WITHIN, "projector");
     projector.run(shutdown).await?;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, db_test};
 use crate::kinds::RealKinds;
 
-fn png(w: u32, h: u32) -> Vec<u8> {
+pub(crate) fn png(w: u32, h: u32) -> Vec<u8> {
     let img = RgbaImage::from_fn(w, h, |x, y| {
         Rgba([(x % 256) as u8, (y % 256) as u8, 128, 255])
     });
@@ -116,7 +116,7 @@ impl TestApp {
         (status, ct, res.bytes().await.unwrap().to_vec())
     }
 
-    async fn upload_ok(&self, token: &str, content_type: &str, bytes: Vec<u8>) -> String {
+    pub(crate) async fn upload_ok(&self, token: &str, content_type: &str, bytes: Vec<u8>) -> String {
         let res = self.upload(token, content_type, bytes).await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let location = res.headers()["location"].to_str().unwrap().to_owned();

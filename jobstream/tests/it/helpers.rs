@@ -295,7 +295,9 @@ impl TestApp {
         )
         .await
         .expect("projector");
+        let db = self.db.conn.clone();
         self.projector = Some(Component::spawn(|stop| async move {
+            jobstream_projector::Conductor::spawn_beside(&projector, db, stop.clone());
             projector.run(stop).await.expect("projector run");
         }));
     }

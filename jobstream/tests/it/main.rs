@@ -34,3 +34,4 @@ mod users;
 mod validation;
 mod webhook;
 mod wiring;
+mod workflows;

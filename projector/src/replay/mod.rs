@@ -47,7 +47,14 @@ pub use verify::{Difference, RejectedEvent, VerifyReport, rejected_events, verif
 pub const SHADOW_SCHEMA: &str = "jobstream_replay";
 /// Tables a replay rebuilds (the checkpoint row is carried separately).
 /// Helpers that add projection tables append them here.
-pub const PROJECTION_TABLES: &[&str] = &["queued_jobs", "schedules", "users", "rejected_events"];
+pub const PROJECTION_TABLES: &[&str] = &[
+    "queued_jobs",
+    "schedules",
+    "users",
+    "rejected_events",
+    "workflows",
+    "workflow_steps",
+];
 /// Attempts to catch the shadow up with a running projector before the swap.
 const SWAP_ATTEMPTS: usize = 20;
 

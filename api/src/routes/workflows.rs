@@ -1,0 +1,182 @@
+//! `/v1/workflows`: submit, get, list, cancel and retry workflows (HTTP glue over
+//! [`crate::workflows::WorkflowService`]).
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jobstream_core::workflow::WorkflowStatus;
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::http::page::link;
+use crate::http::{ApiQuery, Body, Page, PageRequest, PathParam, RequestId};
+use crate::state::AppState;
+use crate::workflows::{self, SubmitWorkflow, WorkflowService, WorkflowView};
+
+/// `/v1/workflows` routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workflows", get(list_workflows).post(submit_workflow))
+        .route("/v1/workflows/{id}", get(get_workflow))
+        .route("/v1/workflows/{id}/cancel", post(cancel_workflow))
+        .route("/v1/workflows/{id}/retry", post(retry_workflow))
+}
+
+/// The workflow routes' part of the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    paths(submit_workflow, get_workflow, list_workflows, cancel_workflow, retry_workflow),
+    components(schemas(SubmitWorkflow, WorkflowView, workflows::StepView, Page<WorkflowView>)),
+    tags((name = "workflows", description = "DAGs of jobs: chains, groups, chords"))
+)]
+pub struct WorkflowsDoc;
+
+/// Submit a workflow. Answers `202` once its one `workflow.submitted` event is stored;
+/// an invalid workflow (unknown kind, bad payload, dangling reference, cycle, more than
+/// 1,000 steps) is a `422` naming each step at fault, and nothing is stored.
+#[utoipa::path(
+    post, path = "/v1/workflows", tag = "workflows", request_body = SubmitWorkflow,
+    responses(
+        (status = 202, description = "Stored; its first steps run soon", body = WorkflowView, headers(("Location" = String, description = "URL of the workflow"))),
+        (status = 422, description = "A step or field is invalid", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(workflow_id = tracing::field::Empty), err(Debug, level = "info"))]
+pub async fn submit_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    Body(body): Body<SubmitWorkflow>,
+) -> Result<Response, ApiError> {
+    let wf = WorkflowService::new(&state)
+        .submit(&caller, body, request_id.as_deref())
+        .await?;
+    tracing::Span::current().record("workflow_id", tracing::field::display(wf.id));
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/workflows/{}", wf.id))],
+        Json(WorkflowView::from(&wf)),
+    )
+        .into_response())
+}
+
+/// Get one workflow with every step: status, job id, result.
+#[utoipa::path(
+    get, path = "/v1/workflows/{id}", tag = "workflows",
+    params(("id" = Uuid, Path, description = "Workflow id")),
+    responses((status = 200, body = WorkflowView), (status = 404, description = "No such workflow (or not yours)", body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(workflow_id = %id))]
+pub async fn get_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> Result<Json<WorkflowView>, ApiError> {
+    let wf = WorkflowService::new(&state)
+        .get(&caller, workflows::parse_id(&id)?)
+        .await?;
+    Ok(Json(WorkflowView::from(&wf)))
+}
+
+/// Filters and cursor of a workflow list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only workflows in this status.
+    pub status: Option<String>,
+    /// Page size, 1..=500 (default 50).
+    pub limit: Option<u64>,
+    /// Page after this cursor (older workflows).
+    pub after: Option<String>,
+    /// Page before this cursor (newer workflows).
+    pub before: Option<String>,
+}
+
+/// List workflows (without their steps), newest first. Users see their own; admins see all.
+#[utoipa::path(
+    get, path = "/v1/workflows", tag = "workflows", params(ListQuery),
+    responses((status = 200, body = Page<WorkflowView>), (status = 422, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub async fn list_workflows(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Page<WorkflowView>>, ApiError> {
+    let page = PageRequest::parse(q.limit, q.after.as_deref(), q.before.as_deref())?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            WorkflowStatus::parse(s).ok_or_else(|| {
+                ApiError::field("status", "must be one of running, succeeded, failed, cancelled")
+            })
+        })
+        .transpose()?;
+    let (rows, more) = WorkflowService::new(&state)
+        .list(&caller, status, &page)
+        .await?;
+    let filters = [("status", &q.status)];
+    Ok(Json(Page::new(
+        rows.iter().map(WorkflowView::from).collect(),
+        &page,
+        more,
+        |w: &WorkflowView| w.id.to_string(),
+        |key, cursor| link("/v1/workflows", page.limit, key, cursor, &filters),
+    )))
+}
+
+/// Cancel a running workflow: pending steps never start, running ones are stopped.
+#[utoipa::path(
+    post, path = "/v1/workflows/{id}/cancel", tag = "workflows",
+    params(("id" = Uuid, Path, description = "Workflow id")),
+    responses(
+        (status = 202, description = "Cancellation stored", body = WorkflowView),
+        (status = 404, description = "No such workflow (or not yours)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The workflow has already ended", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(workflow_id = %id), err(Debug, level = "info"))]
+pub async fn cancel_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    PathParam(id): PathParam,
+) -> Result<(StatusCode, Json<WorkflowView>), ApiError> {
+    let wf = WorkflowService::new(&state)
+        .cancel(&caller, workflows::parse_id(&id)?, request_id.as_deref())
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(WorkflowView::from(&wf))))
+}
+
+/// Retry a failed or cancelled workflow: its failed and cancelled steps run again, then
+/// the steps after them; succeeded steps keep their results.
+#[utoipa::path(
+    post, path = "/v1/workflows/{id}/retry", tag = "workflows",
+    params(("id" = Uuid, Path, description = "Workflow id")),
+    responses(
+        (status = 202, description = "Retry stored", body = WorkflowView),
+        (status = 404, description = "No such workflow (or not yours)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The workflow is not failed or cancelled", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(workflow_id = %id), err(Debug, level = "info"))]
+pub async fn retry_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    PathParam(id): PathParam,
+) -> Result<(StatusCode, Json<WorkflowView>), ApiError> {
+    let wf = WorkflowService::new(&state)
+        .retry(&caller, workflows::parse_id(&id)?, request_id.as_deref())
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(WorkflowView::from(&wf))))
+}
