@@ -836,7 +836,10 @@ mod tests {
         wf.apply(&retry, 4).unwrap();
         assert_eq!(wf.status, WorkflowStatus::Running);
         assert_eq!(actions(&wf), [None, Some(StepAction::Retry), None]);
-        assert!(wf.apply(&retry, 5).is_err(), "a running workflow is not retried");
+        assert!(
+            wf.apply(&retry, 5).is_err(),
+            "a running workflow is not retried"
+        );
     }
 
     #[test]

@@ -41,7 +41,10 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl Model {
     /// The workflow's state, with its `steps` rows (in position order).
-    pub fn into_state(self, steps: Vec<super::workflow_step::Model>) -> Result<WorkflowState, String> {
+    pub fn into_state(
+        self,
+        steps: Vec<super::workflow_step::Model>,
+    ) -> Result<WorkflowState, String> {
         let bad = |what: &str| format!("workflow {}: bad {what}", self.id);
         Ok(WorkflowState {
             id: Uuid::parse_str(&self.id).map_err(|_| bad("id"))?,

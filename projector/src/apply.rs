@@ -415,9 +415,12 @@ async fn fold_in(
     }
 
     let mut jobs = load_jobs(txn, fresh.iter().map(|(_, e)| e.job_id)).await?;
-    let mut flows =
-        crate::workflows::BatchFlows::load(txn, &fresh_workflows, fresh.iter().map(|(_, e)| e.job_id))
-            .await?;
+    let mut flows = crate::workflows::BatchFlows::load(
+        txn,
+        &fresh_workflows,
+        fresh.iter().map(|(_, e)| e.job_id),
+    )
+    .await?;
     let mut dirty: HashSet<Uuid> = HashSet::new();
     for (seq, env) in fresh {
         match fold_job_event(txn, &mut jobs, seq, env).await? {

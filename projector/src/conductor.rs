@@ -82,7 +82,9 @@ impl Conductor {
             match self.round().await {
                 Ok(n) if n > 0 => tracing::debug!(published = n, "workflow steps published"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "workflow conductor round failed; will try again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "workflow conductor round failed; will try again")
+                }
             }
         }
     }
@@ -199,8 +201,7 @@ async fn publish(broker: &Broker, p: &Pending) -> Result<(), BrokerError> {
         }
         Some(action @ (StepAction::Retry | StepAction::Cancel)) => {
             let history = broker.job_history(job_id).await?;
-            let Some(job) = fold::fold_history(history.iter().map(|(seq, env)| (*seq, env)))
-            else {
+            let Some(job) = fold::fold_history(history.iter().map(|(seq, env)| (*seq, env))) else {
                 return Ok(());
             };
             let event = match action {

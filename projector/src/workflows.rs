@@ -73,7 +73,9 @@ impl<'a> BatchFlows<'a> {
             for row in rows {
                 match load_steps(db, row).await? {
                     Ok(wf) => flows.insert(wf),
-                    Err(e) => tracing::error!(error = %e, "unreadable workflow rows: its events are ignored until the projection is rebuilt"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "unreadable workflow rows: its events are ignored until the projection is rebuilt")
+                    }
                 }
             }
         }
@@ -189,20 +191,24 @@ async fn upsert<C: ConnectionTrait>(db: &C, workflows: &[&WorkflowState]) -> Res
     }
     use workflow::Column as W;
     for chunk in workflows.chunks(ROWS_PER_STATEMENT) {
-        workflow::Entity::insert_many(chunk.iter().map(|wf| workflow::Model::from(*wf).into_active_model()))
-            .on_conflict(
-                OnConflict::column(W::Id)
-                    .update_columns([
-                        W::Status,
-                        W::Generation,
-                        W::UpdatedAt,
-                        W::FinishedAt,
-                        W::LastSeq,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(db)
-            .await?;
+        workflow::Entity::insert_many(
+            chunk
+                .iter()
+                .map(|wf| workflow::Model::from(*wf).into_active_model()),
+        )
+        .on_conflict(
+            OnConflict::column(W::Id)
+                .update_columns([
+                    W::Status,
+                    W::Generation,
+                    W::UpdatedAt,
+                    W::FinishedAt,
+                    W::LastSeq,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
     }
     use workflow_step::Column as S;
     let steps: Vec<workflow_step::Model> = workflows
@@ -216,7 +222,10 @@ async fn upsert<C: ConnectionTrait>(db: &C, workflows: &[&WorkflowState]) -> Res
         .collect();
     for chunk in steps.chunks(ROWS_PER_STATEMENT) {
         workflow_step::Entity::insert_many(
-            chunk.iter().cloned().map(IntoActiveModel::into_active_model),
+            chunk
+                .iter()
+                .cloned()
+                .map(IntoActiveModel::into_active_model),
         )
         .on_conflict(
             OnConflict::columns([S::WorkflowId, S::StepId])

@@ -16,9 +16,7 @@
 
 use jobstream_core::atomic::{EXPECTED_LAST_SUBJECT_SEQUENCE, Outgoing};
 use jobstream_core::broker::Broker;
-use jobstream_core::workflow::{
-    StepDef, WorkflowEnvelope, WorkflowEvent, children_workflow_id,
-};
+use jobstream_core::workflow::{StepDef, WorkflowEnvelope, WorkflowEvent, children_workflow_id};
 use uuid::Uuid;
 
 use crate::handler::{JobContext, JobError};

@@ -24,12 +24,13 @@ pub fn router() -> Router<AppState> {
         .route("/v1/workflows/{id}", get(get_workflow))
         .route("/v1/workflows/{id}/cancel", post(cancel_workflow))
         .route("/v1/workflows/{id}/retry", post(retry_workflow))
+        .route("/v1/workflows/{id}/events", get(workflow_events))
 }
 
 /// The workflow routes' part of the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    paths(submit_workflow, get_workflow, list_workflows, cancel_workflow, retry_workflow),
+    paths(submit_workflow, get_workflow, list_workflows, cancel_workflow, retry_workflow, workflow_events),
     components(schemas(SubmitWorkflow, WorkflowView, workflows::StepView, Page<WorkflowView>)),
     tags((name = "workflows", description = "DAGs of jobs: chains, groups, chords"))
 )]
@@ -115,7 +116,10 @@ pub async fn list_workflows(
         .as_deref()
         .map(|s| {
             WorkflowStatus::parse(s).ok_or_else(|| {
-                ApiError::field("status", "must be one of running, succeeded, failed, cancelled")
+                ApiError::field(
+                    "status",
+                    "must be one of running, succeeded, failed, cancelled",
+                )
             })
         })
         .transpose()?;
@@ -179,4 +183,93 @@ pub async fn retry_workflow(
         .retry(&caller, workflows::parse_id(&id)?, request_id.as_deref())
         .await?;
     Ok((StatusCode::ACCEPTED, Json(WorkflowView::from(&wf))))
+}
+
+/// How often a workflow stream looks at the projection when no step job event arrives.
+const WORKFLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a workflow stream last sent: the workflow's and each step's status.
+fn transitions_key(wf: &WorkflowView) -> Vec<String> {
+    std::iter::once(wf.status.clone())
+        .chain(wf.steps.iter().map(|s| format!("{}={}", s.id, s.status)))
+        .collect()
+}
+
+/// Server-sent events of one workflow's transitions: `event: workflow` with the workflow
+/// (as `GET /v1/workflows/{id}`) each time its status or a step's status changes, first
+/// as it is now; the stream ends after the workflow has ended (`succeeded`, `failed` or
+/// `cancelled`). Step jobs' own events are on `GET /v1/events?job=<job_id>`.
+#[utoipa::path(
+    get, path = "/v1/workflows/{id}/events", tag = "workflows",
+    params(("id" = Uuid, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "`text/event-stream` of `workflow` events", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such workflow (or not yours)", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(workflow_id = %id))]
+pub async fn workflow_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use futures::StreamExt;
+    let id = workflows::parse_id(&id)?;
+    let service = WorkflowService::new(&state);
+    // Refuses another user's workflow before the stream opens.
+    let first = service.get(&caller, id).await?;
+    let jobs: std::collections::HashSet<uuid::Uuid> =
+        first.steps.iter().map(|s| s.job_id).collect();
+    let hub = state.live.clone();
+    let live = hub.subscribe();
+    let init = (service, caller, live, Vec::<String>::new(), false);
+    let events = futures::stream::unfold(init, move |(service, caller, mut live, last, ended)| {
+        let jobs = jobs.clone();
+        async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let view = match service.get(&caller, id).await {
+                    Ok(wf) => WorkflowView::from(&wf),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "workflow stream: cannot read the workflow");
+                        return None;
+                    }
+                };
+                let key = transitions_key(&view);
+                if key != last {
+                    let done = view.status != WorkflowStatus::Running.as_str();
+                    let ev = SseEvent::default()
+                        .event("workflow")
+                        .data(serde_json::to_string(&view).unwrap_or_default());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(ev),
+                        (service, caller, live, key, done),
+                    ));
+                }
+                // Wait for a step job's event (then the projection catches up) or the poll.
+                let _ = tokio::time::timeout(WORKFLOW_POLL, async {
+                    loop {
+                        match live.recv().await {
+                            Ok(ev) if jobs.contains(&ev.job_id) => break,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+    })
+    // Graceful shutdown must not wait for open streams (tokio-rs/axum#2673).
+    .take_until(hub.closing().cancelled_owned());
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(hub.config().keep_alive))
+        .into_response())
 }

@@ -91,16 +91,22 @@ impl SubmitWorkflow {
             None => {}
         };
         take("steps", self.steps);
-        take("chain", self.chain.map(|c| match c {
-            Field::Valid(s) => Field::Valid(shorthand(s, |i, ids| {
-                ids.get(i.wrapping_sub(1)).cloned().into_iter().collect()
-            })),
-            other => other,
-        }));
-        take("group", self.group.map(|g| match g {
-            Field::Valid(s) => Field::Valid(shorthand(s, |_, _| Vec::new())),
-            other => other,
-        }));
+        take(
+            "chain",
+            self.chain.map(|c| match c {
+                Field::Valid(s) => Field::Valid(shorthand(s, |i, ids| {
+                    ids.get(i.wrapping_sub(1)).cloned().into_iter().collect()
+                })),
+                other => other,
+            }),
+        );
+        take(
+            "group",
+            self.group.map(|g| match g {
+                Field::Valid(s) => Field::Valid(shorthand(s, |_, _| Vec::new())),
+                other => other,
+            }),
+        );
         match self.chord {
             Some(Field::Valid(mut c)) => {
                 let header = c.remove("header");
@@ -108,10 +114,12 @@ impl SubmitWorkflow {
                 match (header, callback) {
                     (Some(Value::Array(h)), Some(cb @ Value::Object(_))) => {
                         let mut steps = shorthand(h, |_, _| Vec::new());
-                        let ids: Vec<Value> = steps.iter().filter_map(|s| s.get("id").cloned()).collect();
+                        let ids: Vec<Value> =
+                            steps.iter().filter_map(|s| s.get("id").cloned()).collect();
                         let mut cb = cb;
                         if let Value::Object(m) = &mut cb {
-                            m.entry("id").or_insert_with(|| Value::String("callback".into()));
+                            m.entry("id")
+                                .or_insert_with(|| Value::String("callback".into()));
                             m.insert("after".into(), Value::Array(ids));
                         }
                         steps.push(cb);
@@ -189,8 +197,10 @@ impl SubmitWorkflow {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let graph: Vec<(String, Vec<String>)> =
-            steps.iter().map(|s| (s.id.clone(), s.after.clone())).collect();
+        let graph: Vec<(String, Vec<String>)> = steps
+            .iter()
+            .map(|s| (s.id.clone(), s.after.clone()))
+            .collect();
         let order = topological_order(&graph).map_err(|cycle| {
             cycle
                 .into_iter()
@@ -252,7 +262,10 @@ fn validate_step(
     let on_failure = match m.remove("on_failure") {
         None => OnFailure::Fail,
         Some(v) => serde_json::from_value(v).unwrap_or_else(|_| {
-            errors.push(FieldError::new(at("on_failure"), "must be fail or continue"));
+            errors.push(FieldError::new(
+                at("on_failure"),
+                "must be fail or continue",
+            ));
             OnFailure::Fail
         }),
     };
@@ -283,7 +296,10 @@ fn validate_step(
     let job = match parse_object::<SubmitJob>(Value::Object(m)) {
         Ok(job) => job,
         Err(crate::input::BodyError::Fields(errs)) => {
-            errors.extend(errs.into_iter().map(|e| FieldError::new(at(&e.field), e.message)));
+            errors.extend(
+                errs.into_iter()
+                    .map(|e| FieldError::new(at(&e.field), e.message)),
+            );
             return None;
         }
         Err(crate::input::BodyError::NotObject) => return None,
@@ -296,7 +312,10 @@ fn validate_step(
             spec,
         }),
         Err(errs) => {
-            errors.extend(errs.into_iter().map(|e| FieldError::new(at(&e.field), e.message)));
+            errors.extend(
+                errs.into_iter()
+                    .map(|e| FieldError::new(at(&e.field), e.message)),
+            );
             None
         }
     }

@@ -13,9 +13,7 @@ use jobstream_core::broker::Broker;
 use jobstream_core::workflow::{WorkflowEnvelope, WorkflowEvent, WorkflowState, WorkflowStatus};
 use jobstream_core::{atomic::Outgoing, kinds::Catalogue};
 use jobstream_entity::{workflow, workflow_step};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 pub use input::SubmitWorkflow;
@@ -178,7 +176,11 @@ impl WorkflowService {
         Ok(wf)
     }
 
-    async fn append(&self, env: &WorkflowEnvelope, request_id: Option<&str>) -> Result<u64, JobsError> {
+    async fn append(
+        &self,
+        env: &WorkflowEnvelope,
+        request_id: Option<&str>,
+    ) -> Result<u64, JobsError> {
         let mut msg = Outgoing::new(env.subject(), env.to_bytes())
             .with_header("Nats-Msg-Id", &env.event_id.to_string());
         if let Some(rid) = request_id {

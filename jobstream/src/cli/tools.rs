@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// nats-server binary (else .tools/nats-server/bin/nats-server, else PATH).
     #[arg(long, env = "NATS_SERVER_BIN")]
     pub nats_server_bin: Option<String>,
+    /// Instead of the usual run: N echo steps fanned out in workflows with fan-in callbacks
+    /// against N independent jobs, on the same started system (self-contained mode only).
+    #[arg(long, conflicts_with_all = ["url", "rate", "batch"])]
+    pub fan_out: Option<usize>,
     /// Keep the temporary data dir (logs, store, database) instead of deleting it.
     #[arg(long)]
     pub keep_data: bool,

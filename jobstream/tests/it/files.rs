@@ -116,7 +116,12 @@ impl TestApp {
         (status, ct, res.bytes().await.unwrap().to_vec())
     }
 
-    pub(crate) async fn upload_ok(&self, token: &str, content_type: &str, bytes: Vec<u8>) -> String {
+    pub(crate) async fn upload_ok(
+        &self,
+        token: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> String {
         let res = self.upload(token, content_type, bytes).await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let location = res.headers()["location"].to_str().unwrap().to_owned();

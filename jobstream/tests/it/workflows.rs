@@ -11,9 +11,13 @@ use sea_orm::{DatabaseConnection, EntityTrait, QueryOrder};
 use serde_json::{Value, json};
 
 use crate::files::png;
+use jobstream_core::event::{JobSpec, Priority};
+use jobstream_core::subject::QueueName;
+use jobstream_core::workflow::{OnFailure, StepDef, children_workflow_id, step_job_id};
+use jobstream_worker::children::Children;
 use jobstream_worker::{JobContext, JobError, Registry};
 
-use crate::helpers::{Options, TestApp, WAIT, db_test};
+use crate::helpers::{Options, TestApp, WAIT, connect, db_test};
 use crate::kinds::RealKinds;
 
 impl TestApp {
@@ -63,7 +67,9 @@ fn step<'a>(wf: &'a Value, id: &str) -> &'a Value {
 }
 
 /// Every workflow and step row, in key order.
-async fn workflow_rows(db: &DatabaseConnection) -> (Vec<workflow::Model>, Vec<workflow_step::Model>) {
+async fn workflow_rows(
+    db: &DatabaseConnection,
+) -> (Vec<workflow::Model>, Vec<workflow_step::Model>) {
     let w = workflow::Entity::find()
         .order_by_asc(workflow::Column::Id)
         .all(db)
@@ -118,7 +124,11 @@ async fn photo_flow_thumbnails_in_parallel_then_one_mail_and_a_replay_gives_the_
 
     let done = app.wait_for_workflow(&alice, &id, "succeeded").await;
     let mut thumbs = Vec::new();
-    for (name, size) in [("thumb_small", 64), ("thumb_medium", 256), ("thumb_large", 512)] {
+    for (name, size) in [
+        ("thumb_small", 64),
+        ("thumb_medium", 256),
+        ("thumb_large", 512),
+    ] {
         let s = step(&done, name);
         assert_eq!(s["status"], "succeeded", "{s}");
         assert_eq!(s["result"]["source"]["file_id"], photo.as_str());
@@ -126,11 +136,12 @@ async fn photo_flow_thumbnails_in_parallel_then_one_mail_and_a_replay_gives_the_
         thumbs.push(s["result"]["file_id"].as_str().unwrap().to_owned());
     }
     let notify = step(&done, "notify");
-    let eml = std::fs::read_to_string(dir.join(format!("{}.eml", notify["job_id"].as_str().unwrap())))
-        .expect("the mail")
-        // Quoted-printable soft line breaks.
-        .replace("=\r\n", "")
-        .replace("=\n", "");
+    let eml =
+        std::fs::read_to_string(dir.join(format!("{}.eml", notify["job_id"].as_str().unwrap())))
+            .expect("the mail")
+            // Quoted-printable soft line breaks.
+            .replace("=\r\n", "")
+            .replace("=\n", "");
     for t in &thumbs {
         assert!(eml.contains(t.as_str()), "the mail lists {t}: {eml}");
     }
@@ -139,11 +150,18 @@ async fn photo_flow_thumbnails_in_parallel_then_one_mail_and_a_replay_gives_the_
     for s in done["steps"].as_array().unwrap() {
         let job = s["job_id"].as_str().unwrap();
         assert_eq!(app.events_of(job, EventType::Queued).await.len(), 1, "{s}");
-        assert_eq!(app.events_of(job, EventType::Succeeded).await.len(), 1, "{s}");
+        assert_eq!(
+            app.events_of(job, EventType::Succeeded).await.len(),
+            1,
+            "{s}"
+        );
     }
     // The other user sees nothing of it.
     let bob = app.token("bob", false);
-    assert_eq!(app.get(&bob, &format!("/v1/workflows/{id}")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&bob, &format!("/v1/workflows/{id}")).await.0,
+        StatusCode::NOT_FOUND
+    );
     let (_, list) = app.get(&bob, "/v1/workflows").await;
     assert_eq!(list["items"], json!([]));
     let (_, list) = app.get(&alice, "/v1/workflows?status=succeeded").await;
@@ -151,7 +169,10 @@ async fn photo_flow_thumbnails_in_parallel_then_one_mail_and_a_replay_gives_the_
 
     // A fold of the stream into a fresh database gives the same rows, ids included.
     let fresh = app.clean_fold("workflow-replay").await;
-    assert_eq!(workflow_rows(&fresh.conn).await, workflow_rows(&app.db.conn).await);
+    assert_eq!(
+        workflow_rows(&fresh.conn).await,
+        workflow_rows(&app.db.conn).await
+    );
 }
 db_test!(photo_flow_thumbnails_in_parallel_then_one_mail_and_a_replay_gives_the_same_rows);
 
@@ -174,14 +195,22 @@ async fn cancelling_a_workflow_stops_its_running_and_pending_steps(backend: Back
         .await;
     let (code, body) = app.workflow_action(&alice, &id, "cancel").await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
-    app.wait_for_row(&slow, "the slow step cancelled", |r| r.status == "cancelled")
-        .await;
+    app.wait_for_row(&slow, "the slow step cancelled", |r| {
+        r.status == "cancelled"
+    })
+    .await;
     let wf = app.wait_for_workflow(&alice, &id, "cancelled").await;
     assert_eq!(step(&wf, "slow")["status"], "cancelled");
     assert_eq!(step(&wf, "after")["status"], "skipped", "{wf}");
     let after = step(&wf, "after")["job_id"].as_str().unwrap().to_owned();
-    assert!(app.events_of(&after, EventType::Queued).await.is_empty(), "never enqueued");
-    assert_eq!(app.workflow_action(&alice, &id, "cancel").await.0, StatusCode::CONFLICT);
+    assert!(
+        app.events_of(&after, EventType::Queued).await.is_empty(),
+        "never enqueued"
+    );
+    assert_eq!(
+        app.workflow_action(&alice, &id, "cancel").await.0,
+        StatusCode::CONFLICT
+    );
 }
 db_test!(cancelling_a_workflow_stops_its_running_and_pending_steps);
 
@@ -225,7 +254,10 @@ async fn retrying_a_failed_workflow_reruns_only_the_failed_part(backend: Backend
     let failed = app.wait_for_workflow(&alice, &id, "failed").await;
     assert_eq!(step(&failed, "b")["status"], "failed");
     assert_eq!(step(&failed, "c")["status"], "skipped");
-    assert_eq!(app.workflow_action(&alice, &id, "cancel").await.0, StatusCode::CONFLICT);
+    assert_eq!(
+        app.workflow_action(&alice, &id, "cancel").await.0,
+        StatusCode::CONFLICT
+    );
 
     drop(flag);
     let (code, body) = app.workflow_action(&alice, &id, "retry").await;
@@ -236,9 +268,22 @@ async fn retrying_a_failed_workflow_reruns_only_the_failed_part(backend: Backend
     assert_eq!(step(&done, "side")["status"], "failed");
     assert_eq!(step(&done, "side_after")["status"], "skipped");
     let job = |s: &str| step(&done, s)["job_id"].as_str().unwrap().to_owned();
-    assert_eq!(app.events_of(&job("a"), EventType::Succeeded).await.len(), 1, "a ran once");
-    assert!(app.events_of(&job("a"), EventType::RetryRequested).await.is_empty());
-    assert_eq!(app.events_of(&job("b"), EventType::RetryRequested).await.len(), 1);
+    assert_eq!(
+        app.events_of(&job("a"), EventType::Succeeded).await.len(),
+        1,
+        "a ran once"
+    );
+    assert!(
+        app.events_of(&job("a"), EventType::RetryRequested)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        app.events_of(&job("b"), EventType::RetryRequested)
+            .await
+            .len(),
+        1
+    );
     assert_eq!(app.events_of(&job("c"), EventType::Queued).await.len(), 1);
 }
 db_test!(retrying_a_failed_workflow_reruns_only_the_failed_part);
@@ -261,7 +306,8 @@ async fn a_worker_killed_mid_workflow_still_runs_each_step_to_completion_once(ba
     assert_eq!(status, StatusCode::ACCEPTED, "{wf}");
     let id = wf["id"].as_str().unwrap().to_owned();
     let h1 = step(&wf, "h1")["job_id"].as_str().unwrap().to_owned();
-    app.wait_for_row(&h1, "h1 running", |r| r.status == "running").await;
+    app.wait_for_row(&h1, "h1 running", |r| r.status == "running")
+        .await;
     app.worker.take().expect("worker").kill().await;
     app.start_worker().await;
     let done = app.wait_for_workflow(&alice, &id, "succeeded").await;
@@ -269,7 +315,11 @@ async fn a_worker_killed_mid_workflow_still_runs_each_step_to_completion_once(ba
     for s in done["steps"].as_array().unwrap() {
         let job = s["job_id"].as_str().unwrap();
         assert_eq!(app.events_of(job, EventType::Queued).await.len(), 1, "{s}");
-        assert_eq!(app.events_of(job, EventType::Succeeded).await.len(), 1, "{s}");
+        assert_eq!(
+            app.events_of(job, EventType::Succeeded).await.len(),
+            1,
+            "{s}"
+        );
     }
 }
 db_test!(a_worker_killed_mid_workflow_still_runs_each_step_to_completion_once);
@@ -280,12 +330,20 @@ async fn invalid_workflows_are_422s_naming_the_steps_and_store_nothing(backend: 
     let fields = |body: &Value| {
         body["errors"]
             .as_array()
-            .map(|e| e.iter().map(|e| e["field"].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>())
+            .map(|e| {
+                e.iter()
+                    .map(|e| e["field"].as_str().unwrap_or("").to_owned())
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default()
     };
-    let echo = |id: &str, after: &[&str]| json!({"id": id, "after": after, "kind": "echo", "payload": {}});
+    let echo =
+        |id: &str, after: &[&str]| json!({"id": id, "after": after, "kind": "echo", "payload": {}});
     let cases = [
-        (json!({"steps": [{"id": "x", "kind": "nope"}]}), vec!["steps[x].kind"]),
+        (
+            json!({"steps": [{"id": "x", "kind": "nope"}]}),
+            vec!["steps[x].kind"],
+        ),
         (
             json!({"steps": [{"id": "t", "kind": "image.thumbnail", "payload": {"file_id": "018f0000-0000-7000-8000-000000000000", "width": "wide", "height": 5}}]}),
             vec!["steps[t].payload.width"],
@@ -294,7 +352,10 @@ async fn invalid_workflows_are_422s_naming_the_steps_and_store_nothing(backend: 
             json!({"steps": [echo("a", &[]), {"id": "b", "kind": "echo", "payload": {"v": {"$from": "a.result.x"}}}]}),
             vec!["steps[b].payload.v"],
         ),
-        (json!({"steps": [echo("a", &["ghost"])]}), vec!["steps[a].after"]),
+        (
+            json!({"steps": [echo("a", &["ghost"])]}),
+            vec!["steps[a].after"],
+        ),
         (
             json!({"steps": [echo("a", &["b"]), echo("b", &["a"]), echo("c", &[])]}),
             vec!["steps[a].after", "steps[b].after"],
@@ -316,3 +377,129 @@ async fn invalid_workflows_are_422s_naming_the_steps_and_store_nothing(backend: 
     assert!(matches!(stored, Ok(None)), "nothing stored: {stored:?}");
 }
 db_test!(invalid_workflows_are_422s_naming_the_steps_and_store_nothing);
+
+async fn a_handler_fans_out_children_and_its_continuation_gets_their_results(backend: Backend) {
+    let mut app = TestApp::with(
+        backend,
+        Options {
+            worker: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    // `echo` with `{"fan_out": n}` enqueues n children and a continuation, and returns at once.
+    let children = Children::new(connect(&app.nats.url(), "children").await);
+    let mut registry = Registry::with_builtins();
+    registry.register("echo", move |ctx: JobContext| {
+        let children = children.clone();
+        async move {
+            let Some(n) = ctx.payload.get("fan_out").and_then(Value::as_u64) else {
+                return Ok(ctx.payload.clone());
+            };
+            let spec = |payload: Value| JobSpec {
+                kind: "echo".into(),
+                queue: QueueName::default_queue(),
+                owner: ctx.owner.clone(),
+                payload,
+                priority: Priority::Normal,
+                max_attempts: 3,
+                timeout_ms: 60_000,
+                run_at: None,
+                idempotency_key: None,
+                result_ttl_ms: None,
+                backoff: None,
+            };
+            let kids: Vec<StepDef> = (0..n)
+                .map(|i| StepDef {
+                    id: format!("c{i}"),
+                    after: Vec::new(),
+                    on_failure: OnFailure::Fail,
+                    spec: spec(json!({"i": i})),
+                })
+                .collect();
+            let sum: Vec<Value> = (0..n)
+                .map(|i| json!({"$from": format!("c{i}.result.i")}))
+                .collect();
+            let done = StepDef {
+                id: "done".into(),
+                after: Vec::new(),
+                on_failure: OnFailure::Fail,
+                spec: spec(json!({"collected": sum})),
+            };
+            let wf = children.fan_out(&ctx, kids, done).await?;
+            Ok(json!({"children": wf}))
+        }
+    });
+    app.start_worker_with(registry).await;
+    let alice = app.token("alice", false);
+    let parent = app
+        .submit_ok(&alice, &json!({"kind": "echo", "payload": {"fan_out": 5}}))
+        .await;
+    let parent_id: uuid::Uuid = parent["id"].as_str().unwrap().parse().unwrap();
+    let wf_id = children_workflow_id(parent_id);
+    let continuation = step_job_id(wf_id, "done").to_string();
+    let row = app
+        .wait_for_row(&continuation, "the continuation to succeed", |r| {
+            r.status == "succeeded"
+        })
+        .await;
+    assert_eq!(row.result, Some(json!({"collected": [0, 1, 2, 3, 4]})));
+    assert_eq!(row.owner, "alice", "children belong to the parent's owner");
+    let parent = app
+        .wait_for_row(&parent_id.to_string(), "parent", |r| {
+            r.status == "succeeded"
+        })
+        .await;
+    assert_eq!(parent.result, Some(json!({"children": wf_id})));
+    let wf = app
+        .wait_for_workflow(&alice, &wf_id.to_string(), "succeeded")
+        .await;
+    assert_eq!(wf["step_count"], 6);
+}
+db_test!(a_handler_fans_out_children_and_its_continuation_gets_their_results);
+
+async fn workflow_transitions_stream_over_sse_until_the_workflow_ends(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let alice = app.token("alice", false);
+    let (status, wf) = app
+        .submit_workflow(
+            &alice,
+            &json!({"chain": [{"kind": "sleep", "payload": {"ms": 300}}, {"kind": "echo", "payload": {}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{wf}");
+    let id = wf["id"].as_str().unwrap();
+    let bob = app.token("bob", false);
+    assert_eq!(
+        app.get(&bob, &format!("/v1/workflows/{id}/events")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let res = app
+        .http
+        .get(format!("{}/v1/workflows/{id}/events", app.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The stream ends after the workflow has ended.
+    let body = tokio::time::timeout(WAIT, res.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    let sent: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let statuses: Vec<&str> = sent.iter().map(|w| w["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.last(), Some(&"succeeded"), "{body}");
+    assert!(
+        statuses[..statuses.len() - 1]
+            .iter()
+            .all(|s| *s == "running"),
+        "{statuses:?}"
+    );
+    assert!(sent.len() >= 2, "transitions while it ran: {body}");
+}
+db_test!(workflow_transitions_stream_over_sse_until_the_workflow_ends);

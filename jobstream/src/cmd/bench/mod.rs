@@ -13,7 +13,9 @@
 //! from each job's scheduled send time, so they include queueing; also measured to the
 //! SSE `succeeded`), batch submit (`--batch`). With `--url` it measures a system that
 //! is already running (the raw loop needs `--nats-url`; per-process figures `--pid`).
+//! `--fan-out N` compares workflows against independent jobs instead ([`fan_out`]).
 
+mod fan_out;
 mod load;
 pub mod raw;
 pub mod report;
@@ -153,15 +155,21 @@ async fn self_contained_in(
         dir.display()
     );
 
-    eprintln!("raw JetStream loop: {jobs} jobs");
-    let raw = raw_figures(
-        &nats_url,
-        &[("nats-server".to_owned(), nats_pid)],
-        mode,
-        jobs,
-        args.timeout,
-    )
-    .await?;
+    let raw = if args.fan_out.is_none() {
+        eprintln!("raw JetStream loop: {jobs} jobs");
+        Some(
+            raw_figures(
+                &nats_url,
+                &[("nats-server".to_owned(), nats_pid)],
+                mode,
+                jobs,
+                args.timeout,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
 
     let secret_file = dir.join("jwt-secret");
     system::write_secret(&secret_file)?;
@@ -191,6 +199,19 @@ async fn self_contained_in(
         Duration::from_secs(3600),
     )?;
     let api = api_client(&started.url, &token, mode)?;
+    if let Some(steps) = args.fan_out {
+        let figures = fan_out::compare(&api, &Rows::Sql(db), &owner, steps, args.timeout).await;
+        started.stop().await;
+        nats.stop(Duration::from_secs(5)).await;
+        return Ok(Report {
+            title: format!(
+                "jobstream bench: a fan-out of {steps} steps against {steps} independent jobs\n{}",
+                figures?.render()
+            ),
+            raw: None,
+            system: None,
+        });
+    }
     let mut pids = started.pids();
     pids.push(("nats-server".to_owned(), nats_pid));
     eprintln!("jobstream end to end: {jobs} jobs");
@@ -214,7 +235,7 @@ async fn self_contained_in(
     };
     Ok(Report {
         title: title(mode, jobs, args.durability.as_str(), &database),
-        raw: Some(raw),
+        raw,
         system: Some(system?),
     })
 }
