@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jobstream_core::broker::{Broker, BrokerError};
+use jobstream_core::atomic::{EXPECTED_LAST_SUBJECT_SEQUENCE, Outgoing};
+use jobstream_core::broker::{Broker, BrokerError, EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT};
+use jobstream_core::subject::{self, QueueName};
 use jobstream_core::event::{Envelope, Event};
 use jobstream_core::fold;
 use jobstream_core::workflow::{StepAction, StepState, derived_event_id, resolve};
@@ -25,6 +27,8 @@ use uuid::Uuid;
 
 /// Outbox rows handled per round.
 const ROUND: u64 = 2000;
+/// Ready steps per atomic batch.
+const ENQUEUE_BATCH: usize = 500;
 /// Publishes in flight at once.
 const IN_FLIGHT: usize = 64;
 /// How long a published action is not published again while the fold catches up.
@@ -138,8 +142,33 @@ impl Conductor {
                 results,
             });
         }
+        let (enqueues, others): (Vec<Pending>, Vec<Pending>) = pending
+            .into_iter()
+            .partition(|p| p.step.action == Some(StepAction::Enqueue));
+        let mut published = 0;
+        // Ready steps go out in atomic batches (one PubAck, one fsync per batch, like
+        // `POST /v1/jobs/batch`); a batch the stream refuses goes out one by one below.
+        let mut one_by_one = others;
+        for chunk in chunks(enqueues, ENQUEUE_BATCH) {
+            let msgs: Vec<Outgoing> = chunk.iter().map(enqueue_message).collect();
+            match self.broker.publish_atomic(msgs).await {
+                // `last_seq` 0: a message of it was stored before; which ones is not said.
+                Ok(ack) if ack.last_seq != 0 => {
+                    published += chunk.len();
+                    for p in &chunk {
+                        self.recent
+                            .insert((p.step.job_id, StepAction::Enqueue, p.generation), Instant::now());
+                    }
+                }
+                Ok(_) => one_by_one.extend(chunk),
+                Err(e) => {
+                    tracing::debug!(error = %e, "batch of workflow steps refused; publishing them one by one");
+                    one_by_one.extend(chunk);
+                }
+            }
+        }
         let broker = &self.broker;
-        let outcomes: Vec<_> = futures::stream::iter(pending)
+        let outcomes: Vec<_> = futures::stream::iter(one_by_one)
             .map(|p| async move {
                 let key = (p.step.job_id, p.step.action, p.generation);
                 (key, publish(broker, &p).await)
@@ -147,7 +176,6 @@ impl Conductor {
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
-        let mut published = 0;
         for ((job_id, action, generation), outcome) in outcomes {
             let Some(action) = action else { continue };
             match outcome {
@@ -177,19 +205,48 @@ impl Conductor {
     }
 }
 
+/// Splits `v` into chunks of at most `n`.
+fn chunks<T>(mut v: Vec<T>, n: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    while !v.is_empty() {
+        let rest = v.split_off(v.len().min(n));
+        out.push(std::mem::replace(&mut v, rest));
+    }
+    out
+}
+
+/// A ready step's `queued` event (its payload's references resolved) and queue.
+fn queued_event(p: &Pending) -> (Envelope, QueueName) {
+    let refs: HashMap<&str, &serde_json::Value> =
+        p.results.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut spec = p.step.spec.clone();
+    spec.payload = resolve(&spec.payload, &refs);
+    let queue = spec.queue.clone();
+    let job_id = p.step.job_id;
+    let mut env = Envelope::new(job_id, 0, Event::Queued(spec));
+    env.event_id = derived_event_id(job_id, "queued", p.generation);
+    (env, queue)
+}
+
+/// A ready step's `queued` event as a batch message: stored only while its job has no event.
+fn enqueue_message(p: &Pending) -> Outgoing {
+    let (env, queue) = queued_event(p);
+    Outgoing::event(&env, &queue, None)
+        .with_header(EXPECTED_LAST_SUBJECT_SEQUENCE, "0")
+        .with_header(
+            EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+            &subject::of_job(env.job_id),
+        )
+}
+
 /// Publishes one action; `Ok` also when the stream already has it (nothing left to do).
 async fn publish(broker: &Broker, p: &Pending) -> Result<(), BrokerError> {
     let step = &p.step;
     let job_id = step.job_id;
     match step.action {
         Some(StepAction::Enqueue) => {
-            let refs: HashMap<&str, &serde_json::Value> =
-                p.results.iter().map(|(k, v)| (k.as_str(), v)).collect();
-            let mut spec = step.spec.clone();
-            spec.payload = resolve(&spec.payload, &refs);
-            let mut env = Envelope::new(job_id, 0, Event::Queued(spec.clone()));
-            env.event_id = derived_event_id(job_id, "queued", p.generation);
-            match broker.publish_if_last(&env, &spec.queue, None, 0).await {
+            let (env, queue) = queued_event(p);
+            match broker.publish_if_last(&env, &queue, None, 0).await {
                 Ok(seq) => {
                     tracing::info!(%job_id, step = %step.step_id, stream_seq = seq, "workflow step enqueued");
                     Ok(())

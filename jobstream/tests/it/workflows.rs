@@ -7,7 +7,7 @@ use jobstream_core::kinds::Catalogue;
 use jobstream_entity::{workflow, workflow_step};
 use jobstream_testkit::{Backend, eventually};
 use reqwest::StatusCode;
-use sea_orm::{DatabaseConnection, EntityTrait, QueryOrder};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 
 use crate::files::png;
