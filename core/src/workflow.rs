@@ -737,8 +737,6 @@ pub fn topological_order(steps: &[(String, Vec<String>)]) -> Result<Vec<usize>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Priority;
-    use crate::subject::QueueName;
     use serde_json::json;
 
     fn step(id: &str, after: &[&str], on_failure: OnFailure) -> StepDef {
@@ -746,19 +744,11 @@ mod tests {
             id: id.into(),
             after: after.iter().map(|s| s.to_string()).collect(),
             on_failure,
-            spec: JobSpec {
-                kind: "echo".into(),
-                queue: QueueName::default_queue(),
-                owner: "alice".into(),
-                payload: json!({"f": {"$from": "a.result.x"}}),
-                priority: Priority::Normal,
-                max_attempts: 1,
-                timeout_ms: 1000,
-                run_at: None,
-                idempotency_key: None,
-                result_ttl_ms: None,
-                backoff: None,
-            },
+            spec: serde_json::from_value(
+                json!({"kind": "echo", "queue": "default", "owner": "alice",
+                "payload": {"f": {"$from": "a.result.x"}}, "max_attempts": 1, "timeout_ms": 1000}),
+            )
+            .unwrap(),
         }
     }
 

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use jobstream_core::atomic::{EXPECTED_LAST_SUBJECT_SEQUENCE, Outgoing};
 use jobstream_core::broker::{Broker, BrokerError, EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT};
-use jobstream_core::subject::{self, QueueName};
 use jobstream_core::event::{Envelope, Event};
 use jobstream_core::fold;
+use jobstream_core::subject::{self, QueueName};
 use jobstream_core::workflow::{StepAction, StepState, derived_event_id, resolve};
 use jobstream_entity::{workflow, workflow_step};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect};
@@ -156,8 +156,10 @@ impl Conductor {
                 Ok(ack) if ack.last_seq != 0 => {
                     published += chunk.len();
                     for p in &chunk {
-                        self.recent
-                            .insert((p.step.job_id, StepAction::Enqueue, p.generation), Instant::now());
+                        self.recent.insert(
+                            (p.step.job_id, StepAction::Enqueue, p.generation),
+                            Instant::now(),
+                        );
                     }
                 }
                 Ok(_) => one_by_one.extend(chunk),

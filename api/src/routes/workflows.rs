@@ -22,16 +22,22 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/workflows", get(list_workflows).post(submit_workflow))
         .route("/v1/workflows/{id}", get(get_workflow))
-        .route("/v1/workflows/{id}/cancel", post(cancel_workflow))
-        .route("/v1/workflows/{id}/retry", post(retry_workflow))
+        .route(
+            "/v1/workflows/{id}/cancel",
+            action_route(WorkflowAction::Cancel),
+        )
+        .route(
+            "/v1/workflows/{id}/retry",
+            action_route(WorkflowAction::Retry),
+        )
         .route("/v1/workflows/{id}/events", get(workflow_events))
 }
 
 /// The workflow routes' part of the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    paths(submit_workflow, get_workflow, list_workflows, cancel_workflow, retry_workflow, workflow_events),
-    components(schemas(SubmitWorkflow, WorkflowView, workflows::StepView, Page<WorkflowView>)),
+    paths(submit_workflow, get_workflow, list_workflows, workflow_action, workflow_events),
+    components(schemas(SubmitWorkflow, WorkflowView, workflows::StepView, Page<WorkflowView>, WorkflowAction)),
     tags((name = "workflows", description = "DAGs of jobs: chains, groups, chords"))
 )]
 pub struct WorkflowsDoc;
@@ -136,53 +142,59 @@ pub async fn list_workflows(
     )))
 }
 
-/// Cancel a running workflow: pending steps never start, running ones are stopped.
+/// What `POST /v1/workflows/{id}/{action}` asks for.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkflowAction {
+    /// A running workflow: pending steps never start, running ones are stopped.
+    Cancel,
+    /// A failed or cancelled workflow: its failed, cancelled and skipped steps run again,
+    /// then the steps after them; succeeded steps keep their results.
+    Retry,
+}
+
+/// Cancel a running workflow, or retry a failed or cancelled one (`action`: `cancel` or
+/// `retry`). A cancel skips the pending steps and stops the running ones; a retry runs
+/// the failed, cancelled and skipped steps again, then the steps after them, while
+/// succeeded steps keep their results.
 #[utoipa::path(
-    post, path = "/v1/workflows/{id}/cancel", tag = "workflows",
-    params(("id" = Uuid, Path, description = "Workflow id")),
+    post, path = "/v1/workflows/{id}/{action}", tag = "workflows",
+    params(("id" = Uuid, Path, description = "Workflow id"), ("action" = WorkflowAction, Path, description = "`cancel` or `retry`")),
     responses(
-        (status = 202, description = "Cancellation stored", body = WorkflowView),
+        (status = 202, description = "Request stored", body = WorkflowView),
         (status = 404, description = "No such workflow (or not yours)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The workflow has already ended", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The workflow's status does not allow it", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
-#[tracing::instrument(skip_all, fields(workflow_id = %id), err(Debug, level = "info"))]
-pub async fn cancel_workflow(
-    State(state): State<AppState>,
+#[tracing::instrument(skip(state, caller, request_id), fields(workflow_id = %id), err(Debug, level = "info"))]
+pub async fn workflow_action(
+    state: AppState,
     caller: Caller,
     request_id: RequestId,
-    PathParam(id): PathParam,
+    id: String,
+    action: WorkflowAction,
 ) -> Result<(StatusCode, Json<WorkflowView>), ApiError> {
-    let wf = WorkflowService::new(&state)
-        .cancel(&caller, workflows::parse_id(&id)?, request_id.as_deref())
-        .await?;
+    let service = WorkflowService::new(&state);
+    let id = workflows::parse_id(&id)?;
+    let rid = request_id.as_deref();
+    let wf = match action {
+        WorkflowAction::Cancel => service.cancel(&caller, id, rid).await?,
+        WorkflowAction::Retry => service.retry(&caller, id, rid).await?,
+    };
     Ok((StatusCode::ACCEPTED, Json(WorkflowView::from(&wf))))
 }
 
-/// Retry a failed or cancelled workflow: its failed and cancelled steps run again, then
-/// the steps after them; succeeded steps keep their results.
-#[utoipa::path(
-    post, path = "/v1/workflows/{id}/retry", tag = "workflows",
-    params(("id" = Uuid, Path, description = "Workflow id")),
-    responses(
-        (status = 202, description = "Retry stored", body = WorkflowView),
-        (status = 404, description = "No such workflow (or not yours)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The workflow is not failed or cancelled", body = crate::error::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []))
-)]
-#[tracing::instrument(skip_all, fields(workflow_id = %id), err(Debug, level = "info"))]
-pub async fn retry_workflow(
-    State(state): State<AppState>,
-    caller: Caller,
-    request_id: RequestId,
-    PathParam(id): PathParam,
-) -> Result<(StatusCode, Json<WorkflowView>), ApiError> {
-    let wf = WorkflowService::new(&state)
-        .retry(&caller, workflows::parse_id(&id)?, request_id.as_deref())
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(WorkflowView::from(&wf))))
+/// The route of one [`WorkflowAction`].
+fn action_route(action: WorkflowAction) -> axum::routing::MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>,
+              caller: Caller,
+              request_id: RequestId,
+              PathParam(id): PathParam| {
+            workflow_action(state, caller, request_id, id, action)
+        },
+    )
 }
 
 /// How often a workflow stream looks at the projection when no step job event arrives.

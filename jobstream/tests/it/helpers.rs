@@ -129,6 +129,14 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Everything but the worker (a test starts its own, with the handlers it needs).
+    pub(crate) fn without_worker() -> Self {
+        Options {
+            worker: false,
+            ..Options::default()
+        }
+    }
+
     /// The API alone: no worker, no projector (a test starts them when it wants them).
     pub(crate) fn api_only() -> Self {
         Options {

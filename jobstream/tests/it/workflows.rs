@@ -11,8 +11,6 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use serde_json::{Value, json};
 
 use crate::files::png;
-use jobstream_core::event::{JobSpec, Priority};
-use jobstream_core::subject::QueueName;
 use jobstream_core::workflow::{OnFailure, StepDef, children_workflow_id, step_job_id};
 use jobstream_worker::children::Children;
 use jobstream_worker::{JobContext, JobError, Registry};
@@ -21,6 +19,19 @@ use crate::helpers::{Options, TestApp, WAIT, connect, db_test};
 use crate::kinds::RealKinds;
 
 impl TestApp {
+    /// A system whose worker runs the built-ins with `echo` replaced by `handler`.
+    async fn with_echo<F, Fut>(backend: Backend, handler: F) -> TestApp
+    where
+        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Value, JobError>> + Send + 'static,
+    {
+        let mut app = TestApp::with(backend, Options::without_worker()).await;
+        let mut registry = Registry::with_builtins();
+        registry.register("echo", handler);
+        app.start_worker_with(registry).await;
+        app
+    }
+
     /// `POST /v1/workflows`: status and body.
     async fn submit_workflow(&self, token: &str, body: &Value) -> (StatusCode, Value) {
         let res = self
@@ -33,6 +44,13 @@ impl TestApp {
             .expect("POST /v1/workflows");
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /v1/workflows`, asserting `202`; returns the workflow and its id.
+    async fn workflow_ok(&self, token: &str, body: &Value) -> (String, Value) {
+        let (status, wf) = self.submit_workflow(token, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{wf}");
+        (wf["id"].as_str().expect("an id").to_owned(), wf)
     }
 
     /// `POST /v1/workflows/{id}/<action>`: status and body.
@@ -105,20 +123,13 @@ async fn photo_flow_thumbnails_in_parallel_then_one_mail_and_a_replay_gives_the_
         json!({"id": id, "after": ["upload"], "kind": "image.thumbnail",
                "payload": {"file_id": {"$from": "upload.result.file_id"}, "width": size, "height": size}})
     };
-    let (status, wf) = app
-        .submit_workflow(
-            &alice,
-            &json!({"name": "photo", "steps": [
+    let (id, _) = app.workflow_ok(&alice, &json!({"name": "photo", "steps": [
                 {"id": "upload", "kind": "echo", "payload": {"file_id": photo}},
                 thumb("thumb_small", 64), thumb("thumb_medium", 256), thumb("thumb_large", 512),
                 {"id": "notify", "after": ["thumb_small", "thumb_medium", "thumb_large"], "kind": "email.send",
                  "payload": {"to": "alice@example.com", "subject": "Your thumbnails",
                    "text": {"$text": "Thumbnails: {thumb_small.result.file_id} {thumb_medium.result.file_id} {thumb_large.result.file_id}"}}}
-            ]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{wf}");
-    let id = wf["id"].as_str().unwrap().to_owned();
+            ]})).await;
     let (code, read) = app.get(&alice, &format!("/v1/workflows/{id}")).await;
     assert_eq!(code, StatusCode::OK, "read-your-writes: {read}");
 
@@ -173,14 +184,34 @@ async fn photo_flow_thumbnails_in_parallel_then_one_mail_and_a_replay_gives_the_
         workflow_rows(&fresh.conn).await,
         workflow_rows(&app.db.conn).await
     );
+    // `verify` compares workflow rows too, and names a corrupted step.
+    let verify =
+        || jobstream_projector::replay::verify(&app.broker, &app.db.conn, "projector", WAIT);
+    let report = verify().await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.differences);
+    workflow_step::Entity::update_many()
+        .col_expr(
+            workflow_step::Column::Status,
+            sea_orm::sea_query::Expr::value("failed"),
+        )
+        .filter(workflow_step::Column::StepId.eq("notify"))
+        .exec(&app.db.conn)
+        .await
+        .unwrap();
+    let report = verify().await.unwrap();
+    assert_eq!(report.differences.len(), 1, "{:?}", report.differences);
+    assert_eq!(
+        report.differences[0].job_id,
+        format!("workflow {id} step notify")
+    );
 }
 db_test!(photo_flow_thumbnails_in_parallel_then_one_mail_and_a_replay_gives_the_same_rows);
 
 async fn cancelling_a_workflow_stops_its_running_and_pending_steps(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let alice = app.token("alice", false);
-    let (status, wf) = app
-        .submit_workflow(
+    let (id, wf) = app
+        .workflow_ok(
             &alice,
             &json!({"chain": [
                 {"id": "slow", "kind": "sleep", "payload": {"ms": 60000}},
@@ -188,8 +219,6 @@ async fn cancelling_a_workflow_stops_its_running_and_pending_steps(backend: Back
             ]}),
         )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{wf}");
-    let id = wf["id"].as_str().unwrap().to_owned();
     let slow = step(&wf, "slow")["job_id"].as_str().unwrap().to_owned();
     app.wait_for_row(&slow, "the slow step running", |r| r.status == "running")
         .await;
@@ -215,42 +244,26 @@ async fn cancelling_a_workflow_stops_its_running_and_pending_steps(backend: Back
 db_test!(cancelling_a_workflow_stops_its_running_and_pending_steps);
 
 async fn retrying_a_failed_workflow_reruns_only_the_failed_part(backend: Backend) {
-    let mut app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
     // `echo`, failing for good while the flag file exists.
     let flag = tempfile::NamedTempFile::new().unwrap();
-    let mut registry = Registry::with_builtins();
-    registry.register("echo", |ctx: JobContext| async move {
+    let app = TestApp::with_echo(backend, |ctx: JobContext| async move {
         match ctx.payload.get("fail_while").and_then(Value::as_str) {
             Some(path) if std::path::Path::new(path).exists() => {
                 Err(JobError::Fatal("the flag is up".into()))
             }
             _ => Ok(ctx.payload.clone()),
         }
-    });
-    app.start_worker_with(registry).await;
+    })
+    .await;
     let alice = app.token("alice", false);
     let path = flag.path().display().to_string();
-    let (status, wf) = app
-        .submit_workflow(
-            &alice,
-            &json!({"steps": [
+    let (id, _) = app.workflow_ok(&alice, &json!({"steps": [
                 {"id": "a", "kind": "echo", "payload": {"n": 1}},
                 {"id": "b", "after": ["a"], "kind": "echo", "payload": {"fail_while": path, "n": 2}},
                 {"id": "c", "after": ["b"], "kind": "echo", "payload": {"from_b": {"$from": "b.result.n"}}},
                 {"id": "side", "kind": "fail", "max_attempts": 1, "on_failure": "continue", "payload": {"times": 5}},
                 {"id": "side_after", "after": ["side"], "kind": "echo", "payload": {}}
-            ]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{wf}");
-    let id = wf["id"].as_str().unwrap().to_owned();
+            ]})).await;
     let failed = app.wait_for_workflow(&alice, &id, "failed").await;
     assert_eq!(step(&failed, "b")["status"], "failed");
     assert_eq!(step(&failed, "c")["status"], "skipped");
@@ -291,20 +304,13 @@ db_test!(retrying_a_failed_workflow_reruns_only_the_failed_part);
 async fn a_worker_killed_mid_workflow_still_runs_each_step_to_completion_once(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     let alice = app.token("alice", false);
-    let (status, wf) = app
-        .submit_workflow(
-            &alice,
-            &json!({"chord": {
+    let (id, wf) = app.workflow_ok(&alice, &json!({"chord": {
                 "header": [
                     {"id": "h1", "kind": "sleep", "payload": {"ms": 1500}},
                     {"id": "h2", "kind": "sleep", "payload": {"ms": 1500}}
                 ],
                 "callback": {"id": "cb", "kind": "echo", "payload": {"h1": {"$from": "h1.result.slept_ms"}}}
-            }}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{wf}");
-    let id = wf["id"].as_str().unwrap().to_owned();
+            }})).await;
     let h1 = step(&wf, "h1")["job_id"].as_str().unwrap().to_owned();
     app.wait_for_row(&h1, "h1 running", |r| r.status == "running")
         .await;
@@ -379,58 +385,33 @@ async fn invalid_workflows_are_422s_naming_the_steps_and_store_nothing(backend: 
 db_test!(invalid_workflows_are_422s_naming_the_steps_and_store_nothing);
 
 async fn a_handler_fans_out_children_and_its_continuation_gets_their_results(backend: Backend) {
-    let mut app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
     // `echo` with `{"fan_out": n}` enqueues n children and a continuation, and returns at once.
-    let children = Children::new(connect(&app.nats.url(), "children").await);
-    let mut registry = Registry::with_builtins();
-    registry.register("echo", move |ctx: JobContext| {
-        let children = children.clone();
+    let children = std::sync::Arc::new(tokio::sync::OnceCell::<Children>::new());
+    let handle = children.clone();
+    let app = TestApp::with_echo(backend, move |ctx: JobContext| {
+        let children = handle.clone();
         async move {
             let Some(n) = ctx.payload.get("fan_out").and_then(Value::as_u64) else {
                 return Ok(ctx.payload.clone());
             };
-            let spec = |payload: Value| JobSpec {
-                kind: "echo".into(),
-                queue: QueueName::default_queue(),
-                owner: ctx.owner.clone(),
-                payload,
-                priority: Priority::Normal,
-                max_attempts: 3,
-                timeout_ms: 60_000,
-                run_at: None,
-                idempotency_key: None,
-                result_ttl_ms: None,
-                backoff: None,
-            };
-            let kids: Vec<StepDef> = (0..n)
-                .map(|i| StepDef {
-                    id: format!("c{i}"),
-                    after: Vec::new(),
-                    on_failure: OnFailure::Fail,
-                    spec: spec(json!({"i": i})),
-                })
-                .collect();
-            let sum: Vec<Value> = (0..n)
-                .map(|i| json!({"$from": format!("c{i}.result.i")}))
-                .collect();
-            let done = StepDef {
-                id: "done".into(),
+            let step = |id: String, payload: Value| StepDef {
+                id,
                 after: Vec::new(),
                 on_failure: OnFailure::Fail,
-                spec: spec(json!({"collected": sum})),
+                spec: serde_json::from_value(json!({"kind": "echo", "queue": "default",
+                    "owner": ctx.owner, "payload": payload, "max_attempts": 3, "timeout_ms": 60_000}))
+                .expect("a job spec"),
             };
+            let kids = (0..n).map(|i| step(format!("c{i}"), json!({"i": i}))).collect();
+            let sum: Vec<Value> = (0..n).map(|i| json!({"$from": format!("c{i}.result.i")})).collect();
+            let done = step("done".into(), json!({"collected": sum}));
+            let children = children.get().expect("children set before any job runs");
             let wf = children.fan_out(&ctx, kids, done).await?;
             Ok(json!({"children": wf}))
         }
-    });
-    app.start_worker_with(registry).await;
+    })
+    .await;
+    let _ = children.set(Children::new(connect(&app.nats.url(), "children").await));
     let alice = app.token("alice", false);
     let parent = app
         .submit_ok(&alice, &json!({"kind": "echo", "payload": {"fan_out": 5}}))
@@ -461,14 +442,7 @@ db_test!(a_handler_fans_out_children_and_its_continuation_gets_their_results);
 async fn workflow_transitions_stream_over_sse_until_the_workflow_ends(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let alice = app.token("alice", false);
-    let (status, wf) = app
-        .submit_workflow(
-            &alice,
-            &json!({"chain": [{"kind": "sleep", "payload": {"ms": 300}}, {"kind": "echo", "payload": {}}]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{wf}");
-    let id = wf["id"].as_str().unwrap();
+    let (id, _) = app.workflow_ok(&alice, &json!({"chain": [{"kind": "sleep", "payload": {"ms": 300}}, {"kind": "echo", "payload": {}}]})).await;
     let bob = app.token("bob", false);
     assert_eq!(
         app.get(&bob, &format!("/v1/workflows/{id}/events")).await.0,

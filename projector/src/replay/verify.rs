@@ -209,7 +209,11 @@ pub async fn verify(
             });
         }
     }
-    compare_workflows(&mut report, &projected_workflows, &workflow_rows(&mem).await?);
+    compare_workflows(
+        &mut report,
+        &projected_workflows,
+        &workflow_rows(&mem).await?,
+    );
     mem.close().await.ok();
     Ok(report)
 }
@@ -220,7 +224,10 @@ async fn workflow_rows<C: ConnectionTrait>(
 ) -> Result<std::collections::BTreeMap<String, Value>, DbErr> {
     let mut out = std::collections::BTreeMap::new();
     for w in workflow::Entity::find().all(db).await? {
-        out.insert(format!("workflow {}", w.id), serde_json::to_value(&w).unwrap_or_default());
+        out.insert(
+            format!("workflow {}", w.id),
+            serde_json::to_value(&w).unwrap_or_default(),
+        );
     }
     for s in workflow_step::Entity::find().all(db).await? {
         out.insert(
