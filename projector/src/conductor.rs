@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Outbox rows handled per round.
-const ROUND: u64 = 2000;
+const ROUND: u64 = 10_000;
 /// Ready steps per atomic batch.
 const ENQUEUE_BATCH: usize = 500;
 /// Publishes in flight at once.
@@ -87,7 +87,7 @@ impl Conductor {
                 Ok(n) if n > 0 => tracing::debug!(published = n, "workflow steps published"),
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "workflow conductor round failed; will try again")
+                    tracing::warn!(error = %e, "workflow conductor round failed; will try again");
                 }
             }
         }
@@ -187,7 +187,7 @@ impl Conductor {
                         .insert((job_id, action, generation), Instant::now());
                 }
                 Err(e) => {
-                    tracing::warn!(%job_id, action = action.as_str(), error = %e, "workflow step not published; will try again")
+                    tracing::warn!(%job_id, action = action.as_str(), error = %e, "workflow step not published; will try again");
                 }
             }
         }

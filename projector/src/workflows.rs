@@ -74,7 +74,7 @@ impl<'a> BatchFlows<'a> {
                 match load_steps(db, row).await? {
                     Ok(wf) => flows.insert(wf),
                     Err(e) => {
-                        tracing::error!(error = %e, "unreadable workflow rows: its events are ignored until the projection is rebuilt")
+                        tracing::error!(error = %e, "unreadable workflow rows: its events are ignored until the projection is rebuilt");
                     }
                 }
             }

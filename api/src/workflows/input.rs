@@ -97,14 +97,14 @@ impl SubmitWorkflow {
                 Field::Valid(s) => Field::Valid(shorthand(s, |i, ids| {
                     ids.get(i.wrapping_sub(1)).cloned().into_iter().collect()
                 })),
-                other => other,
+                other @ Field::Invalid(_) => other,
             }),
         );
         take(
             "group",
             self.group.map(|g| match g {
                 Field::Valid(s) => Field::Valid(shorthand(s, |_, _| Vec::new())),
-                other => other,
+                other @ Field::Invalid(_) => other,
             }),
         );
         match self.chord {

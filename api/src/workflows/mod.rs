@@ -79,7 +79,10 @@ impl WorkflowService {
         let wf = match self.projected(id).await? {
             Some(wf) => wf,
             // Submitted, not folded yet: the stream has it.
-            None => self.from_stream(id).await?.ok_or_else(|| no_workflow(id))?,
+            None => self
+                .submitted_in_stream(id)
+                .await?
+                .ok_or_else(|| no_workflow(id))?,
         };
         if caller.may_see(&wf.owner) {
             Ok(wf)
@@ -208,7 +211,7 @@ impl WorkflowService {
             .map_err(|e| anyhow::anyhow!(e).into())
     }
 
-    async fn from_stream(&self, id: Uuid) -> Result<Option<WorkflowState>, JobsError> {
+    async fn submitted_in_stream(&self, id: Uuid) -> Result<Option<WorkflowState>, JobsError> {
         let subject = jobstream_core::subject::workflow_event(id, "submitted");
         let Some(msg) = self.broker.last_on_subject(&subject).await? else {
             return Ok(None);
