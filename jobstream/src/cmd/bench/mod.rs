@@ -13,7 +13,7 @@
 //! from each job's scheduled send time, so they include queueing; also measured to the
 //! SSE `succeeded`), batch submit (`--batch`). With `--url` it measures a system that
 //! is already running (the raw loop needs `--nats-url`; per-process figures `--pid`).
-//! `--fan-out N` compares workflows against independent jobs instead ([`fan_out`]).
+//! `--fan-out N` compares workflows against independent jobs instead (`fan_out.rs`).
 
 mod fan_out;
 mod load;
