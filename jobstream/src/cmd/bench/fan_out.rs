@@ -17,7 +17,7 @@ use super::load::{Api, Rows};
 /// Header steps per chord (one more step is the callback).
 const CHORD_HEADER: usize = 999;
 /// Requests in flight.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 2;
 
 /// The two phases' times.
 pub(crate) struct FanOutFigures {
