@@ -31,8 +31,10 @@ const ROUND: u64 = 10_000;
 const ENQUEUE_BATCH: usize = 500;
 /// Publishes in flight at once.
 const IN_FLIGHT: usize = 64;
-/// How long a published action is not published again while the fold catches up.
-const RECENT: Duration = Duration::from_secs(10);
+/// How long a published action is not published again while the fold catches up (a
+/// projector far behind must not make the conductor publish the same steps over again;
+/// a stored publish never needs repeating, this only bounds the memory).
+const RECENT: Duration = Duration::from_secs(300);
 /// Backstop: a round this often even when no batch is committed.
 const TICK: Duration = Duration::from_secs(1);
 
