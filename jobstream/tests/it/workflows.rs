@@ -15,8 +15,7 @@ use jobstream_core::workflow::{OnFailure, StepDef, children_workflow_id, step_jo
 use jobstream_worker::children::Children;
 use jobstream_worker::{JobContext, JobError, Registry};
 
-use crate::helpers::{Options, TestApp, WAIT, connect, db_test};
-use crate::kinds::RealKinds;
+use crate::helpers::{Options, RealKinds, TestApp, WAIT, connect, db_test};
 
 impl TestApp {
     /// A system whose worker runs the built-ins with `echo` replaced by `handler`.
