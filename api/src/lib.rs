@@ -21,6 +21,8 @@
 //! - [`tickets`]: single-use SSE tickets for browsers.
 //! - [`openapi`]: the OpenAPI document generated from the handlers, and `/docs` (Swagger UI).
 //! - [`ui`]: the operator's console at `/ui` (askama pages, vendored htmx).
+//! - [`workflows`]: the workflows service ([`workflows::WorkflowService`]): DAGs of jobs, submitted as
+//!   one event, read from the projection, cancelled and retried as a whole.
 //! - [`users`]: registering users (first request, `POST /v1/users`) through the stream.
 
 pub mod auth;
@@ -37,6 +39,7 @@ pub mod state;
 pub mod tickets;
 pub mod ui;
 pub mod users;
+pub mod workflows;
 
 pub use server::{App, app};
 pub use state::{ApiSettings, AppState};

@@ -49,6 +49,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::routes::events::EventsDoc::openapi());
     doc.merge(crate::routes::admin_rejected::RejectedDoc::openapi());
     doc.merge(crate::routes::queues::QueuesDoc::openapi());
+    doc.merge(crate::routes::workflows::WorkflowsDoc::openapi());
     doc
 }
 

@@ -30,6 +30,7 @@ pub fn app(state: AppState) -> Router {
         .merge(files::router())
         .merge(job_actions::router())
         .merge(crate::routes::queues::router())
+        .merge(crate::routes::workflows::router())
         .merge(events::router())
         .merge(job_events::router())
         .merge(admin_replay::router())

@@ -192,7 +192,9 @@ where
 }
 
 /// Header naming the (wildcard) subject that `Nats-Expected-Last-Subject-Sequence` applies to.
-const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+/// Header: the subject filter (wildcards allowed) that `Nats-Expected-Last-Subject-Sequence` checks.
+pub const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str =
+    "Nats-Expected-Last-Subject-Sequence-Subject";
 
 /// A connection to NATS plus the stream jobstream uses.
 #[derive(Clone, Debug)]

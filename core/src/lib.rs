@@ -25,6 +25,8 @@
 //! - [`shutdown`]: Ctrl-C / SIGTERM into a cancellation token.
 //! - [`user`]: user events (`users.<user_id>.<event>`), ids derived from `sub`, the user fold. Pure.
 //! - [`user_broker`]: publishing and reading user events; reading the whole stream (I/O).
+//! - [`workflow`]: workflow events (`workflows.<id>.<event>`), derived step job ids,
+//!   `$from` references, the workflow fold (and why the conductor enqueues steps). Pure.
 
 pub mod atomic;
 pub mod broker;
@@ -47,6 +49,7 @@ pub mod subject;
 pub mod telemetry;
 pub mod user;
 pub mod user_broker;
+pub mod workflow;
 
 pub use event::{Envelope, Event, EventType};
 pub use fold::{JobState, JobStatus};

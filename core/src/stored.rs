@@ -25,6 +25,7 @@ use crate::queue::QueueRecord;
 use crate::schedule::{self, ScheduleEvent, ScheduleRecord};
 use crate::subject;
 use crate::user::UserEnvelope;
+use crate::workflow::WorkflowEnvelope;
 
 /// Header nats-server sets on a message produced by a schedule: the subject holding the schedule.
 pub const SCHEDULER_HEADER: &str = "Nats-Scheduler";
@@ -92,6 +93,8 @@ pub enum Record {
     User(UserEnvelope),
     /// A queue control record (`queues.<queue>`: paused or resumed).
     Queue(QueueRecord),
+    /// A workflow event (`workflows.<workflow_id>.<event>`).
+    Workflow(WorkflowEnvelope),
     /// Machinery, not an event: a pending delayed-job timer or an idempotency record.
     Other,
 }
@@ -108,6 +111,8 @@ impl Record {
             UserEnvelope::decode(m.payload).map(Record::User)
         } else if prefix == crate::queue::PREFIX {
             QueueRecord::decode(m.payload).map(Record::Queue)
+        } else if prefix == crate::workflow::PREFIX {
+            WorkflowEnvelope::decode(m.payload).map(Record::Workflow)
         } else {
             Ok(Record::Other)
         }

@@ -10,6 +10,7 @@
 //! | idempotency records | `idem.<hash>` | [`idempotency`] |
 //! | user events | `users.<user_id>.<event>` | [`user_event`] |
 //! | queue control (pause) | `queues.<queue>` | [`queue_control`] |
+//! | workflow events | `workflows.<workflow_id>.<event>` | [`workflow_event`] |
 //!
 //! [`stream_subjects`] lists them all; nothing else builds a subject by hand.
 //!
@@ -273,6 +274,8 @@ pub const SCHEDULES_PREFIX: &str = "schedules";
 pub const USERS_PREFIX: &str = "users";
 /// Subject prefix of queue control records (see [`crate::queue`]).
 pub const QUEUES_PREFIX: &str = "queues";
+/// Subject prefix of workflow events.
+pub const WORKFLOWS_PREFIX: &str = "workflows";
 
 /// Lowercase hex of the first `n` bytes of SHA-256 over `parts` (NUL-separated, so
 /// `("ab", "c")` and `("a", "bc")` differ): a safe subject token from any text.
@@ -364,8 +367,18 @@ pub fn workers_bucket(stream: &str) -> String {
     format!("{stream}_workers")
 }
 
+/// Subject of one event (`submitted`, `cancel_requested`, `retry_requested`) of one workflow.
+pub fn workflow_event(workflow_id: Uuid, token: &str) -> String {
+    format!("{WORKFLOWS_PREFIX}.{workflow_id}.{token}")
+}
+
+/// Filter for every workflow event.
+pub fn all_workflow_events() -> String {
+    format!("{WORKFLOWS_PREFIX}.>")
+}
+
 /// Every subject the stream holds: job events, schedules, timers, idempotency records,
-/// users, queue control.
+/// users, queue control, workflows.
 pub fn stream_subjects() -> Vec<String> {
     vec![
         all_events(),
@@ -374,6 +387,7 @@ pub fn stream_subjects() -> Vec<String> {
         format!("{IDEMPOTENCY_PREFIX}.>"),
         all_user_events(),
         all_queue_controls(),
+        all_workflow_events(),
     ]
 }
 

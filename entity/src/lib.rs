@@ -11,6 +11,7 @@
 //! - [`rejected_event`]: events the projector could not apply (dead letters).
 //! - [`queue_state`]: each queue's pause state, folded from `queues.<queue>` records.
 //! - [`projector_status`]: the projector's health (heartbeat, last error).
+//! - [`workflow`], [`workflow_step`]: workflows and their steps (the step rows are the conductor's outbox).
 
 pub mod projector_checkpoint;
 pub mod projector_status;
@@ -19,3 +20,5 @@ pub mod queued_job;
 pub mod rejected_event;
 pub mod schedule;
 pub mod user;
+pub mod workflow;
+pub mod workflow_step;

@@ -238,6 +238,10 @@ fn describe(rec: Option<&Record>) -> (Option<String>, Option<String>) {
                 .to_owned(),
             ),
         ),
+        Some(Record::Workflow(w)) => (
+            Some(w.workflow_id.to_string()),
+            Some(format!("workflow.{}", w.event.token())),
+        ),
         Some(Record::Other) | None => (None, None),
     }
 }
@@ -378,6 +382,7 @@ async fn fold_in(
     let mut schedules: Vec<(u64, &ScheduleRecord)> = Vec::new();
     let mut fresh_users: Vec<(u64, &UserEnvelope)> = Vec::new();
     let mut queue_records: Vec<(u64, &QueueRecord)> = Vec::new();
+    let mut fresh_workflows = Vec::new();
     let fresh: Vec<(u64, &Envelope)> = batch
         .iter()
         .filter_map(
@@ -401,6 +406,10 @@ async fn fold_in(
                     }
                     Some(Record::Queue(q)) => {
                         queue_records.push((*seq, q));
+                        None
+                    }
+                    Some(Record::Workflow(w)) => {
+                        fresh_workflows.push((*seq, w));
                         None
                     }
                     Some(Record::Other) => {
@@ -431,6 +440,12 @@ async fn fold_in(
     }
 
     let mut jobs = load_jobs(txn, fresh.iter().map(|(_, e)| e.job_id)).await?;
+    let mut flows = crate::workflows::BatchFlows::load(
+        txn,
+        &fresh_workflows,
+        fresh.iter().map(|(_, e)| e.job_id),
+    )
+    .await?;
     let mut dirty: HashSet<Uuid> = HashSet::new();
     for (seq, env) in fresh {
         let before = jobs.get(&env.job_id).map(|j| j.status);
@@ -441,10 +456,14 @@ async fn fold_in(
                 let after = jobs.get(&env.job_id);
                 (out.transitions)
                     .extend(after.and_then(|j| JobTransition::observe(before, j, env, seq)));
+                flows.job_changed(seq, env, after);
             }
             JobFold::Ignored => out.ignored += 1,
         }
     }
+    let (workflows_applied, workflows_ignored) = flows.write(txn).await?;
+    out.applied += workflows_applied;
+    out.ignored += workflows_ignored;
 
     let rows: Vec<queued_job::Model> = dirty
         .iter()

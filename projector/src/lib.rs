@@ -16,6 +16,11 @@
 //!   consumers); the projector role exports them.
 //! - `queues`: folds queue control records (`queues.<queue>`: paused / resumed) into the
 //!   `queue_states` table, in the same transaction too.
+//! - `workflows`: workflow events and the step jobs' events → `workflows` and
+//!   `workflow_steps`, in the same transaction; a step whose dependencies succeeded gets a
+//!   pending action (an outbox row).
+//! - [`Conductor`]: publishes those actions (the next steps' `queued` events, retries,
+//!   cancels), exactly once; runs beside the projector, woken by each committed batch.
 //! - [`replay`]: rebuild the projection from the stream (into the live database through a
 //!   shadow and an atomic swap, or into another database) and verify it against a fresh
 //!   fold; on request, one replay at a time, with progress every API instance reads.
@@ -26,11 +31,14 @@
 mod apply;
 mod gauges;
 mod queues;
+mod conductor;
 pub mod replay;
 mod run;
 mod schedules;
 mod users;
+mod workflows;
 
 pub use apply::BatchOutcome;
 pub use gauges::ProjectionGauges;
+pub use conductor::Conductor;
 pub use run::{Connector, Projector, ProjectorConfig, ProjectorError, own_pool};

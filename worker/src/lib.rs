@@ -6,6 +6,8 @@
 //! ## Layout
 //! - [`handler`]: the [`Handler`] trait, [`JobContext`], [`JobError`] and the [`Registry`].
 //! - [`builtin`]: the built-in kinds (`echo`, `sleep`, `fail`).
+//! - [`children`]: child jobs from a handler ([`children::Children::fan_out`]): a workflow whose
+//!   continuation step runs when every child has succeeded; no slot waits.
 //! - [`kinds`]: the kinds that do real work and their typed config ([`kinds::KindsConfig`]):
 //!   [`email`] (`email.send`, `email.registration`), [`thumbnail`] (`image.thumbnail`),
 //!   [`webhook`] (`http.request`).
@@ -42,6 +44,7 @@
 
 pub mod builtin;
 mod cancel;
+pub mod children;
 mod decide;
 pub mod email;
 pub mod handler;

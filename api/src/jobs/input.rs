@@ -163,6 +163,18 @@ impl SubmitJob {
     /// Validates the submission of `owner` against the kinds catalogue into a job spec,
     /// naming every bad field.
     pub fn validate(self, owner: &str, kinds: &Catalogue) -> Result<JobSpec, Vec<FieldError>> {
+        self.validate_except(owner, kinds, &[])
+    }
+
+    /// Like [`validate`](Self::validate), but the payload fields at `unchecked` (and under
+    /// them) are not checked against the kind's schema: a workflow step's references,
+    /// which hold their values only once the steps they name have run.
+    pub fn validate_except(
+        self,
+        owner: &str,
+        kinds: &Catalogue,
+        unchecked: &[String],
+    ) -> Result<JobSpec, Vec<FieldError>> {
         let mut errors = Vec::new();
         let kind = match self.kind {
             Some(Field::Valid(k)) => match kinds.find(&k) {
@@ -227,7 +239,11 @@ impl SubmitJob {
         if let Some(k) = kind
             && let Err(e) = kinds.validate(&k.name, &payload)
         {
-            errors.extend(e);
+            errors.extend(e.into_iter().filter(|e| {
+                !unchecked
+                    .iter()
+                    .any(|u| e.field == *u || e.field.starts_with(&format!("{u}.")))
+            }));
         }
         match kind {
             Some(k) if errors.is_empty() => Ok(JobSpec {

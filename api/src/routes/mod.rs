@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod queues;
 pub mod schedules;
 pub mod users;
+pub mod workflows;

@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// run twice, metrics off then on, and the throughput of the second as a share of the first.
     #[arg(long, default_value = "on")]
     pub metrics: BenchMetrics,
+    /// Instead of the usual run: N echo steps fanned out in workflows with fan-in callbacks
+    /// against N independent jobs, on the same started system (self-contained mode only).
+    #[arg(long, conflicts_with_all = ["url", "rate", "batch"])]
+    pub fan_out: Option<usize>,
     /// Keep the temporary data dir (logs, store, database) instead of deleting it.
     #[arg(long)]
     pub keep_data: bool,

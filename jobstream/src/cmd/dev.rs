@@ -105,7 +105,7 @@ async fn run_system(
         console_secret: args.console_secret.as_ref(),
     };
     let api_broker = system::connect_broker(nats, "jobstream-dev-api").await?;
-    let mut state = system::api_state(api_broker, db, Verifier::new(&auth), parts).await?;
+    let mut state = system::api_state(api_broker, db.clone(), Verifier::new(&auth), parts).await?;
     // One process, one recorder: the API port serves every role's metrics.
     state.metrics = state.metrics.with_source(std::sync::Arc::new(gauges));
     system::serve_metrics(&args.metrics, state.metrics.clone(), &shutdown).await?;
@@ -135,6 +135,7 @@ async fn run_system(
         "jobstream dev",
     );
     let mut parts: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    jobstream_projector::Conductor::spawn_beside(&projector, db.clone(), shutdown.clone());
     let s = shutdown.clone();
     parts.spawn(async move { ("projector", projector.run(s).await.map_err(Into::into)) });
     let s = shutdown.clone();

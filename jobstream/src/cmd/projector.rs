@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use jobstream_projector::{ProjectionGauges, Projector};
+use jobstream_projector::{Conductor, ProjectionGauges, Projector};
 
 use crate::cli::ProjectorArgs;
 use crate::system;
@@ -18,9 +18,11 @@ pub async fn run(args: ProjectorArgs) -> anyhow::Result<()> {
     let config = system::projector_config(&args.tuning);
     let gauges = ProjectionGauges::new(broker.clone(), db.clone(), &config.name);
     let exporter = system::exporter(&broker).with_source(Arc::new(gauges));
-    let projector = Projector::build(broker, db, config).await?;
+    let projector = Projector::build(broker, db.clone(), config).await?;
     let shutdown = jobstream_core::shutdown::token_on_signal();
     system::serve_metrics(&args.metrics, exporter, &shutdown).await?;
+    // Workflow steps are enqueued beside the fold (see `jobstream_core::workflow`).
+    Conductor::spawn_beside(&projector, db, shutdown.clone());
     // `run` stops after the batch in flight; this is the backstop.
     jobstream_core::shutdown::exit_at_the_latest(&shutdown, EXIT_WITHIN, "projector");
     projector.run(shutdown).await?;

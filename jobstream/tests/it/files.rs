@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::helpers::RealKinds;
 use crate::helpers::{TestApp, db_test};
 
-fn png(w: u32, h: u32) -> Vec<u8> {
+pub(crate) fn png(w: u32, h: u32) -> Vec<u8> {
     let img = RgbaImage::from_fn(w, h, |x, y| {
         Rgba([(x % 256) as u8, (y % 256) as u8, 128, 255])
     });

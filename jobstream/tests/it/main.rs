@@ -40,3 +40,4 @@ mod validation;
 mod webhook;
 mod wiring;
 mod workers;
+mod workflows;

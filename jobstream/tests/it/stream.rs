@@ -21,7 +21,15 @@ async fn the_stream_is_created_and_updated_idempotently_with_limits_retention() 
     let again = broker.ensure_stream(&settings).await.unwrap();
     assert_eq!(
         first.config.subjects,
-        ["jobs.>", "schedules.>", "timers.>", "idem.>", "users.>"].map(str::to_owned)
+        [
+            "jobs.>",
+            "schedules.>",
+            "timers.>",
+            "idem.>",
+            "users.>",
+            "workflows.>"
+        ]
+        .map(str::to_owned)
     );
     assert!(
         first.config.allow_rollup,

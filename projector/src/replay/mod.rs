@@ -53,6 +53,8 @@ pub const PROJECTION_TABLES: &[&str] = &[
     "users",
     "rejected_events",
     "queue_states",
+    "workflows",
+    "workflow_steps",
 ];
 /// Attempts to catch the shadow up with a running projector before the swap.
 const SWAP_ATTEMPTS: usize = 20;

@@ -7,7 +7,7 @@ use jobstream_core::JobStatus;
 use jobstream_core::broker::Broker;
 use jobstream_core::replay::ReplaySummary;
 use jobstream_core::stream_read;
-use jobstream_entity::{queued_job, rejected_event};
+use jobstream_entity::{queued_job, rejected_event, workflow, workflow_step};
 use migration::MigratorTrait;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
@@ -21,10 +21,10 @@ use super::fold::{FoldTarget, fold_range, sweep_cutoff};
 use super::{Progress, ReplayError};
 use crate::apply;
 
-/// One job whose projected row differs from a fresh fold.
+/// One job (or workflow, or workflow step) whose projected row differs from a fresh fold.
 #[derive(Debug, Clone, Serialize)]
 pub struct Difference {
-    /// Job id.
+    /// Job id (`workflow <id>` / `workflow <id> step <step>` for workflow rows).
     pub job_id: String,
     /// What differs: column names, or `missing from the projection` / `not in a fresh fold`.
     pub fields: Vec<String>,
@@ -126,6 +126,7 @@ pub async fn verify(
         .into_iter()
         .filter(|r| r.seq <= checkpoint)
         .collect();
+    let projected_workflows = workflow_rows(&txn).await?;
     txn.commit().await?;
     let rejected_ids: std::collections::HashSet<String> =
         rejected.iter().filter_map(|r| r.job_id.clone()).collect();
@@ -208,15 +209,72 @@ pub async fn verify(
             });
         }
     }
+    compare_workflows(
+        &mut report,
+        &projected_workflows,
+        &workflow_rows(&mem).await?,
+    );
     mem.close().await.ok();
     Ok(report)
 }
 
+/// Every workflow and step row as JSON, by key (`workflow <id>`, `workflow <id> step <step>`).
+async fn workflow_rows<C: ConnectionTrait>(
+    db: &C,
+) -> Result<std::collections::BTreeMap<String, Value>, DbErr> {
+    let mut out = std::collections::BTreeMap::new();
+    for w in workflow::Entity::find().all(db).await? {
+        out.insert(
+            format!("workflow {}", w.id),
+            serde_json::to_value(&w).unwrap_or_default(),
+        );
+    }
+    for s in workflow_step::Entity::find().all(db).await? {
+        out.insert(
+            format!("workflow {} step {}", s.workflow_id, s.step_id),
+            serde_json::to_value(&s).unwrap_or_default(),
+        );
+    }
+    Ok(out)
+}
+
+/// Adds a difference for each workflow or step row that is not the same in both.
+fn compare_workflows(
+    report: &mut VerifyReport,
+    projected: &std::collections::BTreeMap<String, Value>,
+    folded: &std::collections::BTreeMap<String, Value>,
+) {
+    for (key, row) in projected {
+        let fields = match folded.get(key) {
+            Some(f) => differing_values(row, f),
+            None => vec!["not in a fresh fold of the stream".into()],
+        };
+        if !fields.is_empty() {
+            report.differences.push(Difference {
+                job_id: key.clone(),
+                fields,
+            });
+        }
+    }
+    for key in folded.keys().filter(|k| !projected.contains_key(*k)) {
+        report.differences.push(Difference {
+            job_id: key.clone(),
+            fields: vec!["missing from the projection".into()],
+        });
+    }
+}
+
 /// Columns whose values differ, by name.
 fn differing_fields(a: &queued_job::Model, b: &queued_job::Model) -> Vec<String> {
-    let (Ok(Value::Object(a)), Ok(Value::Object(b))) =
-        (serde_json::to_value(a), serde_json::to_value(b))
-    else {
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(a), Ok(b)) => differing_values(&a, &b),
+        _ => vec!["row".into()],
+    }
+}
+
+/// Fields of two JSON rows whose values differ, by name.
+fn differing_values(a: &Value, b: &Value) -> Vec<String> {
+    let (Value::Object(a), Value::Object(b)) = (a, b) else {
         return vec!["row".into()];
     };
     let mut out: Vec<String> = a

@@ -13,7 +13,9 @@
 //! from each job's scheduled send time, so they include queueing; also measured to the
 //! SSE `succeeded`), batch submit (`--batch`). With `--url` it measures a system that
 //! is already running (the raw loop needs `--nats-url`; per-process figures `--pid`).
+//! `--fan-out N` compares workflows against independent jobs instead (`fan_out.rs`).
 
+mod fan_out;
 mod load;
 pub mod raw;
 pub mod report;
@@ -153,15 +155,21 @@ async fn self_contained_in(
         dir.display()
     );
 
-    eprintln!("raw JetStream loop: {jobs} jobs");
-    let raw = raw_figures(
-        &nats_url,
-        &[("nats-server".to_owned(), nats_pid)],
-        mode,
-        jobs,
-        args.timeout,
-    )
-    .await?;
+    let raw = if args.fan_out.is_none() {
+        eprintln!("raw JetStream loop: {jobs} jobs");
+        Some(
+            raw_figures(
+                &nats_url,
+                &[("nats-server".to_owned(), nats_pid)],
+                mode,
+                jobs,
+                args.timeout,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
 
     let secret_file = dir.join("jwt-secret");
     system::write_secret(&secret_file)?;
@@ -179,6 +187,23 @@ async fn self_contained_in(
         secret_file: &secret_file,
         metrics,
     };
+    if let Some(steps) = args.fan_out {
+        eprintln!("starting jobstream api, worker and projector");
+        let started = system::System::start(&wiring(true), Duration::from_secs(120)).await?;
+        let (api, owner) = bench_client(&started.url, &secret_file, mode)?;
+        let figures = fan_out::compare(&api, &Rows::Sql(db), &owner, steps, args.timeout).await;
+        started.stop().await;
+        nats.stop(Duration::from_secs(5)).await;
+        return Ok(Report {
+            title: format!(
+                "jobstream bench: a fan-out of {steps} steps against {steps} independent jobs\n{}",
+                figures?.render()
+            ),
+            raw: None,
+            system: None,
+            metrics_off: None,
+        });
+    }
     // Off first: what the stream and tables hold by then only slows the run with metrics.
     let metrics_off = match args.metrics {
         BenchMetrics::Compare => {
@@ -196,7 +221,7 @@ async fn self_contained_in(
     };
     Ok(Report {
         title: title(mode, jobs, args.durability.as_str(), &database),
-        raw: Some(raw),
+        raw,
         system: Some(system?),
         metrics_off,
     })
@@ -216,14 +241,7 @@ async fn run_system(
     let metrics = if wiring.metrics { "on" } else { "off" };
     eprintln!("starting jobstream api, worker and projector (metrics {metrics})");
     let started = system::System::start(wiring, Duration::from_secs(120)).await?;
-    let owner = format!("bench-{}", uuid::Uuid::now_v7().simple());
-    let token = jobstream_api::auth::mint_hs256(
-        &crate::system::auth_config(&crate::cli::AuthArgs::dev(wiring.secret_file.to_owned()))?,
-        &owner,
-        false,
-        Duration::from_secs(3600),
-    )?;
-    let api = api_client(&started.url, &token, mode)?;
+    let (api, owner) = bench_client(&started.url, wiring.secret_file, mode)?;
     let mut pids = started.pids();
     pids.push(("nats-server".to_owned(), nats_pid));
     eprintln!("jobstream end to end: {jobs} jobs");
@@ -240,6 +258,22 @@ async fn run_system(
     .await;
     started.stop().await;
     figures
+}
+
+/// A client of the started API as a fresh bench user (its jobs are the run's), and that user.
+fn bench_client(
+    url: &str,
+    secret_file: &std::path::Path,
+    mode: Mode,
+) -> anyhow::Result<(Api, String)> {
+    let owner = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let token = jobstream_api::auth::mint_hs256(
+        &crate::system::auth_config(&crate::cli::AuthArgs::dev(secret_file.to_owned()))?,
+        &owner,
+        false,
+        Duration::from_secs(3600),
+    )?;
+    Ok((api_client(url, &token, mode)?, owner))
 }
 
 /// Measures a system that is already running at `url`.

@@ -225,6 +225,10 @@ impl Report {
         let empty = RunFigures::default();
         let raw = self.raw.as_ref();
         let sys = self.system.as_ref();
+        if raw.is_none() && sys.is_none() {
+            // A run that measures something else (`--fan-out`) says it all in its title.
+            return format!("{}\n", self.title);
+        }
         let ratio = |f: fn(&RunFigures) -> Option<f64>| match (raw.and_then(f), sys.and_then(f)) {
             (Some(r), Some(s)) if r > 0.0 => format!("{:.3}×", s / r),
             _ => "-".to_owned(),

@@ -186,7 +186,10 @@ impl TestApp {
         .await
         .expect("projector");
         self.applied = Some(projector.applied());
+        let db = self.db.conn.clone();
         self.projector = Some(Component::spawn(|stop| async move {
+            // Workflow steps are enqueued beside the fold, as in `jobstream projector`.
+            jobstream_projector::Conductor::spawn_beside(&projector, db, stop.clone());
             projector.run(stop).await.expect("projector run");
         }));
     }
