@@ -12,6 +12,7 @@ mod m20261123_000101_add_job_attempt_errors;
 mod m20261123_000201_create_schedules;
 mod m20261123_000401_create_users;
 mod m20261201_000501_create_rejected_events;
+mod m20261202_000901_index_job_list_filters;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000201_create_schedules::Migration),
             Box::new(m20261123_000401_create_users::Migration),
             Box::new(m20261201_000501_create_rejected_events::Migration),
+            Box::new(m20261202_000901_index_job_list_filters::Migration),
         ]
     }
 }

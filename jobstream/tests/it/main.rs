@@ -17,6 +17,7 @@ mod history;
 mod idempotency;
 mod kinds;
 mod lifecycle;
+mod list_plans;
 mod nats_config;
 mod openapi_contract;
 mod pipeline;
