@@ -14,6 +14,7 @@
 //! SSE `succeeded`), batch submit (`--batch`). With `--url` it measures a system that
 //! is already running (the raw loop needs `--nats-url`; per-process figures `--pid`).
 
+mod lists;
 mod load;
 pub mod raw;
 pub mod report;
@@ -35,6 +36,8 @@ use crate::cli::BenchArgs;
 const WORKER_CONCURRENCY: usize = 32;
 /// Events per transaction of jobstream's projector by default; the raw projector's batch.
 const PROJECTOR_BATCH: usize = 500;
+/// One-by-one submissions measured for the batch-vs-single ratio (at most).
+const SINGLE_PROBE_JOBS: usize = 2000;
 /// Jobs when neither `--jobs` nor `--duration` says.
 const DEFAULT_JOBS: usize = 1000;
 
@@ -179,32 +182,53 @@ async fn self_contained_in(
             monitor_url: nats.monitor_url(),
             database_url: &db_url,
             secret_file: &secret_file,
+            api_args: args
+                .max_queue_depth
+                .map(|d| vec!["--max-queue-depth".to_owned(), d.to_string()])
+                .unwrap_or_default(),
         },
         Duration::from_secs(120),
     )
     .await?;
+    let auth = crate::system::auth_config(&crate::cli::AuthArgs::dev(secret_file.clone()))?;
+    let mint = |sub: &str, admin: bool| {
+        jobstream_api::auth::mint_hs256(&auth, sub, admin, Duration::from_secs(3600))
+    };
     let owner = format!("bench-{}", uuid::Uuid::now_v7().simple());
-    let token = jobstream_api::auth::mint_hs256(
-        &crate::system::auth_config(&crate::cli::AuthArgs::dev(secret_file.clone()))?,
-        &owner,
-        false,
-        Duration::from_secs(3600),
-    )?;
-    let api = api_client(&started.url, &token, mode)?;
+    let api = api_client(&started.url, &mint(&owner, false)?, mode)?;
     let mut pids = started.pids();
     pids.push(("nats-server".to_owned(), nats_pid));
     eprintln!("jobstream end to end: {jobs} jobs");
-    let system = system_figures(
-        &api,
-        &Rows::Sql(db),
-        Some(&nats_url),
-        &pids,
-        &owner,
-        mode,
-        jobs,
-        args.timeout,
-    )
-    .await;
+    let target = Target {
+        api: &api,
+        rows: &Rows::Sql(db.clone()),
+        nats_url: Some(&nats_url),
+        pids: &pids,
+        owner: &owner,
+    };
+    let system = system_figures(&target, mode, jobs, args.timeout).await;
+    // What the rest measures runs after the main figures, so it does not change them.
+    let batch_vs_single = match (&system, mode) {
+        (Ok(s), Mode::Batch { concurrency, .. }) => {
+            let n = jobs.min(SINGLE_PROBE_JOBS);
+            eprintln!("one-by-one submits for the batch ratio: {n} jobs");
+            let single = load::closed(&api, n, concurrency).await;
+            Some((
+                s.submitted_per_sec,
+                report::per_sec(single.ok, single.elapsed),
+            ))
+        }
+        _ => None,
+    };
+    let lists = match (&system, args.list_rows) {
+        (Ok(_), Some(rows)) => {
+            let list_owner = format!("bench-list-{}", uuid::Uuid::now_v7().simple());
+            let user = api_client(&started.url, &mint(&list_owner, false)?, mode)?;
+            let admin = api_client(&started.url, &mint("bench-admin", true)?, mode)?;
+            Some(lists::measure(&db, (&user, &admin), &list_owner, rows).await?)
+        }
+        _ => None,
+    };
     started.stop().await;
     nats.stop(Duration::from_secs(5)).await;
     let database = if args.database_url.is_some() {
@@ -216,6 +240,8 @@ async fn self_contained_in(
         title: title(mode, jobs, args.durability.as_str(), &database),
         raw: Some(raw),
         system: Some(system?),
+        batch_vs_single,
+        lists,
     })
 }
 
@@ -267,17 +293,14 @@ async fn against_running(
     };
     let owner = owner.unwrap_or_default();
     eprintln!("jobstream end to end: {jobs} jobs");
-    let system = system_figures(
-        &api,
-        &rows,
-        args.nats_url.as_deref(),
-        &args.pids,
-        &owner,
-        mode,
-        jobs,
-        args.timeout,
-    )
-    .await?;
+    let target = Target {
+        api: &api,
+        rows: &rows,
+        nats_url: args.nats_url.as_deref(),
+        pids: &args.pids,
+        owner: &owner,
+    };
+    let system = system_figures(&target, mode, jobs, args.timeout).await?;
     let sync = match &args.nats_url {
         Some(u) => match nats_server::default_monitor_url(u) {
             Some(m) => nats_server::sync_policy(&m)
@@ -291,6 +314,7 @@ async fn against_running(
         title: title(mode, jobs, &sync, &format!("running system at {url}")),
         raw,
         system: Some(system),
+        ..Default::default()
     })
 }
 
@@ -368,6 +392,7 @@ pub fn raw_run_figures(r: &raw::RawResult, processes: Vec<ProcFigures>) -> RunFi
         stream_msgs_per_job: Some(r.stream_messages as f64 / jobs),
         stream_bytes_per_job: Some(r.stream_bytes as f64 / jobs),
         processes,
+        ..Default::default()
     }
 }
 
@@ -379,17 +404,51 @@ async fn jobs_stream_state(nats_url: &str) -> anyhow::Result<(u64, u64)> {
     Ok((info.state.messages, info.state.bytes))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The system a run measures, and how the bench reaches it.
+struct Target<'a> {
+    /// The API, as the bench's user.
+    api: &'a Api,
+    /// Where finished jobs are read back.
+    rows: &'a Rows,
+    /// Its NATS server, for stream figures.
+    nats_url: Option<&'a str>,
+    /// Processes to sample, as `(role, pid)`.
+    pids: &'a [(String, u32)],
+    /// The bench user: whose jobs count.
+    owner: &'a str,
+}
+
+/// Completed jobs/s over the first and the last tenth of `finished`, in completion order.
+fn tenths(finished: &[load::Finished]) -> Option<(f64, f64)> {
+    let mut done: Vec<_> = finished.iter().map(|f| f.finished).collect();
+    done.sort();
+    let tenth = done.len() / 10;
+    if tenth < 2 {
+        return None;
+    }
+    // Between completions, so the first tenth does not count the pipeline filling up.
+    let rate = |jobs: &[chrono::DateTime<chrono::Utc>]| {
+        let span = (jobs[jobs.len() - 1] - jobs[0])
+            .to_std()
+            .unwrap_or_default();
+        report::per_sec(jobs.len() - 1, span)
+    };
+    Some((rate(&done[..tenth]), rate(&done[done.len() - tenth..])))
+}
+
 async fn system_figures(
-    api: &Api,
-    rows: &Rows,
-    nats_url: Option<&str>,
-    pids: &[(String, u32)],
-    owner: &str,
+    target: &Target<'_>,
     mode: Mode,
     jobs: usize,
     timeout: Duration,
 ) -> anyhow::Result<RunFigures> {
+    let Target {
+        api,
+        rows,
+        nats_url,
+        pids,
+        owner,
+    } = *target;
     let stream_before = match nats_url {
         Some(u) => jobs_stream_state(u).await.ok(),
         None => None,
@@ -509,5 +568,7 @@ async fn system_figures(
         stream_msgs_per_job: per_job(|s| s.0),
         stream_bytes_per_job: per_job(|s| s.1),
         processes: proc_figures(&before, &after, finished.len()),
+        shed: submitted.shed,
+        tenths: tenths(&finished),
     })
 }

@@ -153,6 +153,8 @@ pub(crate) struct Wiring<'a> {
     pub(crate) monitor_url: Option<&'a str>,
     pub(crate) database_url: &'a str,
     pub(crate) secret_file: &'a Path,
+    /// More arguments for the API (admission control).
+    pub(crate) api_args: Vec<String>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -180,6 +182,7 @@ impl System {
             "--jwt-secret-file".into(),
             w.secret_file.display().to_string(),
         ]);
+        api.extend(w.api_args.iter().cloned());
         let mut projector = nats.clone();
         projector.extend(db.iter().cloned());
         let procs = vec![
