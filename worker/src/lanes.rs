@@ -118,12 +118,13 @@ pub(crate) async fn pull_loop(
     tx: tokio::sync::mpsc::Sender<Delivery>,
     shutdown: CancellationToken,
 ) {
+    use std::cmp::Reverse;
     const MAX_BATCH: usize = 256;
     let queue = lanes.queue.clone();
     let queue = &queue;
     let mut bell = doorbell(&client, queue).await;
     let (wake, mut wakeups) = tokio::sync::mpsc::unbounded_channel();
-    let mut due = DueBack::default();
+    let mut due = std::collections::BinaryHeap::new();
     // Looks left after a doorbell rang: core NATS can deliver the doorbell before the
     // stream has stored the message, so an empty look right after a ring looks again soon.
     let mut rechecks = 0u32;
@@ -236,82 +237,32 @@ pub(crate) async fn pull_loop(
         }
         if received == 0 {
             drop(held);
-            match wait_idle(&mut bell, &mut wakeups, &mut due, &shutdown).await {
-                Idle::Stop => break 'outer,
-                Idle::Rang => rechecks = RING_RECHECKS,
-                Idle::Due | Idle::Poll => {}
+            loop {
+                while let Ok(at) = wakeups.try_recv() {
+                    due.push(Reverse(at));
+                }
+                let now = tokio::time::Instant::now();
+                let mut past_due = false;
+                while due.peek().is_some_and(|Reverse(at)| *at <= now) {
+                    due.pop();
+                    past_due = true;
+                }
+                if past_due {
+                    break;
+                }
+                let until = due
+                    .peek()
+                    .map_or(now + IDLE_POLL, |Reverse(at)| (*at).min(now + IDLE_POLL));
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'outer,
+                    _ = bell.next() => {
+                        rechecks = RING_RECHECKS;
+                        break;
+                    }
+                    () = tokio::time::sleep_until(until) => break,
+                    Some(at) = wakeups.recv() => due.push(Reverse(at)),
+                }
             }
-        }
-    }
-}
-
-/// Messages this puller `Nak`ed, by the time they are due back at the server.
-#[derive(Default)]
-struct DueBack(std::collections::BinaryHeap<std::cmp::Reverse<tokio::time::Instant>>);
-
-impl DueBack {
-    fn push(&mut self, at: tokio::time::Instant) {
-        self.0.push(std::cmp::Reverse(at));
-    }
-
-    /// Forgets every message due by `now`; whether there was one (time to look again).
-    fn pop_past_due(&mut self, now: tokio::time::Instant) -> bool {
-        let mut past_due = false;
-        while self.0.peek().is_some_and(|r| r.0 <= now) {
-            self.0.pop();
-            past_due = true;
-        }
-        past_due
-    }
-
-    /// When an idle puller looks again at the latest: the next message due, or [`IDLE_POLL`].
-    fn look_at(&self, now: tokio::time::Instant) -> tokio::time::Instant {
-        let poll = now + IDLE_POLL;
-        self.0.peek().map_or(poll, |r| r.0.min(poll))
-    }
-}
-
-/// Why an idle puller looks again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Idle {
-    /// Shutdown.
-    Stop,
-    /// The doorbell rang: a runnable message was stored (or is about to be).
-    Rang,
-    /// A message this puller `Nak`ed is due back.
-    Due,
-    /// [`IDLE_POLL`] passed without either.
-    Poll,
-}
-
-/// Waits, with every lane empty, for whichever comes first: the doorbell, a `Nak`ed
-/// message due back (`wakeups` tells when), [`IDLE_POLL`], or shutdown.
-async fn wait_idle(
-    bell: &mut (impl futures::Stream + Unpin),
-    wakeups: &mut tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>,
-    due: &mut DueBack,
-    shutdown: &CancellationToken,
-) -> Idle {
-    loop {
-        while let Ok(at) = wakeups.try_recv() {
-            due.push(at);
-        }
-        let now = tokio::time::Instant::now();
-        if due.pop_past_due(now) {
-            return Idle::Due;
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return Idle::Stop,
-            _ = bell.next() => return Idle::Rang,
-            () = tokio::time::sleep_until(due.look_at(now)) => {
-                // Forgotten now, so the next idle wait does not take it for a new one.
-                return if due.pop_past_due(tokio::time::Instant::now()) {
-                    Idle::Due
-                } else {
-                    Idle::Poll
-                };
-            }
-            Some(at) = wakeups.recv() => due.push(at),
         }
     }
 }
@@ -416,97 +367,6 @@ pub(crate) async fn doorbell(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An idle puller's inputs: the doorbell, the `Nak` wake-ups and shutdown.
-    struct Idling {
-        bell: futures::channel::mpsc::UnboundedSender<()>,
-        bell_rx: futures::channel::mpsc::UnboundedReceiver<()>,
-        wake: tokio::sync::mpsc::UnboundedSender<tokio::time::Instant>,
-        wakeups: tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>,
-        due: DueBack,
-        shutdown: CancellationToken,
-    }
-
-    impl Idling {
-        fn new() -> Self {
-            let (bell, bell_rx) = futures::channel::mpsc::unbounded();
-            let (wake, wakeups) = tokio::sync::mpsc::unbounded_channel();
-            Idling {
-                bell,
-                bell_rx,
-                wake,
-                wakeups,
-                due: DueBack::default(),
-                shutdown: CancellationToken::new(),
-            }
-        }
-
-        /// Waits idle; returns why it woke and how much (virtual) time that took.
-        async fn wait(&mut self) -> (Idle, Duration) {
-            let start = tokio::time::Instant::now();
-            let why = wait_idle(
-                &mut self.bell_rx,
-                &mut self.wakeups,
-                &mut self.due,
-                &self.shutdown,
-            )
-            .await;
-            (why, start.elapsed())
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_puller_looks_again_after_the_idle_poll() {
-        let mut idle = Idling::new();
-        assert_eq!(idle.wait().await, (Idle::Poll, IDLE_POLL));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_doorbell_wakes_an_idle_puller_at_once() {
-        let mut idle = Idling::new();
-        idle.bell.unbounded_send(()).unwrap();
-        assert_eq!(idle.wait().await, (Idle::Rang, Duration::ZERO));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_naked_message_wakes_the_puller_when_it_is_due_back() {
-        let mut idle = Idling::new();
-        let now = tokio::time::Instant::now();
-        idle.wake.send(now + Duration::from_millis(300)).unwrap();
-        idle.wake.send(now + Duration::from_millis(700)).unwrap();
-        assert_eq!(idle.wait().await, (Idle::Due, Duration::from_millis(300)));
-        assert_eq!(idle.wait().await, (Idle::Due, Duration::from_millis(400)));
-        // Both were forgotten once due: nothing but the idle poll is left.
-        assert_eq!(idle.wait().await, (Idle::Poll, IDLE_POLL));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_wake_up_sent_while_waiting_shortens_the_wait() {
-        let mut idle = Idling::new();
-        let wake = idle.wake.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let _ = wake.send(tokio::time::Instant::now() + Duration::from_millis(50));
-        });
-        assert_eq!(idle.wait().await, (Idle::Due, Duration::from_millis(150)));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_message_due_beyond_the_idle_poll_waits_for_the_poll_first() {
-        let mut idle = Idling::new();
-        let now = tokio::time::Instant::now();
-        idle.wake.send(now + IDLE_POLL * 3).unwrap();
-        assert_eq!(idle.wait().await, (Idle::Poll, IDLE_POLL));
-        assert_eq!(idle.wait().await, (Idle::Poll, IDLE_POLL));
-        assert_eq!(idle.wait().await, (Idle::Due, IDLE_POLL));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn shutdown_ends_an_idle_wait() {
-        let mut idle = Idling::new();
-        idle.shutdown.cancel();
-        assert_eq!(idle.wait().await, (Idle::Stop, Duration::ZERO));
-    }
 
     #[test]
     fn the_watchdog_fires_only_after_repeated_looks_with_messages_pending() {

@@ -150,10 +150,11 @@ fn problems(backend: DbBackend, plan: &str, columns: &[&str]) -> Vec<String> {
         out.push("scans the table".to_owned());
     }
     if sqlite {
-        // SQLite without statistics (a fresh projection) rates an index with one equality
-        // and one with two about the same and picks either from run to run; both read only
-        // rows that match a filter, in order. PostgreSQL must use them all.
-        if !columns.is_empty() && !columns.iter().any(|c| searched(c)) {
+        // SQLite without statistics (a fresh projection) rates the indexes that fit a
+        // query about the same and picks one from run to run (for a cursor page even the
+        // primary key, searched by the cursor): the check is that it searches an index
+        // in order, never scans or sorts. PostgreSQL must search every filtered column.
+        if !columns.is_empty() && !plan.lines().any(|l| l.starts_with("SEARCH")) {
             out.push(format!("none of {columns:?} is searched by index"));
         }
     } else {
