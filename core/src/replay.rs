@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::broker::{Broker, BrokerError};
 use crate::subject;
 
+/// How long finished jobs stay in the tables when no one says (the seeds' `MAX_JOB_TTL`):
+/// the projector's sweep, and what a replay or verify treats as swept.
+pub const DEFAULT_JOB_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Key-value bucket of replay progress (and the one-replay-at-a-time lock).
 pub const BUCKET: &str = "jobstream_replay";
 /// Name (durable consumer and checkpoint) of the projector when none is given.

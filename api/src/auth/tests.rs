@@ -5,7 +5,12 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+use std::path::Path;
+
+use secrecy::SecretString;
+
 use super::*;
+use crate::error::ApiError;
 
 const ISS: &str = "https://issuer.test";
 const AUD: &str = "jobstream-test";

@@ -5,8 +5,6 @@
 //! runs one replay at a time and publishes its progress into a key-value bucket
 //! (see [`jobstream_core::replay`]). Every API instance reads the same progress.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -25,9 +23,6 @@ use crate::error::{ApiError, Problem};
 use crate::http::OptionalBody;
 use crate::input::{Field, Unknown, impl_body};
 use crate::state::AppState;
-
-/// Job TTL of a replay that names none: the projector's default.
-const DEFAULT_JOB_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// `/v1/admin/replay` routes.
 pub fn router() -> Router<AppState> {
@@ -100,7 +95,7 @@ impl StartReplay {
         }
         Ok(ReplayCommand {
             start,
-            job_ttl_secs: job_ttl_secs.unwrap_or(DEFAULT_JOB_TTL.as_secs()),
+            job_ttl_secs: job_ttl_secs.unwrap_or(jobstream_core::replay::DEFAULT_JOB_TTL.as_secs()),
             fresh: fresh.unwrap_or(false),
         })
     }

@@ -1,20 +1,21 @@
 //! Argument groups several commands share: NATS and the stream, the database, the data
-//! folder, where the API listens and what `/readyz` holds it to. Each default is one const.
+//! folder, where the API listens and what `/readyz` holds it to. Each default is written once.
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use clap::Args;
 
-use super::parse::parse_duration;
+use super::parse::{format_duration, parse_duration};
 
 /// NATS server when none is given.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Folder of local state (SQLite, the dev secret and JetStream store, the mailbox).
 pub const DEFAULT_DATA_DIR: &str = "data";
-/// How long finished jobs stay in the tables (the seeds' `MAX_JOB_TTL`): the projector's
-/// sweep, and what a replay or verify treats as swept.
-pub const DEFAULT_JOB_TTL: &str = "24h";
+/// [`jobstream_core::replay::DEFAULT_JOB_TTL`] as flag text.
+pub static DEFAULT_JOB_TTL: LazyLock<String> =
+    LazyLock::new(|| format_duration(jobstream_core::replay::DEFAULT_JOB_TTL));
 /// Port of the API.
 pub const DEFAULT_API_PORT: u16 = 8080;
 

@@ -28,7 +28,7 @@ pub use common::{
     ListenArgs, NatsArgs, ReadinessArgs,
 };
 pub use dev::DevArgs;
-pub use parse::{parse_duration, parse_size};
+pub use parse::{format_duration, format_size, parse_duration, parse_size};
 pub use projector::{
     MigrateAction, MigrateArgs, ProjectorArgs, ProjectorTuning, ReplayArgs, VerifyArgs,
 };
@@ -118,6 +118,26 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(format!("{ours:?}"), format!("{theirs:?}"));
+        let (mail, images) = (
+            jobstream_worker::email::MailConfig::default(),
+            jobstream_worker::thumbnail::ImageLimits::default(),
+        );
+        assert_eq!(
+            (&w.kinds.mail_from, w.kinds.smtp_timeout),
+            (&mail.from, mail.smtp_timeout)
+        );
+        assert_eq!(
+            (
+                w.kinds.image_max_file_size,
+                w.kinds.image_max_side,
+                w.kinds.image_max_alloc
+            ),
+            (images.max_file_bytes, images.max_side, images.max_alloc)
+        );
+        assert_eq!(
+            w.kinds.webhook_max_response,
+            jobstream_worker::webhook::WebhookConfig::default().max_response_bytes as u64
+        );
         let Command::Projector(p) = parse(&["projector"]) else {
             unreachable!()
         };
@@ -152,6 +172,19 @@ mod tests {
         assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn defaults_taken_from_the_crates_read_back_as_written() {
+        for d in [500, 1_000, 25_000, 300_000, 86_400_000, 90_061_001] {
+            let d = Duration::from_millis(d);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        for n in [0, 1, 65_536, 32 << 20, 512 << 20, (1 << 30) + 1] {
+            assert_eq!(parse_size(&format_size(n)), Ok(n));
+        }
+        assert_eq!(format_size(64 << 10), "64KiB");
     }
 
     #[test]

@@ -47,3 +47,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     Ok(Duration::from_millis(n.saturating_mul(ms)))
 }
+
+/// Writes a duration as [`parse_duration`] reads it, in its largest exact unit (`300s` is
+/// `5m`): how a default taken from a crate shows in `--help`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ]
+    .into_iter()
+    .find(|(_, per)| ms != 0 && ms.is_multiple_of(*per))
+    .map_or_else(
+        || format!("{ms}ms"),
+        |(unit, per)| format!("{}{unit}", ms / per),
+    )
+}
+
+/// Writes a size as [`parse_size`] reads it, in its largest exact unit (`65536` is `64KiB`).
+pub fn format_size(bytes: u64) -> String {
+    [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+        .into_iter()
+        .find(|(_, per)| bytes != 0 && bytes.is_multiple_of(*per))
+        .map_or_else(
+            || bytes.to_string(),
+            |(unit, per)| format!("{}{unit}", bytes / per),
+        )
+}

@@ -3,22 +3,30 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use std::sync::LazyLock;
 
-use super::parse::parse_duration;
+use clap::Args;
+use jobstream_projector::ProjectorConfig;
+use jobstream_projector::replay::ReplayOptions;
+
+use super::parse::{format_duration, parse_duration};
 use super::{DEFAULT_JOB_TTL, DbArgs, NatsArgs};
+
+/// The projector's sweep interval as flag text (the default is the projector crate's).
+static SWEEP_INTERVAL: LazyLock<String> =
+    LazyLock::new(|| format_duration(ProjectorConfig::default().sweep_interval));
 
 /// Projector tuning.
 #[derive(Debug, Clone, Args)]
 pub struct ProjectorTuning {
     /// Finished jobs are deleted from the tables this long after they finish (the seeds' MAX_JOB_TTL).
-    #[arg(long, env = "JOB_TTL", default_value = DEFAULT_JOB_TTL, value_parser = parse_duration)]
+    #[arg(long, env = "JOB_TTL", default_value = DEFAULT_JOB_TTL.as_str(), value_parser = parse_duration)]
     pub job_ttl: Duration,
     /// How often the TTL sweep runs.
-    #[arg(long, env = "SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "SWEEP_INTERVAL", default_value = SWEEP_INTERVAL.as_str(), value_parser = parse_duration)]
     pub sweep_interval: Duration,
     /// Most events folded per transaction.
-    #[arg(long, env = "PROJECTOR_BATCH", default_value_t = 500)]
+    #[arg(long, env = "PROJECTOR_BATCH", default_value_t = ProjectorConfig::default().batch_size)]
     pub batch_size: usize,
 }
 
@@ -76,10 +84,10 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub fresh: bool,
     /// Events per transaction.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = ReplayOptions::default().batch_size)]
     pub batch_size: usize,
     /// Finished jobs older than this are left out, as the projector's sweep would (the seeds' MAX_JOB_TTL).
-    #[arg(long, env = "JOB_TTL", default_value = DEFAULT_JOB_TTL, value_parser = parse_duration)]
+    #[arg(long, env = "JOB_TTL", default_value = DEFAULT_JOB_TTL.as_str(), value_parser = parse_duration)]
     pub job_ttl: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -93,7 +101,7 @@ pub struct ReplayArgs {
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
     /// Finished jobs older than this may rightly be missing from the projection (swept).
-    #[arg(long, env = "JOB_TTL", default_value = DEFAULT_JOB_TTL, value_parser = parse_duration)]
+    #[arg(long, env = "JOB_TTL", default_value = DEFAULT_JOB_TTL.as_str(), value_parser = parse_duration)]
     pub job_ttl: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]

@@ -3,11 +3,61 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::LazyLock;
+
 use clap::Args;
+use jobstream_worker::WorkerConfig;
+use jobstream_worker::email::MailConfig;
+use jobstream_worker::thumbnail::ImageLimits;
+use jobstream_worker::webhook::WebhookConfig;
 use secrecy::SecretString;
 
-use super::parse::{parse_duration, parse_size};
+use super::parse::{format_duration, format_size, parse_duration, parse_size};
 use super::{DataDirArgs, FilesArgs, NatsArgs};
+
+/// The worker crate's defaults, and those of its kinds, as the flags show and parse them:
+/// each default is written once, in the worker crate.
+struct Defaults {
+    worker: WorkerConfig,
+    queue: String,
+    ack_wait: String,
+    backoff_base: String,
+    backoff_max: String,
+    shutdown_grace: String,
+    cancel_grace: String,
+    mail: MailConfig,
+    smtp_timeout: String,
+    images: ImageLimits,
+    image_max_file_size: String,
+    image_max_alloc: String,
+    webhook_max_response: String,
+}
+
+static DEFAULTS: LazyLock<Defaults> = LazyLock::new(|| {
+    let worker = WorkerConfig::default();
+    let (mail, images) = (MailConfig::default(), ImageLimits::default());
+    let webhook = WebhookConfig::default();
+    Defaults {
+        queue: worker
+            .queues
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        ack_wait: format_duration(worker.ack_wait),
+        backoff_base: format_duration(worker.backoff.base),
+        backoff_max: format_duration(worker.backoff.max),
+        shutdown_grace: format_duration(worker.shutdown_grace),
+        cancel_grace: format_duration(worker.cancel_grace),
+        smtp_timeout: format_duration(mail.smtp_timeout),
+        image_max_file_size: format_size(images.max_file_bytes),
+        image_max_alloc: format_size(images.max_alloc),
+        webhook_max_response: format_size(webhook.max_response_bytes as u64),
+        worker,
+        mail,
+        images,
+    }
+});
 
 /// Worker tuning.
 #[derive(Debug, Clone, Args)]
@@ -17,35 +67,35 @@ pub struct WorkerTuning {
         long,
         env = "WORKER_QUEUES",
         value_delimiter = ',',
-        default_value = "default"
+        default_value = DEFAULTS.queue.as_str()
     )]
     pub queues: Vec<String>,
     /// Jobs this worker runs at once.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = DEFAULTS.worker.concurrency)]
     pub concurrency: usize,
     /// Time before an unacknowledged job is redelivered (kept alive by heartbeats while running).
-    #[arg(long, env = "WORKER_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "WORKER_ACK_WAIT", default_value = DEFAULTS.ack_wait.as_str(), value_parser = parse_duration)]
     pub ack_wait: Duration,
     /// `max_ack_pending` of a queue's lane consumers when they are created without a
     /// `--queue-limit` (a cap on delivered, unacknowledged jobs per lane).
-    #[arg(long, env = "QUEUE_MAX_IN_FLIGHT", default_value_t = 10_000)]
+    #[arg(long, env = "QUEUE_MAX_IN_FLIGHT", default_value_t = DEFAULTS.worker.queue_max_in_flight)]
     pub queue_max_in_flight: i64,
     /// Delay before the second attempt, doubling each attempt, for jobs whose `queued`
     /// event names no back-off (the API always writes the kind's default).
-    #[arg(long, env = "RETRY_BACKOFF_BASE", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "RETRY_BACKOFF_BASE", default_value = DEFAULTS.backoff_base.as_str(), value_parser = parse_duration)]
     pub backoff_base: Duration,
     /// Longest delay between attempts.
-    #[arg(long, env = "RETRY_BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "RETRY_BACKOFF_MAX", default_value = DEFAULTS.backoff_max.as_str(), value_parser = parse_duration)]
     pub backoff_max: Duration,
     /// On shutdown, how long running jobs may finish before they are cancelled and redelivered.
-    #[arg(long, env = "WORKER_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    #[arg(long, env = "WORKER_SHUTDOWN_GRACE", default_value = DEFAULTS.shutdown_grace.as_str(), value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     /// Global limit of jobs running at once in a queue across all workers, as
     /// `queue=N` (comma-separated or repeated), enforced by the NATS server.
     #[arg(long = "queue-limit", env = "QUEUE_LIMITS", value_delimiter = ',', value_parser = parse_queue_limit)]
     pub queue_limits: Vec<(String, i64)>,
     /// How long a cancelled job's handler may take to stop before it is abandoned.
-    #[arg(long, env = "WORKER_CANCEL_GRACE", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "WORKER_CANCEL_GRACE", default_value = DEFAULTS.cancel_grace.as_str(), value_parser = parse_duration)]
     pub cancel_grace: Duration,
 }
 
@@ -91,7 +141,7 @@ pub struct KindsArgs {
     #[arg(long, env = "SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<SecretString>,
     /// Deadline of one SMTP exchange.
-    #[arg(long, env = "SMTP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "SMTP_TIMEOUT", default_value = DEFAULTS.smtp_timeout.as_str(), value_parser = parse_duration)]
     pub smtp_timeout: Duration,
     /// Mailbox folder used without SMTP (default: `<data dir>/mailbox`).
     #[arg(long, env = "MAILBOX_DIR")]
@@ -100,22 +150,22 @@ pub struct KindsArgs {
     #[arg(
         long,
         env = "MAIL_FROM",
-        default_value = "jobstream <noreply@localhost>"
+        default_value = DEFAULTS.mail.from.as_str()
     )]
     pub mail_from: String,
     /// Networks webhooks may call although they are not public, comma-separated (e.g. 127.0.0.1/32,10.0.0.0/8).
     #[arg(long, env = "WEBHOOK_ALLOW", value_delimiter = ',')]
     pub webhook_allow: Vec<ipnet::IpNet>,
     /// Largest webhook response body kept in the job's result (the rest is cut).
-    #[arg(long, env = "WEBHOOK_MAX_RESPONSE", default_value = "64KiB", value_parser = parse_size)]
+    #[arg(long, env = "WEBHOOK_MAX_RESPONSE", default_value = DEFAULTS.webhook_max_response.as_str(), value_parser = parse_size)]
     pub webhook_max_response: u64,
     /// Largest source image a thumbnail job reads.
-    #[arg(long, env = "IMAGE_MAX_FILE_SIZE", default_value = "32MiB", value_parser = parse_size)]
+    #[arg(long, env = "IMAGE_MAX_FILE_SIZE", default_value = DEFAULTS.image_max_file_size.as_str(), value_parser = parse_size)]
     pub image_max_file_size: u64,
     /// Largest width or height of a source image, in pixels (decompression bombs are refused).
-    #[arg(long, env = "IMAGE_MAX_SIDE", default_value_t = 12_000)]
+    #[arg(long, env = "IMAGE_MAX_SIDE", default_value_t = DEFAULTS.images.max_side)]
     pub image_max_side: u32,
     /// Most memory the image decoder may allocate for one image.
-    #[arg(long, env = "IMAGE_MAX_ALLOC", default_value = "512MiB", value_parser = parse_size)]
+    #[arg(long, env = "IMAGE_MAX_ALLOC", default_value = DEFAULTS.image_max_alloc.as_str(), value_parser = parse_size)]
     pub image_max_alloc: u64,
 }

@@ -3,66 +3,16 @@
 //! backlog from NATS (a second API instance refuses too), and admits again once the
 //! workers drain the queue.
 
-use jobstream_api::App;
-use jobstream_api::jobs::admission::{Admission, AdmissionConfig};
+use jobstream_api::jobs::admission::AdmissionConfig;
 use jobstream_core::EventType;
 use jobstream_testkit::{Backend, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Component, TestApp, WAIT, db_test};
+use crate::helpers::{TestApp, WAIT, db_test};
 
 /// The depth bound of the test's queue.
 const BOUND: u64 = 5;
-
-impl TestApp {
-    /// Another API instance on this system with admission control: its base URL and component.
-    async fn api_with_admission(&self, name: &str, config: AdmissionConfig) -> (String, Component) {
-        let mut state = self
-            .api_state(name, jobstream_api::live::HubConfig::default())
-            .await;
-        state.admission = Admission::new(config);
-        let app = App::build(([127, 0, 0, 1], 0).into(), state)
-            .await
-            .expect("bind api");
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let c = Component::spawn(|stop| async move {
-            app.run_until_stopped(stop).await.expect("api");
-        });
-        (base, c)
-    }
-
-    /// `POST <base><path>` with a token: status, `Retry-After`, body; asserts a 429 is problem+json.
-    async fn post_to(
-        &self,
-        base: &str,
-        path: &str,
-        token: &str,
-        body: &Value,
-    ) -> (StatusCode, Option<u64>, Value) {
-        let res = self
-            .http
-            .post(format!("{base}{path}"))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
-        let status = res.status();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            assert_eq!(
-                res.headers()["content-type"],
-                "application/problem+json",
-                "a 429 is problem+json"
-            );
-        }
-        let retry_after = res
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().parse().expect("Retry-After in seconds"));
-        (status, retry_after, res.json().await.unwrap_or(Value::Null))
-    }
-}
 
 fn echo(i: u64) -> Value {
     json!({"kind": "echo", "payload": {"i": i}})

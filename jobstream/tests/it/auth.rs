@@ -288,14 +288,7 @@ async fn rs256_es256_and_eddsa_tokens_from_pem_and_jwks_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_from_the_configured_claim_gate_admin_routes_and_hide_other_users_jobs() {
-    let app = issuer_app(
-        Backend::Sqlite,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = issuer_app(Backend::Sqlite, Options::without_worker()).await;
     let es = |c: &Value| sign(Algorithm::ES256, "ec-private.pem", Some("test-ec"), c);
     let alice = es(&with(claims("alice"), "roles", json!(["user"])));
     let bob = es(&claims("bob"));

@@ -24,6 +24,36 @@ pub(crate) async fn problem(res: reqwest::Response, status: StatusCode) -> Value
     p
 }
 
+/// `method path` as the holder of `token`, with a raw body and the content type given (none if `None`).
+async fn raw(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    content_type: Option<&str>,
+    body: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app.request_at(&app.base, method, path, token);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    if let Some(b) = body {
+        req = req.body(b.to_owned());
+    }
+    req.send().await.expect("request")
+}
+
+/// A request of a table: method, path, token, content type, body; and the status the API
+/// must answer it with.
+type Case<'a> = (
+    Method,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    StatusCode,
+);
+
 fn fields(p: &Value) -> Vec<String> {
     p["errors"]
         .as_array()
@@ -40,33 +70,8 @@ fn nested(depth: usize) -> Value {
     (0..depth).fold(json!(1), |v, _| json!({ "a": v }))
 }
 
-impl TestApp {
-    async fn send_json(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: &Value,
-    ) -> reqwest::Response {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
-    }
-}
-
 async fn nul_characters_are_refused_at_the_door(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::without_worker()).await;
     let admin = app.token("root", true);
     let token = app.token("alice", false);
     let cases: [(Method, &str, &str, Value, &str); 7] = [
@@ -122,27 +127,20 @@ async fn nul_characters_are_refused_at_the_door(backend: Backend) {
     ];
     for (method, path, who, body, field) in cases {
         let t = if who == "root" { &admin } else { &token };
-        let p = problem(
-            app.send_json(method, path, t, &body).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let p = app
+            .send_json(method, path, t, &body)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY);
         assert!(fields(&p).iter().any(|f| f == field), "{path} {body}: {p}");
     }
     // A cancel reason enters the stream too.
     let job = app.submit_ok(&token, &json!({"kind": "echo"})).await;
     let id = job["id"].as_str().unwrap();
-    let p = problem(
-        app.send_json(
-            Method::POST,
-            &format!("/v1/jobs/{id}/cancel"),
-            &token,
-            &json!({"reason": "\u{0}"}),
-        )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    let cancel = format!("/v1/jobs/{id}/cancel");
+    let p = app
+        .send_json(Method::POST, &cancel, &token, &json!({"reason": "\u{0}"}))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(fields(&p), ["reason"]);
     // The projection keeps folding: a later job is projected.
     let job = app
@@ -177,29 +175,20 @@ async fn nesting_beyond_the_limit_is_refused_with_the_field_named(backend: Backe
             "{depth}: {p}"
         );
         let body = json!({"name": format!("deep{depth}"), "every": "1h", "kind": "echo", "payload": nested(depth)});
-        let p = problem(
-            app.send_json(Method::POST, "/v1/schedules", &token, &body)
-                .await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let p = app
+            .send_json(Method::POST, "/v1/schedules", &token, &body)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY);
         assert!(!fields(&p).is_empty(), "{depth}: {p}");
     }
     // 5000 levels as raw text: serde_json's own limit must not turn into a 400 or a 500.
-    let raw = format!(
+    let deep = format!(
         "{{\"kind\":\"echo\",\"payload\":{}1{}}}",
         "[".repeat(5000),
         "]".repeat(5000)
     );
-    let res = app
-        .http
-        .post(format!("{}/v1/jobs", app.base))
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
+    let json = Some("application/json");
+    let res = raw(&app, Method::POST, "/v1/jobs", &token, json, Some(&deep)).await;
     problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
 }
 db_test!(nesting_beyond_the_limit_is_refused_with_the_field_named);
@@ -213,7 +202,7 @@ async fn a_schedule_record_no_reader_can_decode_can_still_be_deleted(backend: Ba
     let res = app
         .send_json(Method::POST, "/v1/schedules", &token, &body)
         .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.status, StatusCode::CREATED);
     // What an older API stored: the same record with a payload nested past serde_json's limit.
     let key = schedule::schedule_key("alice", "deep");
     let last = app
@@ -243,27 +232,24 @@ async fn a_schedule_record_no_reader_can_decode_can_still_be_deleted(backend: Ba
         )])
         .await
         .unwrap();
-    let res = app
-        .http
-        .delete(format!("{}/v1/schedules/deep", app.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let delete = || {
+        raw(
+            &app,
+            Method::DELETE,
+            "/v1/schedules/deep",
+            &token,
+            None,
+            None,
+        )
+    };
+    let res = delete().await;
     assert_eq!(
         res.status(),
         StatusCode::NO_CONTENT,
         "{:?}",
         res.text().await
     );
-    let res = app
-        .http
-        .delete(format!("{}/v1/schedules/deep", app.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    problem(res, StatusCode::NOT_FOUND).await;
+    problem(delete().await, StatusCode::NOT_FOUND).await;
 }
 db_test!(a_schedule_record_no_reader_can_decode_can_still_be_deleted);
 
@@ -271,7 +257,6 @@ async fn every_layer_answers_problem_json(backend: Backend) {
     let app = TestApp::with(backend, Options::api_only()).await;
     let token = app.token("alice", false);
     let admin = app.token("root", true);
-    let url = |p: &str| format!("{}{p}", app.base);
 
     // Path parameters that are not UTF-8, on every route that has one.
     for (m, p) in [
@@ -284,28 +269,23 @@ async fn every_layer_answers_problem_json(backend: Backend) {
         (Method::GET, "/v1/files/%FF"),
         (Method::DELETE, "/v1/schedules/%FF"),
     ] {
-        let res = app
-            .http
-            .request(m, url(p))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        problem(res, StatusCode::NOT_FOUND).await;
+        problem(
+            raw(&app, m, p, &token, None, None).await,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
     }
 
     // A negative sequence is a bad field, not a bad request.
-    let p = problem(
-        app.send_json(
+    let p = app
+        .send_json(
             Method::POST,
             "/v1/admin/replay",
             &admin,
             &json!({"from_seq": -1}),
         )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(fields(&p), ["from_seq"]);
 
     // `1m` is what the docs offer.
@@ -313,7 +293,7 @@ async fn every_layer_answers_problem_json(backend: Backend) {
     let id = job["id"].as_str().unwrap();
     let res = app
         .http
-        .get(url(&format!("/v1/jobs/{id}/wait?timeout=1m&x=1")))
+        .get(format!("{}/v1/jobs/{id}/wait?timeout=1m&x=1", app.base))
         .bearer_auth(&token)
         .timeout(std::time::Duration::from_millis(300))
         .send()
@@ -322,117 +302,102 @@ async fn every_layer_answers_problem_json(backend: Backend) {
         res.is_err() || res.unwrap().status() == StatusCode::OK,
         "1m accepted"
     );
-    let p = problem(
-        app.http
-            .get(url(&format!("/v1/jobs/{id}/wait?timeout=soon")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    let soon = format!("/v1/jobs/{id}/wait?timeout=soon");
+    let res = raw(&app, Method::GET, &soon, &token, None, None).await;
+    let p = problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(fields(&p), ["timeout"]);
 
     // 405 keeps its Allow header.
-    let res = app
-        .http
-        .put(url("/v1/jobs"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = raw(&app, Method::PUT, "/v1/jobs", &token, None, None).await;
     assert!(res.headers().get("allow").is_some());
     problem(res, StatusCode::METHOD_NOT_ALLOWED).await;
-    // 415: no or a wrong content type.
-    let res = app
-        .http
-        .post(url("/v1/jobs"))
-        .bearer_auth(&token)
-        .body("{\"kind\":\"echo\"}")
-        .send()
-        .await
-        .unwrap();
-    problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
-    let res = app
-        .http
-        .post(url("/v1/schedules"))
-        .bearer_auth(&token)
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
-    // JSON syntax and JSON that is not an object.
-    let res = app
-        .http
-        .post(url("/v1/users"))
-        .bearer_auth(&admin)
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .unwrap();
-    problem(res, StatusCode::BAD_REQUEST).await;
-    let res = app
-        .http
-        .post(url("/v1/admin/replay"))
-        .bearer_auth(&admin)
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .unwrap();
-    problem(res, StatusCode::BAD_REQUEST).await;
-    // A query that does not deserialize.
-    let res = app
-        .http
-        .get(url("/v1/jobs?limit=many"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let res = app
-        .http
-        .get(url("/v1/events?job_id=%FF"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_client_error());
-    problem(res, StatusCode::UNPROCESSABLE_ENTITY).await;
-    // Oversized JSON bodies are 413, on every JSON route.
+    let json = Some("application/json");
     let big = format!(
         "{{\"kind\":\"echo\",\"payload\":\"{}\"}}",
         "x".repeat(jobstream_core::limits::MAX_BODY_BYTES + 1)
     );
-    for p in [
+    let cancel = format!("/v1/jobs/{id}/cancel");
+    let mut cases: Vec<Case> = vec![
+        // 415: no or a wrong content type.
+        (
+            Method::POST,
+            "/v1/jobs",
+            &token,
+            None,
+            Some("{\"kind\":\"echo\"}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            Method::POST,
+            "/v1/schedules",
+            &token,
+            Some("text/plain"),
+            Some("{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        // JSON syntax.
+        (
+            Method::POST,
+            "/v1/users",
+            &admin,
+            json,
+            Some("{"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/replay",
+            &admin,
+            json,
+            Some("{"),
+            StatusCode::BAD_REQUEST,
+        ),
+        // A query that does not deserialize.
+        (
+            Method::GET,
+            "/v1/jobs?limit=many",
+            &token,
+            None,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            "/v1/events?job_id=%FF",
+            &token,
+            None,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    // Oversized JSON bodies are 413, on every JSON route.
+    for path in [
         "/v1/jobs",
         "/v1/jobs/batch",
         "/v1/schedules",
         "/v1/users",
         "/v1/admin/replay",
-        &format!("/v1/jobs/{id}/cancel"),
+        &cancel,
     ] {
-        let res = app
-            .http
-            .post(url(p))
-            .bearer_auth(&admin)
-            .header("content-type", "application/json")
-            .body(big.clone())
-            .send()
-            .await
-            .unwrap();
-        problem(res, StatusCode::PAYLOAD_TOO_LARGE).await;
+        cases.push((
+            Method::POST,
+            path,
+            &admin,
+            json,
+            Some(&big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ));
     }
-    // An unknown route.
-    problem(
-        app.http.get(url("/nope")).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    for (method, path, who, content_type, body, status) in cases {
+        problem(
+            raw(&app, method, path, who, content_type, body).await,
+            status,
+        )
+        .await;
+    }
+    // An unknown route, without a token.
+    let res = app.http.get(format!("{}/nope", app.base)).send().await;
+    problem(res.unwrap(), StatusCode::NOT_FOUND).await;
 }
 db_test!(every_layer_answers_problem_json);
 
@@ -449,11 +414,9 @@ async fn a_503_never_says_not_stored_for_a_stored_job(backend: Backend) {
     let mut app = TestApp::with(
         backend,
         Options {
-            worker: false,
-            projector: false,
             // Submissions in flight at a kill wait this long before their 503.
             publish_deadline: Some(std::time::Duration::from_secs(3)),
-            ..Options::default()
+            ..Options::api_only()
         },
     )
     .await;

@@ -10,28 +10,6 @@ use uuid::Uuid;
 
 use crate::helpers::{Options, TestApp, db_test};
 
-impl TestApp {
-    /// `POST /v1/jobs/batch`: status and body.
-    pub(crate) async fn submit_batch(
-        &self,
-        token: &str,
-        key: Option<&str>,
-        body: &Value,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .post(format!("{}/v1/jobs/batch", self.base))
-            .bearer_auth(token)
-            .json(body);
-        if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
-        }
-        let res = req.send().await.expect("POST /v1/jobs/batch");
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-}
-
 async fn a_batch_of_1000_is_stored_in_order_and_runs(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
@@ -72,14 +50,7 @@ async fn a_batch_of_1000_is_stored_in_order_and_runs(backend: Backend) {
 db_test!(a_batch_of_1000_is_stored_in_order_and_runs);
 
 async fn one_invalid_job_stores_nothing(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::without_worker()).await;
     let token = app.token("alice", false);
     let before = app.stream_messages().await;
     let body = json!({"jobs": [

@@ -11,8 +11,9 @@ use jobstream_worker::email::MailConfig;
 use secrecy::SecretString;
 use serde_json::json;
 
+use crate::helpers::RealKinds;
 use crate::helpers::{TestApp, db_test};
-use crate::kinds::{ChildProcess, RealKinds, free_port, wait_for_port};
+use crate::kinds::{ChildProcess, free_port, wait_for_port};
 
 /// aiosmtpd on `port`, storing what it accepts as a Maildir in `dir` (created by the server);
 /// `max_size` bytes per message.

@@ -12,64 +12,9 @@ use jobstream_testkit::{Backend, eventually};
 use jobstream_worker::run::lane_consumer_name;
 use jobstream_worker::{JobContext, JobError, Registry, STARTED_AFTER};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-use uuid::Uuid;
+use serde_json::json;
 
 use crate::helpers::{Options, TestApp, WAIT, db_test};
-
-impl TestApp {
-    /// Every event of a job in the stream, in order.
-    async fn history_of(&self, id: &str) -> Vec<Envelope> {
-        let id = Uuid::parse_str(id).expect("uuid");
-        self.broker
-            .job_history(id)
-            .await
-            .expect("history")
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect()
-    }
-
-    /// The attempts of a job that ran, as the stream tells them, in order: `(attempt,
-    /// started_at)` from each `started` event, and from each outcome that names an
-    /// attempt no `started` was stored for (the fast path).
-    pub(crate) async fn attempts_run(&self, id: &str) -> Vec<(u32, chrono::DateTime<chrono::Utc>)> {
-        let mut out: Vec<(u32, chrono::DateTime<chrono::Utc>)> = Vec::new();
-        for env in self.history_of(id).await {
-            let start = match (&env.event, &env.run) {
-                (jobstream_core::Event::Started { .. }, _) => env.at,
-                (_, Some(run)) => run.started_at,
-                _ => continue,
-            };
-            if !out.iter().any(|(a, at)| *a == env.attempt && *at == start) {
-                out.push((env.attempt, start));
-            }
-        }
-        out
-    }
-
-    /// `GET /v1/jobs/{id}` once the job satisfies `pred`.
-    async fn job_when(
-        &self,
-        token: &str,
-        id: &str,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        eventually(what, WAIT, || async {
-            let (status, job) = self.get(token, &format!("/v1/jobs/{id}")).await;
-            (status == StatusCode::OK && pred(&job)).then_some(job)
-        })
-        .await
-    }
-}
-
-fn without_worker() -> Options {
-    Options {
-        worker: false,
-        ..Options::default()
-    }
-}
 
 async fn a_short_job_costs_two_stream_writes_and_keeps_when_it_ran(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -79,7 +24,7 @@ async fn a_short_job_costs_two_stream_writes_and_keeps_when_it_ran(backend: Back
         .await;
     let id = job["id"].as_str().unwrap();
     let done = app
-        .job_when(&token, id, "job to succeed", |j| j["status"] == "succeeded")
+        .wait_for_job(&token, id, "job to succeed", |j| j.status == "succeeded")
         .await;
 
     let history = app.history_of(id).await;
@@ -97,15 +42,13 @@ async fn a_short_job_costs_two_stream_writes_and_keeps_when_it_ran(backend: Back
         .expect("the outcome names its attempt");
     assert!(!run.worker.is_empty());
     assert!(run.started_at >= history[0].at && run.started_at <= history[1].at);
-    let started_at: chrono::DateTime<chrono::Utc> =
-        serde_json::from_value(done["started_at"].clone()).expect("started_at");
-    assert_eq!(started_at, run.started_at);
-    assert_eq!(done["attempt"], 1, "{done}");
+    assert_eq!(done.started_at, Some(run.started_at));
+    assert_eq!(done.attempt, 1, "{done:?}");
 }
 db_test!(a_short_job_costs_two_stream_writes_and_keeps_when_it_ran);
 
 async fn a_job_running_past_the_threshold_shows_running_and_stores_started(backend: Backend) {
-    let mut app = TestApp::with(backend, without_worker()).await;
+    let mut app = TestApp::with(backend, Options::without_worker()).await;
     // A handler that runs well past the threshold and reports no progress.
     let mut registry = Registry::with_builtins();
     registry.register("echo", |ctx: JobContext| async move {
@@ -121,13 +64,11 @@ async fn a_job_running_past_the_threshold_shows_running_and_stores_started(backe
         .await;
     let id = job["id"].as_str().unwrap();
     let running = app
-        .job_when(&token, id, "job to show running", |j| {
-            j["status"] == "running"
-        })
+        .wait_for_job(&token, id, "job to show running", |j| j.status == "running")
         .await;
-    assert!(running["started_at"].is_string(), "{running}");
+    assert!(running.started_at.is_some(), "{running:?}");
     let done = app
-        .job_when(&token, id, "job to succeed", |j| j["status"] == "succeeded")
+        .wait_for_job(&token, id, "job to succeed", |j| j.status == "succeeded")
         .await;
 
     let history = app.history_of(id).await;
@@ -142,12 +83,12 @@ async fn a_job_running_past_the_threshold_shows_running_and_stores_started(backe
         .as_ref()
         .expect("the outcome names its attempt");
     assert_eq!(history[1].at, run.started_at);
-    assert_eq!(done["started_at"], running["started_at"]);
+    assert_eq!(done.started_at, running.started_at);
 }
 db_test!(a_job_running_past_the_threshold_shows_running_and_stores_started);
 
 async fn a_job_cancelled_before_it_starts_never_runs(backend: Backend) {
-    let mut app = TestApp::with(backend, without_worker()).await;
+    let mut app = TestApp::with(backend, Options::without_worker()).await;
     let token = app.token("alice", false);
     let runs = Arc::new(AtomicUsize::new(0));
     let mut registry = Registry::with_builtins();
@@ -179,8 +120,8 @@ async fn a_job_cancelled_before_it_starts_never_runs(backend: Backend) {
         .submit_ok(&token, &json!({"kind": "echo", "payload": "runs"}))
         .await;
     let next_id = next["id"].as_str().unwrap();
-    app.job_when(&token, next_id, "next job to succeed", |j| {
-        j["status"] == "succeeded"
+    app.wait_for_job(&token, next_id, "next job to succeed", |j| {
+        j.status == "succeeded"
     })
     .await;
     eventually("both messages to be acked", WAIT, || async {

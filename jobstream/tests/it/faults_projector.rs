@@ -9,13 +9,13 @@ use std::time::Duration;
 use jobstream_core::event::{Envelope, Event, JobSpec, Priority};
 use jobstream_core::schedule::{self, ScheduleEvent, ScheduleRecord, ScheduleSpec, Timing};
 use jobstream_core::subject::QueueName;
-use jobstream_entity::{projector_checkpoint, queued_job, rejected_event};
+use jobstream_entity::queued_job;
 use jobstream_projector::replay::{self, Progress, ReplayOptions};
 use jobstream_projector::{Connector, Projector};
-use jobstream_testkit::{Backend, eventually};
+use jobstream_testkit::Backend;
 use reqwest::StatusCode;
 use sea_orm::sqlx::{self, Executor};
-use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, QueryOrder};
+use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -38,64 +38,9 @@ fn spec(owner: &str, payload: Value) -> JobSpec {
     }
 }
 
-impl TestApp {
-    /// The dead letters in the test database, by sequence.
-    async fn rejected_seqs(&self, db: &sea_orm::DatabaseConnection) -> Vec<u64> {
-        rejected_event::Entity::find()
-            .order_by_asc(rejected_event::Column::Seq)
-            .all(db)
-            .await
-            .expect("rejected_events")
-            .into_iter()
-            .map(|r| r.seq as u64)
-            .collect()
-    }
-
-    /// The projector's committed checkpoint, read through the test's own pool.
-    async fn committed(&self) -> u64 {
-        projector_checkpoint::Entity::find_by_id("projector".to_owned())
-            .one(&self.db.conn)
-            .await
-            .expect("checkpoint")
-            .map_or(0, |c| c.last_seq as u64)
-    }
-
-    async fn stream_last(&self) -> u64 {
-        jobstream_core::stream_read::bounds(&self.broker)
-            .await
-            .expect("bounds")
-            .last
-    }
-
-    /// The projector consumer's ack floor (stream sequence) must never pass the checkpoint.
-    async fn assert_acks_within_checkpoint(&self) {
-        let info = self
-            .broker
-            .stream()
-            .await
-            .expect("stream")
-            .consumer_info("projector")
-            .await
-            .expect("consumer info");
-        let committed = self.committed().await;
-        assert!(
-            info.ack_floor.stream_sequence <= committed,
-            "acked up to {} but committed only {committed}",
-            info.ack_floor.stream_sequence
-        );
-    }
-}
-
 db_test!(a_poison_event_is_rejected_and_the_fold_moves_on);
 async fn a_poison_event_is_rejected_and_the_fold_moves_on(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::without_worker()).await;
     let queue = QueueName::default_queue();
     // Straight to the stream, past the API: a payload with NUL (PostgreSQL's jsonb refuses it).
     let nul = Envelope::new(
@@ -303,7 +248,7 @@ async fn after_a_full_disk_the_projector_catches_up_and_never_acks_past_its_chec
     let (projector, mut failures) = start(limit.clone()).await;
     let alice = app.token("alice", false);
     app.submit_ok(&alice, &json!({"kind": "echo"})).await;
-    eventually("first job folded", WAIT, || async {
+    app.when_projected("first job folded", || async {
         (app.committed().await >= app.stream_last().await).then_some(())
     })
     .await;
@@ -339,7 +284,7 @@ async fn after_a_full_disk_the_projector_catches_up_and_never_acks_past_its_chec
 
     // Space is freed: it catches up on its own, and never acks beyond what it committed.
     limit.store(UNLIMITED, Ordering::SeqCst);
-    eventually("caught up after the disk was freed", WAIT, || async {
+    app.when_projected("caught up after the disk was freed", || async {
         app.assert_acks_within_checkpoint().await;
         (app.committed().await >= last).then_some(())
     })
@@ -361,7 +306,7 @@ async fn after_a_full_disk_the_projector_catches_up_and_never_acks_past_its_chec
         .await
         .expect("wipe");
     let (projector, _) = start(limit.clone()).await;
-    eventually("restarted projector caught up", WAIT, || async {
+    app.when_projected("restarted projector caught up", || async {
         (app.committed().await >= last).then_some(())
     })
     .await;

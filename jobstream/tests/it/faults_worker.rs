@@ -2,7 +2,6 @@
 //! that refuses writes for a while. Every accepted job ends `succeeded`, with no
 //! component restarted.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,96 +13,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{Options, TestApp, db_test};
-
-impl TestApp {
-    /// Submits `n` jobs, 16 at a time, each with `body(i)`; returns the ids of those
-    /// answered `202` (a submission during an outage may be refused with a 503).
-    async fn submit_accepted(
-        &self,
-        token: &str,
-        range: std::ops::Range<u64>,
-        body: impl Fn(u64) -> Value,
-    ) -> Vec<String> {
-        futures::stream::iter(range)
-            .map(|i| {
-                let b = body(i);
-                async move {
-                    let res = self.submit(token, &b).await;
-                    if res.status() != StatusCode::ACCEPTED {
-                        return None;
-                    }
-                    let job: Value = res.json().await.ok()?;
-                    job["id"].as_str().map(str::to_owned)
-                }
-            })
-            .buffer_unordered(16)
-            .filter_map(|id| async move { id })
-            .collect()
-            .await
-    }
-
-    /// Waits until every job of `ids` is projected `succeeded`; on timeout says how
-    /// many were not and the status of a few.
-    async fn wait_all_succeeded(&self, ids: &[String], within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let rows = self.rows().await;
-            let done: HashSet<&str> = rows
-                .iter()
-                .filter(|r| r.status == "succeeded")
-                .map(|r| r.id.as_str())
-                .collect();
-            let missing: Vec<&String> = ids
-                .iter()
-                .filter(|id| !done.contains(id.as_str()))
-                .collect();
-            if missing.is_empty() {
-                return;
-            }
-            let ended_otherwise: Vec<_> = rows
-                .iter()
-                .filter(|r| matches!(r.status.as_str(), "failed" | "cancelled"))
-                .filter(|r| missing.iter().any(|id| **id == r.id))
-                .take(5)
-                .map(|r| (r.id.clone(), r.status.clone(), r.error.clone()))
-                .collect();
-            assert!(
-                ended_otherwise.is_empty(),
-                "accepted jobs ended without succeeding: {ended_otherwise:?}"
-            );
-            if tokio::time::Instant::now() > deadline {
-                let e_g: Vec<_> = missing
-                    .iter()
-                    .take(5)
-                    .map(|id| {
-                        rows.iter()
-                            .find(|r| &&r.id == id)
-                            .map(|r| (r.status.clone(), r.error.clone()))
-                    })
-                    .collect();
-                panic!(
-                    "after {within:?}: {} of {} accepted jobs not succeeded ({} rows); e.g. {e_g:?}",
-                    missing.len(),
-                    ids.len(),
-                    rows.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Makes the job stream refuse every write, or accept them again. (A full store
-    /// refuses the same way; `max_bytes` with `discard: new` cannot be used here, as the
-    /// stream allows message schedules, and `discard: old` would drop events, so the
-    /// stream's largest message size is cut to one byte instead.)
-    async fn refuse_writes(&self, refuse: bool) {
-        let js = self.broker.jetstream();
-        let mut stream = js.get_stream("JOBS").await.expect("stream");
-        let mut config = stream.info().await.expect("info").config.clone();
-        config.max_message_size = if refuse { 1 } else { -1 };
-        js.update_stream(config).await.expect("update stream");
-    }
-}
 
 /// A worker running many jobs when nats-server is killed (`kill -9`) and restarted
 /// takes jobs again on its own: every accepted job succeeds, no component restarted.

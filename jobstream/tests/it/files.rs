@@ -11,8 +11,8 @@ use jobstream_worker::thumbnail::ImageLimits;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::helpers::RealKinds;
 use crate::helpers::{TestApp, db_test};
-use crate::kinds::RealKinds;
 
 fn png(w: u32, h: u32) -> Vec<u8> {
     let img = RgbaImage::from_fn(w, h, |x, y| {
@@ -64,67 +64,6 @@ fn decompression_bomb() -> Vec<u8> {
     ));
     png.extend(chunk(b"IEND", &[]));
     png
-}
-
-impl TestApp {
-    /// `POST /v1/files` with a content type.
-    async fn upload(&self, token: &str, content_type: &str, bytes: Vec<u8>) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/files", self.base))
-            .bearer_auth(token)
-            .header("content-type", content_type)
-            .body(bytes)
-            .send()
-            .await
-            .expect("POST /v1/files")
-    }
-
-    /// Sends only the head of a `POST /v1/files` announcing `len` bytes; returns the response head.
-    async fn raw_upload_head(&self, token: &str, content_type: &str, len: usize) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.base.trim_start_matches("http://");
-        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let head = format!(
-            "POST /v1/files HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n"
-        );
-        conn.write_all(head.as_bytes()).await.expect("write head");
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(crate::helpers::WAIT, conn.read(&mut buf))
-            .await
-            .expect("an answer before the body is sent")
-            .expect("read");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-
-    /// `GET /v1/files/{id}`: status, content type, bytes.
-    async fn download(&self, token: &str, id: &str) -> (StatusCode, String, Vec<u8>) {
-        let res = self
-            .http
-            .get(format!("{}/v1/files/{id}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET /v1/files");
-        let status = res.status();
-        let ct = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        (status, ct, res.bytes().await.unwrap().to_vec())
-    }
-
-    async fn upload_ok(&self, token: &str, content_type: &str, bytes: Vec<u8>) -> String {
-        let res = self.upload(token, content_type, bytes).await;
-        assert_eq!(res.status(), StatusCode::CREATED);
-        let location = res.headers()["location"].to_str().unwrap().to_owned();
-        let body: Value = res.json().await.unwrap();
-        let id = body["id"].as_str().unwrap().to_owned();
-        assert_eq!(location, format!("/v1/files/{id}"));
-        id
-    }
 }
 
 async fn uploads_are_checked_and_only_their_owner_can_download_them(backend: Backend) {

@@ -191,15 +191,7 @@ async fn check(what: &str, res: Result<reqwest::Response, reqwest::Error>, path:
 }
 
 async fn every_route_survives_hostile_input(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            projector: true,
-            worker: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::default()).await;
     let admin = app.token("root", true);
     let user = app.token("alice", false);
     let job = app.submit_ok(&user, &json!({"kind": "echo"})).await;

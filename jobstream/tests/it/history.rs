@@ -67,14 +67,7 @@ async fn history_lists_every_event_in_order_and_only_to_its_owner(backend: Backe
 db_test!(history_lists_every_event_in_order_and_only_to_its_owner);
 
 async fn wait_returns_as_soon_as_the_job_finishes_or_at_the_timeout(backend: Backend) {
-    let mut app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut app = TestApp::with(backend, Options::without_worker()).await;
     let (alice, bob) = (app.token("alice", false), app.token("bob", false));
     let job = app
         .submit_ok(&alice, &json!({"kind": "sleep", "payload": {"ms": 200}}))

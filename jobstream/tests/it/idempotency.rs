@@ -4,52 +4,11 @@ use futures::StreamExt;
 use jobstream_core::EventType;
 use jobstream_entity::queued_job;
 use jobstream_testkit::Backend;
-use jobstream_worker::{Registry, Worker, WorkerConfig};
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 
-use crate::helpers::{Component, Options, TestApp, connect, db_test};
-
-impl TestApp {
-    /// Another worker process (its own NATS connection), sharing the queues' durable consumers.
-    pub(crate) async fn extra_worker(&self, id: &str) -> Component {
-        let worker = Worker::build(
-            connect(&self.nats.url(), id).await,
-            Registry::with_builtins(),
-            WorkerConfig {
-                id: id.to_owned(),
-                ..self.options.worker_config.clone()
-            },
-        )
-        .await
-        .expect("worker");
-        Component::spawn(|stop| async move {
-            worker.run(stop).await.expect("worker run");
-        })
-    }
-
-    /// `POST {base}/v1/jobs` with an `Idempotency-Key` header: status and body.
-    pub(crate) async fn submit_keyed(
-        &self,
-        base: &str,
-        token: &str,
-        key: &str,
-        body: &Value,
-    ) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .post(format!("{base}/v1/jobs"))
-            .bearer_auth(token)
-            .header("Idempotency-Key", key)
-            .json(body)
-            .send()
-            .await
-            .expect("POST /v1/jobs");
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-}
+use crate::helpers::{Options, TestApp, db_test};
 
 async fn the_same_key_from_two_api_instances_yields_one_job(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -5,71 +5,12 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use jobstream_core::files::{FileSettings, FileStore};
 use jobstream_core::kinds::{Catalogue, KindDef, KindSource};
-use jobstream_entity::queued_job;
 use jobstream_testkit::{Backend, workspace_root};
-use jobstream_worker::email::MailConfig;
-use jobstream_worker::thumbnail::ImageLimits;
-use jobstream_worker::webhook::WebhookConfig;
-use jobstream_worker::{KindsConfig, Registry};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{Options, TestApp, db_test};
-
-/// What the real kinds of a test worker are configured with.
-#[derive(Default)]
-pub(crate) struct RealKinds {
-    pub(crate) mail: MailConfig,
-    pub(crate) webhook: WebhookConfig,
-    pub(crate) images: ImageLimits,
-}
-
-impl TestApp {
-    /// A system whose worker runs every built-in kind, configured by `kinds`.
-    pub(crate) async fn with_real_kinds(
-        backend: Backend,
-        kinds: RealKinds,
-        catalogue: Catalogue,
-    ) -> TestApp {
-        let mut app = TestApp::with(
-            backend,
-            Options {
-                worker: false,
-                kinds: catalogue,
-                ..Options::default()
-            },
-        )
-        .await;
-        let registry = Registry::with_all_builtins(KindsConfig {
-            mail: kinds.mail,
-            files: app.files().await,
-            images: kinds.images,
-            webhook: kinds.webhook,
-        })
-        .expect("registry");
-        app.start_worker_with(registry).await;
-        app
-    }
-
-    /// The files bucket.
-    pub(crate) async fn files(&self) -> FileStore {
-        FileStore::open(self.broker.jetstream(), &FileSettings::default())
-            .await
-            .expect("files bucket")
-    }
-
-    /// Submits a job and waits until it has finished (succeeded or failed); returns its row.
-    pub(crate) async fn run_job(&self, token: &str, body: &Value) -> queued_job::Model {
-        let job = self.submit_ok(token, body).await;
-        let id = job["id"].as_str().expect("id").to_owned();
-        self.wait_for_row(&id, &format!("job {body} to finish"), |r| {
-            r.status == "succeeded" || r.status == "failed"
-        })
-        .await
-    }
-}
 
 /// A child process killed when the test ends.
 pub(crate) struct ChildProcess {
@@ -167,10 +108,8 @@ async fn kinds_are_listed_and_payloads_are_checked_against_their_schema(backend:
     let app = TestApp::with(
         backend,
         Options {
-            worker: false,
-            projector: false,
             kinds: catalogue,
-            ..Options::default()
+            ..Options::api_only()
         },
     )
     .await;

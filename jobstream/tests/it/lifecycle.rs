@@ -16,71 +16,7 @@ use jobstream_worker::{JobContext, JobError, Registry, Worker, WorkerConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Component, Options, TestApp, WAIT, connect, db_test};
-
-impl TestApp {
-    /// `POST <path>` with a token and an optional JSON body; returns status, content type and body.
-    async fn post(
-        &self,
-        token: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, String, Value) {
-        let mut req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("POST");
-        let status = res.status();
-        let content_type = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        (
-            status,
-            content_type,
-            res.json().await.unwrap_or(Value::Null),
-        )
-    }
-
-    /// `GET /v1/jobs/{id}` once the job satisfies `pred`.
-    async fn wait_for_job(
-        &self,
-        token: &str,
-        id: &str,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        eventually(what, WAIT, || async {
-            let (status, job) = self.get(token, &format!("/v1/jobs/{id}")).await;
-            (status == StatusCode::OK && pred(&job)).then_some(job)
-        })
-        .await
-    }
-
-    /// A worker with its own registry and settings, beside (or instead of) the default one.
-    async fn spawn_worker(&self, registry: Registry, config: WorkerConfig) -> Component {
-        let broker = connect(&self.nats.url(), &config.id).await;
-        let worker = Worker::build(broker, registry, config)
-            .await
-            .expect("worker");
-        Component::spawn(|stop| async move {
-            worker.run(stop).await.expect("worker run");
-        })
-    }
-}
-
-fn without_worker() -> Options {
-    Options {
-        worker: false,
-        ..Options::default()
-    }
-}
+use crate::helpers::{Options, TestApp, WAIT, connect, db_test};
 
 /// The built-ins, with `echo` replaced by a handler that does what its payload says:
 /// `{"fatal": msg}`, `{"retry_after_ms": N, "times": k}` (retry after N ms for the
@@ -120,26 +56,15 @@ async fn a_dead_job_keeps_every_attempts_error_and_a_retry_runs_it_again(backend
         .await;
     let id = job["id"].as_str().unwrap();
     let dead = app
-        .wait_for_job(&token, id, "job to fail for good", |j| {
-            j["status"] == "failed"
-        })
+        .wait_for_job(&token, id, "job to fail for good", |j| j.status == "failed")
         .await;
-    let errors = dead["errors"].as_array().unwrap();
-    let attempts: Vec<u64> = errors
-        .iter()
-        .map(|e| e["attempt"].as_u64().unwrap())
-        .collect();
-    assert_eq!(attempts, [1, 2, 3], "{dead}");
+    let errors = &dead.errors;
+    let attempts: Vec<u32> = errors.iter().map(|e| e.attempt).collect();
+    assert_eq!(attempts, [1, 2, 3], "{dead:?}");
     for (i, e) in errors.iter().enumerate() {
-        assert!(
-            e["error"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("attempt {}", i + 1)),
-            "{e}"
-        );
+        assert!(e.error.contains(&format!("attempt {}", i + 1)), "{e:?}");
     }
-    assert_eq!(dead["error"], errors[2]["error"]);
+    assert_eq!(dead.error.as_ref(), Some(&errors[2].error));
 
     // A retry gives it a fresh set of attempts: it runs again (and, still failing, dies again).
     let (status, _, retried) = app
@@ -150,10 +75,10 @@ async fn a_dead_job_keeps_every_attempts_error_and_a_retry_runs_it_again(backend
     assert_eq!(retried["attempt"], 0);
     let dead_again = app
         .wait_for_job(&token, id, "retried job to fail again", |j| {
-            j["status"] == "failed" && j["errors"].as_array().is_some_and(|e| e.len() == 6)
+            j.status == "failed" && j.errors.len() == 6
         })
         .await;
-    assert_eq!(dead_again["attempt"], 3);
+    assert_eq!(dead_again.attempt, 3);
     assert_eq!(app.events_of(id, EventType::RetryRequested).await.len(), 1);
     assert_eq!(app.attempts_run(id).await.len(), 6);
     assert_eq!(app.events_of(id, EventType::Failed).await.len(), 2);
@@ -161,7 +86,7 @@ async fn a_dead_job_keeps_every_attempts_error_and_a_retry_runs_it_again(backend
 db_test!(a_dead_job_keeps_every_attempts_error_and_a_retry_runs_it_again);
 
 async fn fatal_errors_are_not_retried_and_retry_after_is_honoured(backend: Backend) {
-    let mut app = TestApp::with(backend, without_worker()).await;
+    let mut app = TestApp::with(backend, Options::without_worker()).await;
     app.worker = Some(
         app.spawn_worker(scripted_registry(), app.options.worker_config.clone())
             .await,
@@ -184,19 +109,19 @@ async fn fatal_errors_are_not_retried_and_retry_after_is_honoured(backend: Backe
 
     let f = app
         .wait_for_job(&token, fatal_id, "fatal job to fail", |j| {
-            j["status"] == "failed"
+            j.status == "failed"
         })
         .await;
-    assert_eq!(f["attempt"], 1, "a fatal error is never retried");
-    assert_eq!(f["error"], "bad input");
+    assert_eq!(f.attempt, 1, "a fatal error is never retried");
+    assert_eq!(f.error.as_deref(), Some("bad input"));
     assert_eq!(app.events_of(fatal_id, EventType::Retrying).await.len(), 0);
 
     let l = app
         .wait_for_job(&token, later_id, "retry-after job to succeed", |j| {
-            j["status"] == "succeeded"
+            j.status == "succeeded"
         })
         .await;
-    assert_eq!(l["result"], json!({"attempt": 2}));
+    assert_eq!(l.result, Some(json!({"attempt": 2})));
     let retrying = app.events_of(later_id, EventType::Retrying).await;
     assert_eq!(retrying.len(), 1);
     let Event::Retrying { retry_in_ms, .. } = &retrying[0].event else {
@@ -224,15 +149,10 @@ async fn an_attempt_past_its_timeout_fails_and_the_retry_policy_applies(backend:
     let id = job["id"].as_str().unwrap();
     let dead = app
         .wait_for_job(&token, id, "timed-out job to fail", |j| {
-            j["status"] == "failed"
+            j.status == "failed"
         })
         .await;
-    let errors: Vec<&str> = dead["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["error"].as_str().unwrap())
-        .collect();
+    let errors: Vec<&str> = dead.errors.iter().map(|e| e.error.as_str()).collect();
     assert_eq!(errors, ["timed out after 300 ms", "timed out after 300 ms"]);
     assert_eq!(app.events_of(id, EventType::Retrying).await.len(), 1);
     let started = app.attempts_run(id).await;
@@ -258,23 +178,23 @@ async fn a_job_running_three_times_ack_wait_is_never_redelivered_and_reports_pro
     let id = job["id"].as_str().unwrap();
     let running = app
         .wait_for_job(&token, id, "progress to be reported", |j| {
-            j["status"] == "running" && j["progress"].as_u64().is_some_and(|p| p >= 25)
+            j.status == "running" && j.progress.is_some_and(|p| p >= 25)
         })
         .await;
     assert!(
-        running["progress_message"]
-            .as_str()
-            .unwrap()
-            .ends_with("of 3200 ms"),
-        "{running}"
+        running
+            .progress_message
+            .as_deref()
+            .is_some_and(|m| m.ends_with("of 3200 ms")),
+        "{running:?}"
     );
     let done = app
         .wait_for_job(&token, id, "long job to succeed", |j| {
-            j["status"] == "succeeded"
+            j.status == "succeeded"
         })
         .await;
-    assert_eq!(done["attempt"], 1);
-    assert_eq!(done["progress"], 100);
+    assert_eq!(done.attempt, 1);
+    assert_eq!(done.progress, Some(100));
     assert_eq!(
         app.events_of(id, EventType::Started).await.len(),
         1,
@@ -294,7 +214,7 @@ async fn a_job_running_three_times_ack_wait_is_never_redelivered_and_reports_pro
 db_test!(a_job_running_three_times_ack_wait_is_never_redelivered_and_reports_progress);
 
 async fn a_cancelled_queued_job_never_starts_and_can_be_retried(backend: Backend) {
-    let mut app = TestApp::with(backend, without_worker()).await;
+    let mut app = TestApp::with(backend, Options::without_worker()).await;
     let token = app.token("alice", false);
     let job = app
         .submit_ok(&token, &json!({"kind": "echo", "payload": "first"}))
@@ -320,7 +240,7 @@ async fn a_cancelled_queued_job_never_starts_and_can_be_retried(backend: Backend
         &token,
         next["id"].as_str().unwrap(),
         "next job to succeed",
-        |j| j["status"] == "succeeded",
+        |j| j.status == "succeeded",
     )
     .await;
     // Its queued message was acked (the ack of the next one may trail its outcome event).
@@ -355,10 +275,10 @@ async fn a_cancelled_queued_job_never_starts_and_can_be_retried(backend: Backend
     assert_eq!(status, StatusCode::ACCEPTED);
     let done = app
         .wait_for_job(&token, id, "retried job to succeed", |j| {
-            j["status"] == "succeeded"
+            j.status == "succeeded"
         })
         .await;
-    assert_eq!(done["result"], "first");
+    assert_eq!(done.result, Some(json!("first")));
     assert_eq!(app.attempts_run(id).await.len(), 1);
 }
 db_test!(a_cancelled_queued_job_never_starts_and_can_be_retried);
@@ -370,7 +290,7 @@ async fn a_running_job_is_stopped_and_ends_cancelled(backend: Backend) {
         .submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 60_000}}))
         .await;
     let id = job["id"].as_str().unwrap();
-    app.wait_for_job(&token, id, "job to run", |j| j["status"] == "running")
+    app.wait_for_job(&token, id, "job to run", |j| j.status == "running")
         .await;
     let (status, _, body) = app
         .post(&token, &format!("/v1/jobs/{id}/cancel"), None)
@@ -380,15 +300,14 @@ async fn a_running_job_is_stopped_and_ends_cancelled(backend: Backend) {
     assert!(body["cancel_requested_at"].is_string());
     let done = app
         .wait_for_job(&token, id, "job to be cancelled", |j| {
-            j["status"] == "cancelled"
+            j.status == "cancelled"
         })
         .await;
     assert!(
-        done["error"]
-            .as_str()
-            .unwrap()
-            .contains("cancelled while running"),
-        "{done}"
+        done.error
+            .as_deref()
+            .is_some_and(|e| e.contains("cancelled while running")),
+        "{done:?}"
     );
     let requested = app.events_of(id, EventType::CancelRequested).await;
     let cancelled = app.events_of(id, EventType::Cancelled).await;
@@ -413,7 +332,7 @@ async fn a_retrying_job_is_cancelled_at_once_and_its_redelivery_never_runs(backe
         .await;
     let id = job["id"].as_str().unwrap();
     app.wait_for_job(&token, id, "job to wait for its retry", |j| {
-        j["status"] == "retrying"
+        j.status == "retrying"
     })
     .await;
     let (status, _, body) = app
@@ -452,7 +371,7 @@ async fn cancel_and_retry_refuse_what_they_cannot_do(backend: Backend) {
         .submit_ok(&alice, &json!({"kind": "echo", "payload": 1}))
         .await;
     let id = job["id"].as_str().unwrap();
-    app.wait_for_job(&alice, id, "job to succeed", |j| j["status"] == "succeeded")
+    app.wait_for_job(&alice, id, "job to succeed", |j| j.status == "succeeded")
         .await;
     let before = app.stream_messages().await;
 
@@ -577,7 +496,7 @@ async fn a_high_priority_job_starts_before_ten_thousand_queued_normal_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_limit_holds_across_two_workers() {
     const LIMIT: usize = 2;
-    let app = TestApp::with(Backend::Sqlite, without_worker()).await;
+    let app = TestApp::with(Backend::Sqlite, Options::without_worker()).await;
     let queue = QueueName::parse("limited").unwrap();
     let running = Arc::new(AtomicUsize::new(0));
     let max_seen = Arc::new(AtomicUsize::new(0));
@@ -757,17 +676,17 @@ async fn a_job_still_running_after_the_shutdown_grace_is_redelivered_not_lost(ba
         .submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 2_000}}))
         .await;
     let id = job["id"].as_str().unwrap();
-    app.wait_for_job(&token, id, "job to run", |j| j["status"] == "running")
+    app.wait_for_job(&token, id, "job to run", |j| j.status == "running")
         .await;
     // SIGTERM: the grace period is shorter than the job, so it is cancelled and handed back.
     app.worker.take().unwrap().stop().await;
     app.start_worker().await;
     let done = app
         .wait_for_job(&token, id, "job to succeed on the next worker", |j| {
-            j["status"] == "succeeded"
+            j.status == "succeeded"
         })
         .await;
-    assert_eq!(done["attempt"], 2);
+    assert_eq!(done.attempt, 2);
     assert_eq!(app.events_of(id, EventType::Started).await.len(), 2);
     assert_eq!(app.events_of(id, EventType::Succeeded).await.len(), 1);
     assert!(

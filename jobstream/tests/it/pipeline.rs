@@ -47,15 +47,7 @@ db_test!(thousand_echo_jobs_succeed_with_their_payload_as_result);
 
 async fn a_job_is_readable_right_after_it_is_accepted(backend: Backend) {
     // No projector at all: the read must still find the job (from the stream).
-    let app = TestApp::with(
-        backend,
-        Options {
-            projector: false,
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::api_only()).await;
     let token = app.token("alice", false);
     let res = app
         .submit(&token, &json!({"kind": "echo", "payload": {"x": 1}}))

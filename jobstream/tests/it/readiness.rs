@@ -5,58 +5,12 @@
 use std::time::Duration;
 
 use jobstream_api::routes::health::Readiness;
-use jobstream_testkit::{Backend, eventually};
+use jobstream_testkit::Backend;
 use jobstream_worker::WorkerConfig;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{Options, TestApp, WAIT, db_test};
-
-impl TestApp {
-    /// `/readyz`: its status and body; asserts an error body is problem+json.
-    async fn readyz(&self) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .get(format!("{}/readyz", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        if status != StatusCode::OK {
-            assert_eq!(
-                res.headers()["content-type"],
-                "application/problem+json",
-                "a 503 from /readyz is problem+json"
-            );
-        }
-        (status, res.json().await.unwrap())
-    }
-
-    /// Waits until `/readyz` is 503 with a failed check named `check`; returns its reason.
-    async fn wait_not_ready(&self, check: &str) -> String {
-        eventually(
-            &format!("/readyz to fail its {check} check"),
-            WAIT,
-            || async {
-                let (status, body) = self.readyz().await;
-                let failed = body["checks"]
-                    .as_array()?
-                    .iter()
-                    .find(|c| c["check"] == check)?;
-                (status == StatusCode::SERVICE_UNAVAILABLE)
-                    .then(|| failed["reason"].as_str().unwrap_or_default().to_owned())
-            },
-        )
-        .await
-    }
-
-    async fn wait_ready(&self) {
-        eventually("/readyz to be 200", WAIT, || async {
-            (self.readyz().await.0 == StatusCode::OK).then_some(())
-        })
-        .await;
-    }
-}
+use crate::helpers::{Options, TestApp, db_test};
 
 fn quick_readiness() -> Readiness {
     Readiness {
@@ -103,9 +57,8 @@ async fn readyz_reports_a_store_that_refuses_writes(backend: Backend) {
     let app = TestApp::with(
         backend,
         Options {
-            worker: false,
             nats_config: Some(TINY_STORE.to_owned()),
-            ..Options::default()
+            ..Options::without_worker()
         },
     )
     .await;

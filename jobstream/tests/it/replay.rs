@@ -1,13 +1,11 @@
 //! Operators: replay rebuilds the projection identically, verify catches a corrupt row,
 //! swept jobs never come back as live ones, the admin API drives a replay.
 
-use std::process::Command;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jobstream_core::event::{Envelope, Event, JobSpec, Priority};
 use jobstream_core::subject::QueueName;
-use jobstream_entity::{projector_checkpoint, queued_job};
+use jobstream_entity::queued_job;
 use jobstream_projector::replay::{self, Progress, ReplayOptions};
 use jobstream_projector::{Projector, ProjectorConfig};
 use jobstream_testkit::{Backend, eventually};
@@ -95,53 +93,6 @@ fn job_events(i: usize) -> Vec<Envelope> {
     }
 }
 
-impl TestApp {
-    /// Publishes jobs `range` through the broker, many jobs at once, each job's events in order.
-    async fn publish_jobs(&self, range: std::ops::Range<usize>) {
-        let queue = QueueName::default_queue();
-        futures::stream::iter(range)
-            .map(|i| {
-                let (broker, queue) = (&self.broker, &queue);
-                async move {
-                    for env in job_events(i) {
-                        broker.publish(&env, queue, None).await.expect("publish");
-                    }
-                }
-            })
-            .buffer_unordered(256)
-            .collect::<()>()
-            .await;
-    }
-
-    /// Waits until the projector's checkpoint reaches the stream's last sequence.
-    async fn wait_projected(&self) -> u64 {
-        let last = jobstream_core::stream_read::bounds(&self.broker)
-            .await
-            .unwrap()
-            .last;
-        eventually(&format!("projection at seq {last}"), WAIT * 2, || async {
-            let c = projector_checkpoint::Entity::find_by_id("projector".to_owned())
-                .one(&self.db.conn)
-                .await
-                .unwrap()?;
-            (u64::try_from(c.last_seq).unwrap() >= last).then_some(())
-        })
-        .await;
-        last
-    }
-
-    /// Runs the `jobstream` binary against this system.
-    fn jobstream(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_jobstream"))
-            .args(args)
-            .env("NATS_URL", self.nats.url())
-            .env("DATABASE_URL", &self.db.url)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run jobstream")
-    }
-}
-
 async fn all_rows(db: &sea_orm::DatabaseConnection) -> Vec<queued_job::Model> {
     queued_job::Entity::find()
         .order_by_asc(queued_job::Column::Id)
@@ -155,15 +106,8 @@ fn count(rows: &[queued_job::Model], status: &str) -> usize {
 }
 
 async fn ten_thousand_mixed_jobs_replay_to_identical_rows(backend: Backend) {
-    let mut app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
-    app.publish_jobs(0..10_000).await;
+    let mut app = TestApp::with(backend, Options::without_worker()).await;
+    app.publish_jobs(0..10_000, job_events).await;
     app.wait_projected().await;
     let live = app.rows().await;
     assert_eq!(live.len(), 10_000);
@@ -213,7 +157,7 @@ async fn ten_thousand_mixed_jobs_replay_to_identical_rows(backend: Backend) {
     // A replay swapped in while the projector runs and events keep coming: nothing is
     // applied twice or lost across the swap.
     app.start_projector().await;
-    let more = app.publish_jobs(10_000..10_300);
+    let more = app.publish_jobs(10_000..10_300, job_events);
     let (progress, opts, cancel) = (
         Progress::default(),
         ReplayOptions::default(),
@@ -258,14 +202,7 @@ async fn ten_thousand_mixed_jobs_replay_to_identical_rows(backend: Backend) {
 db_test!(ten_thousand_mixed_jobs_replay_to_identical_rows);
 
 async fn a_replay_never_brings_swept_jobs_back_as_live(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::with(backend, Options::without_worker()).await;
     let queue = QueueName::default_queue();
     let publish = |evs: Vec<Envelope>| {
         let (broker, queue) = (&app.broker, &queue);
@@ -358,15 +295,8 @@ async fn a_replay_never_brings_swept_jobs_back_as_live(backend: Backend) {
 db_test!(a_replay_never_brings_swept_jobs_back_as_live);
 
 async fn admins_replay_over_the_api(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
-    app.publish_jobs(0..30).await;
+    let app = TestApp::with(backend, Options::without_worker()).await;
+    app.publish_jobs(0..30, job_events).await;
     app.wait_projected().await;
     let live = app.rows().await;
     let (alice, admin) = (app.token("alice", false), app.token("root", true));
@@ -407,15 +337,8 @@ async fn admins_replay_over_the_api(backend: Backend) {
 db_test!(admins_replay_over_the_api);
 
 async fn an_interrupted_replay_resumes_and_never_shows_half_built_tables(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
-    app.publish_jobs(0..900).await;
+    let app = TestApp::with(backend, Options::without_worker()).await;
+    app.publish_jobs(0..900, job_events).await;
     app.wait_projected().await;
     let live = app.rows().await;
 
@@ -467,21 +390,14 @@ async fn an_interrupted_replay_resumes_and_never_shows_half_built_tables(backend
 db_test!(an_interrupted_replay_resumes_and_never_shows_half_built_tables);
 
 async fn a_replay_from_a_sequence_or_a_time_rebuilds_only_later_jobs(backend: Backend) {
-    let app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
-    app.publish_jobs(0..30).await;
+    let app = TestApp::with(backend, Options::without_worker()).await;
+    app.publish_jobs(0..30, job_events).await;
     let boundary = jobstream_core::stream_read::bounds(&app.broker)
         .await
         .unwrap()
         .last;
     let since = jobstream_core::event::now();
-    app.publish_jobs(30..60).await;
+    app.publish_jobs(30..60, job_events).await;
     app.wait_projected().await;
     let later: Vec<queued_job::Model> = app
         .rows()
@@ -538,7 +454,7 @@ async fn every_api_instance_reports_the_one_replay_the_projector_runs(backend: B
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     app.start_projector().await;
-    app.publish_jobs(0..3000).await;
+    app.publish_jobs(0..3000, job_events).await;
     app.wait_projected().await;
     let live = app.rows().await;
 

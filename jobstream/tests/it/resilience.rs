@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jobstream_core::EventType;
-use jobstream_testkit::{Backend, eventually};
+use jobstream_testkit::Backend;
 use jobstream_worker::WorkerConfig;
 use serde_json::json;
 
-use crate::helpers::{Options, TestApp, WAIT, db_test};
+use crate::helpers::{Options, TestApp, db_test};
 
 async fn a_job_whose_worker_dies_mid_run_is_redelivered_and_succeeds_once(backend: Backend) {
     let mut options = Options::default();
@@ -46,14 +46,7 @@ async fn a_job_whose_worker_dies_mid_run_is_redelivered_and_succeeds_once(backen
 db_test!(a_job_whose_worker_dies_mid_run_is_redelivered_and_succeeds_once);
 
 async fn jobs_accepted_before_a_nats_server_crash_all_complete(backend: Backend) {
-    let mut app = TestApp::with(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let mut app = TestApp::with(backend, Options::without_worker()).await;
     let token = app.token("alice", false);
     let ids: Vec<String> = futures::stream::iter(0..50)
         .map(|i| {
@@ -93,7 +86,7 @@ async fn a_projector_restarted_mid_stream_equals_a_clean_fold(backend: Backend) 
     submit_mixed(&app, &token, 0..150).await;
 
     // Crash the projector once it has folded part of the stream, then bring it back.
-    eventually("projector to fold part of the stream", WAIT, || async {
+    app.when_projected("projector to fold part of the stream", || async {
         (app.rows().await.len() >= 20).then_some(())
     })
     .await;

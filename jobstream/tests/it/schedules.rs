@@ -3,79 +3,18 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use futures::StreamExt;
-use jobstream_core::stored::{StoredMessage, fired_sequence};
-use jobstream_core::{Envelope, EventType, schedule};
+use jobstream_core::EventType;
+use jobstream_core::stored::fired_sequence;
 use jobstream_entity::{queued_job, schedule as schedule_row};
 use jobstream_testkit::{Backend, eventually};
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, QueryOrder};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
+use crate::helpers::stream::fired_subject;
 use crate::helpers::{TestApp, WAIT, db_test};
-
-/// The subject the firings of `owner`'s schedule `name` land on (queue `default`, normal lane).
-fn fired_subject(owner: &str, name: &str) -> String {
-    let key = schedule::schedule_key(owner, name);
-    format!("jobs.default.{}.queued", schedule::fired_token(&key))
-}
-
-impl TestApp {
-    /// `POST {base}/v1/schedules`: status and body.
-    pub(crate) async fn create_schedule(
-        &self,
-        base: &str,
-        token: &str,
-        body: &Value,
-    ) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .post(format!("{base}/v1/schedules"))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("POST /v1/schedules");
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    /// `DELETE {base}/v1/schedules/{name}{query}`: status.
-    pub(crate) async fn delete_schedule(&self, base: &str, token: &str, path: &str) -> StatusCode {
-        self.http
-            .delete(format!("{base}/v1/schedules/{path}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("DELETE /v1/schedules")
-            .status()
-    }
-
-    /// The jobs fired so far by `owner`'s schedule `name`, decoded from the stream, in order.
-    pub(crate) async fn fired_jobs(&self, owner: &str, name: &str) -> Vec<(u64, Envelope)> {
-        let subject = fired_subject(owner, name);
-        let stream = self.broker.stream().await.expect("stream");
-        let mut out = Vec::new();
-        let mut next = 1;
-        loop {
-            match stream
-                .get_first_raw_message_by_subject(&subject, next)
-                .await
-            {
-                Ok(msg) => {
-                    next = msg.sequence + 1;
-                    let env = Envelope::from_stored(&StoredMessage::from_raw(&msg))
-                        .expect("fired message decodes");
-                    out.push((msg.sequence, env));
-                }
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return out,
-                Err(e) => panic!("reading fired jobs: {e}"),
-            }
-        }
-    }
-}
 
 async fn each_firing_produces_exactly_one_job_with_two_apis_and_two_workers(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -244,13 +183,14 @@ async fn schedules_are_owned_validated_and_cron_fires(backend: Backend) {
     assert_eq!(mine.as_array().unwrap().len(), 1);
     assert_eq!(mine[0]["cron"], "* * * * * *");
 
-    let row = eventually("a cron-fired job to succeed", WAIT, || async {
-        app.rows()
-            .await
-            .into_iter()
-            .find(|r| r.owner == "alice" && r.status == "succeeded")
-    })
-    .await;
+    let row = app
+        .when_projected("a cron-fired job to succeed", || async {
+            app.rows()
+                .await
+                .into_iter()
+                .find(|r| r.owner == "alice" && r.status == "succeeded")
+        })
+        .await;
     assert_eq!(row.result, Some(json!("a")));
 
     // Bob deleting "n" deletes his own; alice's keeps firing until she deletes it; an admin may delete anyone's.

@@ -178,26 +178,6 @@ fn load(
     (accepted, task)
 }
 
-impl TestApp {
-    /// Waits until `more` submissions beyond `accepted`'s current count were accepted
-    /// and some job is running.
-    async fn busy(&self, accepted: &Mutex<Vec<String>>, more: usize) {
-        let want = accepted.lock().unwrap().len() + more;
-        eventually("more submissions accepted", WAIT, || async {
-            (accepted.lock().unwrap().len() >= want).then_some(())
-        })
-        .await;
-        eventually("jobs running", WAIT, || async {
-            self.rows()
-                .await
-                .iter()
-                .any(|r| r.status == "running")
-                .then_some(())
-        })
-        .await;
-    }
-}
-
 async fn sigterm_under_load_stops_each_process_in_time_and_loses_nothing(backend: Backend) {
     let mut app = TestApp::with(backend, Options::api_only()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -5,57 +5,12 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use jobstream_api::App;
 use jobstream_api::live::HubConfig;
 use jobstream_testkit::{Backend, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestApp, WAIT, db_test};
-
-/// An extra API process of the same system (its own NATS connection and live tail).
-pub(crate) struct ApiInstance {
-    pub(crate) base: String,
-    stop: CancellationToken,
-    handle: JoinHandle<()>,
-}
-
-impl ApiInstance {
-    /// Graceful stop; returns how long it took.
-    pub(crate) async fn stop(self) -> Duration {
-        let t = std::time::Instant::now();
-        self.stop.cancel();
-        tokio::time::timeout(WAIT, self.handle)
-            .await
-            .expect("api stopped")
-            .expect("api task");
-        t.elapsed()
-    }
-}
-
-impl TestApp {
-    /// Starts another API instance on a free port.
-    pub(crate) async fn spawn_api(&self) -> ApiInstance {
-        self.spawn_api_with(HubConfig::default()).await
-    }
-
-    /// Starts another API instance with the given live-tail tuning.
-    pub(crate) async fn spawn_api_with(&self, config: HubConfig) -> ApiInstance {
-        let state = self.api_state("api-extra", config).await;
-        let app = App::build(([127, 0, 0, 1], 0).into(), state)
-            .await
-            .expect("bind");
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        let handle = tokio::spawn(async move {
-            app.run_until_stopped(s).await.expect("api");
-        });
-        ApiInstance { base, stop, handle }
-    }
-}
 
 /// One parsed SSE message.
 #[derive(Debug, Clone)]

@@ -8,38 +8,32 @@ use std::time::Duration;
 
 use jobstream_core::user::{self, UserEvent};
 use jobstream_entity::user as user_row;
-use jobstream_testkit::{Backend, eventually};
-use jobstream_worker::{JobContext, JobError, Registry, Worker};
+use jobstream_testkit::Backend;
+use jobstream_worker::{JobContext, JobError, Registry};
 use jsonwebtoken::Algorithm;
 use reqwest::StatusCode;
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::{claims, issuer_app, sign};
-use crate::helpers::{Options, TestApp, WAIT, connect, db_test};
+use crate::helpers::{Options, TestApp, db_test};
 
-/// A process of the test (a second API instance, a worker) stopped when dropped.
-struct Spawned {
-    stop: CancellationToken,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Spawned {
-    async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(h) = self.handle.take() {
-            let _ = h.await;
-        }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+/// The built-in kinds and an `email.registration` that checks the payload contract and
+/// reports where the mail would go (the real SMTP/mailbox handler is tested in `email`).
+fn mail_registry() -> Registry {
+    let mut registry = Registry::with_builtins();
+    registry.register("email.registration", |ctx: JobContext| async move {
+        let field = |k: &str| {
+            ctx.payload[k]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| JobError::Fatal(format!("payload.{k} missing")))
+        };
+        let (to, name, user_id) = (field("to")?, field("name")?, field("user_id")?);
+        Ok(json!({"delivered_to": to, "greeting": format!("Welcome, {name}!"), "user_id": user_id}))
+    });
+    registry
 }
 
 /// A token from the test issuer with profile claims.
@@ -59,80 +53,6 @@ fn admin_token() -> String {
         Some("test-ed25519"),
         &c,
     )
-}
-
-impl TestApp {
-    /// A worker that also runs `email.registration` (helper 5b ships the real SMTP/mailbox
-    /// handler; this one checks the payload contract and reports where the mail would go).
-    async fn start_mail_worker(&self) -> Spawned {
-        let mut registry = Registry::with_builtins();
-        registry.register("email.registration", |ctx: JobContext| async move {
-            let field = |k: &str| {
-                ctx.payload[k]
-                    .as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| JobError::Fatal(format!("payload.{k} missing")))
-            };
-            let (to, name, user_id) = (field("to")?, field("name")?, field("user_id")?);
-            Ok(json!({"delivered_to": to, "greeting": format!("Welcome, {name}!"), "user_id": user_id}))
-        });
-        let worker = Worker::build(
-            connect(&self.nats.url(), "mail-worker").await,
-            registry,
-            self.options.worker_config.clone(),
-        )
-        .await
-        .expect("worker");
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        let handle = tokio::spawn(async move {
-            worker.run(s).await.expect("worker run");
-        });
-        Spawned {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Every message in the stream, job and user events alike.
-    pub(crate) async fn stream_total(&self) -> u64 {
-        self.broker
-            .jetstream()
-            .get_stream("JOBS")
-            .await
-            .expect("stream")
-            .info()
-            .await
-            .expect("info")
-            .state
-            .messages
-    }
-
-    async fn post_user(&self, token: &str, body: &Value) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .post(format!("{}/v1/users", self.base))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("POST /v1/users");
-        let status = res.status();
-        if status.is_client_error() {
-            assert_eq!(res.headers()["content-type"], "application/problem+json");
-        }
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn wait_for_user(&self, id: Uuid) -> user_row::Model {
-        eventually("users row", WAIT, || async {
-            user_row::Entity::find_by_id(id.to_string())
-                .one(&self.db.conn)
-                .await
-                .expect("query")
-        })
-        .await
-    }
 }
 
 async fn first_requests_register_the_user_once_and_me_reads_its_writes(backend: Backend) {
@@ -194,15 +114,10 @@ async fn first_requests_register_the_user_once_and_me_reads_its_writes(backend: 
 db_test!(first_requests_register_the_user_once_and_me_reads_its_writes);
 
 async fn admins_create_users_whose_registration_email_job_runs(backend: Backend) {
-    let app = issuer_app(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
-    let worker = app.start_mail_worker().await;
+    let app = issuer_app(backend, Options::without_worker()).await;
+    let worker = app
+        .spawn_worker(mail_registry(), app.options.worker_config.clone())
+        .await;
     let admin = admin_token();
     let (status, created) = app
         .post_user(
@@ -261,14 +176,7 @@ async fn admins_create_users_whose_registration_email_job_runs(backend: Backend)
 db_test!(admins_create_users_whose_registration_email_job_runs);
 
 async fn user_creation_is_validated_authorised_and_unique(backend: Backend) {
-    let app = issuer_app(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = issuer_app(backend, Options::without_worker()).await;
     let admin = admin_token();
     let alice = person("alice", "Alice", "alice@example.com");
     // Register both callers first, so the stream count below only moves with what we test.
@@ -358,14 +266,7 @@ async fn user_creation_is_validated_authorised_and_unique(backend: Backend) {
 db_test!(user_creation_is_validated_authorised_and_unique);
 
 async fn users_are_listed_page_by_page(backend: Backend) {
-    let app = issuer_app(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = issuer_app(backend, Options::without_worker()).await;
     let admin = admin_token();
     for i in 0..7 {
         let (status, _) = app
@@ -377,7 +278,7 @@ async fn users_are_listed_page_by_page(backend: Backend) {
         assert_eq!(status, StatusCode::CREATED);
     }
     // 7 created + the admin (registered by their first request).
-    eventually("8 users projected", WAIT, || async {
+    app.when_projected("8 users projected", || async {
         let (_, page) = app.get(&admin, "/v1/users?limit=100").await;
         (page["items"].as_array().map(Vec::len) == Some(8)).then_some(())
     })
@@ -444,7 +345,7 @@ async fn the_users_table_is_rebuilt_identically_from_the_stream(backend: Backend
             .expect("rows")
     };
     // 5 created + 5 self-registered + the admin.
-    eventually("11 users projected, renames included", WAIT, || async {
+    app.when_projected("11 users projected, renames included", || async {
         let rows = rows().await;
         let renamed = rows
             .iter()
@@ -469,14 +370,7 @@ async fn the_users_table_is_rebuilt_identically_from_the_stream(backend: Backend
 db_test!(the_users_table_is_rebuilt_identically_from_the_stream);
 
 async fn users_update_their_profile_and_read_it_back_at_once(backend: Backend) {
-    let app = issuer_app(
-        backend,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = issuer_app(backend, Options::without_worker()).await;
     let ada = person("ada", "Ada", "ada@example.com");
     let bob = person("bob", "Bob", "bob@example.com");
     let patch = |token: &str, body: Value| {
@@ -500,7 +394,7 @@ async fn users_update_their_profile_and_read_it_back_at_once(backend: Backend) {
     let (_, me) = app.get(&ada, "/v1/users/me").await;
     assert_eq!(me["name"], "Ada King, Countess of Lovelace");
     let id = user::user_id_for_sub("ada");
-    eventually("update projected", WAIT, || async {
+    app.when_projected("update projected", || async {
         user_row::Entity::find_by_id(id.to_string())
             .one(&app.db.conn)
             .await
@@ -527,10 +421,8 @@ async fn open_registration_lets_any_caller_create_users() {
     let app = issuer_app(
         Backend::Sqlite,
         Options {
-            worker: false,
-            projector: false,
             open_registration: true,
-            ..Options::default()
+            ..Options::api_only()
         },
     )
     .await;
@@ -568,15 +460,10 @@ async fn open_registration_lets_any_caller_create_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_fills_a_development_system_with_users_and_a_mix_of_jobs() {
-    let app = TestApp::with(
-        Backend::Sqlite,
-        Options {
-            worker: false,
-            ..Options::default()
-        },
-    )
-    .await;
-    let worker = app.start_mail_worker().await;
+    let app = TestApp::with(Backend::Sqlite, Options::without_worker()).await;
+    let worker = app
+        .spawn_worker(mail_registry(), app.options.worker_config.clone())
+        .await;
     let plan = jobstream::cmd::seed::Plan {
         users: 3,
         jobs_per_user: 10,

@@ -16,8 +16,8 @@ use jobstream_testkit::Backend;
 use jobstream_worker::webhook::WebhookConfig;
 use serde_json::{Value, json};
 
+use crate::helpers::RealKinds;
 use crate::helpers::{TestApp, db_test};
-use crate::kinds::RealKinds;
 
 /// A loopback HTTP server counting the requests it gets.
 struct Target {

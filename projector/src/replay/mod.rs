@@ -71,7 +71,7 @@ impl Default for ReplayOptions {
         ReplayOptions {
             projector_name: jobstream_core::replay::DEFAULT_PROJECTOR.to_owned(),
             start: ReplayStart::Beginning,
-            job_ttl: Duration::from_secs(24 * 3600),
+            job_ttl: jobstream_core::replay::DEFAULT_JOB_TTL,
             batch_size: 1000,
             fresh: false,
         }

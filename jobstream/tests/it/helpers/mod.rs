@@ -1,4 +1,15 @@
 //! `TestApp`: a whole jobstream system per test, with typed helpers.
+//!
+//! Layout: this file starts a system; [`http`] talks to its API as a client, [`components`]
+//! starts more of its pieces, [`projection`] reads and waits on the tables, [`stream`] reads
+//! and writes the job stream.
+
+pub(crate) mod components;
+pub(crate) mod http;
+pub(crate) mod projection;
+pub(crate) mod stream;
+
+pub(crate) use components::RealKinds;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,15 +17,10 @@ use std::time::Duration;
 use jobstream_api::auth::{AuthConfig, Verifier};
 use jobstream_api::{App, AppState};
 use jobstream_core::broker::{Broker, StreamSettings};
-use jobstream_core::{Envelope, EventType};
-use jobstream_entity::queued_job;
-use jobstream_projector::{Projector, ProjectorConfig};
-use jobstream_testkit::{Backend, NatsServer, TestDb, eventually};
-use jobstream_worker::{Backoff, Registry, Worker, WorkerConfig};
-use reqwest::StatusCode;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+use jobstream_projector::ProjectorConfig;
+use jobstream_testkit::{Backend, NatsServer, TestDb};
+use jobstream_worker::{Backoff, WorkerConfig};
 use secrecy::SecretString;
-use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -132,8 +138,15 @@ impl Options {
     /// The API alone: no worker, no projector (a test starts them when it wants them).
     pub(crate) fn api_only() -> Self {
         Options {
-            worker: false,
             projector: false,
+            ..Options::without_worker()
+        }
+    }
+
+    /// The API and the projector, no worker (a test starts its own, or none).
+    pub(crate) fn without_worker() -> Self {
+        Options {
+            worker: false,
             ..Options::default()
         }
     }
@@ -151,6 +164,9 @@ pub(crate) struct TestApp {
     pub(crate) broker: Broker,
     pub(crate) worker: Option<Component>,
     pub(crate) projector: Option<Component>,
+    /// The checkpoint of the projector [`Self::start_projector`] started last: waits on the
+    /// projection wake up when it moves.
+    pub(crate) applied: Option<tokio::sync::watch::Receiver<u64>>,
     /// Where the default worker writes e-mails (`<job_id>.eml`; no SMTP in tests unless asked).
     pub(crate) mailbox: tempfile::TempDir,
     _api: Component,
@@ -208,6 +224,7 @@ impl TestApp {
             broker,
             worker: None,
             projector: None,
+            applied: None,
             mailbox: tempfile::tempdir().expect("mailbox dir"),
             _api: api,
         };
@@ -236,216 +253,6 @@ impl TestApp {
             hub,
         )
         .await
-    }
-
-    /// Another API instance on the same nats-server and database, with its own NATS
-    /// connection and user cache: returns its base URL and the running component.
-    pub(crate) async fn second_api(&self) -> (String, Component) {
-        let state = self
-            .api_state("api-2", jobstream_api::live::HubConfig::default())
-            .await;
-        let app = App::build(([127, 0, 0, 1], 0).into(), state)
-            .await
-            .expect("bind second api");
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let c = Component::spawn(|stop| async move {
-            app.run_until_stopped(stop).await.expect("api 2");
-        });
-        (base, c)
-    }
-
-    /// Starts a worker with every built-in kind (its own NATS connection); e-mails go to [`Self::mailbox`].
-    pub(crate) async fn start_worker(&mut self) {
-        let registry = Registry::with_all_builtins(jobstream_worker::KindsConfig {
-            mail: jobstream_worker::email::MailConfig {
-                mailbox_dir: self.mailbox.path().to_path_buf(),
-                ..Default::default()
-            },
-            files: jobstream_core::files::FileStore::open(
-                self.broker.jetstream(),
-                &jobstream_core::files::FileSettings::default(),
-            )
-            .await
-            .expect("files bucket"),
-            images: Default::default(),
-            webhook: Default::default(),
-        })
-        .expect("registry");
-        self.start_worker_with(registry).await;
-    }
-
-    /// Starts a worker with the given handlers (its own NATS connection).
-    pub(crate) async fn start_worker_with(&mut self, registry: Registry) {
-        let broker = connect(&self.nats.url(), "worker").await;
-        let worker = Worker::build(broker, registry, self.options.worker_config.clone())
-            .await
-            .expect("worker");
-        self.worker = Some(Component::spawn(|stop| async move {
-            worker.run(stop).await.expect("worker run");
-        }));
-    }
-
-    /// Starts the projector (its own NATS connection) on the test database.
-    pub(crate) async fn start_projector(&mut self) {
-        let broker = connect(&self.nats.url(), "projector").await;
-        let projector = Projector::build(
-            broker,
-            self.db.conn.clone(),
-            self.options.projector_config.clone(),
-        )
-        .await
-        .expect("projector");
-        self.projector = Some(Component::spawn(|stop| async move {
-            projector.run(stop).await.expect("projector run");
-        }));
-    }
-
-    /// Folds the whole stream, as it is now, into a fresh database with a fresh projector
-    /// consumer named `name` (what "the tables can be rebuilt from the stream" means);
-    /// returns that database once the fold has reached the stream's last sequence.
-    pub(crate) async fn clean_fold(&self, name: &str) -> TestDb {
-        let fresh = self.db.sibling().await;
-        let projector = Projector::build(
-            connect(&self.nats.url(), name).await,
-            fresh.conn.clone(),
-            ProjectorConfig {
-                name: name.into(),
-                ..self.options.projector_config.clone()
-            },
-        )
-        .await
-        .expect("projector");
-        let mut applied = projector.applied();
-        let last_seq = self
-            .broker
-            .jetstream()
-            .get_stream("JOBS")
-            .await
-            .expect("stream")
-            .info()
-            .await
-            .expect("info")
-            .state
-            .last_sequence;
-        let stop = CancellationToken::new();
-        let run = tokio::spawn(projector.run(stop.clone()));
-        tokio::time::timeout(WAIT, applied.wait_for(|seq| *seq >= last_seq))
-            .await
-            .expect("clean fold finished")
-            .expect("watch");
-        stop.cancel();
-        run.await.expect("join").expect("projector run");
-        fresh
-    }
-
-    /// A token for `sub`.
-    pub(crate) fn token(&self, sub: &str, admin: bool) -> String {
-        jobstream_api::auth::mint_hs256(&self.auth, sub, admin, Duration::from_secs(600))
-            .expect("token")
-    }
-
-    /// `POST /v1/jobs`.
-    pub(crate) async fn submit(&self, token: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/jobs", self.base))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("POST /v1/jobs")
-    }
-
-    /// `POST /v1/jobs`, asserting `202`; returns the job.
-    pub(crate) async fn submit_ok(&self, token: &str, body: &Value) -> Value {
-        let res = self.submit(token, body).await;
-        assert_eq!(res.status(), StatusCode::ACCEPTED, "submit {body}");
-        res.json().await.expect("job json")
-    }
-
-    /// `GET <path>` with a token; returns status and JSON body.
-    pub(crate) async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET");
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    /// The projected row of a job, once it satisfies `pred`.
-    pub(crate) async fn wait_for_row(
-        &self,
-        id: &str,
-        what: &str,
-        pred: impl Fn(&queued_job::Model) -> bool,
-    ) -> queued_job::Model {
-        eventually(what, WAIT, || async {
-            queued_job::Entity::find_by_id(id.to_owned())
-                .one(&self.db.conn)
-                .await
-                .expect("query")
-                .filter(|r| pred(r))
-        })
-        .await
-    }
-
-    /// Waits until `n` rows have `status`.
-    pub(crate) async fn wait_for_count(&self, status: &str, n: u64) {
-        eventually(&format!("{n} jobs {status}"), WAIT, || async {
-            let c = queued_job::Entity::find()
-                .filter(queued_job::Column::Status.eq(status))
-                .count(&self.db.conn)
-                .await
-                .expect("count");
-            (c >= n).then_some(())
-        })
-        .await;
-    }
-
-    /// Every row of the projection, by id.
-    pub(crate) async fn rows(&self) -> Vec<queued_job::Model> {
-        queued_job::Entity::find()
-            .order_by_asc(queued_job::Column::Id)
-            .all(&self.db.conn)
-            .await
-            .expect("rows")
-    }
-
-    /// Number of job events in the stream (`jobs.>`; a caller's first authenticated request
-    /// also stores their `user.registered` under `users.>`, not counted here).
-    pub(crate) async fn stream_messages(&self) -> u64 {
-        use async_nats::jetstream::consumer::{AckPolicy, pull};
-        let consumer = self
-            .broker
-            .jetstream()
-            .get_stream("JOBS")
-            .await
-            .expect("stream")
-            .create_consumer(pull::Config {
-                filter_subject: "jobs.>".into(),
-                ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(5),
-                ..Default::default()
-            })
-            .await
-            .expect("counting consumer");
-        consumer.cached_info().num_pending
-    }
-
-    /// The events of a job in the stream, of one type.
-    pub(crate) async fn events_of(&self, id: &str, t: EventType) -> Vec<Envelope> {
-        let id = Uuid::parse_str(id).expect("uuid");
-        self.broker
-            .job_history(id)
-            .await
-            .expect("history")
-            .into_iter()
-            .map(|(_, e)| e)
-            .filter(|e| e.event_type() == t)
-            .collect()
     }
 }
 
