@@ -13,9 +13,10 @@ mod m20261123_000201_create_schedules;
 mod m20261123_000401_create_users;
 mod m20261201_000501_create_rejected_events;
 mod m20261202_000601_create_queue_status_index;
+mod m20261202_000601_create_workflows;
+mod m20261202_000901_index_job_list_filters;
 mod m20261202_001001_create_queue_states;
 mod m20261202_001002_add_queued_jobs_queue_index;
-mod m20261202_000601_create_workflows;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_001001_create_queue_states::Migration),
             Box::new(m20261202_001002_add_queued_jobs_queue_index::Migration),
             Box::new(m20261202_000601_create_workflows::Migration),
+            Box::new(m20261202_000901_index_job_list_filters::Migration),
         ]
     }
 }

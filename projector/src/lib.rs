@@ -29,9 +29,9 @@
 //! with the rows it covers, and messages are acked only after the commit.
 
 mod apply;
+mod conductor;
 mod gauges;
 mod queues;
-mod conductor;
 pub mod replay;
 mod run;
 mod schedules;
@@ -39,6 +39,6 @@ mod users;
 mod workflows;
 
 pub use apply::BatchOutcome;
-pub use gauges::ProjectionGauges;
 pub use conductor::Conductor;
+pub use gauges::ProjectionGauges;
 pub use run::{Connector, Projector, ProjectorConfig, ProjectorError, own_pool};

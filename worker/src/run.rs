@@ -549,8 +549,16 @@ async fn decide_once(
             let span = tracing::Span::current();
             span.record("kind", spec.kind.as_str());
             span.record("queue", spec.queue.as_str());
-            let ids = (env.job_id, started_id);
-            run_attempt(shared, ids, &spec, attempt, request_id, (seq, last_seq)).await
+            let attempt = Attempt {
+                job_id: env.job_id,
+                started_id,
+                spec: &spec,
+                number: attempt,
+                request_id,
+                msg_seq: seq,
+                last_seq,
+            };
+            run_attempt(shared, attempt).await
         }
     }
 }
@@ -598,17 +606,37 @@ enum Ran {
     Cancelled(Option<Result<Value, JobError>>),
 }
 
-/// Runs one attempt of the job (`ids`: the job's id and the id its `started` event
-/// takes, if the attempt runs long enough to store one; `seqs`: the runnable message's
-/// sequence and the job's latest sequence the attempt was decided on).
-async fn run_attempt(
-    shared: &Shared,
-    (job_id, started_id): (Uuid, Uuid),
-    spec: &JobSpec,
-    attempt: u32,
-    request_id: Option<&str>,
-    (msg_seq, last_seq): (u64, u64),
-) -> Result<Disposition, BrokerError> {
+/// One attempt of a job, as decided: what [`run_attempt`] runs and on what its appends
+/// are conditional.
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    /// The job.
+    job_id: Uuid,
+    /// The id its `started` event takes, if the attempt runs long enough to store one.
+    started_id: Uuid,
+    /// What to run.
+    spec: &'a JobSpec,
+    /// 1-based attempt number (the message's delivery count).
+    number: u32,
+    /// The submission's request id, carried into the attempt's events.
+    request_id: Option<&'a str>,
+    /// Stream sequence of the runnable message the attempt runs for.
+    msg_seq: u64,
+    /// The job's latest sequence the attempt was decided on (the condition of its first append).
+    last_seq: u64,
+}
+
+/// Runs one attempt of the job.
+async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Disposition, BrokerError> {
+    let Attempt {
+        job_id,
+        started_id,
+        spec,
+        number: attempt,
+        request_id,
+        msg_seq,
+        last_seq,
+    } = attempt;
     let broker = &shared.broker;
     let fail_now = |error: String| {
         let env = Envelope::new(job_id, attempt, Event::Failed { error });

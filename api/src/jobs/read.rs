@@ -310,6 +310,23 @@ impl JobService {
         filter: &JobFilter,
         page: &PageRequest,
     ) -> Result<(Vec<JobState>, bool), JobsError> {
+        let rows = Self::list_query(caller, filter, page).all(&self.db).await?;
+        let (rows, more) = page.trim(rows);
+        let jobs = rows
+            .into_iter()
+            .map(JobState::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::from)?;
+        Ok((jobs, more))
+    }
+
+    /// The query of [`list`](Self::list): every filter, with or without the owner, has an
+    /// index ending in `id` (the order and the cursor), so a page reads its rows only.
+    pub fn list_query(
+        caller: &Caller,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> sea_orm::Select<queued_job::Entity> {
         let mut select = filter.select(caller);
         if let Some(after) = &page.after {
             select = select.filter(queued_job::Column::Id.lt(after.as_str()));
@@ -322,18 +339,9 @@ impl JobService {
         } else {
             sea_orm::Order::Desc
         };
-        let rows = select
+        select
             .order_by(queued_job::Column::Id, order)
             .limit(page.fetch())
-            .all(&self.db)
-            .await?;
-        let (rows, more) = page.trim(rows);
-        let jobs = rows
-            .into_iter()
-            .map(JobState::try_from)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(anyhow::Error::from)?;
-        Ok((jobs, more))
     }
 
     /// A job's full event history, read from the stream, in stream order.

@@ -71,6 +71,14 @@ pub struct BenchArgs {
     /// Give up waiting for completion after this long.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// After the run, seed this many job rows straight into SQL and time every list
+    /// query through the API (self-contained mode; e.g. 1000000).
+    #[arg(long)]
+    pub list_rows: Option<usize>,
+    /// The started API's backlog bound per queue (`api --max-queue-depth`): past it,
+    /// submissions are shed with `429` and counted, not failed (for overload runs).
+    #[arg(long)]
+    pub max_queue_depth: Option<u64>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: AuthArgs,

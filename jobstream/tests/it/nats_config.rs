@@ -191,7 +191,7 @@ async fn the_raw_loop_runs_every_job_round_trip_and_reports_it() {
             title: "test".into(),
             raw: Some(figures),
             system: None,
-            metrics_off: None,
+            ..Default::default()
         }
         .render();
         assert!(text.contains("completed jobs/s"), "{text}");
@@ -240,6 +240,23 @@ async fn the_self_contained_bench_runs_each_mode_to_the_end() {
     let open = bench(&["--rate", "100", "--jobs", "30", "--durability", "default"]).await;
     assert!(open.contains("SSE `succeeded`"), "{open}");
     assert!(open.contains("sync: default"), "{open}");
-    let batch = bench(&["--batch", "10", "--jobs", "30", "--concurrency", "2"]).await;
+    let batch = bench(&[
+        "--batch",
+        "10",
+        "--jobs",
+        "30",
+        "--concurrency",
+        "2",
+        "--list-rows",
+        "3000",
+    ])
+    .await;
     assert!(batch.contains("batches of 10"), "{batch}");
+    assert!(batch.contains("vs one by one"), "{batch}");
+    // Every list query, as the user and as an admin, timed on the seeded rows.
+    assert!(
+        batch.contains("list queries on 3,000 seeded rows"),
+        "{batch}"
+    );
+    assert_eq!(batch.matches("/v1/jobs?limit=50").count(), 14, "{batch}");
 }

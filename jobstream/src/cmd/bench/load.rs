@@ -26,8 +26,10 @@ pub(crate) struct Api {
 pub(crate) struct Submitted {
     /// Jobs accepted (`202`).
     pub(crate) ok: usize,
-    /// Requests refused or failed.
+    /// Requests that failed.
     pub(crate) errors: usize,
+    /// Jobs refused with `429` (admission control shedding an overload): not errors.
+    pub(crate) shed: usize,
     /// The first failure, to show.
     pub(crate) first_error: Option<String>,
     /// From the first request to the last answer.
@@ -37,8 +39,8 @@ pub(crate) struct Submitted {
 }
 
 impl Api {
-    /// `POST /v1/jobs` of echo job `i`; its id on `202`.
-    async fn submit(&self, i: usize) -> anyhow::Result<Uuid> {
+    /// `POST /v1/jobs` of echo job `i`; its id on `202`, `None` when shed (`429`).
+    pub(crate) async fn submit(&self, i: usize) -> anyhow::Result<Option<Uuid>> {
         let r = self
             .http
             .post(format!("{}/v1/jobs", self.base))
@@ -47,16 +49,21 @@ impl Api {
             .send()
             .await?;
         let status = r.status();
+        if status.as_u16() == 429 {
+            return Ok(None);
+        }
         anyhow::ensure!(status.as_u16() == 202, "{status}: {}", r.text().await?);
         let body: Value = r.json().await?;
         body["id"]
             .as_str()
             .and_then(|s| Uuid::parse_str(s).ok())
             .context("202 without a job id")
+            .map(Some)
     }
 
-    /// `POST /v1/jobs/batch` of echo jobs `from..from + n`; their ids on `202`.
-    async fn submit_batch(&self, from: usize, n: usize) -> anyhow::Result<Vec<Uuid>> {
+    /// `POST /v1/jobs/batch` of echo jobs `from..from + n`; their ids on `202`, `None`
+    /// when shed (`429`).
+    async fn submit_batch(&self, from: usize, n: usize) -> anyhow::Result<Option<Vec<Uuid>>> {
         let jobs: Vec<Value> = (from..from + n)
             .map(|i| json!({ "kind": "echo", "payload": { "i": i } }))
             .collect();
@@ -68,14 +75,19 @@ impl Api {
             .send()
             .await?;
         let status = r.status();
+        if status.as_u16() == 429 {
+            return Ok(None);
+        }
         anyhow::ensure!(status.as_u16() == 202, "{status}: {}", r.text().await?);
         let body: Value = r.json().await?;
-        Ok(body["ids"]
-            .as_array()
-            .context("202 without ids")?
-            .iter()
-            .filter_map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()))
-            .collect())
+        Ok(Some(
+            body["ids"]
+                .as_array()
+                .context("202 without ids")?
+                .iter()
+                .filter_map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()))
+                .collect(),
+        ))
     }
 }
 
@@ -106,9 +118,11 @@ impl Progress {
     }
 }
 
-fn record(s: &mut Submitted, r: anyhow::Result<usize>) {
+/// Counts one request's answer: `Some(n)` jobs accepted, or `None` shed.
+fn record(s: &mut Submitted, r: anyhow::Result<Option<usize>>) {
     match r {
-        Ok(n) => s.ok += n,
+        Ok(Some(n)) => s.ok += n,
+        Ok(None) => s.shed += 1,
         Err(e) => {
             s.errors += 1;
             s.first_error.get_or_insert_with(|| format!("{e:#}"));
@@ -122,11 +136,11 @@ pub(crate) async fn closed(api: &Api, jobs: usize, concurrency: usize) -> Submit
     let mut out = Submitted::default();
     let mut progress = Progress::new("submitted", jobs);
     let mut results = futures::stream::iter(0..jobs)
-        .map(|i| async move { api.submit(i).await.map(|_| 1) })
+        .map(|i| async move { api.submit(i).await.map(|id| id.map(|_| 1)) })
         .buffer_unordered(concurrency.max(1));
     while let Some(r) = results.next().await {
         record(&mut out, r);
-        progress.at(out.ok + out.errors);
+        progress.at(out.ok + out.errors + out.shed);
     }
     out.elapsed = started.elapsed();
     out
@@ -141,7 +155,9 @@ pub(crate) async fn batches(api: &Api, jobs: usize, batch: usize, concurrency: u
     let mut results = futures::stream::iter((0..jobs).step_by(batch))
         .map(|from| async move {
             let n = batch.min(jobs - from);
-            api.submit_batch(from, n).await.map(|ids| ids.len())
+            api.submit_batch(from, n)
+                .await
+                .map(|ids| ids.map(|ids| ids.len()))
         })
         .buffer_unordered(concurrency.max(1));
     while let Some(r) = results.next().await {
@@ -167,12 +183,12 @@ pub(crate) async fn open(api: &Api, jobs: usize, rate: u32) -> Submitted {
         // Collect what has finished, so memory stays flat on long runs.
         while let Some(done) = tasks.try_join_next() {
             collect(&mut out, done);
-            progress.at(out.ok + out.errors);
+            progress.at(out.ok + out.errors + out.shed);
         }
     }
     while let Some(done) = tasks.join_next().await {
         collect(&mut out, done);
-        progress.at(out.ok + out.errors);
+        progress.at(out.ok + out.errors + out.shed);
     }
     out.elapsed = started.elapsed();
     out
@@ -180,13 +196,14 @@ pub(crate) async fn open(api: &Api, jobs: usize, rate: u32) -> Submitted {
 
 fn collect(
     out: &mut Submitted,
-    done: Result<(anyhow::Result<Uuid>, Instant), tokio::task::JoinError>,
+    done: Result<(anyhow::Result<Option<Uuid>>, Instant), tokio::task::JoinError>,
 ) {
     match done {
-        Ok((Ok(id), at)) => {
+        Ok((Ok(Some(id)), at)) => {
             out.ok += 1;
             out.scheduled.insert(id, at);
         }
+        Ok((Ok(None), _)) => out.shed += 1,
         Ok((Err(e), _)) => record(out, Err(e)),
         Err(e) => record(out, Err(e.into())),
     }

@@ -16,6 +16,7 @@
 //! `--fan-out N` compares workflows against independent jobs instead (`fan_out.rs`).
 
 mod fan_out;
+mod lists;
 mod load;
 pub mod raw;
 pub mod report;
@@ -37,6 +38,8 @@ use crate::cli::{BenchArgs, BenchMetrics};
 const WORKER_CONCURRENCY: usize = 32;
 /// Events per transaction of jobstream's projector by default; the raw projector's batch.
 const PROJECTOR_BATCH: usize = 500;
+/// One-by-one submissions measured for the batch-vs-single ratio (at most).
+const SINGLE_PROBE_JOBS: usize = 2000;
 /// Jobs when neither `--jobs` nor `--duration` says.
 const DEFAULT_JOBS: usize = 1000;
 
@@ -179,6 +182,10 @@ async fn self_contained_in(
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("jobstream.db").display()));
     // Migrated once here, so api and projector do not race to migrate.
     let db = crate::system::connect_db_migrated(&db_url).await?;
+    let api_args: Vec<String> = args
+        .max_queue_depth
+        .map(|d| vec!["--max-queue-depth".to_owned(), d.to_string()])
+        .unwrap_or_default();
     let wiring = |metrics| system::Wiring {
         dir,
         nats_url: &nats_url,
@@ -186,11 +193,12 @@ async fn self_contained_in(
         database_url: &db_url,
         secret_file: &secret_file,
         metrics,
+        api_args: api_args.clone(),
     };
     if let Some(steps) = args.fan_out {
         eprintln!("starting jobstream api, worker and projector");
         let started = system::System::start(&wiring(true), Duration::from_secs(120)).await?;
-        let (api, owner) = bench_client(&started.url, &secret_file, mode)?;
+        let (api, owner) = bench_client(&started.url, &secret_file, mode, false)?;
         let figures = fan_out::compare(&api, &Rows::Sql(db), &owner, steps, args.timeout).await;
         started.stop().await;
         nats.stop(Duration::from_secs(5)).await;
@@ -199,20 +207,20 @@ async fn self_contained_in(
                 "jobstream bench: a fan-out of {steps} steps against {steps} independent jobs\n{}",
                 figures?.render()
             ),
-            raw: None,
-            system: None,
-            metrics_off: None,
+            ..Default::default()
         });
     }
     // Off first: what the stream and tables hold by then only slows the run with metrics.
     let metrics_off = match args.metrics {
-        BenchMetrics::Compare => {
-            Some(run_system(args, &(wiring(false), &db), mode, jobs, nats_pid).await?)
-        }
+        BenchMetrics::Compare => Some(
+            run_system(args, &(wiring(false), &db), mode, jobs, nats_pid)
+                .await?
+                .figures,
+        ),
         BenchMetrics::On | BenchMetrics::Off => None,
     };
     let with_metrics = args.metrics != BenchMetrics::Off;
-    let system = run_system(args, &(wiring(with_metrics), &db), mode, jobs, nats_pid).await;
+    let run = run_system(args, &(wiring(with_metrics), &db), mode, jobs, nats_pid).await?;
     nats.stop(Duration::from_secs(5)).await;
     let database = if args.database_url.is_some() {
         crate::system::redact(&db_url)
@@ -222,8 +230,10 @@ async fn self_contained_in(
     Ok(Report {
         title: title(mode, jobs, args.durability.as_str(), &database),
         raw,
-        system: Some(system?),
+        system: Some(run.figures),
         metrics_off,
+        batch_vs_single: run.batch_vs_single,
+        lists: run.lists,
     })
 }
 
@@ -237,40 +247,79 @@ async fn run_system(
     mode: Mode,
     jobs: usize,
     nats_pid: u32,
-) -> anyhow::Result<RunFigures> {
+) -> anyhow::Result<SystemRun> {
     let metrics = if wiring.metrics { "on" } else { "off" };
     eprintln!("starting jobstream api, worker and projector (metrics {metrics})");
     let started = system::System::start(wiring, Duration::from_secs(120)).await?;
-    let (api, owner) = bench_client(&started.url, wiring.secret_file, mode)?;
+    let (api, owner) = bench_client(&started.url, wiring.secret_file, mode, false)?;
     let mut pids = started.pids();
     pids.push(("nats-server".to_owned(), nats_pid));
     eprintln!("jobstream end to end: {jobs} jobs");
-    let figures = system_figures(
-        &api,
-        &Rows::Sql((*db).clone()),
-        Some(wiring.nats_url),
-        &pids,
-        &owner,
-        mode,
-        jobs,
-        args.timeout,
-    )
+    let target = Target {
+        api: &api,
+        rows: &Rows::Sql((*db).clone()),
+        nats_url: Some(wiring.nats_url),
+        pids: &pids,
+        owner: &owner,
+    };
+    let figures = system_figures(&target, mode, jobs, args.timeout).await;
+    // What the rest measures runs after the main figures, so it does not change them.
+    let extras = async {
+        let batch_vs_single = match (&figures, mode) {
+            (Ok(s), Mode::Batch { concurrency, .. }) => {
+                let n = jobs.min(SINGLE_PROBE_JOBS);
+                eprintln!("one-by-one submits for the batch ratio: {n} jobs");
+                let single = load::closed(&api, n, concurrency).await;
+                Some((
+                    s.submitted_per_sec,
+                    report::per_sec(single.ok, single.elapsed),
+                ))
+            }
+            _ => None,
+        };
+        let lists = match (&figures, args.list_rows) {
+            (Ok(_), Some(rows)) => {
+                let (user, list_owner) =
+                    bench_client(&started.url, wiring.secret_file, mode, false)?;
+                let (admin, _) = bench_client(&started.url, wiring.secret_file, mode, true)?;
+                Some(lists::measure(db, (&user, &admin), &list_owner, rows).await?)
+            }
+            _ => None,
+        };
+        anyhow::Ok((batch_vs_single, lists))
+    }
     .await;
     started.stop().await;
-    figures
+    let (batch_vs_single, lists) = extras?;
+    Ok(SystemRun {
+        figures: figures?,
+        batch_vs_single,
+        lists,
+    })
 }
 
-/// A client of the started API as a fresh bench user (its jobs are the run's), and that user.
+/// One run of the full system: its figures, and what was measured after them.
+struct SystemRun {
+    figures: RunFigures,
+    /// Batch mode: submitted jobs/s in batches and one by one.
+    batch_vs_single: Option<(f64, f64)>,
+    /// `--list-rows`: list queries on a large projection.
+    lists: Option<lists::ListFigures>,
+}
+
+/// A client of the started API as a fresh bench user (its jobs are the run's; an admin
+/// with `admin`), and that user.
 fn bench_client(
     url: &str,
     secret_file: &std::path::Path,
     mode: Mode,
+    admin: bool,
 ) -> anyhow::Result<(Api, String)> {
     let owner = format!("bench-{}", uuid::Uuid::now_v7().simple());
     let token = jobstream_api::auth::mint_hs256(
         &crate::system::auth_config(&crate::cli::AuthArgs::dev(secret_file.to_owned()))?,
         &owner,
-        false,
+        admin,
         Duration::from_secs(3600),
     )?;
     Ok((api_client(url, &token, mode)?, owner))
@@ -324,17 +373,14 @@ async fn against_running(
     };
     let owner = owner.unwrap_or_default();
     eprintln!("jobstream end to end: {jobs} jobs");
-    let system = system_figures(
-        &api,
-        &rows,
-        args.nats_url.as_deref(),
-        &args.pids,
-        &owner,
-        mode,
-        jobs,
-        args.timeout,
-    )
-    .await?;
+    let target = Target {
+        api: &api,
+        rows: &rows,
+        nats_url: args.nats_url.as_deref(),
+        pids: &args.pids,
+        owner: &owner,
+    };
+    let system = system_figures(&target, mode, jobs, args.timeout).await?;
     let sync = match &args.nats_url {
         Some(u) => match nats_server::default_monitor_url(u) {
             Some(m) => nats_server::sync_policy(&m)
@@ -348,7 +394,7 @@ async fn against_running(
         title: title(mode, jobs, &sync, &format!("running system at {url}")),
         raw,
         system: Some(system),
-        metrics_off: None,
+        ..Default::default()
     })
 }
 
@@ -426,6 +472,7 @@ pub fn raw_run_figures(r: &raw::RawResult, processes: Vec<ProcFigures>) -> RunFi
         stream_msgs_per_job: Some(r.stream_messages as f64 / jobs),
         stream_bytes_per_job: Some(r.stream_bytes as f64 / jobs),
         processes,
+        ..Default::default()
     }
 }
 
@@ -437,17 +484,51 @@ async fn jobs_stream_state(nats_url: &str) -> anyhow::Result<(u64, u64)> {
     Ok((info.state.messages, info.state.bytes))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The system a run measures, and how the bench reaches it.
+struct Target<'a> {
+    /// The API, as the bench's user.
+    api: &'a Api,
+    /// Where finished jobs are read back.
+    rows: &'a Rows,
+    /// Its NATS server, for stream figures.
+    nats_url: Option<&'a str>,
+    /// Processes to sample, as `(role, pid)`.
+    pids: &'a [(String, u32)],
+    /// The bench user: whose jobs count.
+    owner: &'a str,
+}
+
+/// Completed jobs/s over the first and the last tenth of `finished`, in completion order.
+fn tenths(finished: &[load::Finished]) -> Option<(f64, f64)> {
+    let mut done: Vec<_> = finished.iter().map(|f| f.finished).collect();
+    done.sort();
+    let tenth = done.len() / 10;
+    if tenth < 2 {
+        return None;
+    }
+    // Between completions, so the first tenth does not count the pipeline filling up.
+    let rate = |jobs: &[chrono::DateTime<chrono::Utc>]| {
+        let span = (jobs[jobs.len() - 1] - jobs[0])
+            .to_std()
+            .unwrap_or_default();
+        report::per_sec(jobs.len() - 1, span)
+    };
+    Some((rate(&done[..tenth]), rate(&done[done.len() - tenth..])))
+}
+
 async fn system_figures(
-    api: &Api,
-    rows: &Rows,
-    nats_url: Option<&str>,
-    pids: &[(String, u32)],
-    owner: &str,
+    target: &Target<'_>,
     mode: Mode,
     jobs: usize,
     timeout: Duration,
 ) -> anyhow::Result<RunFigures> {
+    let Target {
+        api,
+        rows,
+        nats_url,
+        pids,
+        owner,
+    } = *target;
     let stream_before = match nats_url {
         Some(u) => jobs_stream_state(u).await.ok(),
         None => None,
@@ -567,5 +648,7 @@ async fn system_figures(
         stream_msgs_per_job: per_job(|s| s.0),
         stream_bytes_per_job: per_job(|s| s.1),
         processes: proc_figures(&before, &after, finished.len()),
+        shed: submitted.shed,
+        tenths: tenths(&finished),
     })
 }

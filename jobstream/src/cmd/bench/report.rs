@@ -145,6 +145,11 @@ pub struct RunFigures {
     pub stream_bytes_per_job: Option<f64>,
     /// Per-process figures.
     pub processes: Vec<ProcFigures>,
+    /// Submissions refused with `429` (admission control shedding an overload).
+    pub shed: usize,
+    /// Completed jobs/s over the first and the last tenth of the jobs (a slow-down over
+    /// time shows as a lower second figure).
+    pub tenths: Option<(f64, f64)>,
 }
 
 impl RunFigures {
@@ -178,6 +183,10 @@ pub struct Report {
     pub system: Option<RunFigures>,
     /// The full system with metrics off (`--metrics compare`), run before `system`.
     pub metrics_off: Option<RunFigures>,
+    /// Batch mode: submitted jobs/s in batches and one by one (same concurrency, same run).
+    pub batch_vs_single: Option<(f64, f64)>,
+    /// `--list-rows`: list queries on a large projection.
+    pub lists: Option<super::lists::ListFigures>,
 }
 
 fn num(v: f64) -> String {
@@ -288,6 +297,47 @@ impl Report {
                 100.0 * on.completed_per_sec / off.completed_per_sec
             );
         }
+        if let Some(s) = sys.filter(|s| s.shed > 0) {
+            let offered = s.shed + s.jobs;
+            let _ = writeln!(
+                out,
+                "  shed by admission control (429)    {} of {offered} offered ({:.1} %)",
+                s.shed,
+                s.shed as f64 * 100.0 / offered.max(1) as f64
+            );
+        }
+        for (name, run) in [("raw loop", raw), ("jobstream", sys)] {
+            if let Some((first, last)) = run.and_then(|r| r.tenths) {
+                let _ = writeln!(
+                    out,
+                    "  {name}: completed jobs/s, first tenth {} → last tenth {} ({:+.1} %)",
+                    num(first),
+                    num(last),
+                    (last / first.max(1e-9) - 1.0) * 100.0
+                );
+            }
+        }
+        if let Some((batch, single)) = self.batch_vs_single {
+            let _ = writeln!(
+                out,
+                "batch submit {} jobs/s vs one by one {} jobs/s: {:.2}×",
+                num(batch),
+                num(single),
+                batch / single.max(1e-9)
+            );
+        }
+        if let Some(l) = &self.lists {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "list queries on {} seeded rows (seeded in {:.1} s), ms (p50 / p95 / p99 / max):",
+                num(l.rows as f64),
+                l.seeded_in.as_secs_f64()
+            );
+            for (query, p) in &l.queries {
+                let _ = writeln!(out, "  {query:<58} {}", lat(*p));
+            }
+        }
         for (name, run) in [("raw loop", raw), ("jobstream", sys)] {
             let Some(run) = run.filter(|r| !r.processes.is_empty()) else {
                 continue;
@@ -377,6 +427,7 @@ mod tests {
                 completed_per_sec: 520.0,
                 ..Default::default()
             }),
+            ..Default::default()
         };
         let text = report.render();
         assert!(text.contains("0.250×"), "{text}");

@@ -155,6 +155,8 @@ pub(crate) struct Wiring<'a> {
     pub(crate) secret_file: &'a Path,
     /// Whether the processes record metrics (`--metrics on|off`).
     pub(crate) metrics: bool,
+    /// More arguments for the API (admission control).
+    pub(crate) api_args: Vec<String>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -185,6 +187,7 @@ impl System {
             "--jwt-secret-file".into(),
             w.secret_file.display().to_string(),
         ]);
+        api.extend(w.api_args.iter().cloned());
         let mut projector = nats.clone();
         projector.extend(db.iter().cloned());
         let procs = vec![
