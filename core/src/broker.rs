@@ -203,6 +203,23 @@ pub struct Broker {
     publish_deadline: Duration,
 }
 
+/// The servers of a `NATS_URL`: one URL or a comma-separated list (spaces allowed).
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, std::io::Error> {
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<async_nats::ServerAddr>, _>>()?;
+    if servers.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no NATS server URL given",
+        ));
+    }
+    Ok(servers)
+}
+
 /// Parses `major.minor` out of a server version like `2.14.6` or `v2.14.0-beta`.
 pub fn parse_version(v: &str) -> Option<(u64, u64)> {
     let mut it = v.trim_start_matches('v').split(['.', '-']);
@@ -210,21 +227,30 @@ pub fn parse_version(v: &str) -> Option<(u64, u64)> {
 }
 
 impl Broker {
-    /// Connects, refusing servers older than [`MIN_SERVER_VERSION`].
+    /// Connects, refusing servers older than [`MIN_SERVER_VERSION`]. `url` may list
+    /// several servers of one cluster, comma-separated: the client connects to any of
+    /// them and reconnects to another (or one the cluster announces) when its server goes.
     pub async fn connect(
         url: &str,
         client_name: &str,
         stream_name: &str,
     ) -> Result<Self, BrokerError> {
+        let connect_error = |source| BrokerError::Connect {
+            url: url.to_owned(),
+            source,
+        };
+        let servers = server_addrs(url).map_err(|e| {
+            connect_error(async_nats::ConnectError::with_source(
+                async_nats::ConnectErrorKind::ServerParse,
+                e,
+            ))
+        })?;
         let client = async_nats::ConnectOptions::new()
             .name(client_name)
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(servers)
             .await
-            .map_err(|source| BrokerError::Connect {
-                url: url.to_owned(),
-                source,
-            })?;
+            .map_err(connect_error)?;
         let info = client.server_info();
         match parse_version(&info.version) {
             Some(v) if v >= MIN_SERVER_VERSION => {}
@@ -456,6 +482,16 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nats_url_may_list_the_servers_of_a_cluster() {
+        let servers = server_addrs("nats://a:4222, nats://b:4223,nats://c:4224").unwrap();
+        let ports: Vec<u16> = servers.iter().map(async_nats::ServerAddr::port).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        assert_eq!(server_addrs("127.0.0.1:4222").unwrap().len(), 1);
+        assert!(server_addrs(" , ").is_err());
+        assert!(server_addrs("nats://a:4222,nats://b:notaport").is_err());
+    }
 
     #[test]
     fn versions_parse_and_compare() {

@@ -12,6 +12,9 @@
 //! - [`sweep`](Projector::sweep): deletes finished jobs older than the job TTL.
 //! - `schedules`: folds schedule records (`schedules.<key>`) into the `schedules` table,
 //!   in the same transaction and under the same checkpoint as the job events.
+//! - `standby`: one active projector and hot standbys (a pinned-client priority group on
+//!   the consumer); the fold is fenced by locking the checkpoint row, so even while the pin
+//!   moves two projectors never apply the same event.
 //! - [`replay`]: rebuild the projection from the stream (into the live database through a
 //!   shadow and an atomic swap, or into another database) and verify it against a fresh
 //!   fold; on request, one replay at a time, with progress every API instance reads.
@@ -23,6 +26,7 @@ mod apply;
 pub mod replay;
 mod run;
 mod schedules;
+mod standby;
 mod users;
 
 pub use apply::BatchOutcome;

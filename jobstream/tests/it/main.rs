@@ -5,6 +5,7 @@ mod admission;
 mod auth;
 mod bad_input;
 mod batch;
+mod cluster;
 mod delayed;
 mod email;
 mod fast_path;

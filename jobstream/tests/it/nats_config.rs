@@ -34,6 +34,7 @@ pub(crate) async fn start_server(durability: Durability) -> (NatsServerProcess, 
         store_dir: dir.path().join("jetstream"),
         port: None,
         log_file: Some(dir.path().join("nats-server.log")),
+        cluster: None,
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));

@@ -62,6 +62,7 @@ pub(crate) async fn start_nats(
         store_dir: dir.join("jetstream"),
         port: None,
         log_file: Some(dir.join("nats-server.log")),
+        cluster: None,
     })
     .await
     .with_context(|| format!("starting {}", bin.display()))?;
