@@ -191,6 +191,36 @@ where
     }
 }
 
+/// How long a direct read of the stream is retried when it times out or finds no
+/// responder: what a read sees while the cluster elects a stream leader (a lame duck
+/// node handing over, a leader killed). Short: an API request waits on it.
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs a direct read of the stream (`get_*_raw_message*`), retrying it while it fails
+/// for want of an answer until [`READ_DEADLINE`]; "no message" and a bad subject are answers.
+pub async fn read_retrying<T, F, Fut>(mut read: F) -> Result<T, stream::LastRawMessageError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, stream::LastRawMessageError>>,
+{
+    use stream::LastRawMessageErrorKind as K;
+    let until = tokio::time::Instant::now() + READ_DEADLINE;
+    let mut pause = RETRY_PAUSE_MIN;
+    loop {
+        match read().await {
+            Err(e)
+                if !matches!(e.kind(), K::NoMessageFound | K::InvalidSubject)
+                    && tokio::time::Instant::now() + pause < until =>
+            {
+                tracing::debug!(error = %e, "stream read retried");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Header naming the (wildcard) subject that `Nats-Expected-Last-Subject-Sequence` applies to.
 const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
@@ -424,7 +454,7 @@ impl Broker {
         let mut out = Vec::new();
         let mut next = 1;
         loop {
-            match stream.get_first_raw_message_by_subject(&filter, next).await {
+            match read_retrying(|| stream.get_first_raw_message_by_subject(&filter, next)).await {
                 Ok(msg) => {
                     next = msg.sequence + 1;
                     match Envelope::from_stored(&crate::stored::StoredMessage::from_raw(&msg)) {
@@ -464,7 +494,7 @@ impl Broker {
         let mut out = Vec::new();
         let mut next = from;
         while next < until {
-            match stream.get_first_raw_message_by_subject(&filter, next).await {
+            match read_retrying(|| stream.get_first_raw_message_by_subject(&filter, next)).await {
                 Ok(msg) if msg.sequence < until => {
                     next = msg.sequence + 1;
                     let stored = crate::stored::StoredMessage::from_raw(&msg);

@@ -57,16 +57,20 @@ async fn stream_last_seq(app: &TestApp) -> u64 {
 /// How many events of each type each job has in the stream, read by subject
 /// (`jobs.<queue>.<job_id>.<event>`).
 async fn events_by_job(app: &TestApp) -> HashMap<String, HashMap<String, usize>> {
-    let stream = app.broker.jetstream().get_stream("JOBS").await.unwrap();
-    let consumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: "jobs.>".into(),
-            ack_policy: AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    // Right after a failover the first requests may time out: ask again.
+    let consumer = eventually("a reading consumer", WAIT, || async {
+        let stream = app.broker.jetstream().get_stream("JOBS").await.ok()?;
+        stream
+            .create_consumer(pull::Config {
+                filter_subject: "jobs.>".into(),
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .ok()
+    })
+    .await;
     let total = consumer.cached_info().num_pending;
     let mut messages = consumer.messages().await.unwrap();
     let mut out: HashMap<String, HashMap<String, usize>> = HashMap::new();
@@ -487,7 +491,7 @@ async fn a_rolling_restart_in_lame_duck_mode_fails_no_request(backend: Backend) 
                             .accepted
                             .push(body["id"].as_str().expect("id").to_owned());
                     } else {
-                        answers.refused.push((status, None));
+                        answers.refused.push((status, Some(body.to_string())));
                     }
                     done.fetch_add(1, Ordering::SeqCst);
                 }
