@@ -219,6 +219,53 @@ impl NatsCluster {
     }
 }
 
+/// The nats-server children of a command (`dev`, `bench`): one server, or a local cluster.
+#[derive(Debug)]
+pub enum LocalNats {
+    /// One server.
+    Single(NatsServerProcess),
+    /// A cluster.
+    Cluster(NatsCluster),
+}
+
+impl LocalNats {
+    /// The client URL, or every node's, comma-separated.
+    pub fn urls(&self) -> String {
+        match self {
+            LocalNats::Single(s) => s.url(),
+            LocalNats::Cluster(c) => c.urls(),
+        }
+    }
+
+    /// Where the sync setting is checked (the first node's: they share the configuration).
+    pub fn monitor_url(&self) -> Option<String> {
+        match self {
+            LocalNats::Single(s) => s.monitor_url().map(str::to_owned),
+            LocalNats::Cluster(c) => c.nodes().first()?.monitor_url().map(str::to_owned),
+        }
+    }
+
+    /// The process ids of every server (while they run).
+    pub fn pids(&self) -> Vec<u32> {
+        match self {
+            LocalNats::Single(s) => s.pid().into_iter().collect(),
+            LocalNats::Cluster(c) => c
+                .nodes()
+                .iter()
+                .filter_map(NatsServerProcess::pid)
+                .collect(),
+        }
+    }
+
+    /// Stops every server cleanly (SIGTERM, SIGKILL after `grace`).
+    pub async fn stop(self, grace: Duration) {
+        match self {
+            LocalNats::Single(mut s) => s.stop(grace).await,
+            LocalNats::Cluster(mut c) => c.stop_all(grace).await,
+        }
+    }
+}
+
 /// Polls one node's JetStream meta health until `deadline`.
 async fn wait_node_healthy(
     node: &NatsServerProcess,

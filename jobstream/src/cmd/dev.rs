@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use jobstream_api::{App, auth::Verifier};
-use jobstream_core::nats_cluster::{ClusterOptions, NatsCluster};
+use jobstream_core::nats_cluster::{ClusterOptions, LocalNats, NatsCluster};
 use jobstream_core::nats_server::{self, NatsServerProcess, ServerOptions};
 use jobstream_projector::Projector;
 use jobstream_worker::Worker;
@@ -50,37 +50,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         local.stop(Duration::from_secs(5)).await;
     }
     result
-}
-
-/// The nats-server children of `dev`: one server, or a local cluster.
-enum LocalNats {
-    Single(NatsServerProcess),
-    Cluster(NatsCluster),
-}
-
-impl LocalNats {
-    /// The client URL, or every node's, comma-separated.
-    fn urls(&self) -> String {
-        match self {
-            LocalNats::Single(s) => s.url(),
-            LocalNats::Cluster(c) => c.urls(),
-        }
-    }
-
-    /// Where the sync setting is checked (the first node's: they share the configuration).
-    fn monitor_url(&self) -> Option<String> {
-        match self {
-            LocalNats::Single(s) => s.monitor_url().map(str::to_owned),
-            LocalNats::Cluster(c) => c.nodes().first()?.monitor_url().map(str::to_owned),
-        }
-    }
-
-    async fn stop(self, grace: Duration) {
-        match self {
-            LocalNats::Single(mut s) => s.stop(grace).await,
-            LocalNats::Cluster(mut c) => c.stop_all(grace).await,
-        }
-    }
 }
 
 /// How long a fresh local cluster may take to elect its JetStream meta leader.

@@ -463,7 +463,7 @@ async fn a_rolling_restart_in_lame_duck_mode_fails_no_request(backend: Backend) 
     let done = Arc::new(AtomicUsize::new(0));
     // Submissions all through the restart, four at a time.
     let load = {
-        let stop = stop.clone();
+        let (stop, done) = (stop.clone(), done.clone());
         let (http, url, token) = (
             app.http.clone(),
             format!("{}/v1/jobs", app.base),
@@ -500,7 +500,18 @@ async fn a_rolling_restart_in_lame_duck_mode_fails_no_request(backend: Backend) 
             answers
         })
     };
+    let answered = |n: usize| {
+        let done = done.clone();
+        async move {
+            eventually(&format!("{n} answers"), WAIT, || async {
+                (done.load(Ordering::SeqCst) >= n).then_some(())
+            })
+            .await;
+        }
+    };
+    answered(8).await;
     for node in 0..3 {
+        let before = done.load(Ordering::SeqCst);
         app.nats.cluster().lame_duck(node).await;
         app.nats.cluster().restart(node).await;
         let name = format!("n{}", node + 1);
@@ -517,6 +528,8 @@ async fn a_rolling_restart_in_lame_duck_mode_fails_no_request(backend: Backend) 
             },
         )
         .await;
+        // Requests went on through this node's restart, and go on after it.
+        answered(before + 8).await;
     }
     stop.cancel();
     let answers = load.await.expect("load");
@@ -524,11 +537,6 @@ async fn a_rolling_restart_in_lame_duck_mode_fails_no_request(backend: Backend) 
         answers.refused.is_empty(),
         "failed requests: {:?}",
         answers.refused
-    );
-    assert!(
-        answers.accepted.len() > 50,
-        "{} accepted",
-        answers.accepted.len()
     );
     assert_each_accepted_job_once(&app, &answers.accepted).await;
 }

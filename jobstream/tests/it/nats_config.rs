@@ -168,6 +168,7 @@ async fn the_raw_loop_runs_every_job_round_trip_and_reports_it() {
     ] {
         let r = raw::run(&raw::RawOptions {
             nats_url: server.url(),
+            replicas: 1,
             jobs,
             pace,
             worker_concurrency: 4,

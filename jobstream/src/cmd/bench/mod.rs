@@ -143,25 +143,30 @@ async fn self_contained_in(
     jobs: usize,
     dir: &std::path::Path,
 ) -> anyhow::Result<Report> {
-    let mut nats =
-        system::start_nats(dir, args.durability, args.nats_server_bin.as_deref()).await?;
-    let nats_pid = nats.pid().context("nats-server exited")?;
-    let nats_url = nats.url();
+    let cluster_size = usize::from(args.nats_cluster);
+    let nats = system::start_nats(
+        dir,
+        args.durability,
+        args.nats_server_bin.as_deref(),
+        cluster_size,
+    )
+    .await?;
+    let nats_pids: Vec<(String, u32)> = nats
+        .pids()
+        .into_iter()
+        .map(|pid| ("nats-server".to_owned(), pid))
+        .collect();
+    anyhow::ensure!(!nats_pids.is_empty(), "nats-server exited");
+    let nats_url = nats.urls();
+    let monitor_url = nats.monitor_url();
     eprintln!(
-        "nats-server {nats_url} (sync: {}), data in {}",
+        "nats-server {nats_url} (sync: {}, stream replicas {cluster_size}), data in {}",
         args.durability.as_str(),
         dir.display()
     );
 
     eprintln!("raw JetStream loop: {jobs} jobs");
-    let raw = raw_figures(
-        &nats_url,
-        &[("nats-server".to_owned(), nats_pid)],
-        mode,
-        jobs,
-        args.timeout,
-    )
-    .await?;
+    let raw = raw_figures(&nats_url, &nats_pids, mode, jobs, args.timeout).await?;
 
     let secret_file = dir.join("jwt-secret");
     system::write_secret(&secret_file)?;
@@ -176,7 +181,8 @@ async fn self_contained_in(
         &system::Wiring {
             dir,
             nats_url: &nats_url,
-            monitor_url: nats.monitor_url(),
+            monitor_url: monitor_url.as_deref(),
+            stream_replicas: cluster_size,
             database_url: &db_url,
             secret_file: &secret_file,
         },
@@ -192,7 +198,7 @@ async fn self_contained_in(
     )?;
     let api = api_client(&started.url, &token, mode)?;
     let mut pids = started.pids();
-    pids.push(("nats-server".to_owned(), nats_pid));
+    pids.extend(nats_pids);
     eprintln!("jobstream end to end: {jobs} jobs");
     let system = system_figures(
         &api,
@@ -344,6 +350,8 @@ async fn raw_figures(
     let before = sample_all(pids, RAW_CLIENT_ROLE);
     let r = raw::run(&raw::RawOptions {
         nats_url: nats_url.to_owned(),
+        // A listed cluster gets a replicated raw stream, like the system's.
+        replicas: jobstream_core::broker::server_addrs(nats_url).map_or(1, |s| s.len().min(3)),
         jobs,
         pace: mode.raw_pace(),
         worker_concurrency: WORKER_CONCURRENCY,
@@ -372,7 +380,7 @@ pub fn raw_run_figures(r: &raw::RawResult, processes: Vec<ProcFigures>) -> RunFi
 }
 
 async fn jobs_stream_state(nats_url: &str) -> anyhow::Result<(u64, u64)> {
-    let client = async_nats::connect(nats_url).await?;
+    let client = async_nats::connect(jobstream_core::broker::server_addrs(nats_url)?).await?;
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("JOBS").await?;
     let info = stream.info().await?;
