@@ -144,7 +144,7 @@ impl Options {
 
 /// The NATS side of a test system: one nats-server, or a three-node cluster.
 pub(crate) enum TestNats {
-    Single(NatsServer),
+    Single(Box<NatsServer>),
     Cluster(NatsTestCluster),
 }
 
@@ -218,7 +218,7 @@ impl TestApp {
             (TestNats::Cluster(NatsTestCluster::start().await), 3)
         } else {
             let single = NatsServer::start_with_config(options.nats_config.as_deref()).await;
-            (TestNats::Single(single), 1)
+            (TestNats::Single(Box::new(single)), 1)
         };
         let db = TestDb::create(backend).await.expect("backend configured");
         let broker = connect(&nats.url(), "test").await;
