@@ -197,7 +197,7 @@ where
 const READ_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Runs a direct read of the stream (`get_*_raw_message*`), retrying it while it fails
-/// for want of an answer until [`READ_DEADLINE`]; "no message" and a bad subject are answers.
+/// for want of an answer for up to 5 s; "no message" and a bad subject are answers.
 pub async fn read_retrying<T, F, Fut>(mut read: F) -> Result<T, stream::LastRawMessageError>
 where
     F: FnMut() -> Fut,

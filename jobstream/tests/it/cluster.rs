@@ -265,31 +265,26 @@ async fn verify_clean(app: &TestApp) {
     assert!(report.is_clean(), "{:?}", report.differences);
 }
 
+/// Submits an echo job and waits until its row is `succeeded`; returns its id.
+async fn echo_succeeded(app: &TestApp, token: &str, payload: Value, what: &str) -> String {
+    let job = app
+        .submit_ok(token, &json!({"kind": "echo", "payload": payload}))
+        .await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    app.wait_for_row(&id, what, |r| r.status == "succeeded")
+        .await;
+    id
+}
+
 async fn the_active_projector_killed_a_standby_folds_within_the_priority_timeout(backend: Backend) {
     let mut app = TestApp::with(backend, cluster_options()).await;
     let token = app.token("alice", false);
-    let before = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": 1}))
-        .await;
-    app.wait_for_row(
-        before["id"].as_str().unwrap(),
-        "folded by the active one",
-        |r| r.status == "succeeded",
-    )
-    .await;
+    echo_succeeded(&app, &token, json!(1), "folded by the active one").await;
     // The first projector holds the pin; the standby starts after it.
     let standby = spawn_projector(&app, "projector-standby").await;
     app.projector.take().expect("active projector").kill().await;
     let killed_at = Instant::now();
-    let after = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": 2}))
-        .await;
-    app.wait_for_row(
-        after["id"].as_str().unwrap(),
-        "folded by the standby",
-        |r| r.status == "succeeded",
-    )
-    .await;
+    echo_succeeded(&app, &token, json!(2), "folded by the standby").await;
     let took = killed_at.elapsed();
     assert!(
         took < Duration::from_secs(15 + 5),
