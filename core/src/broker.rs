@@ -191,6 +191,9 @@ where
     }
 }
 
+/// How long creating or updating the stream at start is asked again when unanswered.
+const STREAM_SETUP_DEADLINE: Duration = Duration::from_secs(60);
+
 /// How long a direct read of the stream is retried when it times out or finds no
 /// responder: what a read sees while the cluster elects a stream leader (a lame duck
 /// node handing over, a leader killed). Short: an API request waits on it.
@@ -323,13 +326,28 @@ impl Broker {
             allow_rollup: true,
             ..Default::default()
         };
-        self.js
-            .create_or_update_stream(config)
-            .await
-            .map_err(|source| BrokerError::Stream {
-                name: settings.name.clone(),
-                source,
-            })
+        // On a cluster several processes starting at once create the replicated stream
+        // together, and the meta leader may be busy electing: a timeout is asked again.
+        let until = tokio::time::Instant::now() + STREAM_SETUP_DEADLINE;
+        loop {
+            match self.js.create_or_update_stream(config.clone()).await {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        jetstream::context::CreateStreamErrorKind::TimedOut
+                            | jetstream::context::CreateStreamErrorKind::JetStreamUnavailable
+                    ) && tokio::time::Instant::now() < until =>
+                {
+                    tracing::warn!(error = %e, "stream set-up not answered; asking again");
+                }
+                other => {
+                    return other.map_err(|source| BrokerError::Stream {
+                        name: settings.name.clone(),
+                        source,
+                    });
+                }
+            }
+        }
     }
 
     /// The same connection with another deadline for publishes whose outcome is unknown
