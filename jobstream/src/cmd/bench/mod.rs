@@ -176,6 +176,15 @@ async fn self_contained_in(
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("jobstream.db").display()));
     // Migrated once here, so api and projector do not race to migrate.
     let db = crate::system::connect_db_migrated(&db_url).await?;
+    // And the stream created once: three processes creating a replicated stream at the
+    // same moment time out on a loaded machine.
+    jobstream_core::broker::Broker::connect(&nats_url, "jobstream-bench", "JOBS")
+        .await?
+        .ensure_stream(&jobstream_core::broker::StreamSettings {
+            replicas: cluster_size,
+            ..Default::default()
+        })
+        .await?;
     eprintln!("starting jobstream api, worker and projector");
     let started = system::System::start(
         &system::Wiring {
