@@ -199,7 +199,8 @@ impl Broker {
         subject: &str,
     ) -> Result<Option<StreamMessage>, BrokerError> {
         let stream = self.stream().await?;
-        match stream.get_last_raw_message_by_subject(subject).await {
+        match crate::broker::read_retrying(|| stream.get_last_raw_message_by_subject(subject)).await
+        {
             Ok(m) => Ok(Some(m)),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(BrokerError::Read(e.to_string())),
@@ -231,7 +232,7 @@ impl Broker {
             return Ok(None);
         }
         let stream = self.stream().await?;
-        match stream.get_raw_message(seq).await {
+        match crate::broker::read_retrying(|| stream.get_raw_message(seq)).await {
             Ok(msg) => Ok(Envelope::from_stored(&StoredMessage::from_raw(&msg))
                 .ok()
                 .filter(|env| env.job_id == job_id)
@@ -253,7 +254,11 @@ impl Broker {
         let mut out = Vec::new();
         let mut next = from;
         while next < until {
-            match stream.get_first_raw_message_by_subject(">", next).await {
+            match crate::broker::read_retrying(|| {
+                stream.get_first_raw_message_by_subject(">", next)
+            })
+            .await
+            {
                 Ok(msg) if msg.sequence < until => {
                     next = msg.sequence + 1;
                     let rec = Record::from_stored(&StoredMessage::from_raw(&msg)).ok();

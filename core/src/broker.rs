@@ -191,6 +191,39 @@ where
     }
 }
 
+/// How long creating or updating the stream at start is asked again when unanswered.
+const STREAM_SETUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a direct read of the stream is retried when it times out or finds no
+/// responder: what a read sees while the cluster elects a stream leader (a lame duck
+/// node handing over, a leader killed). Short: an API request waits on it.
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs a direct read of the stream (`get_*_raw_message*`), retrying it while it fails
+/// for want of an answer for up to 5 s; "no message" and a bad subject are answers.
+pub async fn read_retrying<T, F, Fut>(mut read: F) -> Result<T, stream::LastRawMessageError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, stream::LastRawMessageError>>,
+{
+    use stream::LastRawMessageErrorKind as K;
+    let until = tokio::time::Instant::now() + READ_DEADLINE;
+    let mut pause = RETRY_PAUSE_MIN;
+    loop {
+        match read().await {
+            Err(e)
+                if !matches!(e.kind(), K::NoMessageFound | K::InvalidSubject)
+                    && tokio::time::Instant::now() + pause < until =>
+            {
+                tracing::debug!(error = %e, "stream read retried");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Header naming the (wildcard) subject that `Nats-Expected-Last-Subject-Sequence` applies to.
 /// Header: the subject filter (wildcards allowed) that `Nats-Expected-Last-Subject-Sequence` checks.
 pub const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str =
@@ -205,6 +238,23 @@ pub struct Broker {
     publish_deadline: Duration,
 }
 
+/// The servers of a `NATS_URL`: one URL or a comma-separated list (spaces allowed).
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, std::io::Error> {
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<async_nats::ServerAddr>, _>>()?;
+    if servers.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no NATS server URL given",
+        ));
+    }
+    Ok(servers)
+}
+
 /// Parses `major.minor` out of a server version like `2.14.6` or `v2.14.0-beta`.
 pub fn parse_version(v: &str) -> Option<(u64, u64)> {
     let mut it = v.trim_start_matches('v').split(['.', '-']);
@@ -212,21 +262,30 @@ pub fn parse_version(v: &str) -> Option<(u64, u64)> {
 }
 
 impl Broker {
-    /// Connects, refusing servers older than [`MIN_SERVER_VERSION`].
+    /// Connects, refusing servers older than [`MIN_SERVER_VERSION`]. `url` may list
+    /// several servers of one cluster, comma-separated: the client connects to any of
+    /// them and reconnects to another (or one the cluster announces) when its server goes.
     pub async fn connect(
         url: &str,
         client_name: &str,
         stream_name: &str,
     ) -> Result<Self, BrokerError> {
+        let connect_error = |source| BrokerError::Connect {
+            url: url.to_owned(),
+            source,
+        };
+        let servers = server_addrs(url).map_err(|e| {
+            connect_error(async_nats::ConnectError::with_source(
+                async_nats::ConnectErrorKind::ServerParse,
+                e,
+            ))
+        })?;
         let client = async_nats::ConnectOptions::new()
             .name(client_name)
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(servers)
             .await
-            .map_err(|source| BrokerError::Connect {
-                url: url.to_owned(),
-                source,
-            })?;
+            .map_err(connect_error)?;
         let info = client.server_info();
         match parse_version(&info.version) {
             Some(v) if v >= MIN_SERVER_VERSION => {}
@@ -269,13 +328,28 @@ impl Broker {
             allow_rollup: true,
             ..Default::default()
         };
-        self.js
-            .create_or_update_stream(config)
-            .await
-            .map_err(|source| BrokerError::Stream {
-                name: settings.name.clone(),
-                source,
-            })
+        // On a cluster several processes starting at once create the replicated stream
+        // together, and the meta leader may be busy electing: a timeout is asked again.
+        let until = tokio::time::Instant::now() + STREAM_SETUP_DEADLINE;
+        loop {
+            match self.js.create_or_update_stream(config.clone()).await {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        jetstream::context::CreateStreamErrorKind::TimedOut
+                            | jetstream::context::CreateStreamErrorKind::JetStreamUnavailable
+                    ) && tokio::time::Instant::now() < until =>
+                {
+                    tracing::warn!(error = %e, "stream set-up not answered; asking again");
+                }
+                other => {
+                    return other.map_err(|source| BrokerError::Stream {
+                        name: settings.name.clone(),
+                        source,
+                    });
+                }
+            }
+        }
     }
 
     /// The same connection with another deadline for publishes whose outcome is unknown
@@ -400,7 +474,7 @@ impl Broker {
         let mut out = Vec::new();
         let mut next = 1;
         loop {
-            match stream.get_first_raw_message_by_subject(&filter, next).await {
+            match read_retrying(|| stream.get_first_raw_message_by_subject(&filter, next)).await {
                 Ok(msg) => {
                     next = msg.sequence + 1;
                     match Envelope::from_stored(&crate::stored::StoredMessage::from_raw(&msg)) {
@@ -432,6 +506,16 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nats_url_may_list_the_servers_of_a_cluster() {
+        let servers = server_addrs("nats://a:4222, nats://b:4223,nats://c:4224").unwrap();
+        let ports: Vec<u16> = servers.iter().map(async_nats::ServerAddr::port).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        assert_eq!(server_addrs("127.0.0.1:4222").unwrap().len(), 1);
+        assert!(server_addrs(" , ").is_err());
+        assert!(server_addrs("nats://a:4222,nats://b:notaport").is_err());
+    }
 
     #[test]
     fn versions_parse_and_compare() {

@@ -12,6 +12,7 @@
 //! - [`files`]: the JetStream object store bucket of uploaded files and thumbnails.
 //! - [`broker`]: connecting to NATS, the `JOBS` stream, publishing events (I/O).
 //! - [`nats_server`]: starting a local nats-server child (dev mode, tests).
+//! - [`nats_cluster`]: a local three-node nats-server cluster on loopback (dev, tests, bench).
 //! - [`store`]: connecting to the SQL projection store (I/O).
 //! - [`stream_read`]: reading stored messages back by sequence (catch-up, history, replay) (I/O).
 //! - [`telemetry`]: the tracing subscriber.
@@ -37,6 +38,7 @@ pub mod fold;
 pub mod kinds;
 pub mod limits;
 pub mod metrics;
+pub mod nats_cluster;
 pub mod nats_server;
 pub mod queue;
 pub mod replay;

@@ -174,6 +174,8 @@ pub struct ServerOptions {
     pub port: Option<u16>,
     /// Where the server's log goes (`None`: discarded).
     pub log_file: Option<PathBuf>,
+    /// This server's place in a local cluster (`None`: a single server).
+    pub cluster: Option<crate::nats_cluster::ClusterNode>,
 }
 
 /// A running nats-server child; killed when dropped.
@@ -207,6 +209,9 @@ impl NatsServerProcess {
             .kill_on_drop(true);
         if let Some(f) = &opts.log_file {
             cmd.arg("-l").arg(f);
+        }
+        if let Some(node) = &opts.cluster {
+            cmd.args(node.args());
         }
         // Start-up errors (a bad config) go to stderr before any log file is opened.
         let stderr_path = opts.store_dir.join("nats-server.stderr");
@@ -281,9 +286,20 @@ impl NatsServerProcess {
 
     /// Asks the server to stop cleanly (SIGTERM), then kills it after `grace`.
     pub async fn stop(&mut self, grace: Duration) {
+        self.signal_then_kill("-TERM", grace).await;
+    }
+
+    /// Puts the server in lame duck mode (SIGUSR2): it hands its JetStream leaderships
+    /// over, stops accepting clients, closes its clients over `lame_duck_duration` and
+    /// exits. Killed if it has not exited after `within`.
+    pub async fn lame_duck(&mut self, within: Duration) {
+        self.signal_then_kill("-USR2", within).await;
+    }
+
+    async fn signal_then_kill(&mut self, signal: &str, grace: Duration) {
         if let Some(pid) = self.child.id() {
             let _ = Command::new("kill")
-                .arg("-TERM")
+                .arg(signal)
                 .arg(pid.to_string())
                 .status()
                 .await;

@@ -247,7 +247,9 @@ async fn read_one_by_one(
     let mut out = Vec::new();
     let mut next = from.max(1);
     while out.len() < max {
-        match stream.get_first_raw_message_by_subject(filter, next).await {
+        match crate::broker::read_retrying(|| stream.get_first_raw_message_by_subject(filter, next))
+            .await
+        {
             Ok(m) => {
                 next = m.sequence + 1;
                 out.push(Stored::from(m));

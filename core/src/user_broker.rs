@@ -71,7 +71,11 @@ impl Broker {
         let mut out = Vec::new();
         let mut next = 1;
         loop {
-            match stream.get_first_raw_message_by_subject(&filter, next).await {
+            match crate::broker::read_retrying(|| {
+                stream.get_first_raw_message_by_subject(&filter, next)
+            })
+            .await
+            {
                 Ok(msg) => {
                     next = msg.sequence + 1;
                     match UserEnvelope::decode(&msg.payload) {
@@ -101,7 +105,9 @@ impl Broker {
     pub async fn user_is_registered(&self, user_id: Uuid) -> Result<bool, BrokerError> {
         let stream = self.stream().await?;
         let subject = user::user_event_subject(user_id, user::UserEventType::Registered);
-        match stream.get_last_raw_message_by_subject(&subject).await {
+        match crate::broker::read_retrying(|| stream.get_last_raw_message_by_subject(&subject))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(false),
             Err(e) => Err(BrokerError::Read(e.to_string())),

@@ -13,7 +13,7 @@ use jobstream_entity::{projector_checkpoint, projector_status, queued_job, rejec
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    IntoActiveModel, QueryFilter, TransactionTrait,
+    IntoActiveModel, QueryFilter, QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -162,7 +162,7 @@ async fn reject(
 ) -> Result<BatchOutcome, DbErr> {
     use rejected_event::Column as C;
     let txn = db.begin().await?;
-    let checkpoint = load_checkpoint(&txn, name).await?;
+    let checkpoint = lock_checkpoint(&txn, name).await?;
     let mut out = BatchOutcome {
         checkpoint,
         ..Default::default()
@@ -327,6 +327,38 @@ pub(crate) async fn load_checkpoint<C: ConnectionTrait>(db: &C, name: &str) -> R
         .map_or(0, |c| u64::try_from(c.last_seq).unwrap_or(0)))
 }
 
+/// Reads a projector's checkpoint inside a fold transaction and holds it until the
+/// transaction ends: the fence that keeps two projectors (a standby while the pin moves)
+/// from applying the same event. On PostgreSQL `SELECT … FOR UPDATE` makes a second fold
+/// wait, then read the checkpoint the first committed; a missing row is created first so
+/// there is one to lock. SQLite has one writer at a time: a fold that read an older
+/// checkpoint cannot commit over a newer one (its write fails busy, and is retried).
+pub(crate) async fn lock_checkpoint(txn: &DatabaseTransaction, name: &str) -> Result<u64, DbErr> {
+    use projector_checkpoint::Column as C;
+    let locked = || {
+        projector_checkpoint::Entity::find_by_id(name.to_owned())
+            .lock_exclusive()
+            .one(txn)
+    };
+    let row = match locked().await? {
+        Some(row) => Some(row),
+        None => {
+            let first = projector_checkpoint::Model {
+                name: name.to_owned(),
+                last_seq: 0,
+                updated_at: jobstream_core::event::now(),
+            };
+            // Two first folds: the second insert waits for the first to commit, then does nothing.
+            projector_checkpoint::Entity::insert_many([first.into_active_model()])
+                .on_conflict(OnConflict::column(C::Name).do_nothing().to_owned())
+                .exec_without_returning(txn)
+                .await?;
+            locked().await?
+        }
+    };
+    Ok(row.map_or(0, |c| u64::try_from(c.last_seq).unwrap_or(0)))
+}
+
 /// Applies `(sequence, event)` pairs in order (an event that failed to decode is `None`)
 /// and moves the checkpoint, all in one transaction.
 pub(crate) async fn apply_batch(
@@ -373,7 +405,7 @@ async fn fold_in(
     checkpoint_name: &str,
     batch: &[Delivered],
 ) -> Result<BatchOutcome, DbErr> {
-    let checkpoint = load_checkpoint(txn, checkpoint_name).await?;
+    let checkpoint = lock_checkpoint(txn, checkpoint_name).await?;
     let mut out = BatchOutcome {
         checkpoint,
         ..Default::default()

@@ -21,6 +21,9 @@
 //!   pending action (an outbox row).
 //! - [`Conductor`]: publishes those actions (the next steps' `queued` events, retries,
 //!   cancels), exactly once; runs beside the projector, woken by each committed batch.
+//! - `standby`: one active projector and hot standbys (a pinned-client priority group on
+//!   the consumer); the fold is fenced by locking the checkpoint row, so even while the pin
+//!   moves two projectors never apply the same event.
 //! - [`replay`]: rebuild the projection from the stream (into the live database through a
 //!   shadow and an atomic swap, or into another database) and verify it against a fresh
 //!   fold; on request, one replay at a time, with progress every API instance reads.
@@ -35,6 +38,7 @@ mod queues;
 pub mod replay;
 mod run;
 mod schedules;
+mod standby;
 mod users;
 mod workflows;
 

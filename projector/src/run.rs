@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, FromConsumer, pull};
+use async_nats::jetstream::consumer::{self, pull};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use jobstream_core::Envelope;
@@ -67,6 +67,8 @@ pub struct Projector {
     failures: watch::Sender<u64>,
     /// The replay commands of this projector's name, served while it runs.
     replays: Option<ReplayService>,
+    /// The pin of the consumer's priority group this projector last received messages under.
+    pin: Option<String>,
 }
 
 impl Projector {
@@ -118,41 +120,7 @@ impl Projector {
             .stream()
             .await
             .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
-        let mut consumer = stream
-            .get_or_create_consumer(
-                &config.name,
-                pull::Config {
-                    durable_name: Some(config.name.clone()),
-                    description: Some(
-                        "jobstream projector: folds every job event into SQL".to_owned(),
-                    ),
-                    // Every subject of the stream (jobs, schedules, users, …): the checkpoint is a stream sequence.
-                    filter_subject: String::new(),
-                    deliver_policy: DeliverPolicy::All,
-                    // Acking the last message of a batch acknowledges the whole batch.
-                    ack_policy: AckPolicy::All,
-                    ack_wait: Duration::from_secs(60),
-                    max_ack_pending: i64::try_from(config.batch_size * 4).unwrap_or(i64::MAX),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
-        // A consumer created by an older version filtered `jobs.>` (and `schedules.>`) only: widen it to the whole
-        // stream (users too). Updating keeps its position; the checkpoint decides anyway.
-        let filters = &consumer.cached_info().config;
-        if !filters.filter_subject.is_empty() || !filters.filter_subjects.is_empty() {
-            let mut widened =
-                pull::Config::try_from_consumer_config(consumer.cached_info().config.clone())
-                    .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
-            widened.filter_subject = String::new();
-            widened.filter_subjects = Vec::new();
-            consumer = stream
-                .update_consumer(widened)
-                .await
-                .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
-            tracing::info!(name = %config.name, "projector consumer widened to every subject of the stream");
-        }
+        let consumer = crate::standby::ensure_consumer(&stream, &config).await?;
         let checkpoint = apply::load_checkpoint(&db, &config.name).await?;
         let (applied_tx, _) = watch::channel(checkpoint);
         Ok(Projector {
@@ -164,6 +132,7 @@ impl Projector {
             connector,
             failures: watch::channel(0).0,
             replays: Some(replays),
+            pin: None,
         })
     }
 
@@ -234,7 +203,9 @@ impl Projector {
             .consumer
             .stream()
             .max_messages_per_batch(self.config.batch_size * 2)
-            .heartbeat(Duration::from_secs(5))
+            .group(crate::standby::PRIORITY_GROUP)
+            .expires(crate::standby::PULL_EXPIRES)
+            .heartbeat(crate::standby::PULL_HEARTBEAT)
             .messages()
             .await
             .map_err(|e| ProjectorError::Consumer(e.to_string()))?
@@ -275,6 +246,11 @@ impl Projector {
                 break;
             }
         }
+        // No more pulls from this projector, then hand the pin to a standby.
+        drop(messages);
+        if let Ok(stream) = self.broker.stream().await {
+            crate::standby::release(&stream, &self.consumer, self.pin.as_deref()).await;
+        }
         tracing::info!("projector stopped");
         Ok(())
     }
@@ -282,6 +258,11 @@ impl Projector {
     /// The consumer was silent: the stream may still be ahead (messages acked by an earlier
     /// instance but never committed, a lost last transaction): read them from the stream.
     async fn when_idle(&mut self, shutdown: &CancellationToken) -> Step {
+        // A standby leaves the stream to the pinned projector (the fence would make a
+        // concurrent fold harmless, but not free).
+        if crate::standby::pinned_elsewhere(&self.consumer, self.pin.as_deref()).await {
+            return Step::Continue;
+        }
         match self.catch_up(shutdown).await {
             Ok(true) => {
                 if let Err(e) = apply::write_heartbeat(&self.db, &self.config.name).await {
@@ -304,6 +285,9 @@ impl Projector {
             last,
             highest,
         } = chunk;
+        if let Some(pin) = crate::standby::pin_of(&last) {
+            self.pin = Some(pin);
+        }
         // The consumer only delivers; order comes from the stream. Messages an earlier
         // (crashed) instance held come back only after ack_wait, later ones may come
         // first: fold everything missing above the checkpoint straight from the stream

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use jobstream_core::nats_cluster;
 use jobstream_core::nats_server::{self, NatsServerProcess, ServerOptions};
 use migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
@@ -56,6 +57,7 @@ impl NatsServer {
             store_dir: store.path().to_path_buf(),
             port: None,
             log_file: Some(store.path().join("nats-server.log")),
+            cluster: None,
         };
         let process = NatsServerProcess::start(&options)
             .await
@@ -84,6 +86,98 @@ impl NatsServer {
         self.process = NatsServerProcess::start(&self.options)
             .await
             .unwrap_or_else(|e| panic!("restart: {e}"));
+    }
+}
+
+/// A real three-node nats-server cluster on loopback with the project's `nats.conf`
+/// (free ports outside the ephemeral range, stores in a temporary directory on
+/// `/dev/shm` so the shared disk is spared; a `kill -9` behaves the same there).
+/// Every node is killed, and its store deleted, on drop.
+pub struct NatsTestCluster {
+    cluster: nats_cluster::NatsCluster,
+    _dir: TempDir,
+}
+
+/// Lame duck mode cannot be shorter than 30 s; the grace period before it starts to
+/// close clients can, so a rolling restart stays as short as nats-server allows.
+const LAME_DUCK_SETTINGS: &str = "\nlame_duck_duration: 30s\nlame_duck_grace_period: 1s\n";
+
+/// How long a fresh or restarted cluster may take to elect its JetStream meta leader.
+pub const CLUSTER_READY: Duration = Duration::from_secs(30);
+
+impl NatsTestCluster {
+    /// Starts three nodes and waits until each answers `/healthz?js-meta-only=true`.
+    pub async fn start() -> Self {
+        let root = workspace_root();
+        let env_bin = std::env::var("NATS_SERVER_BIN").ok();
+        let bin = nats_server::locate(env_bin.as_deref(), &root).unwrap_or_else(|e| panic!("{e}"));
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("temporary cluster dir");
+        let config = dir.path().join("nats.conf");
+        std::fs::write(
+            &config,
+            format!("{}{LAME_DUCK_SETTINGS}", nats_server::EMBEDDED_CONFIG),
+        )
+        .expect("writing the cluster's nats.conf");
+        let cluster = nats_cluster::NatsCluster::start(&nats_cluster::ClusterOptions {
+            bin,
+            config,
+            base_dir: dir.path().to_path_buf(),
+            size: 3,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        cluster
+            .wait_healthy(CLUSTER_READY)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        NatsTestCluster { cluster, _dir: dir }
+    }
+
+    /// The client URLs of every node, comma-separated (a `NATS_URL`).
+    pub fn urls(&self) -> String {
+        self.cluster.urls()
+    }
+
+    /// The client URL of node `i`.
+    pub fn url(&self, i: usize) -> String {
+        self.cluster.nodes()[i].url()
+    }
+
+    /// The index of the node named `name` (as stream and consumer info name leaders).
+    pub fn index_of(&self, name: &str) -> usize {
+        self.cluster
+            .index_of(name)
+            .unwrap_or_else(|| panic!("no node named {name:?}"))
+    }
+
+    /// `kill -9` of node `i`.
+    pub async fn kill(&mut self, i: usize) {
+        self.cluster.kill(i).await;
+    }
+
+    /// Starts node `i` again on its ports and store, and waits until it is healthy.
+    pub async fn restart(&mut self, i: usize) {
+        self.cluster
+            .restart(i)
+            .await
+            .unwrap_or_else(|e| panic!("restart: {e}"));
+        self.cluster
+            .wait_node_healthy(i, CLUSTER_READY)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Puts node `i` in lame duck mode (SIGUSR2): it hands over its JetStream leaderships,
+    /// stops accepting clients, closes the ones it has and exits. Waits until it did.
+    pub async fn lame_duck(&mut self, i: usize) {
+        // Lame duck lasts `lame_duck_duration` (30 s); a node still up well after is killed.
+        self.cluster.lame_duck(i, Duration::from_secs(45)).await;
     }
 }
 

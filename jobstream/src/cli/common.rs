@@ -22,7 +22,8 @@ pub const DEFAULT_API_PORT: u16 = 8080;
 /// Where NATS is and how the stream is set up.
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
-    /// NATS server URL [default: nats://127.0.0.1:4222; `dev` starts its own nats-server].
+    /// NATS server URL, or the servers of a cluster comma-separated (the client reconnects
+    /// across them) [default: nats://127.0.0.1:4222; `dev` starts its own nats-server].
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
     /// Name of the JetStream stream of job events.

@@ -29,6 +29,10 @@ pub struct DevArgs {
     /// `nats.conf`, written into the data dir at start). Must exist.
     #[arg(long, env = "NATS_CONFIG")]
     pub nats_config: Option<PathBuf>,
+    /// Start this many nats-server children as one cluster on loopback (3: the stream gets
+    /// 3 replicas) instead of a single one. Ignored when `NATS_URL` is given.
+    #[arg(long, env = "NATS_CLUSTER", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_cluster: Option<u8>,
     /// The database; SQLite in the data dir by default.
     #[command(flatten)]
     pub db: DbArgs,

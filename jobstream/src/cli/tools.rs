@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// `default` (the server's periodic sync). Self-contained mode only.
     #[arg(long, default_value = "always", value_parser = parse_durability)]
     pub durability: jobstream_core::nats_server::Durability,
+    /// Start this many nats-server nodes as one cluster on loopback (3: an R3 stream)
+    /// instead of one server. Self-contained mode only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_cluster: u8,
     /// Database of the started system (default: SQLite in the temporary data dir); with
     /// `--url`, the system's database, read for latencies instead of the API.
     #[arg(long)]

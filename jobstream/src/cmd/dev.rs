@@ -3,13 +3,15 @@
 //! Starts a nats-server child (unless `NATS_URL` is given) with the configuration
 //! built into the binary (the repository's `nats.conf`, written into the data dir, so
 //! it holds whatever folder `dev` is started from), SQLite in the data dir, and the projector, a worker and
-//! the API. Prints ready-to-paste tokens.
+//! the API. Prints ready-to-paste tokens. `--nats-cluster 3` starts three children as one
+//! cluster on loopback instead (same configuration), and the stream gets three replicas.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use jobstream_api::{App, auth::Verifier};
+use jobstream_core::nats_cluster::{ClusterOptions, LocalNats, NatsCluster};
 use jobstream_core::nats_server::{self, NatsServerProcess, ServerOptions};
 use jobstream_projector::{ProjectionGauges, Projector};
 use jobstream_worker::Worker;
@@ -31,21 +33,58 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The stream settings are the command line's; only the server may be our own child.
     let mut nats = args.nats.clone();
     if nats.nats_url.is_none() {
-        let server = start_nats_server(&args).await?;
-        nats.nats_url = Some(server.url());
-        nats.nats_monitor_url = server.monitor_url().map(str::to_owned);
-        child = Some(server);
+        let local = match args.nats_cluster {
+            Some(size) if size > 1 => {
+                // Every node holds a copy of every event: that is what a cluster is for here.
+                nats.stream_replicas = usize::from(size);
+                LocalNats::Cluster(start_nats_cluster(&args, usize::from(size)).await?)
+            }
+            _ => LocalNats::Single(start_nats_server(&args).await?),
+        };
+        nats.nats_url = Some(local.urls());
+        nats.nats_monitor_url = local.monitor_url();
+        child = Some(local);
     }
     let result = run_system(&args, &nats, &secret_file, shutdown).await;
-    if let Some(mut server) = child {
-        server.stop(Duration::from_secs(5)).await;
+    if let Some(local) = child {
+        local.stop(Duration::from_secs(5)).await;
     }
     result
 }
 
-/// Starts the nats-server child with the built-in configuration (or `--nats-config`).
-async fn start_nats_server(args: &DevArgs) -> anyhow::Result<NatsServerProcess> {
-    let data = &args.data.data_dir;
+/// How long a fresh local cluster may take to elect its JetStream meta leader.
+const CLUSTER_READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// Starts `size` nats-server children as one cluster, each with the built-in
+/// configuration (or `--nats-config`), and waits until every node is healthy.
+async fn start_nats_cluster(args: &DevArgs, size: usize) -> anyhow::Result<NatsCluster> {
+    let (bin, config) = server_bin_and_config(args)?;
+    let base_dir = args.data.data_dir.join("cluster");
+    let cluster = NatsCluster::start(&ClusterOptions {
+        bin: bin.clone(),
+        config: config.clone(),
+        base_dir: base_dir.clone(),
+        size,
+    })
+    .await
+    .with_context(|| format!("starting a {size}-node cluster of {}", bin.display()))?;
+    cluster
+        .wait_healthy(CLUSTER_READY_WITHIN)
+        .await
+        .with_context(|| format!("node logs are in {}", base_dir.display()))?;
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        tracing::info!(node = cluster.name(i), url = %node.url(), monitor = node.monitor_url().unwrap_or("-"), "nats-server cluster node started");
+    }
+    println!("nats cluster ({size} nodes, stream replicas {size}):");
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        println!("  {}  {}", cluster.name(i), node.url());
+    }
+    Ok(cluster)
+}
+
+/// The nats-server binary and the configuration file every child runs: the built-in
+/// one written into the data dir, or `--nats-config`.
+fn server_bin_and_config(args: &DevArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
     // Started outside the repository, the local install is still found above the binary.
     let bin = nats_server::locate_from_anywhere(args.nats_server_bin.as_deref())?;
     let config = match &args.nats_config {
@@ -57,14 +96,22 @@ async fn start_nats_server(args: &DevArgs) -> anyhow::Result<NatsServerProcess> 
             );
             path.clone()
         }
-        None => nats_server::write_config(data, nats_server::Durability::Always)?,
+        None => nats_server::write_config(&args.data.data_dir, nats_server::Durability::Always)?,
     };
+    Ok((bin, config))
+}
+
+/// Starts the nats-server child with the built-in configuration (or `--nats-config`).
+async fn start_nats_server(args: &DevArgs) -> anyhow::Result<NatsServerProcess> {
+    let data = &args.data.data_dir;
+    let (bin, config) = server_bin_and_config(args)?;
     let server = NatsServerProcess::start(&ServerOptions {
         bin: bin.clone(),
         config: Some(config.clone()),
         store_dir: data.join("jetstream"),
         port: None,
         log_file: Some(data.join("nats-server.log")),
+        cluster: None,
     })
     .await
     .with_context(|| format!("starting {}", bin.display()))?;

@@ -7,6 +7,7 @@ mod bad_input;
 mod batch;
 mod browser;
 mod client;
+mod cluster;
 mod console;
 mod delayed;
 mod email;

@@ -34,6 +34,7 @@ pub(crate) async fn start_server(durability: Durability) -> (NatsServerProcess, 
         store_dir: dir.path().join("jetstream"),
         port: None,
         log_file: Some(dir.path().join("nats-server.log")),
+        cluster: None,
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -167,6 +168,7 @@ async fn the_raw_loop_runs_every_job_round_trip_and_reports_it() {
     ] {
         let r = raw::run(&raw::RawOptions {
             nats_url: server.url(),
+            replicas: 1,
             jobs,
             pace,
             worker_concurrency: 4,

@@ -94,6 +94,7 @@ async fn a_nats_server_older_than_2_14_is_refused_with_a_clear_message() {
         store_dir: store.path().to_path_buf(),
         port: None,
         log_file: None,
+        cluster: None,
     })
     .await
     .unwrap();

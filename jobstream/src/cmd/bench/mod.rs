@@ -148,28 +148,31 @@ async fn self_contained_in(
     jobs: usize,
     dir: &std::path::Path,
 ) -> anyhow::Result<Report> {
-    let mut nats =
-        system::start_nats(dir, args.durability, args.nats_server_bin.as_deref()).await?;
-    let nats_pid = nats.pid().context("nats-server exited")?;
-    let nats_url = nats.url();
+    let cluster_size = usize::from(args.nats_cluster);
+    let nats = system::start_nats(
+        dir,
+        args.durability,
+        args.nats_server_bin.as_deref(),
+        cluster_size,
+    )
+    .await?;
+    let nats_pids: Vec<(String, u32)> = nats
+        .pids()
+        .into_iter()
+        .map(|pid| ("nats-server".to_owned(), pid))
+        .collect();
+    anyhow::ensure!(!nats_pids.is_empty(), "nats-server exited");
+    let nats_url = nats.urls();
+    let monitor_url = nats.monitor_url();
     eprintln!(
-        "nats-server {nats_url} (sync: {}), data in {}",
+        "nats-server {nats_url} (sync: {}, stream replicas {cluster_size}), data in {}",
         args.durability.as_str(),
         dir.display()
     );
 
     let raw = if args.fan_out.is_none() {
         eprintln!("raw JetStream loop: {jobs} jobs");
-        Some(
-            raw_figures(
-                &nats_url,
-                &[("nats-server".to_owned(), nats_pid)],
-                mode,
-                jobs,
-                args.timeout,
-            )
-            .await?,
-        )
+        Some(raw_figures(&nats_url, &nats_pids, mode, jobs, args.timeout).await?)
     } else {
         None
     };
@@ -186,10 +189,20 @@ async fn self_contained_in(
         .max_queue_depth
         .map(|d| vec!["--max-queue-depth".to_owned(), d.to_string()])
         .unwrap_or_default();
+    // And the stream created once: three processes creating a replicated stream at the
+    // same moment time out on a loaded machine.
+    jobstream_core::broker::Broker::connect(&nats_url, "jobstream-bench", "JOBS")
+        .await?
+        .ensure_stream(&jobstream_core::broker::StreamSettings {
+            replicas: cluster_size,
+            ..Default::default()
+        })
+        .await?;
     let wiring = |metrics| system::Wiring {
         dir,
         nats_url: &nats_url,
-        monitor_url: nats.monitor_url(),
+        monitor_url: monitor_url.as_deref(),
+        stream_replicas: cluster_size,
         database_url: &db_url,
         secret_file: &secret_file,
         metrics,
@@ -213,14 +226,14 @@ async fn self_contained_in(
     // Off first: what the stream and tables hold by then only slows the run with metrics.
     let metrics_off = match args.metrics {
         BenchMetrics::Compare => Some(
-            run_system(args, &(wiring(false), &db), mode, jobs, nats_pid)
+            run_system(args, &(wiring(false), &db), mode, jobs, &nats_pids)
                 .await?
                 .figures,
         ),
         BenchMetrics::On | BenchMetrics::Off => None,
     };
     let with_metrics = args.metrics != BenchMetrics::Off;
-    let run = run_system(args, &(wiring(with_metrics), &db), mode, jobs, nats_pid).await?;
+    let run = run_system(args, &(wiring(with_metrics), &db), mode, jobs, &nats_pids).await?;
     nats.stop(Duration::from_secs(5)).await;
     let database = if args.database_url.is_some() {
         crate::system::redact(&db_url)
@@ -246,14 +259,14 @@ async fn run_system(
     (wiring, db): &System<'_>,
     mode: Mode,
     jobs: usize,
-    nats_pid: u32,
+    nats_pids: &[(String, u32)],
 ) -> anyhow::Result<SystemRun> {
     let metrics = if wiring.metrics { "on" } else { "off" };
     eprintln!("starting jobstream api, worker and projector (metrics {metrics})");
     let started = system::System::start(wiring, Duration::from_secs(120)).await?;
     let (api, owner) = bench_client(&started.url, wiring.secret_file, mode, false)?;
     let mut pids = started.pids();
-    pids.push(("nats-server".to_owned(), nats_pid));
+    pids.extend_from_slice(nats_pids);
     eprintln!("jobstream end to end: {jobs} jobs");
     let target = Target {
         api: &api,
@@ -448,6 +461,8 @@ async fn raw_figures(
     let before = sample_all(pids, RAW_CLIENT_ROLE);
     let r = raw::run(&raw::RawOptions {
         nats_url: nats_url.to_owned(),
+        // A listed cluster gets a replicated raw stream, like the system's.
+        replicas: jobstream_core::broker::server_addrs(nats_url).map_or(1, |s| s.len().min(3)),
         jobs,
         pace: mode.raw_pace(),
         worker_concurrency: WORKER_CONCURRENCY,
@@ -477,7 +492,7 @@ pub fn raw_run_figures(r: &raw::RawResult, processes: Vec<ProcFigures>) -> RunFi
 }
 
 async fn jobs_stream_state(nats_url: &str) -> anyhow::Result<(u64, u64)> {
-    let client = async_nats::connect(nats_url).await?;
+    let client = async_nats::connect(jobstream_core::broker::server_addrs(nats_url)?).await?;
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("JOBS").await?;
     let info = stream.info().await?;

@@ -52,8 +52,10 @@ pub enum Pace {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RawOptions {
-    /// NATS server.
+    /// NATS server (or the servers of a cluster, comma-separated).
     pub nats_url: String,
+    /// Replicas of the raw loop's stream.
+    pub replicas: usize,
     /// Jobs.
     pub jobs: usize,
     /// Publisher pacing.
@@ -145,7 +147,7 @@ pub async fn run(opts: &RawOptions) -> anyhow::Result<RawResult> {
     anyhow::ensure!(opts.jobs > 0, "the raw loop needs at least one job");
     let client = async_nats::ConnectOptions::new()
         .name("jobstream-bench-raw")
-        .connect(&opts.nats_url)
+        .connect(jobstream_core::broker::server_addrs(&opts.nats_url)?)
         .await
         .with_context(|| format!("connecting to {}", opts.nats_url))?;
     let js = jetstream::new(client);
@@ -159,7 +161,7 @@ pub async fn run(opts: &RawOptions) -> anyhow::Result<RawResult> {
             storage: stream::StorageType::File,
             max_age: defaults.max_age,
             duplicate_window: defaults.duplicate_window,
-            num_replicas: 1,
+            num_replicas: opts.replicas,
             allow_direct: true,
             ..Default::default()
         })

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use jobstream_core::nats_cluster::{ClusterOptions, LocalNats, NatsCluster};
 use jobstream_core::nats_server::{self, Durability, NatsServerProcess, ServerOptions};
 use tokio::process::{Child, Command};
 
@@ -48,26 +49,44 @@ impl Drop for DataDir {
     }
 }
 
-/// Starts nats-server with the built-in configuration at `durability`.
+/// Starts nats-server with the built-in configuration at `durability`: one server, or
+/// `cluster_size` nodes as one cluster on loopback.
 pub(crate) async fn start_nats(
     dir: &Path,
     durability: Durability,
     bin: Option<&str>,
-) -> anyhow::Result<NatsServerProcess> {
+    cluster_size: usize,
+) -> anyhow::Result<LocalNats> {
     let bin = nats_server::locate_from_anywhere(bin)?;
     let config = nats_server::write_config(dir, durability)?;
-    let server = NatsServerProcess::start(&ServerOptions {
-        bin: bin.clone(),
-        config: Some(config),
-        store_dir: dir.join("jetstream"),
-        port: None,
-        log_file: Some(dir.join("nats-server.log")),
-    })
-    .await
-    .with_context(|| format!("starting {}", bin.display()))?;
+    let server = if cluster_size > 1 {
+        let cluster = NatsCluster::start(&ClusterOptions {
+            bin: bin.clone(),
+            config,
+            base_dir: dir.join("cluster"),
+            size: cluster_size,
+        })
+        .await
+        .with_context(|| format!("starting a cluster of {}", bin.display()))?;
+        cluster.wait_healthy(Duration::from_secs(60)).await?;
+        LocalNats::Cluster(cluster)
+    } else {
+        LocalNats::Single(
+            NatsServerProcess::start(&ServerOptions {
+                bin: bin.clone(),
+                config: Some(config),
+                store_dir: dir.join("jetstream"),
+                port: None,
+                log_file: Some(dir.join("nats-server.log")),
+                cluster: None,
+            })
+            .await
+            .with_context(|| format!("starting {}", bin.display()))?,
+        )
+    };
     // Both runs must get what was asked for: check it the way api and worker do.
     let policy = match server.monitor_url() {
-        Some(m) => Some(nats_server::sync_policy(m).await?),
+        Some(m) => Some(nats_server::sync_policy(&m).await?),
         None => None,
     };
     let expected = match durability {
@@ -151,6 +170,8 @@ pub(crate) struct Wiring<'a> {
     pub(crate) dir: &'a Path,
     pub(crate) nats_url: &'a str,
     pub(crate) monitor_url: Option<&'a str>,
+    /// Replicas of the stream (one per node of a local cluster).
+    pub(crate) stream_replicas: usize,
     pub(crate) database_url: &'a str,
     pub(crate) secret_file: &'a Path,
     /// Whether the processes record metrics (`--metrics on|off`).
@@ -168,7 +189,12 @@ fn free_port() -> anyhow::Result<u16> {
 impl System {
     /// Starts api, worker and projector, and waits until `/readyz` says 200.
     pub(crate) async fn start(w: &Wiring<'_>, deadline: Duration) -> anyhow::Result<Self> {
-        let mut nats = vec!["--nats-url".to_owned(), w.nats_url.to_owned()];
+        let mut nats = vec![
+            "--nats-url".to_owned(),
+            w.nats_url.to_owned(),
+            "--stream-replicas".to_owned(),
+            w.stream_replicas.to_string(),
+        ];
         if !w.metrics {
             nats.extend(["--metrics".to_owned(), "off".to_owned()]);
         }

@@ -18,7 +18,7 @@ use jobstream_api::auth::{AuthConfig, Verifier};
 use jobstream_api::{App, AppState};
 use jobstream_core::broker::{Broker, StreamSettings};
 use jobstream_projector::ProjectorConfig;
-use jobstream_testkit::{Backend, NatsServer, TestDb};
+use jobstream_testkit::{Backend, NatsServer, NatsTestCluster, TestDb};
 use jobstream_worker::{Backoff, WorkerConfig};
 use secrecy::SecretString;
 use tokio::task::JoinHandle;
@@ -102,6 +102,8 @@ pub(crate) struct Options {
     pub(crate) nats_config: Option<String>,
     /// How long the API retries a publish whose outcome is unknown (default: the broker's).
     pub(crate) publish_deadline: Option<Duration>,
+    /// Run on a three-node cluster with an R3 stream instead of one nats-server.
+    pub(crate) cluster: bool,
 }
 
 impl Default for Options {
@@ -130,6 +132,7 @@ impl Default for Options {
             readiness: Default::default(),
             nats_config: None,
             publish_deadline: None,
+            cluster: false,
         }
     }
 }
@@ -152,9 +155,50 @@ impl Options {
     }
 }
 
+/// The NATS side of a test system: one nats-server, or a three-node cluster.
+pub(crate) enum TestNats {
+    Single(Box<NatsServer>),
+    Cluster(NatsTestCluster),
+}
+
+impl TestNats {
+    /// The client URL (every node's, comma-separated, for a cluster).
+    pub(crate) fn url(&self) -> String {
+        match self {
+            TestNats::Single(s) => s.url(),
+            TestNats::Cluster(c) => c.urls(),
+        }
+    }
+
+    /// SIGKILL of the one server.
+    pub(crate) async fn kill(&mut self) {
+        self.single().kill().await;
+    }
+
+    /// Starts the one server again on its port and store.
+    pub(crate) async fn restart(&mut self) {
+        self.single().restart().await;
+    }
+
+    fn single(&mut self) -> &mut NatsServer {
+        match self {
+            TestNats::Single(s) => s,
+            TestNats::Cluster(_) => panic!("a cluster test kills nodes through cluster()"),
+        }
+    }
+
+    /// The cluster (of a test spawned with `Options::cluster`).
+    pub(crate) fn cluster(&mut self) -> &mut NatsTestCluster {
+        match self {
+            TestNats::Cluster(c) => c,
+            TestNats::Single(_) => panic!("not a cluster test"),
+        }
+    }
+}
+
 /// A whole system: nats-server, database, api, worker, projector.
 pub(crate) struct TestApp {
-    pub(crate) nats: NatsServer,
+    pub(crate) nats: TestNats,
     pub(crate) db: TestDb,
     pub(crate) base: String,
     pub(crate) http: reqwest::Client,
@@ -186,11 +230,19 @@ impl TestApp {
             jobstream_core::telemetry::LogFormat::Pretty,
             jobstream_core::telemetry::test_writer(),
         );
-        let nats = NatsServer::start_with_config(options.nats_config.as_deref()).await;
+        let (nats, replicas) = if options.cluster {
+            (TestNats::Cluster(NatsTestCluster::start().await), 3)
+        } else {
+            let single = NatsServer::start_with_config(options.nats_config.as_deref()).await;
+            (TestNats::Single(Box::new(single)), 1)
+        };
         let db = TestDb::create(backend).await.expect("backend configured");
         let broker = connect(&nats.url(), "test").await;
         broker
-            .ensure_stream(&StreamSettings::default())
+            .ensure_stream(&StreamSettings {
+                replicas,
+                ..StreamSettings::default()
+            })
             .await
             .expect("stream");
         let auth = AuthConfig {
