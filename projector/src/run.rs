@@ -39,7 +39,7 @@ impl Default for ProjectorConfig {
             name: jobstream_core::replay::DEFAULT_PROJECTOR.to_owned(),
             batch_size: 500,
             sweep_interval: Duration::from_secs(60),
-            job_ttl: Duration::from_secs(24 * 3600),
+            job_ttl: jobstream_core::replay::DEFAULT_JOB_TTL,
         }
     }
 }

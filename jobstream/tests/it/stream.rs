@@ -27,6 +27,7 @@ async fn the_stream_is_created_and_updated_idempotently_with_limits_retention() 
             "timers.>",
             "idem.>",
             "users.>",
+            "queues.>",
             "workflows.>"
         ]
         .map(str::to_owned)
