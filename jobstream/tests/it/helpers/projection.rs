@@ -84,7 +84,12 @@ impl TestApp {
 
     /// Waits until `n` rows have `status`.
     pub(crate) async fn wait_for_count(&self, status: &str, n: u64) {
-        self.when_projected(&format!("{n} jobs {status}"), || async {
+        self.wait_for_count_within(status, n, WAIT).await;
+    }
+
+    /// [`Self::wait_for_count`], giving up after `within`.
+    pub(crate) async fn wait_for_count_within(&self, status: &str, n: u64, within: Duration) {
+        self.when_projected_within(&format!("{n} jobs {status}"), within, || async {
             let c = queued_job::Entity::find()
                 .filter(queued_job::Column::Status.eq(status))
                 .count(&self.db.conn)
