@@ -16,7 +16,6 @@ mod m20261202_000601_create_queue_status_index;
 mod m20261202_000601_create_workflows;
 mod m20261202_000901_index_job_list_filters;
 mod m20261202_001001_create_queue_states;
-mod m20261202_001002_add_queued_jobs_queue_index;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -33,7 +32,6 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000501_create_rejected_events::Migration),
             Box::new(m20261202_000601_create_queue_status_index::Migration),
             Box::new(m20261202_001001_create_queue_states::Migration),
-            Box::new(m20261202_001002_add_queued_jobs_queue_index::Migration),
             Box::new(m20261202_000601_create_workflows::Migration),
             Box::new(m20261202_000901_index_job_list_filters::Migration),
         ]

@@ -121,16 +121,18 @@ impl QueueService {
         Ok(out)
     }
 
-    /// When the oldest `queued` job of a queue became queued.
+    /// When the oldest `queued` job of a queue was created: the definition the console and
+    /// the `queue_oldest_waiting_job_age_seconds` gauge use, served by the same
+    /// (queue, status, created_at) index.
     async fn oldest_queued(&self, queue: &str) -> Result<Option<DateTime<Utc>>, QueuesError> {
         use queued_job::Column as C;
         Ok(queued_job::Entity::find()
             .filter(C::Queue.eq(queue))
             .filter(C::Status.eq(JobStatus::Queued.as_str()))
-            .order_by_asc(C::UpdatedAt)
+            .order_by_asc(C::CreatedAt)
             .one(&self.db)
             .await?
-            .map(|j| j.updated_at))
+            .map(|j| j.created_at))
     }
 
     /// Every queue's lane consumers, summed over its lanes.
