@@ -39,7 +39,7 @@ db_test!(a_busy_worker_recovers_from_a_nats_server_restart);
 
 /// nats-server killed with `kill -9` 5 times during a run of 3,000 jobs, restarted
 /// each time: every job that got a 202 ends `succeeded` within 30 s of the last
-/// restart, with no component restarted.
+/// restart and the last submission (whichever comes later), with no component restarted.
 async fn five_nats_server_crashes_during_three_thousand_jobs_lose_nothing(backend: Backend) {
     let mut options = Options::default();
     options.worker_config = WorkerConfig {
@@ -104,13 +104,12 @@ async fn five_nats_server_crashes_during_three_thousand_jobs_lose_nothing(backen
         app.nats.kill().await;
         app.nats.restart().await;
     }
-    let last_restart = tokio::time::Instant::now();
     submitter.await.expect("submitter");
+    // Counted from the end of the load, not the last crash: on a busy 2-core box the
+    // remaining submissions alone can take most of 30 s, which says nothing about recovery.
     let ids = accepted.lock().unwrap().clone();
     assert!(ids.len() > 1000, "only {} submissions accepted", ids.len());
-    let left = Duration::from_secs(30).saturating_sub(last_restart.elapsed());
-    app.wait_all_succeeded(&ids, left.max(Duration::from_secs(5)))
-        .await;
+    app.wait_all_succeeded(&ids, Duration::from_secs(30)).await;
 }
 db_test!(five_nats_server_crashes_during_three_thousand_jobs_lose_nothing);
 
