@@ -4,7 +4,7 @@
 # NATS_SERVER_VERSION and NATS_SERVER_DEST (relative to the repository) install another one
 # (the tests use an old one, to check that it is refused).
 set -euo pipefail
-VERSION="${NATS_SERVER_VERSION:-2.14.6}"
+VERSION="${NATS_SERVER_VERSION:-2.15.1}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/${NATS_SERVER_DEST:-.tools/nats-server}"
 bin="$dest/bin/nats-server"
