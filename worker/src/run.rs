@@ -21,9 +21,11 @@ use uuid::Uuid;
 use crate::cancel::{Running, RunningGuard, cancel_stored_after, listen_for_cancellations};
 use crate::decide::{Plan, last_event_seq, plan};
 use crate::handler::{JobContext, JobError, ProgressReporter, Registry};
-use crate::lanes::{Delivery, QueueLanes, REDELIVERY_SLACK, ensure_lane_consumer, pull_loop};
+use crate::idle::REDELIVERY_SLACK;
+use crate::lanes::{QueueLanes, ensure_lane_consumer};
 use crate::limit::{self, Slots};
 use crate::pause::PauseGate;
+use crate::pull::{Delivery, pull_loop};
 use crate::start::{Appends, STARTED_AFTER, StartGate};
 
 /// Exponential back-off with jitter between attempts.
