@@ -11,6 +11,7 @@
 //! - [`kinds`]: the kinds that do real work and their typed config ([`kinds::KindsConfig`]):
 //!   [`email`] (`email.send`, `email.registration`), [`thumbnail`] (`image.thumbnail`),
 //!   [`webhook`] (`http.request`).
+//! - [`defaults`]: every default of the worker and its kinds, once.
 //! - [`run`]: the worker, per-message processing, acks and shutdown.
 //! - [`limit`]: per-queue global concurrency limits (server-held tokens).
 //! - `pause`: a queue's pause state, read at start and followed live; the puller waits
@@ -48,6 +49,7 @@ pub mod builtin;
 mod cancel;
 pub mod children;
 mod decide;
+pub mod defaults;
 pub mod email;
 pub mod handler;
 mod idle;
