@@ -12,6 +12,7 @@ use jobstream_entity::{projector_checkpoint, queued_job, rejected_event};
 use jobstream_testkit::eventually;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -21,6 +22,20 @@ use super::{TestApp, WAIT};
 /// wakes a wait as soon as a batch commits; this bound covers what it does not announce
 /// (the TTL sweep, a replay's table swap, a projector a test built itself).
 const RECHECK: Duration = Duration::from_millis(100);
+
+/// Waits for the projector's next commit, or [`RECHECK`] at most. Without a projector
+/// to follow (none started, or a test stopped or killed it) it waits the bound: a
+/// poll, for the changes no commit announces.
+async fn next_commit(applied: Option<&mut watch::Receiver<u64>>) {
+    match applied {
+        Some(applied) => {
+            if let Ok(Err(_stopped)) = tokio::time::timeout(RECHECK, applied.changed()).await {
+                tokio::time::sleep(RECHECK).await;
+            }
+        }
+        None => tokio::time::sleep(RECHECK).await,
+    }
+}
 
 impl TestApp {
     /// Waits until `check` yields `Some`, checking again each time the projector commits
@@ -58,10 +73,7 @@ impl TestApp {
                 Instant::now() < deadline,
                 "timed out after {within:?} waiting for {what}"
             );
-            if let Ok(Err(_stopped)) = tokio::time::timeout(RECHECK, applied.changed()).await {
-                // That projector is gone (a test stopped or killed it): poll at the bound.
-                tokio::time::sleep(RECHECK).await;
-            }
+            next_commit(Some(&mut applied)).await;
         }
     }
 
@@ -116,8 +128,7 @@ impl TestApp {
 
     /// Submits a job and waits until it has finished (succeeded or failed); returns its row.
     pub(crate) async fn run_job(&self, token: &str, body: &Value) -> queued_job::Model {
-        let job = self.submit_ok(token, body).await;
-        let id = job["id"].as_str().expect("id").to_owned();
+        let id = self.submit_job(token, body).await.id.to_string();
         self.wait_for_row(&id, &format!("job {body} to finish"), |r| {
             r.status == "succeeded" || r.status == "failed"
         })
@@ -166,7 +177,11 @@ impl TestApp {
     /// many were not and the status of a few.
     pub(crate) async fn wait_all_succeeded(&self, ids: &[String], within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
+        let mut applied = self.applied.clone();
         loop {
+            if let Some(a) = applied.as_mut() {
+                a.borrow_and_update();
+            }
             let rows = self.rows().await;
             let done: HashSet<&str> = rows
                 .iter()
@@ -208,7 +223,7 @@ impl TestApp {
                     rows.len()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            next_commit(applied.as_mut()).await;
         }
     }
 
