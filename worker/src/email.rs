@@ -41,8 +41,8 @@ impl Default for MailConfig {
         MailConfig {
             smtp_url: None,
             mailbox_dir: PathBuf::from("data/mailbox"),
-            from: "jobstream <noreply@localhost>".into(),
-            smtp_timeout: Duration::from_secs(30),
+            from: crate::defaults::MAIL_FROM.into(),
+            smtp_timeout: crate::defaults::SMTP_TIMEOUT,
             product_name: "jobstream".into(),
         }
     }

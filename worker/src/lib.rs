@@ -11,11 +11,14 @@
 //! - [`kinds`]: the kinds that do real work and their typed config ([`kinds::KindsConfig`]):
 //!   [`email`] (`email.send`, `email.registration`), [`thumbnail`] (`image.thumbnail`),
 //!   [`webhook`] (`http.request`).
-//! - [`run`]: the pull loop, per-message processing, acks and shutdown.
+//! - [`defaults`]: every default of the worker and its kinds, once.
+//! - [`run`]: the worker, per-message processing, acks and shutdown.
 //! - [`limit`]: per-queue global concurrency limits (server-held tokens).
 //! - `pause`: a queue's pause state, read at start and followed live; the puller waits
 //!   while it is paused. `registry`: the heartbeat into the workers registry (KV bucket).
-//! - `lanes`: priority lane consumers and the pull loop; `decide`: what a delivery
+//! - `lanes`: priority lane consumers and the doorbell; `pull`: the pull loop of a queue
+//!   (permits, tokens, a look at each lane), `idle`: its wait when every lane is empty,
+//!   `watchdog`: telling a stalled puller from an idle one; `decide`: what a delivery
 //!   does, from the job's history; `start`: the fast path (when `started` is stored);
 //!   `cancel`: stopping running handlers.
 //!
@@ -26,7 +29,7 @@
 //! being redelivered; that includes waiting out a stream that refuses writes, since
 //! the attempt number is the delivery count and an outage must not use up attempts
 //! (see `run::decide_and_run`). Every server round trip of the puller is bounded,
-//! and a watchdog rebuilds a queue's consumers when it stalls (`lanes`).
+//! and a watchdog rebuilds a queue's consumers when it stalls (`watchdog`).
 //!
 //! ## Lanes, retries and cancellation
 //! Each queue has one durable consumer per priority lane (`high`, `normal`,
@@ -46,16 +49,20 @@ pub mod builtin;
 mod cancel;
 pub mod children;
 mod decide;
+pub mod defaults;
 pub mod email;
 pub mod handler;
+mod idle;
 pub mod kinds;
 mod lanes;
 pub mod limit;
 mod pause;
+mod pull;
 mod registry;
 pub mod run;
 mod start;
 pub mod thumbnail;
+mod watchdog;
 pub mod webhook;
 
 pub use handler::{Handler, JobContext, JobError, ProgressReporter, Registry};

@@ -20,10 +20,13 @@ use uuid::Uuid;
 
 use crate::cancel::{Running, RunningGuard, cancel_stored_after, listen_for_cancellations};
 use crate::decide::{Plan, last_event_seq, plan};
+use crate::defaults;
 use crate::handler::{JobContext, JobError, ProgressReporter, Registry};
-use crate::lanes::{Delivery, QueueLanes, REDELIVERY_SLACK, ensure_lane_consumer, pull_loop};
+use crate::idle::REDELIVERY_SLACK;
+use crate::lanes::{QueueLanes, ensure_lane_consumer};
 use crate::limit::{self, Slots};
 use crate::pause::PauseGate;
+use crate::pull::{Delivery, pull_loop};
 use crate::start::{Appends, STARTED_AFTER, StartGate};
 
 /// Exponential back-off with jitter between attempts.
@@ -38,8 +41,8 @@ pub struct Backoff {
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(300),
+            base: defaults::BACKOFF_BASE,
+            max: defaults::BACKOFF_MAX,
         }
     }
 }
@@ -88,14 +91,14 @@ impl Default for WorkerConfig {
         WorkerConfig {
             id: format!("worker-{}", std::process::id()),
             queues: vec![QueueName::default_queue()],
-            concurrency: 32,
-            ack_wait: Duration::from_secs(30),
-            queue_max_in_flight: 10_000,
+            concurrency: defaults::CONCURRENCY,
+            ack_wait: defaults::ACK_WAIT,
+            queue_max_in_flight: defaults::QUEUE_MAX_IN_FLIGHT,
             queue_limits: HashMap::new(),
             backoff: Backoff::default(),
-            shutdown_grace: Duration::from_secs(25),
-            cancel_grace: Duration::from_secs(5),
-            heartbeat: Duration::from_secs(5),
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
+            cancel_grace: defaults::CANCEL_GRACE,
+            heartbeat: defaults::HEARTBEAT,
         }
     }
 }

@@ -32,9 +32,9 @@ pub struct ImageLimits {
 impl Default for ImageLimits {
     fn default() -> Self {
         ImageLimits {
-            max_file_bytes: 32 * 1024 * 1024,
-            max_side: 12_000,
-            max_alloc: 512 * 1024 * 1024,
+            max_file_bytes: crate::defaults::IMAGE_MAX_FILE_BYTES,
+            max_side: crate::defaults::IMAGE_MAX_SIDE,
+            max_alloc: crate::defaults::IMAGE_MAX_ALLOC,
         }
     }
 }

@@ -37,8 +37,8 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
             allow: Vec::new(),
-            max_response_bytes: 64 * 1024,
-            default_timeout: Duration::from_secs(30),
+            max_response_bytes: crate::defaults::WEBHOOK_MAX_RESPONSE_BYTES,
+            default_timeout: crate::defaults::WEBHOOK_TIMEOUT,
         }
     }
 }

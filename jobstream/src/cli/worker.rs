@@ -6,19 +6,16 @@ use std::time::Duration;
 use std::sync::LazyLock;
 
 use clap::Args;
-use jobstream_worker::WorkerConfig;
-use jobstream_worker::email::MailConfig;
-use jobstream_worker::thumbnail::ImageLimits;
-use jobstream_worker::webhook::WebhookConfig;
+use jobstream_core::subject::QueueName;
+use jobstream_worker::defaults;
 use secrecy::SecretString;
 
 use super::parse::{format_duration, format_size, parse_duration, parse_size};
 use super::{DataDirArgs, FilesArgs, MetricsArgs, NatsArgs};
 
-/// The worker crate's defaults, and those of its kinds, as the flags show and parse them:
-/// each default is written once, in the worker crate.
-struct Defaults {
-    worker: WorkerConfig,
+/// Defaults of the worker crate ([`defaults`]) that a flag shows as text: each
+/// default is written once, there.
+struct DefaultTexts {
     queue: String,
     ack_wait: String,
     backoff_base: String,
@@ -26,39 +23,24 @@ struct Defaults {
     shutdown_grace: String,
     cancel_grace: String,
     heartbeat: String,
-    mail: MailConfig,
     smtp_timeout: String,
-    images: ImageLimits,
     image_max_file_size: String,
     image_max_alloc: String,
     webhook_max_response: String,
 }
 
-static DEFAULTS: LazyLock<Defaults> = LazyLock::new(|| {
-    let worker = WorkerConfig::default();
-    let (mail, images) = (MailConfig::default(), ImageLimits::default());
-    let webhook = WebhookConfig::default();
-    Defaults {
-        queue: worker
-            .queues
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        ack_wait: format_duration(worker.ack_wait),
-        backoff_base: format_duration(worker.backoff.base),
-        backoff_max: format_duration(worker.backoff.max),
-        shutdown_grace: format_duration(worker.shutdown_grace),
-        cancel_grace: format_duration(worker.cancel_grace),
-        heartbeat: format_duration(worker.heartbeat),
-        smtp_timeout: format_duration(mail.smtp_timeout),
-        image_max_file_size: format_size(images.max_file_bytes),
-        image_max_alloc: format_size(images.max_alloc),
-        webhook_max_response: format_size(webhook.max_response_bytes as u64),
-        worker,
-        mail,
-        images,
-    }
+static DEFAULTS: LazyLock<DefaultTexts> = LazyLock::new(|| DefaultTexts {
+    queue: QueueName::default_queue().to_string(),
+    ack_wait: format_duration(defaults::ACK_WAIT),
+    backoff_base: format_duration(defaults::BACKOFF_BASE),
+    backoff_max: format_duration(defaults::BACKOFF_MAX),
+    shutdown_grace: format_duration(defaults::SHUTDOWN_GRACE),
+    cancel_grace: format_duration(defaults::CANCEL_GRACE),
+    heartbeat: format_duration(defaults::HEARTBEAT),
+    smtp_timeout: format_duration(defaults::SMTP_TIMEOUT),
+    image_max_file_size: format_size(defaults::IMAGE_MAX_FILE_BYTES),
+    image_max_alloc: format_size(defaults::IMAGE_MAX_ALLOC),
+    webhook_max_response: format_size(defaults::WEBHOOK_MAX_RESPONSE_BYTES as u64),
 });
 
 /// Worker tuning.
@@ -73,14 +55,14 @@ pub struct WorkerTuning {
     )]
     pub queues: Vec<String>,
     /// Jobs this worker runs at once.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = DEFAULTS.worker.concurrency)]
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = defaults::CONCURRENCY)]
     pub concurrency: usize,
     /// Time before an unacknowledged job is redelivered (kept alive by heartbeats while running).
     #[arg(long, env = "WORKER_ACK_WAIT", default_value = DEFAULTS.ack_wait.as_str(), value_parser = parse_duration)]
     pub ack_wait: Duration,
     /// `max_ack_pending` of a queue's lane consumers when they are created without a
     /// `--queue-limit` (a cap on delivered, unacknowledged jobs per lane).
-    #[arg(long, env = "QUEUE_MAX_IN_FLIGHT", default_value_t = DEFAULTS.worker.queue_max_in_flight)]
+    #[arg(long, env = "QUEUE_MAX_IN_FLIGHT", default_value_t = defaults::QUEUE_MAX_IN_FLIGHT)]
     pub queue_max_in_flight: i64,
     /// Delay before the second attempt, doubling each attempt, for jobs whose `queued`
     /// event names no back-off (the API always writes the kind's default).
@@ -159,7 +141,7 @@ pub struct KindsArgs {
     #[arg(
         long,
         env = "MAIL_FROM",
-        default_value = DEFAULTS.mail.from.as_str()
+        default_value = defaults::MAIL_FROM
     )]
     pub mail_from: String,
     /// Networks webhooks may call although they are not public, comma-separated (e.g. 127.0.0.1/32,10.0.0.0/8).
@@ -172,7 +154,7 @@ pub struct KindsArgs {
     #[arg(long, env = "IMAGE_MAX_FILE_SIZE", default_value = DEFAULTS.image_max_file_size.as_str(), value_parser = parse_size)]
     pub image_max_file_size: u64,
     /// Largest width or height of a source image, in pixels (decompression bombs are refused).
-    #[arg(long, env = "IMAGE_MAX_SIDE", default_value_t = DEFAULTS.images.max_side)]
+    #[arg(long, env = "IMAGE_MAX_SIDE", default_value_t = defaults::IMAGE_MAX_SIDE)]
     pub image_max_side: u32,
     /// Most memory the image decoder may allocate for one image.
     #[arg(long, env = "IMAGE_MAX_ALLOC", default_value = DEFAULTS.image_max_alloc.as_str(), value_parser = parse_size)]

@@ -258,12 +258,12 @@ async fn rs256_es256_and_eddsa_tokens_from_pem_and_jwks_are_accepted() {
         for kid in [Some(kid), None] {
             let token = sign(alg, private, kid, &claims("google-oauth2|1234.5678"));
             let job = app
-                .submit_ok(
+                .submit_job(
                     &token,
                     &json!({"kind": "echo", "payload": {"alg": format!("{alg:?}"), "kid": kid}}),
                 )
                 .await;
-            let id = job["id"].as_str().expect("id").to_owned();
+            let id = job.id.to_string();
             let (status, got) = app.get(&token, &format!("/v1/jobs/{id}")).await;
             assert_eq!(status, StatusCode::OK, "{alg:?} {kid:?}");
             assert_eq!(got["owner"], "google-oauth2|1234.5678");
@@ -305,9 +305,9 @@ async fn roles_from_the_configured_claim_gate_admin_routes_and_hide_other_users_
     assert_eq!(status, StatusCode::OK);
 
     let job = app
-        .submit_ok(&alice, &json!({"kind": "echo", "payload": 1}))
+        .submit_job(&alice, &json!({"kind": "echo", "payload": 1}))
         .await;
-    let path = format!("/v1/jobs/{}", job["id"].as_str().expect("id"));
+    let path = format!("/v1/jobs/{}", job.id);
     let (status, p) = app.get(&bob, &path).await;
     assert_eq!(
         status,

@@ -135,8 +135,8 @@ async fn nul_characters_are_refused_at_the_door(backend: Backend) {
         assert!(fields(&p).iter().any(|f| f == field), "{path} {body}: {p}");
     }
     // A cancel reason enters the stream too.
-    let job = app.submit_ok(&token, &json!({"kind": "echo"})).await;
-    let id = job["id"].as_str().unwrap();
+    let job = app.submit_job(&token, &json!({"kind": "echo"})).await;
+    let id = &job.id.to_string();
     let cancel = format!("/v1/jobs/{id}/cancel");
     let p = app
         .send_json(Method::POST, &cancel, &token, &json!({"reason": "\u{0}"}))
@@ -145,9 +145,9 @@ async fn nul_characters_are_refused_at_the_door(backend: Backend) {
     assert_eq!(fields(&p), ["reason"]);
     // The projection keeps folding: a later job is projected.
     let job = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": {"ok": true}}))
+        .submit_job(&token, &json!({"kind": "echo", "payload": {"ok": true}}))
         .await;
-    app.wait_for_row(job["id"].as_str().unwrap(), "later job projected", |_| true)
+    app.wait_for_row(&job.id.to_string(), "later job projected", |_| true)
         .await;
     let _ = WAIT;
 }
@@ -157,7 +157,7 @@ async fn nesting_beyond_the_limit_is_refused_with_the_field_named(backend: Backe
     let app = TestApp::with(backend, Options::api_only()).await;
     let token = app.token("alice", false);
     // At the limit (counting the body object itself) is fine.
-    app.submit_ok(
+    app.submit_job(
         &token,
         &json!({"kind": "echo", "payload": nested(MAX_JSON_DEPTH - 2)}),
     )
@@ -290,8 +290,8 @@ async fn every_layer_answers_problem_json(backend: Backend) {
     assert_eq!(fields(&p), ["from_seq"]);
 
     // `1m` is what the docs offer.
-    let job = app.submit_ok(&token, &json!({"kind": "echo"})).await;
-    let id = job["id"].as_str().unwrap();
+    let job = app.submit_job(&token, &json!({"kind": "echo"})).await;
+    let id = &job.id.to_string();
     let res = app
         .http
         .get(format!("{}/v1/jobs/{id}/wait?timeout=1m&x=1", app.base))
@@ -423,7 +423,7 @@ async fn a_503_never_says_not_stored_for_a_stored_job(backend: Backend) {
     .await;
     let token = app.token("alice", false);
     // Register alice before the faults (her first request stores her `user.registered`).
-    app.submit_ok(&token, &json!({"kind": "echo", "payload": {"n": -1}}))
+    app.submit_job(&token, &json!({"kind": "echo", "payload": {"n": -1}}))
         .await;
     let told: Arc<Mutex<Vec<(i64, Told, String)>>> = Arc::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -204,9 +204,9 @@ async fn a_worker_consumer_leader_killed_jobs_resume_within_15_s_and_finish_once
     let mut app = TestApp::with(backend, cluster_options()).await;
     let token = app.token("alice", false);
     let first = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": 0}))
+        .submit_job(&token, &json!({"kind": "echo", "payload": 0}))
         .await;
-    app.wait_for_row(first["id"].as_str().unwrap(), "the first job", |r| {
+    app.wait_for_row(&first.id.to_string(), "the first job", |r| {
         r.status == "succeeded"
     })
     .await;
@@ -217,12 +217,12 @@ async fn a_worker_consumer_leader_killed_jobs_resume_within_15_s_and_finish_once
     let killed_at = Instant::now();
     let answers = submissions.await.expect("submissions");
     let mut accepted = answers.accepted;
-    accepted.push(first["id"].as_str().unwrap().to_owned());
+    accepted.push(first.id.to_string());
     // The first job submitted after the kill runs within 15 s of it.
     let probe = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": "probe"}))
+        .submit_job(&token, &json!({"kind": "echo", "payload": "probe"}))
         .await;
-    app.wait_for_row(probe["id"].as_str().unwrap(), "a job after the kill", |r| {
+    app.wait_for_row(&probe.id.to_string(), "a job after the kill", |r| {
         r.status == "succeeded"
     })
     .await;
@@ -231,7 +231,7 @@ async fn a_worker_consumer_leader_killed_jobs_resume_within_15_s_and_finish_once
         resumed < Duration::from_secs(15),
         "jobs resumed {resumed:?} after the kill"
     );
-    accepted.push(probe["id"].as_str().unwrap().to_owned());
+    accepted.push(probe.id.to_string());
     assert!(
         answers
             .refused
@@ -271,9 +271,9 @@ async fn verify_clean(app: &TestApp) {
 /// Submits an echo job and waits until its row is `succeeded`; returns its id.
 async fn echo_succeeded(app: &TestApp, token: &str, payload: Value, what: &str) -> String {
     let job = app
-        .submit_ok(token, &json!({"kind": "echo", "payload": payload}))
+        .submit_job(token, &json!({"kind": "echo", "payload": payload}))
         .await;
-    let id = job["id"].as_str().expect("id").to_owned();
+    let id = job.id.to_string();
     app.wait_for_row(&id, what, |r| r.status == "succeeded")
         .await;
     id
@@ -304,7 +304,7 @@ async fn two_projectors_forced_to_fold_at_once_never_apply_an_event_twice(backen
     let app = TestApp::with(backend, options).await;
     let token = app.token("alice", false);
     for i in 0..200 {
-        app.submit_ok(&token, &json!({"kind": "echo", "payload": i}))
+        app.submit_job(&token, &json!({"kind": "echo", "payload": i}))
             .await;
     }
     let build = |client: &'static str| {
@@ -350,13 +350,13 @@ async fn a_delayed_job_due_during_a_stream_leader_kill_fires_once(backend: Backe
     let mut app = TestApp::with(backend, cluster_options()).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "echo", "payload": "later", "delay_ms": 1000}),
         )
         .await;
-    assert_eq!(job["status"], "scheduled");
-    let id = job["id"].as_str().unwrap();
+    assert_eq!(job.status, "scheduled");
+    let id = &job.id.to_string();
     // Killed at once: the job comes due while the cluster elects a new stream leader,
     // whose scheduler fires it.
     let leader = stream_leader(&mut app).await;
@@ -413,7 +413,7 @@ async fn two_of_three_nodes_killed_the_api_answers_503_then_recovers(backend: Ba
     options.publish_deadline = Some(Duration::from_secs(3));
     let mut app = TestApp::with(backend, options).await;
     let token = app.token("alice", false);
-    app.submit_ok(&token, &json!({"kind": "echo", "payload": "before"}))
+    app.submit_job(&token, &json!({"kind": "echo", "payload": "before"}))
         .await;
     let leader = stream_leader(&mut app).await;
     let other = (leader + 1) % 3;

@@ -1,7 +1,7 @@
 //! Delayed jobs: `scheduled` until `run_at`, then fired by nats-server's message
 //! scheduler through the normal worker path; once, even across a restart of everything.
 
-use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, SubsecRound, Utc};
+use chrono::{Duration as ChronoDuration, SecondsFormat, SubsecRound, Utc};
 use jobstream_core::EventType;
 use jobstream_testkit::{Backend, eventually};
 use reqwest::StatusCode;
@@ -9,27 +9,20 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Options, TestApp, WAIT, db_test};
 
-fn time(v: &Value) -> DateTime<Utc> {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|| panic!("not a time: {v}"))
-}
-
 async fn a_delayed_job_is_scheduled_then_starts_within_a_second_after_its_time(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     // Whole milliseconds: what the request carries.
     let run_at = (Utc::now() + ChronoDuration::milliseconds(1500)).trunc_subsecs(3);
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "echo", "payload": "later",
                     "run_at": run_at.to_rfc3339_opts(SecondsFormat::Millis, true)}),
         )
         .await;
-    assert_eq!(job["status"], "scheduled");
-    let id = job["id"].as_str().unwrap();
+    assert_eq!(job.status, "scheduled");
+    let id = &job.id.to_string();
     // Read-your-writes: scheduled, not 404, not queued.
     let (status, got) = app.get(&token, &format!("/v1/jobs/{id}")).await;
     assert_eq!(status, StatusCode::OK);
@@ -74,13 +67,13 @@ async fn a_delayed_job_survives_a_restart_of_every_process_and_runs_once(backend
     let mut app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "echo", "payload": 7, "delay_ms": 2000}),
         )
         .await;
-    let id = job["id"].as_str().unwrap().to_owned();
-    let run_at = time(&job["run_at"]);
+    let id = job.id.to_string();
+    let run_at = job.run_at.expect("a delayed job has its run_at");
     app.wait_for_row(&id, "job to be projected as scheduled", |r| {
         r.status == "scheduled"
     })
@@ -154,12 +147,12 @@ async fn bad_delays_are_refused_and_nothing_is_published(backend: Backend) {
 
     // A run_at in the past runs now: queued at once.
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "echo", "run_at": "2020-01-01T00:00:00Z"}),
         )
         .await;
-    assert_eq!(job["status"], "queued");
+    assert_eq!(job.status, "queued");
 }
 db_test!(bad_delays_are_refused_and_nothing_is_published);
 
@@ -167,11 +160,11 @@ async fn a_scheduled_job_cancelled_before_its_time_never_runs(backend: Backend) 
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(&token, &json!({"kind": "echo", "delay_ms": 1500}))
+        .submit_job(&token, &json!({"kind": "echo", "delay_ms": 1500}))
         .await;
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = job.id.to_string();
     let job_id = uuid::Uuid::parse_str(&id).unwrap();
-    let run_at = time(&job["run_at"]);
+    let run_at = job.run_at.expect("a delayed job has its run_at");
     // Cancelled through the API: the job is `cancelled` at once and its timer is dropped.
     let res = app
         .http

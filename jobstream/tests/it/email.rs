@@ -160,13 +160,13 @@ async fn an_unreachable_server_and_a_451_reply_are_retried_until_delivery(backen
     .await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "email.send", "max_attempts": 100,
                     "payload": {"to": "bob@example.com", "subject": "Later", "text": "when you are up"}}),
         )
         .await;
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = job.id.to_string();
     // Connection refused is temporary: the job is retrying, not failed.
     jobstream_testkit::eventually("a retrying event", crate::helpers::WAIT, || async {
         (!app.events_of(&id, EventType::Retrying).await.is_empty()).then_some(())

@@ -20,9 +20,9 @@ async fn a_short_job_costs_two_stream_writes_and_keeps_when_it_ran(backend: Back
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": {"n": 1}}))
+        .submit_job(&token, &json!({"kind": "echo", "payload": {"n": 1}}))
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     let done = app
         .wait_for_job(&token, id, "job to succeed", |j| j.status == "succeeded")
         .await;
@@ -60,9 +60,9 @@ async fn a_job_running_past_the_threshold_shows_running_and_stores_started(backe
     app.start_worker_with(registry).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": "slow"}))
+        .submit_job(&token, &json!({"kind": "echo", "payload": "slow"}))
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     let running = app
         .wait_for_job(&token, id, "job to show running", |j| j.status == "running")
         .await;
@@ -102,17 +102,17 @@ async fn a_job_cancelled_before_it_starts_never_runs(backend: Backend) {
     });
 
     let cancelled = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": "never"}))
+        .submit_job(&token, &json!({"kind": "echo", "payload": "never"}))
         .await;
-    let id = cancelled["id"].as_str().unwrap();
+    let id = &cancelled.id.to_string();
     assert_eq!(app.cancel(&token, id).await, StatusCode::ACCEPTED);
 
     // The worker comes up after the cancel is stored, and runs what is queued behind it.
     app.start_worker_with(registry).await;
     let next = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": "runs"}))
+        .submit_job(&token, &json!({"kind": "echo", "payload": "runs"}))
         .await;
-    let next_id = next["id"].as_str().unwrap();
+    let next_id = &next.id.to_string();
     app.wait_for_job(&token, next_id, "next job to succeed", |j| {
         j.status == "succeeded"
     })

@@ -84,8 +84,8 @@ async fn a_poison_event_is_rejected_and_the_fold_moves_on(backend: Backend) {
 
     // Everything after them still folds.
     let alice = app.token("alice", false);
-    let job = app.submit_ok(&alice, &json!({"kind": "echo"})).await;
-    let id = job["id"].as_str().expect("id");
+    let job = app.submit_job(&alice, &json!({"kind": "echo"})).await;
+    let id = &job.id.to_string();
     app.wait_for_row(id, "the job behind the poison is projected", |_| true)
         .await;
 
@@ -247,7 +247,7 @@ async fn after_a_full_disk_the_projector_catches_up_and_never_acks_past_its_chec
     };
     let (projector, mut failures) = start(limit.clone()).await;
     let alice = app.token("alice", false);
-    app.submit_ok(&alice, &json!({"kind": "echo"})).await;
+    app.submit_job(&alice, &json!({"kind": "echo"})).await;
     app.when_projected("first job folded", || async {
         (app.committed().await >= app.stream_last().await).then_some(())
     })
@@ -268,7 +268,7 @@ async fn after_a_full_disk_the_projector_catches_up_and_never_acks_past_its_chec
         .expect("pages");
     limit.store(pages as u64, Ordering::SeqCst);
     for i in 0..300 {
-        app.submit_ok(
+        app.submit_job(
             &alice,
             &json!({"kind": "echo", "payload": {"i": i, "pad": "x".repeat(200)}}),
         )

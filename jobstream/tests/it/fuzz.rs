@@ -189,8 +189,8 @@ async fn every_route_survives_hostile_input(backend: Backend) {
     let app = TestApp::with(backend, Options::default()).await;
     let admin = app.token("root", true);
     let user = app.token("alice", false);
-    let job = app.submit_ok(&user, &json!({"kind": "echo"})).await;
-    let job_id = job["id"].as_str().unwrap().to_owned();
+    let job = app.submit_job(&user, &json!({"kind": "echo"})).await;
+    let job_id = job.id.to_string();
     let doc: Value = app
         .http
         .get(format!("{}/openapi.json", app.base))
@@ -312,13 +312,13 @@ async fn every_route_survives_hostile_input(backend: Backend) {
         StatusCode::OK
     );
     let job = app
-        .submit_ok(
+        .submit_job(
             &user,
             &json!({"kind": "echo", "payload": {"after": "fuzz"}}),
         )
         .await;
     app.wait_for_row(
-        job["id"].as_str().unwrap(),
+        &job.id.to_string(),
         "a normal job after the fuzz succeeds",
         |r| r.status == "succeeded",
     )

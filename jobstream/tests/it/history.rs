@@ -16,12 +16,12 @@ async fn history_lists_every_event_in_order_and_only_to_its_owner(backend: Backe
         app.token("root", true),
     );
     let job = app
-        .submit_ok(
+        .submit_job(
             &alice,
             &json!({"kind": "fail", "payload": {"times": 1}, "max_attempts": 3}),
         )
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     app.wait_for_row(id, "job to succeed", |r| r.status == "succeeded")
         .await;
 
@@ -70,9 +70,9 @@ async fn wait_returns_as_soon_as_the_job_finishes_or_at_the_timeout(backend: Bac
     let mut app = TestApp::with(backend, Options::without_worker()).await;
     let (alice, bob) = (app.token("alice", false), app.token("bob", false));
     let job = app
-        .submit_ok(&alice, &json!({"kind": "sleep", "payload": {"ms": 200}}))
+        .submit_job(&alice, &json!({"kind": "sleep", "payload": {"ms": 200}}))
         .await;
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = job.id.to_string();
 
     // No worker yet: the wait times out and returns the current state.
     let t = Instant::now();

@@ -230,20 +230,16 @@ async fn kinds_are_listed_and_payloads_are_checked_against_their_schema(backend:
 
     // Valid payloads are accepted, custom kinds get their defaults.
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "text.reverse", "payload": {"text": "abc"}}),
         )
         .await;
     assert_eq!(
-        (
-            job["queue"].as_str(),
-            job["max_attempts"].as_u64(),
-            job["timeout_ms"].as_u64()
-        ),
-        (Some("python"), Some(2), Some(5000))
+        (job.queue.as_str(), job.max_attempts, job.timeout_ms),
+        ("python", 2, 5000)
     );
-    app.submit_ok(
+    app.submit_job(
         &token,
         &json!({"kind": "email.registration", "payload": {"to": "ann@example.com", "name": "Ann", "user_id": "u-1"}}),
     )

@@ -49,12 +49,12 @@ async fn a_dead_job_keeps_every_attempts_error_and_a_retry_runs_it_again(backend
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "fail", "payload": {"times": 10}, "max_attempts": 3}),
         )
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     let dead = app
         .wait_for_job(&token, id, "job to fail for good", |j| j.status == "failed")
         .await;
@@ -93,19 +93,19 @@ async fn fatal_errors_are_not_retried_and_retry_after_is_honoured(backend: Backe
     );
     let token = app.token("alice", false);
     let fatal = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "echo", "payload": {"fatal": "bad input"}, "max_attempts": 5}),
         )
         .await;
     let later = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "echo", "payload": {"retry_after_ms": 700, "times": 1}, "max_attempts": 5}),
         )
         .await;
-    let fatal_id = fatal["id"].as_str().unwrap();
-    let later_id = later["id"].as_str().unwrap();
+    let fatal_id = &fatal.id.to_string();
+    let later_id = &later.id.to_string();
 
     let f = app
         .wait_for_job(&token, fatal_id, "fatal job to fail", |j| {
@@ -141,12 +141,12 @@ async fn an_attempt_past_its_timeout_fails_and_the_retry_policy_applies(backend:
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "sleep", "payload": {"ms": 60_000}, "timeout_ms": 300, "max_attempts": 2, "backoff_base_ms": 50}),
         )
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     let dead = app
         .wait_for_job(&token, id, "timed-out job to fail", |j| {
             j.status == "failed"
@@ -173,9 +173,9 @@ async fn a_job_running_three_times_ack_wait_is_never_redelivered_and_reports_pro
     let app = TestApp::with(backend, options).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 3_200}}))
+        .submit_job(&token, &json!({"kind": "sleep", "payload": {"ms": 3_200}}))
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     let running = app
         .wait_for_job(&token, id, "progress to be reported", |j| {
             j.status == "running" && j.progress.is_some_and(|p| p >= 25)
@@ -217,9 +217,9 @@ async fn a_cancelled_queued_job_never_starts_and_can_be_retried(backend: Backend
     let mut app = TestApp::with(backend, Options::without_worker()).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": "first"}))
+        .submit_job(&token, &json!({"kind": "echo", "payload": "first"}))
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     let (status, _, cancelled) = app
         .post(
             &token,
@@ -234,14 +234,11 @@ async fn a_cancelled_queued_job_never_starts_and_can_be_retried(backend: Backend
     // A worker comes up and runs what is queued behind it; the cancelled job never starts.
     app.start_worker().await;
     let next = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": "second"}))
+        .submit_job(&token, &json!({"kind": "echo", "payload": "second"}))
         .await;
-    app.wait_for_job(
-        &token,
-        next["id"].as_str().unwrap(),
-        "next job to succeed",
-        |j| j.status == "succeeded",
-    )
+    app.wait_for_job(&token, &next.id.to_string(), "next job to succeed", |j| {
+        j.status == "succeeded"
+    })
     .await;
     // Its queued message was acked (the ack of the next one may trail its outcome event).
     eventually("both messages to be acked", WAIT, || async {
@@ -287,9 +284,9 @@ async fn a_running_job_is_stopped_and_ends_cancelled(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 60_000}}))
+        .submit_job(&token, &json!({"kind": "sleep", "payload": {"ms": 60_000}}))
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     app.wait_for_job(&token, id, "job to run", |j| j.status == "running")
         .await;
     let (status, _, body) = app
@@ -325,12 +322,12 @@ async fn a_retrying_job_is_cancelled_at_once_and_its_redelivery_never_runs(backe
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "fail", "payload": {"times": 5}, "max_attempts": 5, "backoff_base_ms": 2_000}),
         )
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     app.wait_for_job(&token, id, "job to wait for its retry", |j| {
         j.status == "retrying"
     })
@@ -368,9 +365,9 @@ async fn cancel_and_retry_refuse_what_they_cannot_do(backend: Backend) {
     let alice = app.token("alice", false);
     let bob = app.token("bob", false);
     let job = app
-        .submit_ok(&alice, &json!({"kind": "echo", "payload": 1}))
+        .submit_job(&alice, &json!({"kind": "echo", "payload": 1}))
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     app.wait_for_job(&alice, id, "job to succeed", |j| j.status == "succeeded")
         .await;
     let before = app.stream_messages().await;
@@ -453,12 +450,12 @@ async fn a_high_priority_job_starts_before_ten_thousand_queued_normal_ones() {
     assert_eq!(published, 10_000);
     let token = app.token("alice", false);
     let high = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "echo", "payload": "urgent", "priority": "high"}),
         )
         .await;
-    let high_id = high["id"].as_str().unwrap();
+    let high_id = high.id.to_string();
 
     let config = WorkerConfig {
         concurrency: 1,
@@ -508,6 +505,7 @@ async fn a_queue_limit_holds_across_two_workers() {
             async move {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 max_seen.fetch_max(now, Ordering::SeqCst);
+                // Stands in for work, so jobs overlap if the limit let them.
                 tokio::time::sleep(Duration::from_millis(60)).await;
                 running.fetch_sub(1, Ordering::SeqCst);
                 ran.fetch_add(1, Ordering::SeqCst);
@@ -579,14 +577,11 @@ async fn a_queue_limit_holds_across_two_workers() {
             let (app, token) = (&app, &token);
             let priority = ["high", "normal", "low"][i % 3];
             async move {
-                app.submit_ok(
+                app.submit_job(
                     token,
                     &json!({"kind": "echo", "payload": i, "queue": "limited", "priority": priority}),
                 )
-                .await["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
+                .await.id.to_string()
             }
         })
         .buffer_unordered(16)
@@ -673,9 +668,9 @@ async fn a_job_still_running_after_the_shutdown_grace_is_redelivered_not_lost(ba
     let mut app = TestApp::with(backend, options).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 2_000}}))
+        .submit_job(&token, &json!({"kind": "sleep", "payload": {"ms": 2_000}}))
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     app.wait_for_job(&token, id, "job to run", |j| j.status == "running")
         .await;
     // SIGTERM: the grace period is shorter than the job, so it is cancelled and handed back.

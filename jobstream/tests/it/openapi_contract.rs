@@ -72,8 +72,8 @@ struct Operation {
 async fn every_documented_body_property_is_accepted_and_nothing_else(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.token("root", true);
-    let job = app.submit_ok(&admin, &json!({"kind": "echo"})).await;
-    let job_id = job["id"].as_str().expect("job id").to_owned();
+    let job = app.submit_job(&admin, &json!({"kind": "echo"})).await;
+    let job_id = job.id.to_string();
     let (status, doc) = app.get(&admin, "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
 

@@ -15,10 +15,10 @@ async fn thousand_echo_jobs_succeed_with_their_payload_as_result(backend: Backen
             let (app, token) = (&app, &token);
             async move {
                 let job = app
-                    .submit_ok(token, &json!({"kind": "echo", "payload": {"n": i}}))
+                    .submit_job(token, &json!({"kind": "echo", "payload": {"n": i}}))
                     .await;
-                assert_eq!(job["status"], "queued");
-                (job["id"].as_str().unwrap().to_owned(), i)
+                assert_eq!(job.status, "queued");
+                (job.id.to_string(), i)
             }
         })
         .buffer_unordered(16)
@@ -77,12 +77,12 @@ async fn users_see_only_their_own_jobs_and_admins_see_all(backend: Backend) {
         app.token("root", true),
     );
     let a = app
-        .submit_ok(&alice, &json!({"kind": "echo", "payload": "a"}))
+        .submit_job(&alice, &json!({"kind": "echo", "payload": "a"}))
         .await;
     let b = app
-        .submit_ok(&bob, &json!({"kind": "echo", "payload": "b"}))
+        .submit_job(&bob, &json!({"kind": "echo", "payload": "b"}))
         .await;
-    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let (a_id, b_id) = (&a.id.to_string(), &b.id.to_string());
     app.wait_for_count("succeeded", 2).await;
 
     assert_eq!(
@@ -134,11 +134,10 @@ async fn pages_have_no_duplicates_or_gaps_while_jobs_are_added(backend: Backend)
     let mut submitted = Vec::new();
     for i in 0..25 {
         submitted.push(
-            app.submit_ok(&token, &json!({"kind": "echo", "payload": i}))
-                .await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
+            app.submit_job(&token, &json!({"kind": "echo", "payload": i}))
+                .await
+                .id
+                .to_string(),
         );
     }
     app.wait_for_count("succeeded", 25).await;
@@ -149,7 +148,7 @@ async fn pages_have_no_duplicates_or_gaps_while_jobs_are_added(backend: Backend)
     assert!(page1["prev"].is_null());
     // New jobs arrive between page reads.
     for i in 0..5 {
-        app.submit_ok(&token, &json!({"kind": "echo", "payload": 100 + i}))
+        app.submit_job(&token, &json!({"kind": "echo", "payload": 100 + i}))
             .await;
     }
     app.wait_for_count("succeeded", 30).await;

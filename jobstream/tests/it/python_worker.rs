@@ -32,13 +32,13 @@ async fn a_python_worker_runs_a_custom_kind_submitted_over_the_api(backend: Back
     ]);
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "text.reverse", "payload": {"text": "hello python world"}}),
         )
         .await;
-    assert_eq!(job["queue"], "python");
-    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job.queue, "python");
+    let id = job.id.to_string();
     let row = app
         .wait_for_row(&id, "the Python worker to finish the job", |r| {
             r.status == "succeeded" || r.status == "failed"

@@ -32,7 +32,7 @@ async fn readyz_reports_a_projection_that_does_not_move(backend: Backend) {
     .await;
     app.wait_ready().await;
     let token = app.token("alice", false);
-    app.submit_ok(&token, &json!({"kind": "echo", "payload": {}}))
+    app.submit_job(&token, &json!({"kind": "echo", "payload": {}}))
         .await;
     let reason = app.wait_not_ready("projector").await;
     assert!(reason.contains("behind"), "{reason}");
@@ -92,7 +92,7 @@ async fn readyz_reports_a_store_that_refuses_writes(backend: Backend) {
         .await
         .unwrap();
     app.wait_ready().await;
-    app.submit_ok(&token, &json!({"kind": "echo", "payload": {}}))
+    app.submit_job(&token, &json!({"kind": "echo", "payload": {}}))
         .await;
 }
 db_test!(readyz_reports_a_store_that_refuses_writes);
@@ -107,16 +107,16 @@ async fn readyz_reports_jobs_waiting_with_no_worker_making_progress(backend: Bac
     let mut app = TestApp::with(backend, options).await;
     let token = app.token("alice", false);
     let first = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": {}}))
+        .submit_job(&token, &json!({"kind": "echo", "payload": {}}))
         .await;
-    app.wait_for_row(first["id"].as_str().unwrap(), "first job", |r| {
+    app.wait_for_row(&first.id.to_string(), "first job", |r| {
         r.status == "succeeded"
     })
     .await;
     app.wait_ready().await;
 
     app.worker.take().unwrap().stop().await;
-    app.submit_ok(&token, &json!({"kind": "echo", "payload": {}}))
+    app.submit_job(&token, &json!({"kind": "echo", "payload": {}}))
         .await;
     let reason = app.wait_not_ready("workers").await;
     assert!(reason.contains("worker-default"), "{reason}");

@@ -20,9 +20,9 @@ async fn a_job_whose_worker_dies_mid_run_is_redelivered_and_succeeds_once(backen
     let mut app = TestApp::with(backend, options).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 1500}}))
+        .submit_job(&token, &json!({"kind": "sleep", "payload": {"ms": 1500}}))
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     app.wait_for_row(id, "job to start", |r| r.status == "running")
         .await;
 
@@ -52,11 +52,10 @@ async fn jobs_accepted_before_a_nats_server_crash_all_complete(backend: Backend)
         .map(|i| {
             let (app, token) = (&app, &token);
             async move {
-                app.submit_ok(token, &json!({"kind": "echo", "payload": i}))
-                    .await["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
+                app.submit_job(token, &json!({"kind": "echo", "payload": i}))
+                    .await
+                    .id
+                    .to_string()
             }
         })
         .buffer_unordered(8)
@@ -127,7 +126,7 @@ async fn submit_mixed(app: &TestApp, token: &str, range: std::ops::Range<u64>) {
                 1 => json!({"kind": "fail", "payload": {"times": 1}, "max_attempts": 2}),
                 _ => json!({"kind": "fail", "payload": {"times": 5}, "max_attempts": 2}),
             };
-            app.submit_ok(token, &body).await;
+            app.submit_job(token, &body).await;
         })
         .buffer_unordered(8)
         .collect::<()>()
@@ -138,9 +137,9 @@ async fn a_worker_stopped_gracefully_finishes_its_running_job(backend: Backend) 
     let mut app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 300}}))
+        .submit_job(&token, &json!({"kind": "sleep", "payload": {"ms": 300}}))
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     app.wait_for_row(id, "job to start", |r| r.status == "running")
         .await;
     // Shutdown within the grace period: the running job completes and is acked, not redelivered.

@@ -20,18 +20,15 @@ async fn the_sweep_deletes_finished_jobs_past_their_ttl_and_keeps_running_ones(b
     let app = TestApp::with(backend, options).await;
     let token = app.token("alice", false);
     let done = app
-        .submit_ok(&token, &json!({"kind": "echo", "payload": 1}))
+        .submit_job(&token, &json!({"kind": "echo", "payload": 1}))
         .await;
     let running = app
-        .submit_ok(&token, &json!({"kind": "sleep", "payload": {"ms": 20000}}))
+        .submit_job(&token, &json!({"kind": "sleep", "payload": {"ms": 20000}}))
         .await;
-    let (done, running) = (
-        done["id"].as_str().unwrap(),
-        running["id"].as_str().unwrap(),
-    );
-    app.wait_for_row(done, "echo job to succeed", |r| r.status == "succeeded")
+    let (done, running) = (done.id.to_string(), running.id.to_string());
+    app.wait_for_row(&done, "echo job to succeed", |r| r.status == "succeeded")
         .await;
-    app.wait_for_row(running, "sleep job to start", |r| r.status == "running")
+    app.wait_for_row(&running, "sleep job to start", |r| r.status == "running")
         .await;
 
     eventually("finished job to be swept", WAIT, || async {
@@ -47,7 +44,7 @@ async fn the_sweep_deletes_finished_jobs_past_their_ttl_and_keeps_running_ones(b
     );
     // Swept from the tables, still in the stream (the log is kept for its own retention).
     assert!(
-        !app.events_of(done, jobstream_core::EventType::Succeeded)
+        !app.events_of(&done, jobstream_core::EventType::Succeeded)
             .await
             .is_empty()
     );

@@ -10,12 +10,12 @@ async fn a_job_failing_fewer_times_than_allowed_succeeds_on_the_next_attempt(bac
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "fail", "payload": {"times": 2}, "max_attempts": 3}),
         )
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     let row = app
         .wait_for_row(id, "fail job to succeed", |r| r.status == "succeeded")
         .await;
@@ -32,12 +32,12 @@ async fn a_job_failing_every_attempt_ends_failed_with_the_error(backend: Backend
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice", false);
     let job = app
-        .submit_ok(
+        .submit_job(
             &token,
             &json!({"kind": "fail", "payload": {"times": 3}, "max_attempts": 3}),
         )
         .await;
-    let id = job["id"].as_str().unwrap();
+    let id = &job.id.to_string();
     let row = app
         .wait_for_row(id, "fail job to fail", |r| r.status == "failed")
         .await;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use jobstream_api::routes::schedules::ScheduleView;
 use jobstream_core::EventType;
 use jobstream_core::stored::fired_sequence;
 use jobstream_entity::{queued_job, schedule as schedule_row};
@@ -25,14 +26,14 @@ async fn each_firing_produces_exactly_one_job_with_two_apis_and_two_workers(back
 
     let (status, created) = app.create_schedule(&app.base, &alice, &body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["every"], "1s");
-    assert_eq!(created["owner"], "alice");
+    let created: ScheduleView = serde_json::from_value(created).expect("a schedule");
+    assert_eq!(created.every.as_deref(), Some("1s"));
+    assert_eq!(created.owner, "alice");
     // The same schedule through the other API instance replaces it: still one schedule.
     let (status, _) = app.create_schedule(&base2, &alice, &body).await;
     assert_eq!(status, StatusCode::OK);
-    eventually("the schedule to be listed", WAIT, || async {
-        let (_, list) = app.get(&alice, "/v1/schedules").await;
-        (list.as_array().map(Vec::len) == Some(1)).then_some(list)
+    app.when_projected("the schedule to be listed", || async {
+        (app.schedules(&alice).await.len() == 1).then_some(())
     })
     .await;
 
@@ -86,9 +87,8 @@ async fn each_firing_produces_exactly_one_job_with_two_apis_and_two_workers(back
         fired.len(),
         "no job without a firing, no firing without a job"
     );
-    eventually("the schedule to leave the list", WAIT, || async {
-        let (_, list) = app.get(&alice, "/v1/schedules").await;
-        (list.as_array().map(Vec::len) == Some(0)).then_some(())
+    app.when_projected("the schedule to leave the list", || async {
+        app.schedules(&alice).await.is_empty().then_some(())
     })
     .await;
 
@@ -173,15 +173,16 @@ async fn schedules_are_owned_validated_and_cron_fires(backend: Backend) {
         app.create_schedule(&app.base, &bob, &hourly).await.0,
         StatusCode::CREATED
     );
-    let all = eventually("both schedules listed for the admin", WAIT, || async {
-        let (_, list) = app.get(&admin, "/v1/schedules").await;
-        (list.as_array().map(Vec::len) == Some(2)).then_some(list)
-    })
-    .await;
-    assert_eq!(all[0]["owner"], "alice");
-    let (_, mine) = app.get(&alice, "/v1/schedules").await;
-    assert_eq!(mine.as_array().unwrap().len(), 1);
-    assert_eq!(mine[0]["cron"], "* * * * * *");
+    let all = app
+        .when_projected("both schedules listed for the admin", || async {
+            let list = app.schedules(&admin).await;
+            (list.len() == 2).then_some(list)
+        })
+        .await;
+    assert_eq!(all[0].owner, "alice");
+    let mine = app.schedules(&alice).await;
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].cron.as_deref(), Some("* * * * * *"));
 
     let row = app
         .when_projected("a cron-fired job to succeed", || async {
@@ -207,9 +208,8 @@ async fn schedules_are_owned_validated_and_cron_fires(backend: Backend) {
             .await,
         StatusCode::NO_CONTENT
     );
-    eventually("no schedules left", WAIT, || async {
-        let (_, list) = app.get(&admin, "/v1/schedules").await;
-        (list.as_array().map(Vec::len) == Some(0)).then_some(())
+    app.when_projected("no schedules left", || async {
+        app.schedules(&admin).await.is_empty().then_some(())
     })
     .await;
 }

@@ -160,6 +160,7 @@ fn load(
                         }
                         // The API is restarting (refused) or nats-server is away (503).
                         _ => {
+                            // A client's back-off before its next submission, not a wait for an event.
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             None
                         }

@@ -132,9 +132,9 @@ async fn submit_n(app: &TestApp, token: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
         let job = app
-            .submit_ok(token, &json!({"kind": "echo", "payload": {"i": i}}))
+            .submit_job(token, &json!({"kind": "echo", "payload": {"i": i}}))
             .await;
-        ids.push(job["id"].as_str().unwrap().to_owned());
+        ids.push(job.id.to_string());
     }
     ids
 }
@@ -260,12 +260,12 @@ async fn filters_isolation_and_admin_view(backend: Backend) {
     .unwrap();
     submit_n(&app, &alice, 1).await;
     let failing = app
-        .submit_ok(&alice, &json!({"kind": "fail", "payload": {"times": 0}}))
+        .submit_job(&alice, &json!({"kind": "fail", "payload": {"times": 0}}))
         .await;
     for expected in ["queued", "succeeded"] {
         let m = by_kind.expect().await;
         assert_eq!(m.event, expected);
-        assert_eq!(m.json()["job_id"], failing["id"]);
+        assert_eq!(m.json()["job_id"], failing.id.to_string());
     }
 
     // Bad filters name the field; no token → 401.

@@ -119,25 +119,24 @@ async fn admins_create_users_whose_registration_email_job_runs(backend: Backend)
         .spawn_worker(mail_registry(), app.options.worker_config.clone())
         .await;
     let admin = admin_token();
-    let (status, created) = app
-        .post_user(
+    let created = app
+        .create_user(
             &admin,
             &json!({"email": " Grace@Navy.MIL ", "name": "Grace Hopper", "sub": "auth0|grace"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let user_id = created["user"]["id"].as_str().expect("user id").to_owned();
+    let user_id = created.user.id.to_string();
     assert_eq!(user_id, user::user_id_for_sub("auth0|grace").to_string());
-    assert_eq!(created["user"]["email"], "grace@navy.mil");
-    assert_eq!(created["user"]["created_by"], "root");
-    let job = &created["registration_job"];
-    assert_eq!(job["kind"], "email.registration");
-    assert_eq!(job["status"], "queued");
+    assert_eq!(created.user.email.as_deref(), Some("grace@navy.mil"));
+    assert_eq!(created.user.created_by.as_deref(), Some("root"));
+    let job = &created.registration_job;
+    assert_eq!(job.kind, "email.registration");
+    assert_eq!(job.status, "queued");
     assert_eq!(
-        job["payload"],
+        job.payload,
         json!({"to": "grace@navy.mil", "name": "Grace Hopper", "user_id": user_id})
     );
-    let job_id = job["id"].as_str().expect("job id");
+    let job_id = &job.id.to_string();
 
     // The registration e-mail is a job like any other: its progress is visible.
     let row = app
@@ -324,7 +323,7 @@ async fn the_users_table_is_rebuilt_identically_from_the_stream(backend: Backend
             &format!("Self {i}"),
             &format!("self{i}@example.com"),
         );
-        app.submit_ok(&token, &json!({"kind": "echo", "payload": i}))
+        app.submit_job(&token, &json!({"kind": "echo", "payload": i}))
             .await;
         let res = app
             .http
@@ -427,16 +426,15 @@ async fn open_registration_lets_any_caller_create_users() {
     )
     .await;
     let token = person("newcomer", "New Comer", "new@example.com");
-    let (status, created) = app
-        .post_user(
+    let created = app
+        .create_user(
             &token,
             &json!({"email": "friend@example.com", "name": "A Friend"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["user"]["created_by"], "newcomer");
+    assert_eq!(created.user.created_by.as_deref(), Some("newcomer"));
     // The caller owns (and can follow) the registration e-mail job.
-    let job = created["registration_job"]["id"].as_str().expect("job id");
+    let job = created.registration_job.id;
     assert_eq!(
         app.get(&token, &format!("/v1/jobs/{job}")).await.0,
         StatusCode::OK

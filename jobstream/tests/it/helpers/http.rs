@@ -1,10 +1,12 @@
 //! Requests to the API as a client sends them, and their answers: status, headers and
-//! body, typed as the API's view types where a test reads a job.
+//! body, typed as the API's view types where a test reads a job or a created user.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use jobstream_api::jobs::JobView;
+use jobstream_api::routes::schedules::ScheduleView;
+use jobstream_api::routes::users::CreatedUser;
 use jobstream_testkit::eventually;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -125,7 +127,15 @@ impl TestApp {
             .expect("POST /v1/jobs")
     }
 
-    /// `POST /v1/jobs`, asserting `202`; returns the job.
+    /// `POST /v1/jobs`, asserting `202`; returns the job as the API shows it.
+    pub(crate) async fn submit_job(&self, token: &str, body: &Value) -> JobView {
+        let res = self.submit(token, body).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED, "submit {body}");
+        res.json().await.expect("a job as the API shows it")
+    }
+
+    /// [`Self::submit_job`] as untyped JSON, for the test files not moved to the typed
+    /// helpers yet.
     pub(crate) async fn submit_ok(&self, token: &str, body: &Value) -> Value {
         let res = self.submit(token, body).await;
         assert_eq!(res.status(), StatusCode::ACCEPTED, "submit {body}");
@@ -148,8 +158,8 @@ impl TestApp {
                     if res.status() != StatusCode::ACCEPTED {
                         return None;
                     }
-                    let job: Value = res.json().await.ok()?;
-                    job["id"].as_str().map(str::to_owned)
+                    let job: JobView = res.json().await.ok()?;
+                    Some(job.id.to_string())
                 }
             })
             .buffer_unordered(16)
@@ -244,6 +254,13 @@ impl TestApp {
         Answer::of(req.json(body)).await.pair()
     }
 
+    /// `GET /v1/schedules`: the schedules the caller sees.
+    pub(crate) async fn schedules(&self, token: &str) -> Vec<ScheduleView> {
+        let (status, list) = self.get(token, "/v1/schedules").await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        serde_json::from_value(list).expect("schedules as the API shows them")
+    }
+
     /// `DELETE {base}/v1/schedules/{path}`: status.
     pub(crate) async fn delete_schedule(&self, base: &str, token: &str, path: &str) -> StatusCode {
         let path = format!("/v1/schedules/{path}");
@@ -258,6 +275,13 @@ impl TestApp {
             .await
             .problem_if_error()
             .pair()
+    }
+
+    /// `POST /v1/users`, asserting `201`: the user and its registration e-mail job.
+    pub(crate) async fn create_user(&self, token: &str, body: &Value) -> CreatedUser {
+        let (status, created) = self.post_user(token, body).await;
+        assert_eq!(status, StatusCode::CREATED, "create user {body}: {created}");
+        serde_json::from_value(created).expect("a created user as the API shows it")
     }
 
     /// `/readyz`: its status and body; an error is problem+json.

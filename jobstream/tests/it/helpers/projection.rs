@@ -12,6 +12,7 @@ use jobstream_entity::{projector_checkpoint, queued_job, rejected_event};
 use jobstream_testkit::eventually;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -21,6 +22,15 @@ use super::{TestApp, WAIT};
 /// wakes a wait as soon as a batch commits; this bound covers what it does not announce
 /// (the TTL sweep, a replay's table swap, a projector a test built itself).
 const RECHECK: Duration = Duration::from_millis(100);
+
+/// Waits for the projector's next commit, or [`RECHECK`] at most. Once that projector
+/// is gone (a test stopped or killed it) it waits the bound: a poll, for the changes no
+/// commit announces.
+async fn next_commit(applied: &mut watch::Receiver<u64>) {
+    if let Ok(Err(_stopped)) = tokio::time::timeout(RECHECK, applied.changed()).await {
+        tokio::time::sleep(RECHECK).await;
+    }
+}
 
 impl TestApp {
     /// Waits until `check` yields `Some`, checking again each time the projector commits
@@ -58,10 +68,7 @@ impl TestApp {
                 Instant::now() < deadline,
                 "timed out after {within:?} waiting for {what}"
             );
-            if let Ok(Err(_stopped)) = tokio::time::timeout(RECHECK, applied.changed()).await {
-                // That projector is gone (a test stopped or killed it): poll at the bound.
-                tokio::time::sleep(RECHECK).await;
-            }
+            next_commit(&mut applied).await;
         }
     }
 
@@ -116,8 +123,7 @@ impl TestApp {
 
     /// Submits a job and waits until it has finished (succeeded or failed); returns its row.
     pub(crate) async fn run_job(&self, token: &str, body: &Value) -> queued_job::Model {
-        let job = self.submit_ok(token, body).await;
-        let id = job["id"].as_str().expect("id").to_owned();
+        let id = self.submit_job(token, body).await.id.to_string();
         self.wait_for_row(&id, &format!("job {body} to finish"), |r| {
             r.status == "succeeded" || r.status == "failed"
         })
@@ -208,7 +214,9 @@ impl TestApp {
                     rows.len()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // A fixed pace, not each commit: every look reads thousands of rows, and one
+            // per commit would load the very store the fold is writing to.
+            tokio::time::sleep(RECHECK).await;
         }
     }
 
