@@ -665,7 +665,7 @@ impl WorkflowState {
     /// Folds one event of the job of step `index`, with `graph` (this workflow's
     /// [`StepGraph`]): only that step and the steps after it are looked at, so folding
     /// every step of a wide chord costs the sum of their dependencies, not steps².
-    /// It decides exactly what a full re-evaluation ([`Self::advance`]) would (a unit
+    /// It decides exactly what a full re-evaluation of every step would (a unit
     /// test compares the two), because after each fold no other step is left decidable:
     /// a running workflow has no failed step that fails it, and no pending step whose
     /// dependencies all succeeded or one ended otherwise.

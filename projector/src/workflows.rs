@@ -13,7 +13,9 @@ use jobstream_core::workflow::{
 use jobstream_core::{Envelope, Event, JobState};
 use jobstream_entity::{workflow, workflow_step};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect,
+};
 use uuid::Uuid;
 
 /// Rows per statement (well under the databases' parameter limits).
@@ -63,11 +65,15 @@ impl<'a> BatchFlows<'a> {
             .map(|id| id.to_string())
             .collect();
         for chunk in job_ids.chunks(ROWS_PER_STATEMENT) {
-            let owners = workflow_step::Entity::find()
+            // Only the workflow ids: the rows (with their specs) are read once per workflow below.
+            let owners: Vec<String> = workflow_step::Entity::find()
+                .select_only()
+                .column(workflow_step::Column::WorkflowId)
                 .filter(workflow_step::Column::JobId.is_in(chunk.iter().cloned()))
+                .into_tuple()
                 .all(db)
                 .await?;
-            ids.extend(owners.into_iter().map(|s| s.workflow_id));
+            ids.extend(owners);
         }
         let ids: Vec<String> = ids.into_iter().collect();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
