@@ -7,12 +7,15 @@
 use std::collections::{HashMap, HashSet};
 
 use jobstream_core::workflow::{
-    JobUpdate, WorkflowEnvelope, WorkflowEvent, WorkflowRejected, WorkflowState, step_job_id,
+    JobUpdate, StepGraph, WorkflowEnvelope, WorkflowEvent, WorkflowRejected, WorkflowState,
+    step_job_id,
 };
 use jobstream_core::{Envelope, Event, JobState};
 use jobstream_entity::{workflow, workflow_step};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect,
+};
 use uuid::Uuid;
 
 /// Rows per statement (well under the databases' parameter limits).
@@ -28,6 +31,9 @@ enum Change<'a> {
 /// fold can note each step job's state after each of its events.
 pub(crate) struct BatchFlows<'a> {
     workflows: HashMap<Uuid, WorkflowState>,
+    /// Each workflow's step graph, built once per batch: a step event then looks only
+    /// at its step and the steps after it.
+    graphs: HashMap<Uuid, StepGraph>,
     /// Step job id → (workflow id, step index).
     steps_of_jobs: HashMap<Uuid, (Uuid, usize)>,
     changes: Vec<(u64, Change<'a>)>,
@@ -42,6 +48,7 @@ impl<'a> BatchFlows<'a> {
     ) -> Result<Self, DbErr> {
         let mut flows = BatchFlows {
             workflows: HashMap::new(),
+            graphs: HashMap::new(),
             steps_of_jobs: HashMap::new(),
             changes: events
                 .iter()
@@ -58,11 +65,15 @@ impl<'a> BatchFlows<'a> {
             .map(|id| id.to_string())
             .collect();
         for chunk in job_ids.chunks(ROWS_PER_STATEMENT) {
-            let owners = workflow_step::Entity::find()
+            // Only the workflow ids: the rows (with their specs) are read once per workflow below.
+            let owners: Vec<String> = workflow_step::Entity::find()
+                .select_only()
+                .column(workflow_step::Column::WorkflowId)
                 .filter(workflow_step::Column::JobId.is_in(chunk.iter().cloned()))
+                .into_tuple()
                 .all(db)
                 .await?;
-            ids.extend(owners.into_iter().map(|s| s.workflow_id));
+            ids.extend(owners);
         }
         let ids: Vec<String> = ids.into_iter().collect();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
@@ -97,6 +108,7 @@ impl<'a> BatchFlows<'a> {
         for (i, s) in wf.steps.iter().enumerate() {
             self.steps_of_jobs.insert(s.job_id, (wf.id, i));
         }
+        self.graphs.insert(wf.id, StepGraph::of(&wf.steps));
         self.workflows.insert(wf.id, wf);
     }
 
@@ -142,8 +154,10 @@ impl<'a> BatchFlows<'a> {
                     let Some(&(wf_id, index)) = self.steps_of_jobs.get(&job_id) else {
                         continue;
                     };
-                    if let Some(wf) = self.workflows.get_mut(&wf_id) {
-                        wf.on_job(index, &update, seq, at);
+                    if let (Some(wf), Some(graph)) =
+                        (self.workflows.get_mut(&wf_id), self.graphs.get(&wf_id))
+                    {
+                        wf.on_job_in(graph, index, &update, seq, at);
                         dirty.insert(wf_id);
                     }
                 }

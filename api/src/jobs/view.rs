@@ -58,6 +58,24 @@ pub struct JobView {
     pub errors: Vec<AttemptErrorView>,
     /// When a cancellation was requested while the job ran (it ends `cancelled` once its handler stops).
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The workflow this job is a step of (see `GET /v1/workflows/{id}`); absent for a job submitted on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<Uuid>,
+    /// Its step id in that workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
+}
+
+impl JobView {
+    /// The view, saying which workflow step the job is (from
+    /// [`crate::workflows::WorkflowService::steps_of_jobs`]), if any.
+    pub fn with_step(mut self, step: Option<&(Uuid, String)>) -> Self {
+        if let Some((workflow_id, step_id)) = step {
+            self.workflow_id = Some(*workflow_id);
+            self.step_id = Some(step_id.clone());
+        }
+        self
+    }
 }
 
 /// The error of one failed attempt.
@@ -104,6 +122,8 @@ impl From<&JobState> for JobView {
                 })
                 .collect(),
             cancel_requested_at: s.cancel_requested_at,
+            workflow_id: None,
+            step_id: None,
         }
     }
 }

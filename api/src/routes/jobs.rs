@@ -7,6 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::IntoParams;
+use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -14,6 +15,7 @@ use crate::http::page::link;
 use crate::http::{ApiQuery, Body, IdempotencyKey, Page, PageRequest, PathParam, RequestId};
 use crate::jobs::{self, FilterParams, JobFilter, JobView, SubmitJob, Submitted};
 use crate::state::AppState;
+use crate::workflows::WorkflowService;
 
 /// `/v1/jobs` routes.
 pub fn router() -> Router<AppState> {
@@ -79,7 +81,10 @@ pub async fn get_job(
     PathParam(id): PathParam,
 ) -> Result<Json<JobView>, ApiError> {
     let job = state.jobs().get(&caller, jobs::parse_id(&id)?).await?;
-    Ok(Json(JobView::from(&job)))
+    let steps = WorkflowService::new(&state)
+        .steps_of_jobs(&[job.id])
+        .await?;
+    Ok(Json(JobView::from(&job).with_step(steps.get(&job.id))))
 }
 
 /// Cursor of a job list (its filters are [`FilterParams`]).
@@ -115,7 +120,12 @@ pub async fn list_jobs(
     let page = PageRequest::parse(q.limit, q.after.as_deref(), q.before.as_deref())?;
     let filter = JobFilter::parse(&params)?;
     let (jobs, more) = state.jobs().list(&caller, &filter, &page).await?;
-    let items = jobs.iter().map(JobView::from).collect();
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let steps = WorkflowService::new(&state).steps_of_jobs(&ids).await?;
+    let items = jobs
+        .iter()
+        .map(|j| JobView::from(j).with_step(steps.get(&j.id)))
+        .collect();
     let filters = params.pairs();
     Ok(Json(Page::new(
         items,

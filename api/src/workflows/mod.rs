@@ -9,6 +9,8 @@
 pub mod input;
 pub mod view;
 
+use std::collections::HashMap;
+
 use jobstream_core::broker::Broker;
 use jobstream_core::workflow::{WorkflowEnvelope, WorkflowEvent, WorkflowState, WorkflowStatus};
 use jobstream_core::{atomic::Outgoing, kinds::Catalogue};
@@ -122,6 +124,36 @@ impl WorkflowService {
             .all(&self.db)
             .await?;
         Ok(page.trim(rows))
+    }
+
+    /// Which workflow step each of `job_ids` is, from the projection (the step rows exist
+    /// from the workflow's submission on, before any step job): job id → (workflow id, step id).
+    /// Jobs that are no step are left out.
+    pub async fn steps_of_jobs(
+        &self,
+        job_ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, (Uuid, String)>, JobsError> {
+        if job_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = workflow_step::Entity::find()
+            .select_only()
+            .column(workflow_step::Column::JobId)
+            .column(workflow_step::Column::WorkflowId)
+            .column(workflow_step::Column::StepId)
+            .filter(workflow_step::Column::JobId.is_in(job_ids.iter().map(Uuid::to_string)))
+            .into_tuple::<(String, String, String)>()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(job, wf, step)| {
+                Some((
+                    Uuid::parse_str(&job).ok()?,
+                    (Uuid::parse_str(&wf).ok()?, step),
+                ))
+            })
+            .collect())
     }
 
     /// Cancels a running workflow: its pending steps never start, its running ones are stopped.

@@ -9,6 +9,7 @@ mod browser;
 mod client;
 mod cluster;
 mod console;
+mod console_workflows;
 mod delayed;
 mod email;
 mod fast_path;

@@ -46,14 +46,19 @@ impl TestApp {
     }
 
     /// `POST /v1/workflows`, asserting `202`; returns the workflow and its id.
-    async fn workflow_ok(&self, token: &str, body: &Value) -> (String, Value) {
+    pub(crate) async fn workflow_ok(&self, token: &str, body: &Value) -> (String, Value) {
         let (status, wf) = self.submit_workflow(token, body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{wf}");
         (wf["id"].as_str().expect("an id").to_owned(), wf)
     }
 
     /// `POST /v1/workflows/{id}/<action>`: status and body.
-    async fn workflow_action(&self, token: &str, id: &str, action: &str) -> (StatusCode, Value) {
+    pub(crate) async fn workflow_action(
+        &self,
+        token: &str,
+        id: &str,
+        action: &str,
+    ) -> (StatusCode, Value) {
         let res = self
             .http
             .post(format!("{}/v1/workflows/{id}/{action}", self.base))
@@ -66,7 +71,7 @@ impl TestApp {
     }
 
     /// The workflow once `GET /v1/workflows/{id}` says `status`.
-    async fn wait_for_workflow(&self, token: &str, id: &str, status: &str) -> Value {
+    pub(crate) async fn wait_for_workflow(&self, token: &str, id: &str, status: &str) -> Value {
         eventually(&format!("workflow {id} {status}"), WAIT, || async {
             let (code, wf) = self.get(token, &format!("/v1/workflows/{id}")).await;
             (code == StatusCode::OK && wf["status"] == status).then_some(wf)
@@ -166,8 +171,34 @@ async fn photo_flow_thumbnails_in_parallel_then_one_mail_and_a_replay_gives_the_
             "{s}"
         );
     }
+    // A step's job says which workflow step it is, alone and in the list; a job
+    // submitted on its own says nothing of the kind.
+    let notify_job = notify["job_id"].as_str().unwrap();
+    let (code, job) = app.get(&alice, &format!("/v1/jobs/{notify_job}")).await;
+    assert_eq!(code, StatusCode::OK, "{job}");
+    assert_eq!(job["workflow_id"], id.as_str(), "{job}");
+    assert_eq!(job["step_id"], "notify", "{job}");
+    let (_, list) = app.get(&alice, "/v1/jobs?kind=email.send").await;
+    assert_eq!(list["items"][0]["id"], notify_job, "{list}");
+    assert_eq!(list["items"][0]["workflow_id"], id.as_str(), "{list}");
+    assert_eq!(list["items"][0]["step_id"], "notify", "{list}");
+    let alone = app
+        .submit_ok(&alice, &json!({"kind": "echo", "payload": {}}))
+        .await;
+    let (_, alone) = app
+        .get(
+            &alice,
+            &format!("/v1/jobs/{}", alone["id"].as_str().unwrap()),
+        )
+        .await;
+    assert!(alone.get("workflow_id").is_none(), "{alone}");
+    assert!(alone.get("step_id").is_none(), "{alone}");
     // The other user sees nothing of it.
     let bob = app.token("bob", false);
+    assert_eq!(
+        app.get(&bob, &format!("/v1/jobs/{notify_job}")).await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(
         app.get(&bob, &format!("/v1/workflows/{id}")).await.0,
         StatusCode::NOT_FOUND

@@ -7,6 +7,7 @@ mod job;
 mod jobs;
 mod lists;
 mod overview;
+mod workflows;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -32,6 +33,9 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/ui/schedules/{name}/run", post(lists::run_schedule))
         .route("/ui/schedules/{name}/delete", post(lists::delete_schedule))
+        .route("/ui/workflows", get(workflows::list))
+        .route("/ui/workflows/{id}", get(workflows::page))
+        .route("/ui/workflows/{id}/{action}", post(workflows::act))
         .route("/ui/kinds", get(lists::kinds))
         .route("/ui/users", get(lists::users))
         .route("/ui/events", get(events::page))
