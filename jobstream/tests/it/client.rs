@@ -246,7 +246,7 @@ async fn the_cli_pauses_queues_lists_workers_and_tails_events(backend: Backend) 
             tokio::time::Instant::now() < deadline,
             "tail printed no event"
         );
-        app.submit_ok(
+        app.submit_job(
             &admin,
             &serde_json::json!({"kind": "echo", "payload": "tailed"}),
         )

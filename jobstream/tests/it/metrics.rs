@@ -64,23 +64,25 @@ async fn counters_move_by_exactly_what_the_jobs_did_and_gauges_match_the_project
     // Two jobs cancelled while queued (no worker yet).
     for _ in 0..2 {
         let job = app
-            .submit_ok(&token, &json!({"kind": "echo", "payload": 1}))
+            .submit_job(&token, &json!({"kind": "echo", "payload": 1}))
             .await;
-        let id = job["id"].as_str().unwrap();
-        assert_eq!(app.cancel(&token, id).await, StatusCode::ACCEPTED);
+        assert_eq!(
+            app.cancel(&token, &job.id.to_string()).await,
+            StatusCode::ACCEPTED
+        );
     }
     app.start_worker().await;
     // Three that succeed, two that fail after their two attempts, one that succeeds on its second.
     for _ in 0..3 {
-        app.submit_ok(&token, &json!({"kind": "echo", "payload": 2}))
+        app.submit_job(&token, &json!({"kind": "echo", "payload": 2}))
             .await;
     }
     for _ in 0..2 {
         let body = json!({"kind": "fail", "payload": {"times": 5}, "max_attempts": 2});
-        app.submit_ok(&token, &body).await;
+        app.submit_job(&token, &body).await;
     }
     let body = json!({"kind": "fail", "payload": {"times": 1}, "max_attempts": 3});
-    app.submit_ok(&token, &body).await;
+    app.submit_job(&token, &body).await;
     app.wait_for_count("succeeded", 4).await;
     app.wait_for_count("failed", 2).await;
 

@@ -45,17 +45,13 @@ async fn the_registry_lists_a_running_worker_and_marks_it_stale_after_it_stops(b
 
     // A running job shows as in flight.
     let job = app
-        .submit_ok(&alice, &json!({"kind": "sleep", "payload": {"ms": 60_000}}))
+        .submit_job(&alice, &json!({"kind": "sleep", "payload": {"ms": 60_000}}))
         .await;
     app.wait_for_worker("test-worker", "one job in flight", |w| w["in_flight"] == 1)
         .await;
     let (status, _) = app
         .http
-        .post(format!(
-            "{}/v1/jobs/{}/cancel",
-            app.base,
-            job["id"].as_str().unwrap()
-        ))
+        .post(format!("{}/v1/jobs/{}/cancel", app.base, job.id))
         .bearer_auth(&alice)
         .send()
         .await

@@ -183,14 +183,9 @@ async fn photo_flow_thumbnails_in_parallel_then_one_mail_and_a_replay_gives_the_
     assert_eq!(list["items"][0]["workflow_id"], id.as_str(), "{list}");
     assert_eq!(list["items"][0]["step_id"], "notify", "{list}");
     let alone = app
-        .submit_ok(&alice, &json!({"kind": "echo", "payload": {}}))
+        .submit_job(&alice, &json!({"kind": "echo", "payload": {}}))
         .await;
-    let (_, alone) = app
-        .get(
-            &alice,
-            &format!("/v1/jobs/{}", alone["id"].as_str().unwrap()),
-        )
-        .await;
+    let (_, alone) = app.get(&alice, &format!("/v1/jobs/{}", alone.id)).await;
     assert!(alone.get("workflow_id").is_none(), "{alone}");
     assert!(alone.get("step_id").is_none(), "{alone}");
     // The other user sees nothing of it.
@@ -444,9 +439,9 @@ async fn a_handler_fans_out_children_and_its_continuation_gets_their_results(bac
     let _ = children.set(Children::new(connect(&app.nats.url(), "children").await));
     let alice = app.token("alice", false);
     let parent = app
-        .submit_ok(&alice, &json!({"kind": "echo", "payload": {"fan_out": 5}}))
+        .submit_job(&alice, &json!({"kind": "echo", "payload": {"fan_out": 5}}))
         .await;
-    let parent_id: uuid::Uuid = parent["id"].as_str().unwrap().parse().unwrap();
+    let parent_id = parent.id;
     let wf_id = children_workflow_id(parent_id);
     let continuation = step_job_id(wf_id, "done").to_string();
     let row = app
