@@ -7,6 +7,7 @@ mod job;
 mod jobs;
 mod lists;
 mod overview;
+mod queues;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -32,6 +33,9 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/ui/schedules/{name}/run", post(lists::run_schedule))
         .route("/ui/schedules/{name}/delete", post(lists::delete_schedule))
+        .route("/ui/queues", get(queues::page))
+        .route("/ui/queues/{name}/{action}", post(queues::act))
+        .route("/ui/workers", get(queues::workers))
         .route("/ui/kinds", get(lists::kinds))
         .route("/ui/users", get(lists::users))
         .route("/ui/events", get(events::page))
