@@ -1,6 +1,8 @@
 //! The console in a real browser: headless Chromium driven over WebDriver (chromedriver,
-//! `fantoccini`). Log in; a job submitted over REST appears live without a reload; retry
-//! from the job page changes its status; `/docs` renders and loads `/openapi.json`.
+//! `fantoccini`). Log in; a job submitted over REST appears live without a reload (and a
+//! ticked row stays ticked); retry from the job page changes its status; a queue paused
+//! from the queues page holds its jobs until resumed; `/docs` renders and loads
+//! `/openapi.json`.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run` installs them).
 //! Without them the test fails under `CI=true` and skips with a message elsewhere. A
@@ -143,6 +145,27 @@ async fn live_connection_open(client: &Client) -> Result<(), Failure> {
     }
 }
 
+/// Logs in with `token` through the login form.
+async fn login(client: &Client, app: &TestApp, token: &str) -> Result<(), Failure> {
+    client.goto(&format!("{}/ui/login", app.base)).await?;
+    client
+        .find(Locator::Id("token"))
+        .await?
+        .send_keys(token)
+        .await?;
+    client
+        .find(Locator::Css("button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("#overview"))
+        .await?;
+    Ok(())
+}
+
 async fn status_text(client: &Client) -> Result<String, Failure> {
     Ok(client.find(Locator::Id("job-status")).await?.text().await?)
 }
@@ -167,22 +190,7 @@ async fn flow(app: &TestApp, client: &Client) -> Result<(), Failure> {
         .await;
 
     // 1. Log in.
-    client.goto(&format!("{}/ui/login", app.base)).await?;
-    client
-        .find(Locator::Id("token"))
-        .await?
-        .send_keys(&user)
-        .await?;
-    client
-        .find(Locator::Css("button[type=submit]"))
-        .await?
-        .click()
-        .await?;
-    client
-        .wait()
-        .at_most(STEP)
-        .for_element(Locator::Css("#overview"))
-        .await?;
+    login(client, app, &user).await?;
 
     // 2. A job submitted over REST appears in the open jobs page, without a reload.
     client.goto(&format!("{}/ui/jobs", app.base)).await?;
@@ -208,6 +216,29 @@ async fn flow(app: &TestApp, client: &Client) -> Result<(), Failure> {
         .await?;
     if same_page != json!(true) {
         return Err("the page was reloaded".into());
+    }
+    // A ticked row stays ticked while live updates redraw the table.
+    let tick = format!("tr[data-id='{fresh}'] input[type=checkbox]");
+    client.find(Locator::Css(&tick)).await?.click().await?;
+    let another = app
+        .submit_ok(&user, &json!({"kind": "echo", "payload": {"live": 2}}))
+        .await["id"]
+        .as_str()
+        .ok_or("id")?
+        .to_owned();
+    client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css(&format!("tr[data-id='{another}']")))
+        .await?;
+    let ticked = client
+        .execute(
+            "return document.querySelector(arguments[0]).checked;",
+            vec![json!(tick)],
+        )
+        .await?;
+    if ticked != json!(true) {
+        return Err("a live update unticked the selected job".into());
     }
 
     // The README's overview screenshot.
@@ -275,7 +306,48 @@ async fn flow(app: &TestApp, client: &Client) -> Result<(), Failure> {
         return Err("the timeline does not show the retry".into());
     }
 
-    // 4. /docs renders and loads /openapi.json (its title comes from the document).
+    // 4. An admin pauses the queue from the console: a job submitted then waits (queued,
+    // pending at NATS); resumed, it runs.
+    let admin = app.token("ops", true);
+    login(client, app, &admin).await?;
+    client.goto(&format!("{}/ui/queues", app.base)).await?;
+    client
+        .find(Locator::Css("tr[data-queue='default'] button.pause"))
+        .await?
+        .click()
+        .await?;
+    client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("tr[data-queue='default'] button.resume"))
+        .await?;
+    app.wait_for_queue(&admin, "default", "default paused", |q| q["paused"] == true)
+        .await;
+    let held = app
+        .submit_ok(&user, &json!({"kind": "echo", "payload": "held"}))
+        .await["id"]
+        .as_str()
+        .ok_or("id")?
+        .to_owned();
+    app.wait_for_queue(&admin, "default", "the held job pending at NATS", |q| {
+        q["consumer"]["pending"] == 1 && q["depth"]["queued"] == 1
+    })
+    .await;
+    if app.wait_for_row(&held, "held", |_| true).await.status != "queued" {
+        return Err("a job of the paused queue ran".into());
+    }
+    client.refresh().await?;
+    client
+        .find(Locator::Css("tr[data-queue='default'] button.resume"))
+        .await?
+        .click()
+        .await?;
+    app.wait_for_row(&held, "the held job runs after resume", |r| {
+        r.status == "succeeded"
+    })
+    .await;
+
+    // 5. /docs renders and loads /openapi.json (its title comes from the document).
     client.goto(&format!("{}/docs/", app.base)).await?;
     let title = client
         .wait()
