@@ -95,6 +95,36 @@ impl JobService {
         })
     }
 
+    /// How many jobs the caller may see match `filter`, counting no further than `cap`:
+    /// the console's "all N matching". The database counts inside a `LIMIT`ed subquery,
+    /// so a filter matching a million rows costs `cap` index entries, not a million, and
+    /// no id leaves the database.
+    pub async fn count_matching(
+        &self,
+        caller: &Caller,
+        filter: &JobFilter,
+        cap: u64,
+    ) -> Result<u64, JobsError> {
+        use sea_orm::sea_query::{Alias, Query};
+        use sea_orm::{ConnectionTrait, QueryTrait};
+        let capped = filter
+            .select(caller)
+            .select_only()
+            .column(queued_job::Column::Id)
+            .limit(cap)
+            .into_query();
+        let count = Query::select()
+            .expr_as(Func::count(Expr::cust("*")), Alias::new("n"))
+            .from_subquery(capped, Alias::new("capped"))
+            .to_owned();
+        let row = self.db.query_one(&count).await?;
+        let n: i64 = match row {
+            Some(row) => row.try_get("", "n")?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Jobs that succeeded and failed in `[start, end)`.
     async fn finished_between(
         &self,
