@@ -240,6 +240,9 @@ async fn pages_answer_and_users_see_only_their_own(backend: Backend) {
     // Filters: text in the payload, id prefix, status, created range; on the REST list too.
     let by_text = root.get("/ui/jobs?q=SECRET-marker").await.body;
     assert!(by_text.contains(&alice_job) && !by_text.contains(&bob_job));
+    // "All N matching" counts what the filter matches (and only what the caller sees).
+    assert!(by_text.contains("all 1 matching"), "{by_text}");
+    assert!(b.get("/ui/jobs").await.body.contains("all 1 matching"));
     let prefix = &bob_job[..30];
     let by_prefix = root.get(&format!("/ui/jobs?id_prefix={prefix}")).await.body;
     assert!(by_prefix.contains(&bob_job) && !by_prefix.contains(&alice_job));
@@ -569,6 +572,35 @@ async fn schedules_are_created_run_and_deleted_from_the_console(backend: Backend
         StatusCode::NOT_FOUND,
         "bob cannot run alice's schedule"
     );
+    // The same operation over REST: the owner runs it; another user gets 404; an admin
+    // names the owner (the job is the admin's own submission).
+    let run_rest = |token: String, query: &'static str| {
+        let req = app
+            .http
+            .post(format!("{}/v1/schedules/nightly/run{query}", app.base))
+            .bearer_auth(token);
+        async move { req.send().await.expect("POST run") }
+    };
+    let res = run_rest(app.token("alice", false), "").await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let location = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    let job: Value = res.json().await.expect("job");
+    assert_eq!(
+        location,
+        format!("/v1/jobs/{}", job["id"].as_str().unwrap())
+    );
+    assert_eq!(job["kind"], "echo");
+    app.wait_for_row(job["id"].as_str().unwrap(), "REST run now", |r| {
+        r.status == "succeeded" && r.owner == "alice" && r.payload == json!({"from": "schedule"})
+    })
+    .await;
+    let res = run_rest(app.token("bob", false), "?owner=alice").await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let res = run_rest(app.token("root", true), "?owner=alice").await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let job: Value = res.json().await.expect("job");
+    assert_eq!(job["owner"], "root");
     let deleted = a
         .post("/ui/schedules/nightly/delete", &[("csrf", token.as_str())])
         .await;
