@@ -1,9 +1,8 @@
-//! Figures over the projection for the console's overview: per queue counts by status
-//! and oldest waiting job, throughput and failures over the last hour, recent failures
-//! grouped by kind and error. Each is an aggregate the database answers from an index
-//! (`status, finished_at` and `queue, status, created_at`); no query reads rows one by one.
-
-use std::collections::BTreeMap;
+//! Figures over the projection for the console's overview: throughput and failures over
+//! the last hour, recent failures grouped by kind and error. Each is an aggregate the
+//! database answers from the `status, finished_at` index; no query reads rows one by one.
+//! The per-queue counts come from the queues service ([`crate::queues::QueueService::job_counts`]),
+//! the same ones `GET /v1/queues` shows.
 
 use chrono::{DateTime, Duration, Utc};
 use futures::future::try_join_all;
@@ -21,17 +20,6 @@ pub const BUCKET: Duration = Duration::minutes(5);
 pub const BUCKETS: i32 = 12;
 /// Failure groups shown.
 const FAILURE_GROUPS: u64 = 10;
-
-/// One queue's jobs.
-#[derive(Debug, Clone, Default)]
-pub struct QueueStats {
-    /// Queue name.
-    pub queue: String,
-    /// Jobs per status name.
-    pub counts: BTreeMap<String, u64>,
-    /// Creation time of the oldest queued job.
-    pub oldest_waiting: Option<DateTime<Utc>>,
-}
 
 /// Jobs finished in one time bucket.
 #[derive(Debug, Clone, Default)]
@@ -58,8 +46,6 @@ pub struct FailureGroup {
 /// Everything the overview shows from the projection.
 #[derive(Debug, Clone, Default)]
 pub struct Overview {
-    /// Per queue, by name.
-    pub queues: Vec<QueueStats>,
     /// The last hour, oldest bucket first.
     pub buckets: Vec<Bucket>,
     /// Largest failure groups of the last hour.
@@ -75,37 +61,6 @@ impl JobService {
     ) -> Result<Overview, JobsError> {
         use queued_job::Column as C;
         let all = JobFilter::default();
-        let counts: Vec<(String, String, i64)> = all
-            .select(caller)
-            .select_only()
-            .column(C::Queue)
-            .column(C::Status)
-            .column_as(Expr::expr(Func::count(Expr::col(C::Id))), "n")
-            .group_by(C::Queue)
-            .group_by(C::Status)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
-        for (queue, status, n) in counts {
-            let q = queues.entry(queue.clone()).or_insert_with(|| QueueStats {
-                queue,
-                ..QueueStats::default()
-            });
-            q.counts.insert(status, u64::try_from(n).unwrap_or(0));
-        }
-        for q in queues.values_mut() {
-            if q.counts.contains_key(JobStatus::Queued.as_str()) {
-                q.oldest_waiting = all
-                    .select(caller)
-                    .filter(C::Queue.eq(q.queue.as_str()))
-                    .filter(C::Status.eq(JobStatus::Queued.as_str()))
-                    .order_by_asc(C::CreatedAt)
-                    .one(&self.db)
-                    .await?
-                    .map(|row| row.created_at);
-            }
-        }
         let first = now - BUCKET * BUCKETS;
         let buckets = try_join_all((0..BUCKETS).map(|i| {
             let start = first + BUCKET * i;
@@ -128,7 +83,6 @@ impl JobService {
             .all(&self.db)
             .await?;
         Ok(Overview {
-            queues: queues.into_values().collect(),
             buckets,
             failures: failures
                 .into_iter()
@@ -139,6 +93,36 @@ impl JobService {
                 })
                 .collect(),
         })
+    }
+
+    /// How many jobs the caller may see match `filter`, counting no further than `cap`:
+    /// the console's "all N matching". The database counts inside a `LIMIT`ed subquery,
+    /// so a filter matching a million rows costs `cap` index entries, not a million, and
+    /// no id leaves the database.
+    pub async fn count_matching(
+        &self,
+        caller: &Caller,
+        filter: &JobFilter,
+        cap: u64,
+    ) -> Result<u64, JobsError> {
+        use sea_orm::sea_query::{Alias, Query};
+        use sea_orm::{ConnectionTrait, QueryTrait};
+        let capped = filter
+            .select(caller)
+            .select_only()
+            .column(queued_job::Column::Id)
+            .limit(cap)
+            .into_query();
+        let count = Query::select()
+            .expr_as(Func::count(Expr::cust("*")), Alias::new("n"))
+            .from_subquery(capped, Alias::new("capped"))
+            .to_owned();
+        let row = self.db.query_one(&count).await?;
+        let n: i64 = match row {
+            Some(row) => row.try_get("", "n")?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Jobs that succeeded and failed in `[start, end)`.

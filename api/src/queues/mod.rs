@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`QueueService::set_paused`] ([`pause`](QueueService::pause), [`resume`](QueueService::resume)) | store the queue's control record (admins) |
 //! | [`QueueService::list`] | every known queue: depth, oldest waiting, paused, consumer counts, limit |
+//! | [`QueueService::job_counts`] | per queue, jobs by status and oldest waiting, over the caller's jobs (any caller) |
 //! | [`QueueService::workers`] | every worker in the registry, stale ones marked |
 //!
 //! The design of both records (why a stream subject for pausing, a KV bucket for
@@ -28,7 +29,7 @@ use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use overview::{ConsumerCounts, QueueView};
+pub use overview::{ConsumerCounts, QueueCounts, QueueView};
 pub use workers::WorkerView;
 
 use crate::auth::Caller;

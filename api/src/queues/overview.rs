@@ -1,5 +1,6 @@
 //! `QueueService::list`: every known queue with its depth (from the projection), its
-//! pause state (projected from its control records) and its consumers' counts (NATS).
+//! pause state (projected from its control records) and its consumers' counts (NATS);
+//! `QueueService::job_counts`: the same counts for any caller, over their own jobs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,6 +37,27 @@ pub struct ConsumerCounts {
     pub redelivered: u64,
 }
 
+/// One queue's jobs that a caller may see (the console's overview).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Queue name.
+    pub queue: String,
+    /// Jobs per status name (statuses without jobs absent).
+    pub counts: BTreeMap<String, u64>,
+    /// Creation time of the oldest `queued` job.
+    pub oldest_waiting: Option<DateTime<Utc>>,
+}
+
+/// The projection's jobs `caller` may see: an admin every job, a user their own.
+fn visible(caller: &Caller) -> sea_orm::Select<queued_job::Entity> {
+    let all = queued_job::Entity::find();
+    if caller.is_admin {
+        all
+    } else {
+        all.filter(queued_job::Column::Owner.eq(caller.sub.as_str()))
+    }
+}
+
 /// One queue as operators see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QueueView {
@@ -69,7 +91,7 @@ impl QueueService {
             .into_iter()
             .map(|s| (s.queue.clone(), s))
             .collect();
-        let depths = self.depths().await?;
+        let depths = self.counts_by_status(caller, &UNFINISHED).await?;
         let consumers = self.consumer_counts().await?;
         let names: BTreeSet<&String> = states
             .keys()
@@ -80,7 +102,7 @@ impl QueueService {
         for name in names {
             let state = states.get(name);
             let oldest = match depths.get(name).and_then(|d| d.get("queued")) {
-                Some(_) => self.oldest_queued(name).await?,
+                Some(_) => self.oldest_queued(caller, name).await?,
                 None => None,
             };
             out.push(QueueView {
@@ -98,15 +120,22 @@ impl QueueService {
         Ok(out)
     }
 
-    /// Unfinished jobs per queue and status.
-    async fn depths(&self) -> Result<BTreeMap<String, BTreeMap<String, u64>>, QueuesError> {
+    /// Jobs per queue and status, only `statuses`, as `caller` may see them (an admin
+    /// every job, a user their own): the one count the queues page, `GET /v1/queues`
+    /// and the console's overview show, answered from the (queue, status, created_at)
+    /// index.
+    async fn counts_by_status(
+        &self,
+        caller: &Caller,
+        statuses: &[JobStatus],
+    ) -> Result<BTreeMap<String, BTreeMap<String, u64>>, QueuesError> {
         use queued_job::Column as C;
-        let rows: Vec<(String, String, i64)> = queued_job::Entity::find()
+        let rows: Vec<(String, String, i64)> = visible(caller)
             .select_only()
             .column(C::Queue)
             .column(C::Status)
             .column_as(C::Id.count(), "n")
-            .filter(C::Status.is_in(UNFINISHED.map(JobStatus::as_str)))
+            .filter(C::Status.is_in(statuses.iter().map(|s| s.as_str())))
             .group_by(C::Queue)
             .group_by(C::Status)
             .into_tuple()
@@ -121,12 +150,36 @@ impl QueueService {
         Ok(out)
     }
 
-    /// When the oldest `queued` job of a queue was created: the definition the console and
-    /// the `queue_oldest_waiting_job_age_seconds` gauge use, served by the same
-    /// (queue, status, created_at) index.
-    async fn oldest_queued(&self, queue: &str) -> Result<Option<DateTime<Utc>>, QueuesError> {
+    /// Every queue holding jobs the caller may see, with their counts by status (every
+    /// status) and the oldest waiting job: the console's overview. Any caller; a user
+    /// counts only their own jobs.
+    pub async fn job_counts(&self, caller: &Caller) -> Result<Vec<QueueCounts>, QueuesError> {
+        let counts = self.counts_by_status(caller, &JobStatus::ALL).await?;
+        let mut out = Vec::with_capacity(counts.len());
+        for (queue, counts) in counts {
+            let oldest_waiting = match counts.get(JobStatus::Queued.as_str()) {
+                Some(_) => self.oldest_queued(caller, &queue).await?,
+                None => None,
+            };
+            out.push(QueueCounts {
+                queue,
+                counts,
+                oldest_waiting,
+            });
+        }
+        Ok(out)
+    }
+
+    /// When the oldest `queued` job of a queue (that the caller may see) was created: the
+    /// definition the console and the `queue_oldest_waiting_job_age_seconds` gauge use,
+    /// served by the same (queue, status, created_at) index.
+    async fn oldest_queued(
+        &self,
+        caller: &Caller,
+        queue: &str,
+    ) -> Result<Option<DateTime<Utc>>, QueuesError> {
         use queued_job::Column as C;
-        Ok(queued_job::Entity::find()
+        Ok(visible(caller)
             .filter(C::Queue.eq(queue))
             .filter(C::Status.eq(JobStatus::Queued.as_str()))
             .order_by_asc(C::CreatedAt)

@@ -3,12 +3,14 @@
 //! Creating a schedule stores its record on `schedules.<key>` with `Nats-Schedule`
 //! (cron or `@every`): nats-server produces one `queued` message per firing, however
 //! many API and worker processes run. Deleting stores a `schedule_deleted` record that
-//! rolls the active one up. The list is read from the `schedules` projection.
+//! rolls the active one up. The list is read from the `schedules` projection. "Run now"
+//! submits one job with a schedule's settings through the jobs service, as
+//! `POST /v1/jobs` does: an ordinary `queued` event, so replay rebuilds it like any job.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use jobstream_core::atomic::{
@@ -38,6 +40,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/schedules", get(list_schedules).post(create_schedule))
         .route("/v1/schedules/{name}", delete(delete_schedule))
+        .route("/v1/schedules/{name}/run", post(run_schedule))
 }
 
 /// A schedule to create (or replace, when the caller already has one of that name).
@@ -393,4 +396,77 @@ pub async fn delete_schedule(
         Err(e) if e.is_wrong_last_sequence() => Err(not_found()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Run a schedule now: one job with the schedule's kind, queue, payload, priority,
+/// attempts and deadline, submitted (and owned) by the caller, outside its timing.
+/// `202` with the job; `404` when there is no such schedule. An admin may run another
+/// user's schedule with `?owner=`.
+#[utoipa::path(
+    post, path = "/v1/schedules/{name}/run", tag = "schedules",
+    params(("name" = String, Path, description = "Schedule name"), OwnerQuery),
+    responses(
+        (status = 202, description = "Job submitted", body = crate::jobs::JobView),
+        (status = 404, description = "No such schedule", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(schedule = %name), err(Debug, level = "info"))]
+pub async fn run_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: crate::http::RequestId,
+    PathParam(name): PathParam,
+    ApiQuery(q): ApiQuery<OwnerQuery>,
+) -> Result<Response, ApiError> {
+    let job = run_now(
+        &state,
+        &caller,
+        &name,
+        q.owner.as_deref(),
+        request_id.as_deref(),
+    )
+    .await?;
+    let location = format!("/v1/jobs/{}", job.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(axum::http::header::LOCATION, location)],
+        Json(crate::jobs::JobView::from(&job)),
+    )
+        .into_response())
+}
+
+/// The one "run now" of the REST route and the console: finds the schedule (the
+/// caller's, or `owner`'s for an admin) and submits one job with its settings as the
+/// caller, through the jobs service.
+pub async fn run_now(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    owner: Option<&str>,
+    request_id: Option<&str>,
+) -> Result<jobstream_core::JobState, ApiError> {
+    let owner = match (owner, caller.is_admin) {
+        (Some(o), true) => o,
+        _ => caller.sub.as_str(),
+    };
+    let row = schedule_row::Entity::find_by_id(subject::schedule_key(owner, name))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no schedule {name:?}")))?;
+    let s = ScheduleView::from(row);
+    let job = serde_json::json!({
+        "kind": s.kind, "queue": s.queue, "payload": s.payload, "priority": s.priority,
+        "max_attempts": s.max_attempts, "timeout_ms": s.timeout_ms,
+    });
+    let body: SubmitJob = input::parse_object(job).map_err(|e| match e {
+        input::BodyError::NotObject => {
+            ApiError::Unexpected(anyhow::anyhow!("a schedule's job is not an object"))
+        }
+        input::BodyError::Fields(errors) => ApiError::Unprocessable(errors),
+    })?;
+    let submitted = state.jobs().submit(caller, body, None, request_id).await?;
+    let (crate::jobs::Submitted::New(job) | crate::jobs::Submitted::Existing(job)) = submitted;
+    tracing::info!(schedule = %name, %owner, job_id = %job.id, "schedule run now");
+    Ok(*job)
 }

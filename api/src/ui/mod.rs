@@ -12,8 +12,8 @@
 //!   content-hashed path.
 //! - [`live`]: `GET /ui/live`, one SSE connection per page that says "changed" at most
 //!   four times a second; the page then re-fetches the parts that show live data.
-//! - `pages/`: one module per page (login, overview, jobs, job, schedules, kinds, users,
-//!   events, operations, data).
+//! - `pages/`: one module per page (login, overview, jobs, job, queues and workers,
+//!   schedules, kinds, users, events, operations, data).
 
 pub mod assets;
 pub mod form;
@@ -168,6 +168,12 @@ impl IntoResponse for UiError {
             Ok(html) => (status, Html(html)).into_response(),
             Err(_) => status.into_response(),
         }
+    }
+}
+
+impl From<crate::queues::QueuesError> for UiError {
+    fn from(e: crate::queues::QueuesError) -> Self {
+        UiError::Api(e.into())
     }
 }
 

@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// query through the API (self-contained mode; e.g. 1000000).
     #[arg(long)]
     pub list_rows: Option<usize>,
+    /// After the run, seed this many job rows straight into SQL and time every console
+    /// page (`/ui/...`) as a user and as an admin (self-contained mode; e.g. 1000000).
+    #[arg(long)]
+    pub console_rows: Option<usize>,
     /// The started API's backlog bound per queue (`api --max-queue-depth`): past it,
     /// submissions are shed with `429` and counted, not failed (for overload runs).
     #[arg(long)]

@@ -1,6 +1,8 @@
 //! The console in a real browser: headless Chromium driven over WebDriver (chromedriver,
-//! `fantoccini`). Log in; a job submitted over REST appears live without a reload; retry
-//! from the job page changes its status; `/docs` renders and loads `/openapi.json`.
+//! `fantoccini`). Log in; a job submitted over REST appears live without a reload (and a
+//! ticked row stays ticked); retry from the job page changes its status; a queue paused
+//! from the queues page holds its jobs until resumed; `/docs` renders and loads
+//! `/openapi.json`.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run` installs them).
 //! Without them the test fails under `CI=true` and skips with a message elsewhere. A
@@ -143,35 +145,13 @@ async fn live_connection_open(client: &Client) -> Result<(), Failure> {
     }
 }
 
-async fn status_text(client: &Client) -> Result<String, Failure> {
-    Ok(client.find(Locator::Id("job-status")).await?.text().await?)
-}
-
-async fn flow(app: &TestApp, client: &Client) -> Result<(), Failure> {
-    let user = app.token("alice", false);
-    // Some history for the overview.
-    for i in 0..6 {
-        app.submit_ok(&user, &json!({"kind": "echo", "payload": {"n": i}}))
-            .await;
-    }
-    let failed = app
-        .submit_ok(
-            &user,
-            &json!({"kind": "fail", "payload": {"times": 5}, "max_attempts": 2}),
-        )
-        .await["id"]
-        .as_str()
-        .ok_or("id")?
-        .to_owned();
-    app.wait_for_row(&failed, "failed", |r| r.status == "failed")
-        .await;
-
-    // 1. Log in.
+/// Logs in with `token` through the login form.
+async fn login(client: &Client, app: &TestApp, token: &str) -> Result<(), Failure> {
     client.goto(&format!("{}/ui/login", app.base)).await?;
     client
         .find(Locator::Id("token"))
         .await?
-        .send_keys(&user)
+        .send_keys(token)
         .await?;
     client
         .find(Locator::Css("button[type=submit]"))
@@ -183,6 +163,33 @@ async fn flow(app: &TestApp, client: &Client) -> Result<(), Failure> {
         .at_most(STEP)
         .for_element(Locator::Css("#overview"))
         .await?;
+    Ok(())
+}
+
+async fn status_text(client: &Client) -> Result<String, Failure> {
+    Ok(client.find(Locator::Id("job-status")).await?.text().await?)
+}
+
+async fn flow(app: &TestApp, client: &Client) -> Result<(), Failure> {
+    let user = app.token("alice", false);
+    // Some history for the overview.
+    for i in 0..6 {
+        app.submit_job(&user, &json!({"kind": "echo", "payload": {"n": i}}))
+            .await;
+    }
+    let failed = app
+        .submit_job(
+            &user,
+            &json!({"kind": "fail", "payload": {"times": 5}, "max_attempts": 2}),
+        )
+        .await
+        .id
+        .to_string();
+    app.wait_for_row(&failed, "failed", |r| r.status == "failed")
+        .await;
+
+    // 1. Log in.
+    login(client, app, &user).await?;
 
     // 2. A job submitted over REST appears in the open jobs page, without a reload.
     client.goto(&format!("{}/ui/jobs", app.base)).await?;
@@ -193,11 +200,10 @@ async fn flow(app: &TestApp, client: &Client) -> Result<(), Failure> {
         .to_string();
     assert_eq!(marker, "\"ok\"");
     let fresh = app
-        .submit_ok(&user, &json!({"kind": "echo", "payload": {"live": true}}))
-        .await["id"]
-        .as_str()
-        .ok_or("id")?
-        .to_owned();
+        .submit_job(&user, &json!({"kind": "echo", "payload": {"live": true}}))
+        .await
+        .id
+        .to_string();
     client
         .wait()
         .at_most(STEP)
@@ -208,6 +214,28 @@ async fn flow(app: &TestApp, client: &Client) -> Result<(), Failure> {
         .await?;
     if same_page != json!(true) {
         return Err("the page was reloaded".into());
+    }
+    // A ticked row stays ticked while live updates redraw the table.
+    let tick = format!("tr[data-id='{fresh}'] input[type=checkbox]");
+    client.find(Locator::Css(&tick)).await?.click().await?;
+    let another = app
+        .submit_job(&user, &json!({"kind": "echo", "payload": {"live": 2}}))
+        .await
+        .id
+        .to_string();
+    client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css(&format!("tr[data-id='{another}']")))
+        .await?;
+    let ticked = client
+        .execute(
+            "return document.querySelector(arguments[0]).checked;",
+            vec![json!(tick)],
+        )
+        .await?;
+    if ticked != json!(true) {
+        return Err("a live update unticked the selected job".into());
     }
 
     // The README's overview screenshot.
@@ -235,11 +263,10 @@ async fn flow(app: &TestApp, client: &Client) -> Result<(), Failure> {
     client.set_window_size(1280, 900).await?;
     // A cancelled job, retried: it runs again (a sleep that outlasts the test).
     let sleeper = app
-        .submit_ok(&user, &json!({"kind": "sleep", "payload": {"ms": 120_000}}))
-        .await["id"]
-        .as_str()
-        .ok_or("id")?
-        .to_owned();
+        .submit_job(&user, &json!({"kind": "sleep", "payload": {"ms": 120_000}}))
+        .await
+        .id
+        .to_string();
     let cancel = app
         .http
         .post(format!("{}/v1/jobs/{sleeper}/cancel", app.base))
@@ -275,7 +302,47 @@ async fn flow(app: &TestApp, client: &Client) -> Result<(), Failure> {
         return Err("the timeline does not show the retry".into());
     }
 
-    // 4. /docs renders and loads /openapi.json (its title comes from the document).
+    // 4. An admin pauses the queue from the console: a job submitted then waits (queued,
+    // pending at NATS); resumed, it runs.
+    let admin = app.token("ops", true);
+    login(client, app, &admin).await?;
+    client.goto(&format!("{}/ui/queues", app.base)).await?;
+    client
+        .find(Locator::Css("tr[data-queue='default'] button.pause"))
+        .await?
+        .click()
+        .await?;
+    client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("tr[data-queue='default'] button.resume"))
+        .await?;
+    app.wait_for_queue(&admin, "default", "default paused", |q| q["paused"] == true)
+        .await;
+    let held = app
+        .submit_job(&user, &json!({"kind": "echo", "payload": "held"}))
+        .await
+        .id
+        .to_string();
+    app.wait_for_queue(&admin, "default", "the held job pending at NATS", |q| {
+        q["consumer"]["pending"] == 1 && q["depth"]["queued"] == 1
+    })
+    .await;
+    if app.wait_for_row(&held, "held", |_| true).await.status != "queued" {
+        return Err("a job of the paused queue ran".into());
+    }
+    client.refresh().await?;
+    client
+        .find(Locator::Css("tr[data-queue='default'] button.resume"))
+        .await?
+        .click()
+        .await?;
+    app.wait_for_row(&held, "the held job runs after resume", |r| {
+        r.status == "succeeded"
+    })
+    .await;
+
+    // 5. /docs renders and loads /openapi.json (its title comes from the document).
     client.goto(&format!("{}/docs/", app.base)).await?;
     let title = client
         .wait()

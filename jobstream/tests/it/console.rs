@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, TestApp, db_test};
+use crate::helpers::{Options, TestApp, WAIT, db_test};
 
 /// A browser without JavaScript: a session cookie and form posts, no redirects followed.
 pub(crate) struct Browser {
@@ -106,8 +106,7 @@ impl Browser {
 
 /// Submits a job as `token` and waits until its row has `status`; returns its id.
 async fn job_in(app: &TestApp, token: &str, body: Value, status: &str) -> String {
-    let job = app.submit_ok(token, &body).await;
-    let id = job["id"].as_str().expect("id").to_owned();
+    let id = app.submit_job(token, &body).await.id.to_string();
     app.wait_for_row(&id, status, |r| r.status == status).await;
     id
 }
@@ -240,6 +239,9 @@ async fn pages_answer_and_users_see_only_their_own(backend: Backend) {
     // Filters: text in the payload, id prefix, status, created range; on the REST list too.
     let by_text = root.get("/ui/jobs?q=SECRET-marker").await.body;
     assert!(by_text.contains(&alice_job) && !by_text.contains(&bob_job));
+    // "All N matching" counts what the filter matches (and only what the caller sees).
+    assert!(by_text.contains("all 1 matching"), "{by_text}");
+    assert!(b.get("/ui/jobs").await.body.contains("all 1 matching"));
     let prefix = &bob_job[..30];
     let by_prefix = root.get(&format!("/ui/jobs?id_prefix={prefix}")).await.body;
     assert!(by_prefix.contains(&bob_job) && !by_prefix.contains(&alice_job));
@@ -569,6 +571,35 @@ async fn schedules_are_created_run_and_deleted_from_the_console(backend: Backend
         StatusCode::NOT_FOUND,
         "bob cannot run alice's schedule"
     );
+    // The same operation over REST: the owner runs it; another user gets 404; an admin
+    // names the owner (the job is the admin's own submission).
+    let run_rest = |token: String, query: &'static str| {
+        let req = app
+            .http
+            .post(format!("{}/v1/schedules/nightly/run{query}", app.base))
+            .bearer_auth(token);
+        async move { req.send().await.expect("POST run") }
+    };
+    let res = run_rest(app.token("alice", false), "").await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let location = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    let job: Value = res.json().await.expect("job");
+    assert_eq!(
+        location,
+        format!("/v1/jobs/{}", job["id"].as_str().unwrap())
+    );
+    assert_eq!(job["kind"], "echo");
+    app.wait_for_row(job["id"].as_str().unwrap(), "REST run now", |r| {
+        r.status == "succeeded" && r.owner == "alice" && r.payload == json!({"from": "schedule"})
+    })
+    .await;
+    let res = run_rest(app.token("bob", false), "?owner=alice").await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let res = run_rest(app.token("root", true), "?owner=alice").await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let job: Value = res.json().await.expect("job");
+    assert_eq!(job["owner"], "root");
     let deleted = a
         .post("/ui/schedules/nightly/delete", &[("csrf", token.as_str())])
         .await;
@@ -579,3 +610,101 @@ async fn schedules_are_created_run_and_deleted_from_the_console(backend: Backend
     .await;
 }
 db_test!(schedules_are_created_run_and_deleted_from_the_console);
+
+async fn queues_and_workers_pages_show_the_queue_service_and_pause_with_csrf(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (alice, admin) = (app.token("alice", false), app.token("root", true));
+    job_in(
+        &app,
+        &alice,
+        json!({"kind": "echo", "payload": {}}),
+        "succeeded",
+    )
+    .await;
+    let a = Browser::login(&app, &alice).await;
+    let root = Browser::login(&app, &admin).await;
+
+    // Operators' pages: a user is refused and not linked to them.
+    for path in ["/ui/queues", "/ui/workers"] {
+        assert_eq!(a.get(path).await.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert!(!a.get("/ui").await.body.contains(r#"href="/ui/queues""#));
+
+    let page = root.get("/ui/queues").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body
+            .contains(r#"href="/ui/queues" aria-current="page""#)
+    );
+    assert!(
+        page.body.contains(r#"data-queue="default""#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("/ui/queues/default/pause"));
+    let token = page.csrf();
+
+    // Pausing needs the session's CSRF token; a refused request stores nothing.
+    let pause = "/ui/queues/default/pause";
+    assert_eq!(root.post(pause, &[]).await.status, StatusCode::FORBIDDEN);
+    let alices_token = a.get("/ui/jobs").await.csrf();
+    assert_eq!(
+        root.post(pause, &[("csrf", &alices_token)]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A user with a valid token of their own is refused by the service.
+    assert_eq!(
+        a.post(pause, &[("csrf", &alices_token)]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let control = jobstream_core::subject::queue_control(
+        &jobstream_core::subject::QueueName::default_queue(),
+    );
+    assert!(
+        app.broker
+            .last_on_subject(&control)
+            .await
+            .expect("read")
+            .is_none()
+    );
+
+    let paused = root.post(pause, &[("csrf", &token)]).await;
+    assert_eq!(paused.status, StatusCode::SEE_OTHER, "{}", paused.body);
+    assert_eq!(paused.headers[LOCATION], "/ui/queues");
+    // The same state GET /v1/queues reports, once projected; the page then offers Resume.
+    app.wait_for_queue(&admin, "default", "default paused", |q| {
+        q["paused"] == true && q["changed_by"] == "root"
+    })
+    .await;
+    let page = root.get("/ui/queues").await.body;
+    assert!(page.contains("/ui/queues/default/resume") && page.contains(">paused<"));
+    let resumed = root
+        .post("/ui/queues/default/resume", &[("csrf", &token)])
+        .await;
+    assert_eq!(resumed.status, StatusCode::SEE_OTHER);
+    app.wait_for_queue(&admin, "default", "default resumed", |q| {
+        q["paused"] == false
+    })
+    .await;
+    assert_eq!(
+        root.post("/ui/queues/default/explode", &[("csrf", &token)])
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // The workers page lists the running worker from the registry.
+    let workers = jobstream_testkit::eventually("the worker on the page", WAIT, || async {
+        let p = root.get("/ui/workers").await;
+        assert_eq!(p.status, StatusCode::OK);
+        p.body
+            .contains(r#"data-id="test-worker""#)
+            .then_some(p.body)
+    })
+    .await;
+    assert!(
+        workers.contains("default") && !workers.contains(">stale<"),
+        "{workers}"
+    );
+}
+db_test!(queues_and_workers_pages_show_the_queue_service_and_pause_with_csrf);

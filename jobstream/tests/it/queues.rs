@@ -83,17 +83,17 @@ async fn a_paused_queue_holds_its_jobs_across_a_worker_restart_until_resumed(bac
     .await;
 
     let held = app
-        .submit_ok(&alice, &json!({"kind": "echo", "payload": "held"}))
+        .submit_job(&alice, &json!({"kind": "echo", "payload": "held"}))
         .await;
-    let held_id = held["id"].as_str().expect("id").to_owned();
+    let held_id = held.id.to_string();
     // The worker is alive and pulling: a job of its other queue runs.
     let busy = app
-        .submit_ok(
+        .submit_job(
             &alice,
             &json!({"kind": "echo", "queue": "other", "payload": 1}),
         )
         .await;
-    app.wait_for_row(busy["id"].as_str().unwrap(), "other queue's job ran", |r| {
+    app.wait_for_row(&busy.id.to_string(), "other queue's job ran", |r| {
         r.status == "succeeded"
     })
     .await;
@@ -110,16 +110,14 @@ async fn a_paused_queue_holds_its_jobs_across_a_worker_restart_until_resumed(bac
     app.worker.take().expect("worker").stop().await;
     app.start_worker().await;
     let busy = app
-        .submit_ok(
+        .submit_job(
             &alice,
             &json!({"kind": "echo", "queue": "other", "payload": 2}),
         )
         .await;
-    app.wait_for_row(
-        busy["id"].as_str().unwrap(),
-        "restarted worker runs other",
-        |r| r.status == "succeeded",
-    )
+    app.wait_for_row(&busy.id.to_string(), "restarted worker runs other", |r| {
+        r.status == "succeeded"
+    })
     .await;
     assert_eq!(app.rows_with_status(&held_id).await, "queued");
 

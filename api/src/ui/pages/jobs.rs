@@ -116,9 +116,8 @@ pub(super) async fn page(
     let service = state.jobs();
     let (jobs, more) = service.list(&caller, &filter, &page).await?;
     let matching = service
-        .matching_ids(&caller, &filter, MAX_BULK + 1)
-        .await?
-        .len() as u64;
+        .count_matching(&caller, &filter, MAX_BULK + 1)
+        .await?;
     let pairs = params.pairs();
     let neighbour = |key: &str, cursor: Option<&JobState>| {
         cursor.map(|j| link("/ui/jobs", PAGE, key, &j.id.to_string(), &pairs))

@@ -9,7 +9,7 @@ use axum::response::{Html, Redirect};
 
 use super::{when, when_opt};
 use crate::http::{ApiQuery, OptionalBody, PathParam};
-use crate::jobs::{JobsError, Submitted};
+use crate::jobs::JobsError;
 use crate::routes::{admin_replay, kinds, schedules, users};
 use crate::state::AppState;
 use crate::ui::form::Action;
@@ -123,44 +123,22 @@ pub(super) async fn create_schedule(
 }
 
 /// `POST /ui/schedules/{name}/run`: one job now with the schedule's settings, submitted
-/// by the session's user through the jobs service (as `POST /v1/jobs` does).
+/// by the session's user: the same operation as `POST /v1/schedules/{name}/run`.
 pub(super) async fn run_schedule(
     State(state): State<AppState>,
     Path(name): Path<String>,
     action: Action,
 ) -> Result<Redirect, UiError> {
-    let caller = action.session.caller();
-    let owner = action.form.get("owner").unwrap_or(&caller.sub).to_owned();
-    let Json(list) = schedules::list_schedules(
-        State(state.clone()),
-        caller.clone(),
-        ApiQuery(schedules::OwnerQuery {
-            owner: Some(owner.clone()),
-        }),
+    let job = schedules::run_now(
+        &state,
+        &action.session.caller(),
+        &name,
+        action.form.get("owner"),
+        action.request_id.as_deref(),
     )
     .await?;
-    let s = list
-        .into_iter()
-        .find(|s| s.name == name && s.owner == owner)
-        .ok_or_else(|| JobsError::NotFound(format!("no schedule {name:?}")))?;
-    let job = serde_json::json!({
-        "kind": s.kind, "queue": s.queue, "payload": s.payload, "priority": s.priority,
-        "max_attempts": s.max_attempts, "timeout_ms": s.timeout_ms,
-    });
-    let submitted = state
-        .jobs()
-        .submit(
-            &caller,
-            typed_body(job)?,
-            None,
-            action.request_id.as_deref(),
-        )
-        .await?;
-    let id = match submitted {
-        Submitted::New(j) | Submitted::Existing(j) => j.id,
-    };
-    tracing::info!(schedule = %name, job_id = %id, "schedule run now from the console");
-    Ok(Redirect::to(&format!("/ui/jobs/{id}")))
+    tracing::info!(schedule = %name, job_id = %job.id, "schedule run now from the console");
+    Ok(Redirect::to(&format!("/ui/jobs/{}", job.id)))
 }
 
 struct KindRow {

@@ -7,6 +7,7 @@ mod job;
 mod jobs;
 mod lists;
 mod overview;
+mod queues;
 mod workflows;
 
 use axum::Router;
@@ -36,6 +37,9 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/workflows", get(workflows::list))
         .route("/ui/workflows/{id}", get(workflows::page))
         .route("/ui/workflows/{id}/{action}", post(workflows::act))
+        .route("/ui/queues", get(queues::page))
+        .route("/ui/queues/{name}/{action}", post(queues::act))
+        .route("/ui/workers", get(queues::workers))
         .route("/ui/kinds", get(lists::kinds))
         .route("/ui/users", get(lists::users))
         .route("/ui/events", get(events::page))

@@ -71,10 +71,13 @@ pub(super) async fn page(
     session: Session,
 ) -> Result<Html<String>, UiError> {
     let now = Utc::now();
-    let overview = state.jobs().overview(&session.caller(), now).await?;
+    let caller = session.caller();
+    let overview = state.jobs().overview(&caller, now).await?;
     let statuses: Vec<&'static str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
-    let queues = overview
-        .queues
+    let queues = state
+        .queues()
+        .job_counts(&caller)
+        .await?
         .iter()
         .map(|q| QueueRow {
             name: q.queue.clone(),

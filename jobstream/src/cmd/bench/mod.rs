@@ -14,7 +14,10 @@
 //! SSE `succeeded`), batch submit (`--batch`). With `--url` it measures a system that
 //! is already running (the raw loop needs `--nats-url`; per-process figures `--pid`).
 //! `--fan-out N` compares workflows against independent jobs instead (`fan_out.rs`).
+//! After the run, `--list-rows N` times the job list queries and `--console-rows N` every
+//! console page (`console.rs`) on a projection seeded with N more rows.
 
+mod console;
 mod fan_out;
 mod lists;
 mod load;
@@ -247,6 +250,7 @@ async fn self_contained_in(
         metrics_off,
         batch_vs_single: run.batch_vs_single,
         lists: run.lists,
+        console: run.console,
     })
 }
 
@@ -299,15 +303,28 @@ async fn run_system(
             }
             _ => None,
         };
-        anyhow::Ok((batch_vs_single, lists))
+        let console = match (&figures, args.console_rows) {
+            (Ok(_), Some(rows)) => {
+                let (user, owner) = bench_client(&started.url, wiring.secret_file, mode, false)?;
+                let (admin, _) = bench_client(&started.url, wiring.secret_file, mode, true)?;
+                let tokens = (
+                    user.auth.trim_start_matches("Bearer "),
+                    admin.auth.trim_start_matches("Bearer "),
+                );
+                Some(console::measure(db, &started.url, tokens, &owner, rows).await?)
+            }
+            _ => None,
+        };
+        anyhow::Ok((batch_vs_single, lists, console))
     }
     .await;
     started.stop().await;
-    let (batch_vs_single, lists) = extras?;
+    let (batch_vs_single, lists, console) = extras?;
     Ok(SystemRun {
         figures: figures?,
         batch_vs_single,
         lists,
+        console,
     })
 }
 
@@ -318,6 +335,8 @@ struct SystemRun {
     batch_vs_single: Option<(f64, f64)>,
     /// `--list-rows`: list queries on a large projection.
     lists: Option<lists::ListFigures>,
+    /// `--console-rows`: console pages on a large projection.
+    console: Option<lists::ListFigures>,
 }
 
 /// A client of the started API as a fresh bench user (its jobs are the run's; an admin

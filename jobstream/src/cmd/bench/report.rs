@@ -187,6 +187,8 @@ pub struct Report {
     pub batch_vs_single: Option<(f64, f64)>,
     /// `--list-rows`: list queries on a large projection.
     pub lists: Option<super::lists::ListFigures>,
+    /// `--console-rows`: console pages on a large projection.
+    pub console: Option<super::lists::ListFigures>,
 }
 
 fn num(v: f64) -> String {
@@ -326,11 +328,15 @@ impl Report {
                 batch / single.max(1e-9)
             );
         }
-        if let Some(l) = &self.lists {
+        for (what, figures) in [
+            ("list queries", &self.lists),
+            ("console pages", &self.console),
+        ] {
+            let Some(l) = figures else { continue };
             let _ = writeln!(out);
             let _ = writeln!(
                 out,
-                "list queries on {} seeded rows (seeded in {:.1} s), ms (p50 / p95 / p99 / max):",
+                "{what} on {} seeded rows (seeded in {:.1} s), ms (p50 / p95 / p99 / max):",
                 num(l.rows as f64),
                 l.seeded_in.as_secs_f64()
             );

@@ -134,14 +134,6 @@ impl TestApp {
         res.json().await.expect("a job as the API shows it")
     }
 
-    /// [`Self::submit_job`] as untyped JSON, for the test files not moved to the typed
-    /// helpers yet.
-    pub(crate) async fn submit_ok(&self, token: &str, body: &Value) -> Value {
-        let res = self.submit(token, body).await;
-        assert_eq!(res.status(), StatusCode::ACCEPTED, "submit {body}");
-        res.json().await.expect("job json")
-    }
-
     /// Submits each `body(i)` of `range`, 16 at a time; returns the ids of those answered
     /// `202` (a submission during an outage may be refused with a 503).
     pub(crate) async fn submit_accepted(
