@@ -58,6 +58,10 @@ pub struct JobView {
     pub errors: Vec<AttemptErrorView>,
     /// When a cancellation was requested while the job ran (it ends `cancelled` once its handler stops).
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// W3C trace id (32 hex digits) shared by every event and log line of the job: the
+    /// `traceparent` it was submitted with, or one the job started. `null` only for a job
+    /// read before the projection has it.
+    pub trace_id: Option<String>,
 }
 
 /// The error of one failed attempt.
@@ -104,6 +108,7 @@ impl From<&JobState> for JobView {
                 })
                 .collect(),
             cancel_requested_at: s.cancel_requested_at,
+            trace_id: s.trace_id.clone(),
         }
     }
 }

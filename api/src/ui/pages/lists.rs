@@ -154,6 +154,7 @@ pub(super) async fn run_schedule(
             typed_body(job)?,
             None,
             action.request_id.as_deref(),
+            None,
         )
         .await?;
     let id = match submitted {
