@@ -54,7 +54,7 @@ pub fn app(state: AppState) -> Router {
                     // The path only, never the query string: it may carry a single-use SSE ticket.
                     TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                         let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id, sub = tracing::field::Empty)
+                        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id, sub = tracing::field::Empty, trace_id = tracing::field::Empty)
                     }),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))

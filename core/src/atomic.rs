@@ -12,6 +12,7 @@ use crate::broker::{ATTEMPT_TIMEOUT, Attempt, Broker, BrokerError, classify, wit
 use crate::event::{Envelope, REQUEST_ID_HEADER};
 use crate::stored::{Record, StoredMessage};
 use crate::subject::{self, QueueName};
+use crate::trace::TraceParent;
 
 /// Header: expected last sequence of the message's subject (0 = the subject is empty).
 pub const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
@@ -58,6 +59,12 @@ impl Outgoing {
             headers,
             payload: env.to_bytes(),
         }
+    }
+
+    /// Adds the job's trace context (the `traceparent` header, see [`crate::trace`]).
+    pub fn with_trace(mut self, trace: &crate::trace::TraceParent) -> Self {
+        (self.headers).insert(crate::event::TRACEPARENT_HEADER, trace.to_string().as_str());
+        self
     }
 
     /// Adds a header.
@@ -203,6 +210,23 @@ impl Broker {
         {
             Ok(m) => Ok(Some(m)),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(BrokerError::Read(e.to_string())),
+        }
+    }
+
+    /// A job's trace, from the headers of its first stored event (see [`crate::trace`]);
+    /// the job's own trace when it has no event or no valid header. With a span id of the caller.
+    pub async fn job_trace(&self, job_id: Uuid) -> Result<TraceParent, BrokerError> {
+        let stream = self.stream().await?;
+        let filter = subject::of_job(job_id);
+        let first =
+            crate::broker::read_retrying(|| stream.get_first_raw_message_by_subject(&filter, 1))
+                .await;
+        match first {
+            Ok(m) => Ok(TraceParent::of_event(Some(&m.headers), job_id).child()),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                Ok(TraceParent::for_job(job_id))
+            }
             Err(e) => Err(BrokerError::Read(e.to_string())),
         }
     }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::event::{Envelope, REQUEST_ID_HEADER};
 use crate::subject;
+use crate::trace::Correlation;
 
 /// Oldest nats-server jobstream runs against: message schedules with `@every`/cron arrived in 2.14.
 pub const MIN_SERVER_VERSION: (u64, u64) = (2, 14);
@@ -98,6 +99,15 @@ pub enum BrokerError {
 /// before the caller is told so (see [`Broker::with_publish_deadline`]); well inside
 /// the API's 60 s request timeout.
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(15);
+/// Headers holding a request id, if any.
+fn request_headers(request_id: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(rid) = request_id {
+        headers.insert(REQUEST_ID_HEADER, rid);
+    }
+    headers
+}
+
 /// Longest wait for one attempt's PubAck; a slower answer counts as unknown and is
 /// re-sent. Short, so a message lost in a server crash is re-sent soon after the
 /// reconnect; cheap when the server was merely slow: the stream answers the re-sent
@@ -396,8 +406,33 @@ impl Broker {
         queue: &subject::QueueName,
         request_id: Option<&str>,
     ) -> Result<u64, BrokerError> {
-        self.publish_with(env, queue, request_id, HeaderMap::new())
+        self.publish_with(env, queue, request_headers(request_id), None)
             .await
+    }
+
+    /// [`Broker::publish`] with the job's request id and trace context (see [`crate::trace`]).
+    pub async fn publish_correlated(
+        &self,
+        env: &Envelope,
+        queue: &subject::QueueName,
+        correlation: &Correlation,
+    ) -> Result<u64, BrokerError> {
+        let mut headers = HeaderMap::new();
+        correlation.write(&mut headers);
+        self.publish_with(env, queue, headers, None).await
+    }
+
+    /// [`Broker::publish_if_last`] with the job's request id and trace context.
+    pub async fn publish_if_last_correlated(
+        &self,
+        env: &Envelope,
+        queue: &subject::QueueName,
+        correlation: &Correlation,
+        last_seq: u64,
+    ) -> Result<u64, BrokerError> {
+        let mut headers = HeaderMap::new();
+        correlation.write(&mut headers);
+        self.publish_with(env, queue, headers, Some(last_seq)).await
     }
 
     /// Appends an event only if the job's latest stored event is at `last_seq`
@@ -411,16 +446,31 @@ impl Broker {
         request_id: Option<&str>,
         last_seq: u64,
     ) -> Result<u64, BrokerError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            last_seq.to_string().as_str(),
-        );
-        headers.insert(
-            EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
-            subject::of_job(env.job_id).as_str(),
-        );
-        match self.publish_with(env, queue, request_id, headers).await {
+        self.publish_with(env, queue, request_headers(request_id), Some(last_seq))
+            .await
+    }
+
+    /// Publishes with `headers`; with `last_seq`, only if the job's latest stored event is there.
+    async fn publish_with(
+        &self,
+        env: &Envelope,
+        queue: &subject::QueueName,
+        mut headers: HeaderMap,
+        last_seq: Option<u64>,
+    ) -> Result<u64, BrokerError> {
+        let subject = subject::for_event(queue, env.job_id, &env.event);
+        if let Some(last_seq) = last_seq {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                last_seq.to_string().as_str(),
+            );
+            headers.insert(
+                EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+                subject::of_job(env.job_id).as_str(),
+            );
+        }
+        let stored = self.publish_message(env, subject, headers).await;
+        match stored {
             Err(BrokerError::Publish(e))
                 if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
             {
@@ -430,17 +480,12 @@ impl Broker {
         }
     }
 
-    async fn publish_with(
+    async fn publish_message(
         &self,
         env: &Envelope,
-        queue: &subject::QueueName,
-        request_id: Option<&str>,
-        mut headers: HeaderMap,
+        subject: String,
+        headers: HeaderMap,
     ) -> Result<u64, BrokerError> {
-        let subject = subject::for_event(queue, env.job_id, &env.event);
-        if let Some(rid) = request_id {
-            headers.insert(REQUEST_ID_HEADER, rid);
-        }
         let payload: bytes::Bytes = env.to_bytes().into();
         let msg_id = env.event_id.to_string();
         // The same `Nats-Msg-Id` every attempt: a repeat of a stored event is answered

@@ -64,6 +64,10 @@ pub struct AttemptRun {
     pub worker: String,
     /// When the attempt began (the `at` of its `started` event, when one was stored).
     pub started_at: DateTime<Utc>,
+    /// The worker stopped the attempt at its `timeout_ms` deadline (what the `timeout`
+    /// attempt outcome of the metrics counts); absent when it did not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
 }
 
 /// Relative urgency of a job within its queue.

@@ -121,6 +121,10 @@ pub struct JobState {
     pub errors: Vec<AttemptError>,
     /// When a client asked to cancel the job while it ran (it stops once its worker appends `cancelled`).
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The job's trace id (32 hex digits): its first event's `traceparent` trace id, or the
+    /// job's own (see [`crate::trace`]). The event alone does not hold it (headers do), so
+    /// readers that have the headers set it; `None` until one has.
+    pub trace_id: Option<String>,
 }
 
 /// An event the state machine refused; the state is unchanged.
@@ -172,6 +176,7 @@ impl JobState {
             last_seq: seq,
             errors: Vec::new(),
             cancel_requested_at: None,
+            trace_id: None,
         })
     }
 
@@ -450,6 +455,7 @@ mod tests {
         ev(id, attempt, event).with_run(crate::event::AttemptRun {
             worker: "w".into(),
             started_at: crate::event::now(),
+            timed_out: false,
         })
     }
 

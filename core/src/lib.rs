@@ -16,6 +16,7 @@
 //! - [`store`]: connecting to the SQL projection store (I/O).
 //! - [`stream_read`]: reading stored messages back by sequence (catch-up, history, replay) (I/O).
 //! - [`telemetry`]: the tracing subscriber.
+//! - [`trace`]: one trace per job: the W3C `traceparent` every event of a job carries. Pure.
 //! - [`metrics`]: Prometheus metric names, bounded labels, the recorder and scrape-time gauges.
 //! - [`atomic`]: atomic batch publish, last-message lookups, reading every record kind (I/O).
 //! - [`stored`]: the one decoder of stored stream messages (including scheduler-fired ones).
@@ -49,6 +50,7 @@ pub mod stored;
 pub mod stream_read;
 pub mod subject;
 pub mod telemetry;
+pub mod trace;
 pub mod user;
 pub mod user_broker;
 pub mod workflow;

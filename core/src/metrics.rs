@@ -264,9 +264,6 @@ pub struct JobTransition {
     finished: Option<(&'static str, f64)>,
 }
 
-/// Error text of an attempt stopped at its `timeout_ms` (the worker's wording).
-pub const TIMEOUT_ERROR_PREFIX: &str = "timed out after ";
-
 impl JobTransition {
     /// The transition from `before` (`None`: a new job) to `after` by `env`, stored at
     /// `seq`; `None` when it moves no metric.
@@ -281,8 +278,9 @@ impl JobTransition {
             && crate::stored::fired_sequence(env.job_id) == seq;
         let attempt_outcome = match &env.event {
             Event::Succeeded { .. } => Some("succeeded"),
-            Event::Retrying { error, .. } | Event::Failed { error } if env.attempt > 0 => {
-                Some(if error.starts_with(TIMEOUT_ERROR_PREFIX) {
+            Event::Retrying { .. } | Event::Failed { .. } if env.attempt > 0 => {
+                // The worker says so (its deadline fired), whatever the error text.
+                Some(if env.run.as_ref().is_some_and(|r| r.timed_out) {
                     "timeout"
                 } else if matches!(env.event, Event::Retrying { .. }) {
                     "retrying"
@@ -360,5 +358,51 @@ mod tests {
     fn kinds_outside_the_catalogue_are_other() {
         assert_eq!(kind_label("echo"), "echo");
         assert_eq!(kind_label("anything-a-client-sends"), "other");
+    }
+
+    /// The outcome of attempt 1 of a job, ended by `event` with `timed_out` on its run.
+    fn outcome(event: Event, timed_out: bool) -> Option<&'static str> {
+        use crate::event::{AttemptRun, JobSpec, Priority};
+        let id = uuid::Uuid::now_v7();
+        let spec = JobSpec {
+            kind: "sleep".into(),
+            queue: crate::subject::QueueName::default_queue(),
+            owner: "alice".into(),
+            payload: serde_json::json!({}),
+            priority: Priority::Normal,
+            max_attempts: 2,
+            timeout_ms: 10,
+            run_at: None,
+            idempotency_key: None,
+            result_ttl_ms: None,
+            backoff: None,
+        };
+        let mut job = JobState::from_queued(&Envelope::new(id, 0, Event::Queued(spec)), 1)?;
+        let before = job.status;
+        let env = Envelope::new(id, 1, event).with_run(AttemptRun {
+            worker: "w".into(),
+            started_at: crate::event::now(),
+            timed_out,
+        });
+        job.apply(&env, 2).ok()?;
+        JobTransition::observe(Some(before), &job, &env, 2)?.attempt_outcome
+    }
+
+    #[test]
+    fn timeout_comes_from_the_workers_deadline_not_the_error_text() {
+        let retrying = |error: &str| Event::Retrying {
+            error: error.into(),
+            retry_in_ms: 10,
+        };
+        assert_eq!(outcome(retrying("slow"), true), Some("timeout"));
+        let failed = Event::Failed {
+            error: "slow".into(),
+        };
+        assert_eq!(outcome(failed, true), Some("timeout"));
+        // A handler's own error that reads like a timeout is its failure, not our deadline.
+        assert_eq!(
+            outcome(retrying("timed out after 5 ms"), false),
+            Some("retrying")
+        );
     }
 }

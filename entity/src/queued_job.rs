@@ -58,6 +58,8 @@ pub struct Model {
     pub errors: Option<Json>,
     /// When a client asked to cancel the job while it ran.
     pub cancel_requested_at: Option<DateTimeUtc>,
+    /// The job's trace id (32 hex digits), from its first event's `traceparent` header.
+    pub trace_id: Option<String>,
 }
 
 /// No relations yet.
@@ -107,6 +109,7 @@ impl From<&jobstream_core::JobState> for Model {
             errors: (!s.errors.is_empty())
                 .then(|| serde_json::to_value(&s.errors).unwrap_or_default()),
             cancel_requested_at: s.cancel_requested_at,
+            trace_id: s.trace_id.clone(),
         }
     }
 }
@@ -153,6 +156,7 @@ impl TryFrom<Model> for jobstream_core::JobState {
                 None => Vec::new(),
             },
             cancel_requested_at: m.cancel_requested_at,
+            trace_id: m.trace_id,
         })
     }
 }

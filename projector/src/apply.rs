@@ -3,10 +3,12 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use jobstream_core::event::{REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 use jobstream_core::metrics::JobTransition;
 use jobstream_core::queue::QueueRecord;
 use jobstream_core::schedule::ScheduleRecord;
 use jobstream_core::stored::Record;
+use jobstream_core::trace::{TraceId, TraceParent};
 use jobstream_core::user::UserEnvelope;
 use jobstream_core::{Envelope, Event, JobState, JobStatus, fold::Rejected};
 use jobstream_entity::{projector_checkpoint, projector_status, queued_job, rejected_event};
@@ -48,6 +50,10 @@ pub(crate) struct Delivered {
     pub(crate) subject: String,
     /// The decoded record; `None` when it does not decode.
     pub(crate) record: Option<Record>,
+    /// The `traceparent` it was stored with, when valid (see [`jobstream_core::trace`]).
+    pub(crate) trace: Option<TraceParent>,
+    /// The request id it was stored with (for the fold's log lines).
+    pub(crate) request_id: Option<String>,
 }
 
 impl Delivered {
@@ -56,7 +62,20 @@ impl Delivered {
             seq,
             subject,
             record,
+            trace: None,
+            request_id: None,
         }
+    }
+
+    /// With the trace context of the message's headers (a malformed one is ignored).
+    pub(crate) fn traced(mut self, headers: Option<&async_nats::HeaderMap>) -> Self {
+        self.trace = headers
+            .and_then(|h| h.get(TRACEPARENT_HEADER))
+            .and_then(|v| TraceParent::parse(v.as_str()));
+        self.request_id = headers
+            .and_then(|h| h.get(REQUEST_ID_HEADER))
+            .map(|v| v.as_str().to_owned());
+        self
     }
 }
 
@@ -415,11 +434,15 @@ async fn fold_in(
     let mut fresh_users: Vec<(u64, &UserEnvelope)> = Vec::new();
     let mut queue_records: Vec<(u64, &QueueRecord)> = Vec::new();
     let mut fresh_workflows = Vec::new();
-    let fresh: Vec<(u64, &Envelope)> = batch
+    let fresh: Vec<(u64, &Envelope, Option<TraceParent>, Option<&str>)> = batch
         .iter()
         .filter_map(
             |Delivered {
-                 seq, record: rec, ..
+                 seq,
+                 record: rec,
+                 trace,
+                 request_id,
+                 ..
              }| {
                 if *seq <= checkpoint {
                     out.already_applied += 1;
@@ -427,7 +450,7 @@ async fn fold_in(
                 }
                 out.checkpoint = out.checkpoint.max(*seq);
                 match rec {
-                    Some(Record::Job(e)) => Some((*seq, e)),
+                    Some(Record::Job(e)) => Some((*seq, e, *trace, request_id.as_deref())),
                     Some(Record::Schedule(s)) => {
                         schedules.push((*seq, s));
                         None
@@ -471,17 +494,17 @@ async fn fold_in(
         return Ok(out);
     }
 
-    let mut jobs = load_jobs(txn, fresh.iter().map(|(_, e)| e.job_id)).await?;
+    let mut jobs = load_jobs(txn, fresh.iter().map(|(_, e, ..)| e.job_id)).await?;
     let mut flows = crate::workflows::BatchFlows::load(
         txn,
         &fresh_workflows,
-        fresh.iter().map(|(_, e)| e.job_id),
+        fresh.iter().map(|(_, e, ..)| e.job_id),
     )
     .await?;
     let mut dirty: HashSet<Uuid> = HashSet::new();
-    for (seq, env) in fresh {
+    for (seq, env, trace, request_id) in fresh {
         let before = jobs.get(&env.job_id).map(|j| j.status);
-        match fold_job_event(txn, &mut jobs, seq, env).await? {
+        match fold_job_event(txn, &mut jobs, seq, env, (trace, request_id)).await? {
             JobFold::Applied => {
                 out.applied += 1;
                 dirty.insert(env.job_id);
@@ -529,8 +552,13 @@ async fn fold_job_event(
     jobs: &mut HashMap<Uuid, JobState>,
     seq: u64,
     env: &Envelope,
+    (trace, request_id): (Option<TraceParent>, Option<&str>),
 ) -> Result<JobFold, DbErr> {
     let job_id = env.job_id;
+    // The job's trace: its events' `traceparent`, or the one it started without one.
+    let trace_id = trace.map_or_else(|| TraceId::of_job(job_id), |t| t.trace_id());
+    // At debug: one line per event is too many for production, and a disabled line costs nothing.
+    tracing::debug!(%job_id, %trace_id, request_id = request_id.unwrap_or(""), seq, event = env.event_type().as_str(), "job event");
     Ok(match (jobs.get_mut(&job_id), &env.event) {
         (None, Event::Queued(spec) | Event::Scheduled(spec)) => {
             if let Some(existing) =
@@ -538,7 +566,8 @@ async fn fold_job_event(
             {
                 tracing::info!(%job_id, %existing, seq, "queued event ignored: idempotency key already used by another job");
                 JobFold::Ignored
-            } else if let Some(state) = JobState::from_queued(env, seq) {
+            } else if let Some(mut state) = JobState::from_queued(env, seq) {
+                state.trace_id = Some(trace_id.to_string());
                 jobs.insert(job_id, state);
                 JobFold::Applied
             } else {

@@ -358,6 +358,7 @@ impl Projector {
                         m.subject.clone(),
                         stream_read::decode_record_or_log(m),
                     )
+                    .traced(m.headers.as_ref())
                 })
                 .collect();
             let outcome = self
@@ -525,7 +526,9 @@ impl Chunk {
                     None
                 }
             };
-            batch.push(Delivered::new(seq, m.subject.to_string(), record));
+            batch.push(
+                Delivered::new(seq, m.subject.to_string(), record).traced(m.headers.as_ref()),
+            );
             highest = highest.max(seq);
             last = Some(m);
         }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use jobstream_core::broker::Broker;
 use jobstream_core::event::{Envelope, Event};
 use jobstream_core::subject::QueueName;
+use jobstream_core::trace::{Correlation, TraceParent};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -81,7 +82,7 @@ struct ProgressTarget {
     queue: QueueName,
     job_id: Uuid,
     attempt: u32,
-    request_id: Option<String>,
+    correlation: Correlation,
     /// The attempt's `started`, stored before its first progress (a `progress` needs a running job).
     start: Option<Arc<StartGate>>,
 }
@@ -109,7 +110,10 @@ impl ProgressReporter {
                 queue,
                 job_id,
                 attempt,
-                request_id,
+                correlation: Correlation {
+                    request_id,
+                    trace: TraceParent::for_job(job_id),
+                },
                 start: None,
             })),
         }
@@ -120,7 +124,7 @@ impl ProgressReporter {
         broker: Broker,
         queue: QueueName,
         (job_id, attempt): (Uuid, u32),
-        request_id: Option<String>,
+        correlation: Correlation,
         start: Arc<StartGate>,
     ) -> Self {
         ProgressReporter {
@@ -129,7 +133,7 @@ impl ProgressReporter {
                 queue,
                 job_id,
                 attempt,
-                request_id,
+                correlation,
                 start: Some(start),
             })),
         }
@@ -147,7 +151,7 @@ impl ProgressReporter {
         let env = Envelope::new(t.job_id, t.attempt, Event::Progress { percent, message });
         if let Err(e) = t
             .broker
-            .publish(&env, &t.queue, t.request_id.as_deref())
+            .publish_correlated(&env, &t.queue, &t.correlation)
             .await
         {
             tracing::warn!(job_id = %t.job_id, error = %e, "progress not stored");

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use jobstream_core::broker::{Broker, BrokerError};
-use jobstream_core::event::{
-    AttemptRun, Envelope, Event, JobSpec, Priority, REQUEST_ID_HEADER, RetryBackoff,
-};
+use jobstream_core::event::{AttemptRun, Envelope, Event, JobSpec, Priority, RetryBackoff};
 use jobstream_core::subject::{self, QueueName};
+use jobstream_core::trace::Correlation;
 use rand::Rng;
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -387,11 +386,8 @@ async fn process(shared: &Shared, msg: jetstream::Message) -> Option<Duration> {
         let _ = msg.ack_with(AckKind::Term).await;
         return None;
     }
-    let request_id = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(REQUEST_ID_HEADER))
-        .map(|v| v.as_str().to_owned());
+    // The job's request id and trace, carried into every event this worker appends for it.
+    let correlation = Correlation::of_event(msg.headers.as_ref(), env.job_id);
     // A message nats-server's scheduler fired (a delayed job's `queued`) follows other
     // events of its job (`scheduled`, maybe a cancel request): it always folds.
     let fired = msg
@@ -405,14 +401,15 @@ async fn process(shared: &Shared, msg: jetstream::Message) -> Option<Duration> {
         queue = tracing::field::Empty,
         attempt = delivered,
         stream_seq = seq,
-        request_id = request_id.as_deref().unwrap_or(""),
+        request_id = correlation.request_id().unwrap_or(""),
+        trace_id = %correlation.trace.trace_id(),
     );
     // The delivery stays this worker's (in-progress acks) for as long as it takes: to
     // decide, to run, and to store the outcome while the store refuses writes.
     let disposition = with_heartbeat(
         &msg,
         shared.heartbeat_wait,
-        decide_and_run(shared, &env, (seq, fired), delivered, request_id.as_deref()),
+        decide_and_run(shared, &env, (seq, fired), delivered, &correlation),
     )
     .instrument(span.clone())
     .await;
@@ -467,7 +464,7 @@ async fn decide_and_run(
     env: &Envelope,
     (seq, fired): (u64, bool),
     attempt: u32,
-    request_id: Option<&str>,
+    correlation: &Correlation,
 ) -> Disposition {
     const MAX_CONFLICTS: usize = 8;
     let mut conflicts = 0;
@@ -480,7 +477,8 @@ async fn decide_and_run(
     // not stored twice when the delivery decides again.
     let started_id = Uuid::now_v7();
     loop {
-        let result = decide_once(shared, env, seq, attempt, request_id, try_fast, started_id).await;
+        let result =
+            decide_once(shared, env, seq, attempt, correlation, try_fast, started_id).await;
         try_fast = false;
         match result {
             Ok(d) => return d,
@@ -508,7 +506,7 @@ async fn decide_once(
     env: &Envelope,
     seq: u64,
     attempt: u32,
-    request_id: Option<&str>,
+    correlation: &Correlation,
     try_fast: bool,
     started_id: Uuid,
 ) -> Result<Disposition, BrokerError> {
@@ -543,7 +541,7 @@ async fn decide_once(
             );
             shared
                 .broker
-                .publish_if_last(&cancelled, &spec.queue, request_id, last_seq)
+                .publish_if_last_correlated(&cancelled, &spec.queue, correlation, last_seq)
                 .await?;
             tracing::info!("job cancelled");
             Ok(Disposition::Term)
@@ -557,7 +555,7 @@ async fn decide_once(
                 started_id,
                 spec: &spec,
                 number: attempt,
-                request_id,
+                correlation,
                 msg_seq: seq,
                 last_seq,
             };
@@ -621,8 +619,8 @@ struct Attempt<'a> {
     spec: &'a JobSpec,
     /// 1-based attempt number (the message's delivery count).
     number: u32,
-    /// The submission's request id, carried into the attempt's events.
-    request_id: Option<&'a str>,
+    /// The submission's request id and the job's trace, carried into the attempt's events.
+    correlation: &'a Correlation,
     /// Stream sequence of the runnable message the attempt runs for.
     msg_seq: u64,
     /// The job's latest sequence the attempt was decided on (the condition of its first append).
@@ -636,7 +634,7 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
         started_id,
         spec,
         number: attempt,
-        request_id,
+        correlation,
         msg_seq,
         last_seq,
     } = attempt;
@@ -645,7 +643,7 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
         let env = Envelope::new(job_id, attempt, Event::Failed { error });
         async move {
             broker
-                .publish_if_last(&env, &spec.queue, request_id, last_seq)
+                .publish_if_last_correlated(&env, &spec.queue, correlation, last_seq)
                 .await
                 .map(|_| Disposition::Term)
         }
@@ -675,15 +673,16 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
         running: &shared.running,
         job_id,
     };
-    let run = AttemptRun {
+    let mut run = AttemptRun {
         worker: shared.config.id.clone(),
         started_at: jobstream_core::event::now(),
+        timed_out: false,
     };
     // Nothing is stored yet: `started` only once the attempt runs long or reports progress.
     let start = Arc::new(StartGate::new(
         broker.clone(),
         spec.queue.clone(),
-        request_id.map(str::to_owned),
+        correlation.clone(),
         (job_id, started_id),
         (msg_seq, last_seq),
         (attempt, &run),
@@ -702,7 +701,7 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
             broker.clone(),
             spec.queue.clone(),
             (job_id, attempt),
-            request_id.map(str::to_owned),
+            correlation.clone(),
             start.clone(),
         ),
     };
@@ -710,6 +709,7 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
     let cancel_grace = shared.config.cancel_grace;
     let _busy =
         jobstream_core::metrics::InProgress::enter(jobstream_core::metrics::WORKER_SLOTS_BUSY);
+    let mut timed_out = false;
     let ran = async {
         let work = handler.run(ctx);
         tokio::pin!(work);
@@ -718,6 +718,7 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
             () = tokio::time::sleep(timeout) => {
                 // The deadline: the handler's future is dropped (its token cancelled for any tasks it spawned).
                 job_token.cancel();
+                timed_out = true;
                 Ran::Returned(Err(JobError::Failed(format!("timed out after {} ms", spec.timeout_ms))))
             }
             // A long attempt shows `running`: its `started` is stored past the threshold.
@@ -742,6 +743,8 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
     }
     .await;
 
+    // Marked on the outcome's run: the metrics count a `timeout` from this path alone.
+    run.timed_out = timed_out;
     let (event, disposition) = match ran {
         Ran::Cancelled(Some(Ok(result))) => {
             tracing::info!("cancel requested, but the handler finished its work");
@@ -772,7 +775,7 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
         msg_seq,
     };
     let Some((stored, disposition)) =
-        store_outcome(shared, outcome, &start, &spec.queue, request_id).await
+        store_outcome(shared, outcome, &start, &spec.queue, correlation).await
     else {
         tracing::warn!(
             "grace period over before the outcome could be stored; handing the job back"
@@ -825,7 +828,7 @@ async fn store_outcome(
     mut outcome: Attempted,
     start: &StartGate,
     queue: &QueueName,
-    request_id: Option<&str>,
+    correlation: &Correlation,
 ) -> Option<(Option<&'static str>, Disposition)> {
     const MAX_CONFLICTS: u32 = 8;
     let mut waits = StoreRetry::new("outcome");
@@ -841,11 +844,15 @@ async fn store_outcome(
             return Some((Some(outcome.env.event_type().as_str()), outcome.disposition));
         }
         let appended = match start.appends().await {
-            Appends::Started => shared.broker.publish(&outcome.env, queue, request_id).await,
+            Appends::Started => {
+                (shared.broker)
+                    .publish_correlated(&outcome.env, queue, correlation)
+                    .await
+            }
             Appends::Pending { last_seq } => {
                 shared
                     .broker
-                    .publish_if_last(&outcome.env, queue, request_id, last_seq)
+                    .publish_if_last_correlated(&outcome.env, queue, correlation, last_seq)
                     .await
             }
         };

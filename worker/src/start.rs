@@ -35,6 +35,7 @@ use std::time::Duration;
 use jobstream_core::broker::{Broker, BrokerError};
 use jobstream_core::event::{AttemptRun, Envelope, Event};
 use jobstream_core::subject::QueueName;
+use jobstream_core::trace::Correlation;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -61,7 +62,7 @@ pub(crate) enum Appends {
 pub(crate) struct StartGate {
     broker: Broker,
     queue: QueueName,
-    request_id: Option<String>,
+    correlation: Correlation,
     /// Sequence of the runnable message this attempt runs (to decide again on a conflict).
     msg_seq: u64,
     /// The `started` event (one id per delivery: a copy stored whose answer was lost is
@@ -78,7 +79,7 @@ impl StartGate {
     pub(crate) fn new(
         broker: Broker,
         queue: QueueName,
-        request_id: Option<String>,
+        correlation: Correlation,
         (job_id, started_id): (Uuid, Uuid),
         (msg_seq, last_seq): (u64, u64),
         (attempt, run): (u32, &AttemptRun),
@@ -97,7 +98,7 @@ impl StartGate {
         StartGate {
             broker,
             queue,
-            request_id,
+            correlation,
             msg_seq,
             started,
             state: Mutex::new(Appends::Pending { last_seq }),
@@ -123,12 +124,7 @@ impl StartGate {
             };
             let stored = self
                 .broker
-                .publish_if_last(
-                    &self.started,
-                    &self.queue,
-                    self.request_id.as_deref(),
-                    last_seq,
-                )
+                .publish_if_last_correlated(&self.started, &self.queue, &self.correlation, last_seq)
                 .await;
             match stored {
                 Ok(_) => {

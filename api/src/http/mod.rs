@@ -5,7 +5,9 @@ pub mod extract;
 pub mod metrics;
 pub mod page;
 pub mod request_id;
+pub mod trace;
 
 pub use extract::{ApiJson, ApiQuery, Body, IdempotencyKey, OptionalBody, OptionalJson, PathParam};
 pub use page::{Page, PageRequest};
 pub use request_id::RequestId;
+pub use trace::ClientTrace;

@@ -7,6 +7,7 @@
 
 use jobstream_core::broker::BrokerError;
 use jobstream_core::event::{Envelope, Event};
+use jobstream_core::trace::{Correlation, TraceParent};
 use jobstream_core::{JobState, JobStatus, fold};
 use uuid::Uuid;
 
@@ -102,9 +103,13 @@ impl JobService {
                 _ => job.attempt,
             };
             let env = Envelope::new(job_id, attempt, event);
+            let correlation = Correlation {
+                request_id: request_id.map(str::to_owned),
+                trace: self.job_trace(job_id).await,
+            };
             match self
                 .broker
-                .publish_if_last(&env, &job.spec.queue, request_id, job.last_seq)
+                .publish_if_last_correlated(&env, &job.spec.queue, &correlation, job.last_seq)
                 .await
             {
                 Ok(seq) => {
@@ -126,5 +131,17 @@ impl JobService {
         Err(JobsError::Busy(format!(
             "job {job_id} keeps changing; retry the request"
         )))
+    }
+
+    /// The job's trace (from its first event), with a span id of this request.
+    async fn job_trace(&self, job_id: Uuid) -> TraceParent {
+        match self.broker.job_trace(job_id).await {
+            Ok(trace) => trace,
+            Err(e) => {
+                // Never refuse the request over its trace: the job's own is the usual one.
+                tracing::debug!(error = %e, "job's trace not read; using the job's own");
+                TraceParent::for_job(job_id)
+            }
+        }
     }
 }

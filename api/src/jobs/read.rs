@@ -286,9 +286,12 @@ impl JobService {
             return Ok(Some(job));
         }
         let history = self.broker.job_history(id).await?;
-        Ok(fold::fold_history(
-            history.iter().map(|(seq, env)| (*seq, env)),
-        ))
+        let mut job = fold::fold_history(history.iter().map(|(seq, env)| (*seq, env)));
+        if let Some(job) = &mut job {
+            // The fold has the events, not their headers: the trace is on the first one.
+            job.trace_id = Some(self.broker.job_trace(id).await?.trace_id().to_string());
+        }
+        Ok(job)
     }
 
     /// A job's row in the projection.

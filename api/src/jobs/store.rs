@@ -19,6 +19,7 @@ use jobstream_core::atomic::{
 use jobstream_core::broker::BrokerError;
 use jobstream_core::event::{Envelope, Event, JobSpec, SCHEMA_VERSION};
 use jobstream_core::subject::{self, QueueName};
+use jobstream_core::trace::TraceParent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -54,6 +55,7 @@ impl JobService {
         input: SubmitJob,
         header_key: Option<String>,
         request_id: Option<&str>,
+        client_trace: Option<TraceParent>,
     ) -> Result<Submitted, JobsError> {
         let mut spec = input
             .validate(&caller.sub, &self.kinds)
@@ -68,7 +70,10 @@ impl JobService {
         let span = tracing::Span::current();
         span.record("job_id", tracing::field::display(job_id));
         span.record("kind", spec.kind.as_str());
-        let (first, msgs) = job_messages(job_id, &spec, request_id);
+        // The client's trace, or one the job starts.
+        let trace = client_trace.map_or_else(|| TraceParent::for_job(job_id), |t| t.child());
+        span.record("trace_id", tracing::field::display(trace.trace_id()));
+        let (first, msgs) = job_messages(job_id, &spec, request_id, &trace);
         if let Some(ids) = self
             .publish_guarded(
                 &spec.owner,
@@ -90,8 +95,9 @@ impl JobService {
             return Ok(Submitted::Existing(Box::new(job)));
         }
         jobstream_core::metrics::job_enqueued(spec.queue.as_str(), &spec.kind, "api");
-        let job = JobState::from_queued(&first, 0)
+        let mut job = JobState::from_queued(&first, 0)
             .ok_or_else(|| anyhow::anyhow!("first event did not fold"))?;
+        job.trace_id = Some(trace.trace_id().to_string());
         Ok(Submitted::New(Box::new(job)))
     }
 
@@ -103,6 +109,7 @@ impl JobService {
         input: SubmitBatch,
         key: Option<String>,
         request_id: Option<&str>,
+        client_trace: Option<TraceParent>,
     ) -> Result<BatchStored, JobsError> {
         let key = checked_header(key)?;
         let specs = input
@@ -122,7 +129,9 @@ impl JobService {
         for spec in &specs {
             let id = Uuid::now_v7();
             ids.push(id);
-            msgs.extend(job_messages(id, spec, request_id).1);
+            // One trace per job: the client's (all the batch's jobs in it), or each job's own.
+            let trace = client_trace.map_or_else(|| TraceParent::for_job(id), |t| t.child());
+            msgs.extend(job_messages(id, spec, request_id, &trace).1);
         }
         match self
             .publish_guarded(&caller.sub, key.as_deref(), ids.clone(), msgs)
@@ -157,6 +166,7 @@ pub fn job_messages(
     job_id: Uuid,
     spec: &JobSpec,
     request_id: Option<&str>,
+    trace: &TraceParent,
 ) -> (Envelope, Vec<Outgoing>) {
     let queued = Envelope::new(job_id, 0, Event::Queued(spec.clone()));
     let now = jobstream_core::event::now();
@@ -166,16 +176,20 @@ pub fn job_messages(
             // The fired `queued` event lands on the job's priority lane.
             let target = subject::for_event(&spec.queue, job_id, &queued.event);
             let mut timer = Outgoing::event(&queued, &spec.queue, request_id)
+                .with_trace(trace)
                 .with_header(SCHEDULE_HEADER, &format!("@at {}", fire_time(run_at)))
                 .with_header(SCHEDULE_TARGET_HEADER, &target)
                 // The stream's max_age must never drop a pending timer.
                 .with_header(TTL_HEADER, "never");
             timer.subject = subject::timer(&spec.queue, job_id);
-            let msgs = vec![Outgoing::event(&scheduled, &spec.queue, request_id), timer];
+            let msgs = vec![
+                Outgoing::event(&scheduled, &spec.queue, request_id).with_trace(trace),
+                timer,
+            ];
             (scheduled, msgs)
         }
         _ => {
-            let msgs = vec![Outgoing::event(&queued, &spec.queue, request_id)];
+            let msgs = vec![Outgoing::event(&queued, &spec.queue, request_id).with_trace(trace)];
             (queued, msgs)
         }
     }

@@ -58,6 +58,10 @@ pub struct JobView {
     pub errors: Vec<AttemptErrorView>,
     /// When a cancellation was requested while the job ran (it ends `cancelled` once its handler stops).
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// W3C trace id (32 hex digits) shared by every event and log line of the job: the
+    /// `traceparent` it was submitted with, or one the job started. `null` only for a job
+    /// read before the projection has it.
+    pub trace_id: Option<String>,
     /// The workflow this job is a step of (see `GET /v1/workflows/{id}`); absent for a job submitted on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_id: Option<Uuid>,
@@ -124,6 +128,7 @@ impl From<&JobState> for JobView {
             cancel_requested_at: s.cancel_requested_at,
             workflow_id: None,
             step_id: None,
+            trace_id: s.trace_id.clone(),
         }
     }
 }

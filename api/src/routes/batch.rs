@@ -8,7 +8,7 @@ use axum::{Json, Router};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::http::{Body, IdempotencyKey, RequestId};
+use crate::http::{Body, ClientTrace, IdempotencyKey, RequestId};
 use crate::jobs::{BatchAccepted, SubmitBatch};
 use crate::state::AppState;
 
@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
 /// With an `Idempotency-Key` header, repeating the request returns the same ids with `200`.
 #[utoipa::path(
     post, path = "/v1/jobs/batch", tag = "jobs", request_body = SubmitBatch,
+    params(("traceparent" = Option<String>, Header, description = "W3C trace context: every job of the batch joins this trace (without one each job starts its own)")),
     responses(
         (status = 202, description = "All stored", body = BatchAccepted),
         (status = 200, description = "The idempotency key was used before: the same ids", body = BatchAccepted),
@@ -36,12 +37,13 @@ pub async fn submit_batch(
     State(state): State<AppState>,
     caller: Caller,
     request_id: RequestId,
+    ClientTrace(trace): ClientTrace,
     IdempotencyKey(key): IdempotencyKey,
     Body(body): Body<SubmitBatch>,
 ) -> Result<Response, ApiError> {
     let stored = state
         .jobs()
-        .submit_batch(&caller, body, key, request_id.as_deref())
+        .submit_batch(&caller, body, key, request_id.as_deref(), trace)
         .await?;
     let jobs = stored.ids.len();
     let (status, ids) = if stored.existing {

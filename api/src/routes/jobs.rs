@@ -12,7 +12,9 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::page::link;
-use crate::http::{ApiQuery, Body, IdempotencyKey, Page, PageRequest, PathParam, RequestId};
+use crate::http::{
+    ApiQuery, Body, ClientTrace, IdempotencyKey, Page, PageRequest, PathParam, RequestId,
+};
 use crate::jobs::{self, FilterParams, JobFilter, JobView, SubmitJob, Submitted};
 use crate::state::AppState;
 use crate::workflows::WorkflowService;
@@ -27,6 +29,7 @@ pub fn router() -> Router<AppState> {
 /// Submit a job. Answers `202` once the `queued` event is stored in JetStream.
 #[utoipa::path(
     post, path = "/v1/jobs", tag = "jobs", request_body = SubmitJob,
+    params(("traceparent" = Option<String>, Header, description = "W3C trace context: the job joins this trace (a malformed one is ignored; without one the job starts its own)")),
     responses(
         (status = 202, description = "Stored; runs soon (or `scheduled` until `run_at`)", body = JobView, headers(("Location" = String, description = "URL of the job"))),
         (status = 200, description = "The idempotency key was used before: the existing job", body = JobView),
@@ -36,17 +39,18 @@ pub fn router() -> Router<AppState> {
     ),
     security(("bearer" = []))
 )]
-#[tracing::instrument(skip_all, fields(job_id = tracing::field::Empty, kind = tracing::field::Empty), err(Debug, level = "info"))]
+#[tracing::instrument(skip_all, fields(job_id = tracing::field::Empty, kind = tracing::field::Empty, trace_id = tracing::field::Empty), err(Debug, level = "info"))]
 pub async fn submit_job(
     State(state): State<AppState>,
     caller: Caller,
     request_id: RequestId,
+    ClientTrace(trace): ClientTrace,
     IdempotencyKey(key): IdempotencyKey,
     Body(body): Body<SubmitJob>,
 ) -> Result<Response, ApiError> {
     let submitted = state
         .jobs()
-        .submit(&caller, body, key, request_id.as_deref())
+        .submit(&caller, body, key, request_id.as_deref(), trace)
         .await?;
     let (status, job) = match submitted {
         Submitted::New(job) => {

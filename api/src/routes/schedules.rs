@@ -465,7 +465,10 @@ pub async fn run_now(
         }
         input::BodyError::Fields(errors) => ApiError::Unprocessable(errors),
     })?;
-    let submitted = state.jobs().submit(caller, body, None, request_id).await?;
+    let submitted = state
+        .jobs()
+        .submit(caller, body, None, request_id, None)
+        .await?;
     let (crate::jobs::Submitted::New(job) | crate::jobs::Submitted::Existing(job)) = submitted;
     tracing::info!(schedule = %name, %owner, job_id = %job.id, "schedule run now");
     Ok(*job)

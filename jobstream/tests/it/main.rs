@@ -38,6 +38,7 @@ mod schedules;
 mod shutdown;
 mod sse;
 mod stream;
+mod tracing;
 mod users;
 mod validation;
 mod webhook;

@@ -83,11 +83,14 @@ pub(super) async fn fold_range(
             until.saturating_sub(msg.seq).min(pending),
             Ordering::Relaxed,
         );
-        batch.push(Delivered::new(
-            msg.seq,
-            msg.subject.clone(),
-            stream_read::decode_record_or_log(&msg),
-        ));
+        batch.push(
+            Delivered::new(
+                msg.seq,
+                msg.subject.clone(),
+                stream_read::decode_record_or_log(&msg),
+            )
+            .traced(msg.headers.as_ref()),
+        );
         let done = msg.seq >= until || pending == 0;
         if batch.len() >= batch_size || done {
             flush(db, name, &mut batch, summary).await?;
