@@ -7,7 +7,10 @@ use jobstream::cli::Cli;
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     jobstream_core::telemetry::init(cli.default_log_filter(), cli.log_format(), std::io::stderr);
-    match jobstream::cmd::run(cli).await {
+    let result = jobstream::cmd::run(cli).await;
+    // The last batch of spans, if they are exported.
+    jobstream_core::telemetry::shutdown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line, the whole cause chain, non-zero exit.

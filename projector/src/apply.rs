@@ -2,6 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use tracing::Instrument as _;
+
 use chrono::{DateTime, Utc};
 use jobstream_core::event::{REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 use jobstream_core::metrics::JobTransition;
@@ -504,7 +506,19 @@ async fn fold_in(
     let mut dirty: HashSet<Uuid> = HashSet::new();
     for (seq, env, trace, request_id) in fresh {
         let before = jobs.get(&env.job_id).map(|j| j.status);
-        match fold_job_event(txn, &mut jobs, seq, env, (trace, request_id)).await? {
+        // A span per job event only for the OTLP export (logs carry the ids without it).
+        let span = if jobstream_core::telemetry::exporting() {
+            let parent = trace.unwrap_or_else(|| TraceParent::for_job(env.job_id));
+            let span = tracing::info_span!("project_job_event", job_id = %env.job_id, trace_id = %parent.trace_id(), seq, event = env.event_type().as_str());
+            jobstream_core::telemetry::join_trace(&span, &parent);
+            span
+        } else {
+            tracing::Span::none()
+        };
+        match fold_job_event(txn, &mut jobs, seq, env, (trace, request_id))
+            .instrument(span)
+            .await?
+        {
             JobFold::Applied => {
                 out.applied += 1;
                 dirty.insert(env.job_id);

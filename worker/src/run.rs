@@ -8,7 +8,7 @@ use async_nats::jetstream::{self, AckKind};
 use jobstream_core::broker::{Broker, BrokerError};
 use jobstream_core::event::{AttemptRun, Envelope, Event, JobSpec, Priority, RetryBackoff};
 use jobstream_core::subject::{self, QueueName};
-use jobstream_core::trace::Correlation;
+use jobstream_core::trace::{Correlation, TraceParent};
 use rand::Rng;
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -403,6 +403,11 @@ async fn process(shared: &Shared, msg: jetstream::Message) -> Option<Duration> {
         stream_seq = seq,
         request_id = correlation.request_id().unwrap_or(""),
         trace_id = %correlation.trace.trace_id(),
+    );
+    // Exported under the job's trace, as a child of the span that appended this event.
+    jobstream_core::telemetry::join_trace(
+        &span,
+        &TraceParent::of_event(msg.headers.as_ref(), env.job_id),
     );
     // The delivery stays this worker's (in-progress acks) for as long as it takes: to
     // decide, to run, and to store the outcome while the store refuses writes.

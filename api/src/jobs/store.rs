@@ -21,6 +21,7 @@ use jobstream_core::event::{Envelope, Event, JobSpec, SCHEMA_VERSION};
 use jobstream_core::subject::{self, QueueName};
 use jobstream_core::trace::TraceParent;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::input::{SubmitBatch, SubmitJob, validate_key};
@@ -74,6 +75,15 @@ impl JobService {
         let trace = client_trace.map_or_else(|| TraceParent::for_job(job_id), |t| t.child());
         span.record("trace_id", tracing::field::display(trace.trace_id()));
         let (first, msgs) = job_messages(job_id, &spec, request_id, &trace);
+        // Storing the job, exported under the job's trace (the request's span is not in it:
+        // it starts before the job has an id).
+        let stored = if jobstream_core::telemetry::exporting() {
+            let span = tracing::info_span!("enqueue_job", %job_id, trace_id = %trace.trace_id());
+            jobstream_core::telemetry::join_trace(&span, &client_trace.unwrap_or(trace));
+            span
+        } else {
+            tracing::Span::none()
+        };
         if let Some(ids) = self
             .publish_guarded(
                 &spec.owner,
@@ -81,6 +91,7 @@ impl JobService {
                 vec![job_id],
                 msgs,
             )
+            .instrument(stored)
             .await?
         {
             let id = ids

@@ -4,6 +4,8 @@
 //!
 //! The worker and the projector run as `jobstream worker` / `jobstream projector` child
 //! processes with JSON logs, as in production, so the test reads their real log lines.
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, they and a `jobstream api` child process export
+//! their spans of the job to a small OTLP/HTTP receiver in the test, under the job's trace id.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +33,16 @@ struct LoggedProcess {
 
 impl LoggedProcess {
     fn start(app: &TestApp, args: &[&str], data_dir: &std::path::Path) -> Self {
+        Self::start_with(app, args, data_dir, &[])
+    }
+
+    /// Starts it with extra environment variables.
+    fn start_with(
+        app: &TestApp,
+        args: &[&str],
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_jobstream"))
             .args(args)
             .env("NATS_URL", app.nats.url())
@@ -43,6 +55,7 @@ impl LoggedProcess {
                 "info,jobstream_worker=debug,jobstream_projector=debug",
             )
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -233,3 +246,136 @@ async fn a_job_without_traceparent_starts_its_own_trace_and_a_replay_keeps_it(ba
     assert_eq!(row.trace_id.as_deref(), Some(trace_id.as_str()));
 }
 db_test!(a_job_without_traceparent_starts_its_own_trace_and_a_replay_keeps_it);
+
+/// What an OTLP/HTTP receiver got: (service name, trace id in hex, span name) per span.
+type ReceivedSpans = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// A tiny OTLP/HTTP (protobuf) trace receiver on a free port; returns its base URL.
+async fn otlp_receiver(spans: ReceivedSpans) -> String {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+
+    let route = axum::routing::post(move |body: axum::body::Bytes| {
+        let spans = spans.clone();
+        async move {
+            let Ok(req) = ExportTraceServiceRequest::decode(body) else {
+                return axum::http::StatusCode::BAD_REQUEST;
+            };
+            let mut got = spans.lock().unwrap();
+            for rs in req.resource_spans {
+                let service = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == "service.name")
+                    .and_then(|a| a.value.as_ref())
+                    .and_then(|v| match &v.value {
+                        Some(
+                            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                                s,
+                            ),
+                        ) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                    let trace: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                    got.push((service.clone(), trace, span.name));
+                }
+            }
+            axum::http::StatusCode::OK
+        }
+    });
+    let app = axum::Router::new().route("/v1/traces", route);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn api_worker_and_projector_export_the_jobs_spans_under_its_trace_over_otlp(
+    backend: Backend,
+) {
+    use secrecy::ExposeSecret as _;
+
+    let app = TestApp::with(backend, Options::api_only()).await;
+    let data = tempfile::tempdir().expect("data dir");
+    let spans: ReceivedSpans = Arc::default();
+    let endpoint = otlp_receiver(spans.clone()).await;
+    let otel = |service: &'static str| {
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+            ("OTEL_SERVICE_NAME", service.to_owned()),
+            // Batches go out every 100 ms instead of every 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ]
+    };
+    let start = |args: &[&str], env: Vec<(&str, String)>| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        LoggedProcess::start_with(&app, args, data.path(), &env)
+    };
+    let _projector = start(&["projector"], otel("jobstream-projector"));
+    let _worker = start(&["worker"], otel("jobstream-worker"));
+    // The API as a child process too (the test process's own subscriber has no exporter),
+    // accepting the harness's tokens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut api_env = otel("jobstream-api");
+    api_env.extend([
+        ("API_PORT", port.to_string()),
+        (
+            "JWT_SECRET",
+            app.auth.hs256_secret.expose_secret().to_owned(),
+        ),
+        ("JWT_ISSUER", app.auth.issuer.clone()),
+        ("JWT_AUDIENCE", app.auth.audience.clone()),
+    ]);
+    let _api = start(&["api"], api_env);
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the api child process answers", WAIT, || async {
+        app.http
+            .get(format!("{base}/livez"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    let token = app.token("carol", false);
+
+    let res = app
+        .http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(&token)
+        .header("traceparent", CLIENT_TRACEPARENT)
+        .json(&json!({"kind": "echo", "payload": {"hello": "otlp"}}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(res.status(), 202);
+
+    for (service, span) in [
+        ("jobstream-api", "enqueue_job"),
+        ("jobstream-worker", "job"),
+        ("jobstream-projector", "project_job_event"),
+    ] {
+        eventually(
+            &format!("{service}'s `{span}` span exported under the client's trace"),
+            WAIT,
+            || async {
+                spans
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(s, t, n)| s == service && t == CLIENT_TRACE_ID && n == span)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+db_test!(api_worker_and_projector_export_the_jobs_spans_under_its_trace_over_otlp);
