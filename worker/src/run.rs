@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::cancel::{Running, RunningGuard, cancel_stored_after, listen_for_cancellations};
 use crate::decide::{Plan, last_event_seq, plan};
 use crate::defaults;
-use crate::handler::{JobContext, JobError, ProgressReporter, Registry};
+use crate::handler::{Handler, JobContext, JobError, ProgressReporter, Registry};
 use crate::idle::REDELIVERY_SLACK;
 use crate::lanes::{QueueLanes, ensure_lane_consumer};
 use crate::limit::{self, Slots};
@@ -633,7 +633,7 @@ struct Attempt<'a> {
 }
 
 /// Runs one attempt of the job.
-async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Disposition, BrokerError> {
+async fn run_attempt(shared: &Shared, decided: Attempt<'_>) -> Result<Disposition, BrokerError> {
     let Attempt {
         job_id,
         started_id,
@@ -642,7 +642,7 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
         correlation,
         msg_seq,
         last_seq,
-    } = attempt;
+    } = decided;
     let broker = &shared.broker;
     let fail_now = |error: String| {
         let env = Envelope::new(job_id, attempt, Event::Failed { error });
@@ -710,10 +710,43 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
             start.clone(),
         ),
     };
-    let timeout = Duration::from_millis(spec.timeout_ms);
-    let cancel_grace = shared.config.cancel_grace;
     let _busy =
         jobstream_core::metrics::InProgress::enter(jobstream_core::metrics::WORKER_SLOTS_BUSY);
+    let tokens = AttemptTokens {
+        job: &job_token,
+        request: &request_token,
+    };
+    let (ran, timed_out) =
+        run_handler(shared, handler.as_ref(), ctx, &decided, &start, tokens).await;
+    // Marked on the outcome's run: the metrics count a `timeout` from this path alone.
+    run.timed_out = timed_out;
+    settle(shared, ran, run, &decided, &start).await
+}
+
+/// The two tokens of a running attempt.
+#[derive(Clone, Copy)]
+struct AttemptTokens<'a> {
+    /// Cancelled to stop the handler (deadline, cancel request, hard stop).
+    job: &'a CancellationToken,
+    /// Cancelled by a cancel request that reached this worker directly.
+    request: &'a CancellationToken,
+}
+
+/// Runs the handler against its deadline, the `started` threshold and cancellation:
+/// what it returned (or that it was cancelled), and whether the deadline stopped it.
+async fn run_handler(
+    shared: &Shared,
+    handler: &dyn Handler,
+    ctx: JobContext,
+    attempt: &Attempt<'_>,
+    start: &StartGate,
+    tokens: AttemptTokens<'_>,
+) -> (Ran, bool) {
+    let (spec, job_id, last_seq) = (attempt.spec, attempt.job_id, attempt.last_seq);
+    let (job_token, request_token) = (tokens.job, tokens.request);
+    let broker = &shared.broker;
+    let timeout = Duration::from_millis(spec.timeout_ms);
+    let cancel_grace = shared.config.cancel_grace;
     let mut timed_out = false;
     let ran = async {
         let work = handler.run(ctx);
@@ -747,9 +780,19 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
         }
     }
     .await;
+    (ran, timed_out)
+}
 
-    // Marked on the outcome's run: the metrics count a `timeout` from this path alone.
-    run.timed_out = timed_out;
+/// Turns what the handler did into the attempt's outcome event and stores it: how the
+/// runnable message is then settled.
+async fn settle(
+    shared: &Shared,
+    ran: Ran,
+    run: AttemptRun,
+    attempt: &Attempt<'_>,
+    start: &StartGate,
+) -> Result<Disposition, BrokerError> {
+    let (spec, job_id, number) = (attempt.spec, attempt.job_id, attempt.number);
     let (event, disposition) = match ran {
         Ran::Cancelled(Some(Ok(result))) => {
             tracing::info!("cancel requested, but the handler finished its work");
@@ -762,7 +805,7 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
                 "abandoned after the cancel grace period"
             };
             tracing::info!(how, "job cancelled while running");
-            (cancelled_while_running(attempt, how), Disposition::Term)
+            (cancelled_while_running(number, how), Disposition::Term)
         }
         Ran::Returned(outcome) => {
             if shared.hard_stop.is_cancelled() && outcome.is_err() {
@@ -771,16 +814,16 @@ async fn run_attempt(shared: &Shared, attempt: Attempt<'_>) -> Result<Dispositio
                 return Ok(Disposition::Nak(None));
             }
             let backoff = spec.backoff.map_or(shared.config.backoff, Backoff::from);
-            outcome_event(outcome, attempt, spec.max_attempts, &backoff)
+            outcome_event(outcome, number, spec.max_attempts, &backoff)
         }
     };
     let outcome = Attempted {
-        env: Envelope::new(job_id, attempt, event).with_run(run),
+        env: Envelope::new(job_id, number, event).with_run(run),
         disposition,
-        msg_seq,
+        msg_seq: attempt.msg_seq,
     };
     let Some((stored, disposition)) =
-        store_outcome(shared, outcome, &start, &spec.queue, correlation).await
+        store_outcome(shared, outcome, start, &spec.queue, attempt.correlation).await
     else {
         tracing::warn!(
             "grace period over before the outcome could be stored; handing the job back"
