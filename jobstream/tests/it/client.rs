@@ -11,45 +11,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::{TestApp, db_test};
 
-/// What a run of the binary printed and how it ended.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        assert!(self.ok, "failed: {}", self.stderr);
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
-    }
-}
-
-impl TestApp {
-    /// The binary with this system's URL and `token`.
-    fn cli(&self, token: &str) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobstream"));
-        cmd.env("JOBSTREAM_URL", &self.base)
-            .env("JOBSTREAM_TOKEN", token)
-            .env_remove("RUST_LOG")
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// Runs the binary to its end.
-    async fn run_cli(&self, token: &str, args: &[&str]) -> Run {
-        let out = tokio::time::timeout(crate::helpers::WAIT, self.cli(token).args(args).output())
-            .await
-            .expect("cli finished in time")
-            .expect("cli runs");
-        Run {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-}
-
 async fn the_cli_lists_gets_submits_cancels_and_retries_jobs(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let alice = app.token("alice", false);

@@ -3,60 +3,11 @@
 //! admins may pause; `GET /v1/queues` counts what the projection and NATS hold.
 
 use jobstream_core::subject::QueueName;
-use jobstream_testkit::{Backend, eventually};
+use jobstream_testkit::Backend;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{Options, TestApp, WAIT, db_test};
-
-impl TestApp {
-    /// `POST /v1/queues/{queue}/{action}`: status and body.
-    pub(crate) async fn queue_action(
-        &self,
-        token: &str,
-        queue: &str,
-        action: &str,
-    ) -> (StatusCode, Option<String>, Value) {
-        let res = self
-            .http
-            .post(format!("{}/v1/queues/{queue}/{action}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("POST queue action");
-        let status = res.status();
-        let content_type = res
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        (
-            status,
-            content_type,
-            res.json().await.unwrap_or(Value::Null),
-        )
-    }
-
-    /// `GET /v1/queues`, once the entry of `queue` satisfies `pred`.
-    pub(crate) async fn wait_for_queue(
-        &self,
-        token: &str,
-        queue: &str,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        eventually(what, WAIT, || async {
-            let (status, body) = self.get(token, "/v1/queues").await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            body.as_array()?
-                .iter()
-                .find(|q| q["name"] == queue)
-                .filter(|q| pred(q))
-                .cloned()
-        })
-        .await
-    }
-}
+use crate::helpers::{Options, TestApp, db_test};
 
 /// A worker on `default` and `other`, so a test can see it busy while `default` is paused.
 fn two_queues() -> Options {
@@ -162,12 +113,3 @@ async fn only_admins_pause_resume_or_list_queues(backend: Backend) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
 db_test!(only_admins_pause_resume_or_list_queues);
-
-impl TestApp {
-    /// The projected status of a job.
-    async fn rows_with_status(&self, id: &str) -> String {
-        self.wait_for_row(id, "job projected", |_| true)
-            .await
-            .status
-    }
-}

@@ -3,28 +3,11 @@
 
 use std::time::Duration;
 
-use jobstream_testkit::{Backend, eventually};
+use jobstream_testkit::Backend;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{Options, TestApp, WAIT, db_test};
-
-impl TestApp {
-    /// The registry's entry of worker `id`, once it satisfies `pred`.
-    async fn wait_for_worker(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let admin = self.token("ops", true);
-        eventually(what, WAIT, || async {
-            let (status, body) = self.get(&admin, "/v1/workers").await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            body.as_array()?
-                .iter()
-                .find(|w| w["id"] == id)
-                .filter(|w| pred(w))
-                .cloned()
-        })
-        .await
-    }
-}
+use crate::helpers::{Options, TestApp, db_test};
 
 async fn the_registry_lists_a_running_worker_and_marks_it_stale_after_it_stops(backend: Backend) {
     let mut options = Options::default();

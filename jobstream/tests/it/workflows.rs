@@ -5,7 +5,7 @@
 use jobstream_core::EventType;
 use jobstream_core::kinds::Catalogue;
 use jobstream_entity::{workflow, workflow_step};
-use jobstream_testkit::{Backend, eventually};
+use jobstream_testkit::Backend;
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
@@ -13,72 +13,9 @@ use serde_json::{Value, json};
 use crate::files::png;
 use jobstream_core::workflow::{OnFailure, StepDef, children_workflow_id, step_job_id};
 use jobstream_worker::children::Children;
-use jobstream_worker::{JobContext, JobError, Registry};
+use jobstream_worker::{JobContext, JobError};
 
 use crate::helpers::{Options, RealKinds, TestApp, WAIT, connect, db_test};
-
-impl TestApp {
-    /// A system whose worker runs the built-ins with `echo` replaced by `handler`.
-    async fn with_echo<F, Fut>(backend: Backend, handler: F) -> TestApp
-    where
-        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = Result<Value, JobError>> + Send + 'static,
-    {
-        let mut app = TestApp::with(backend, Options::without_worker()).await;
-        let mut registry = Registry::with_builtins();
-        registry.register("echo", handler);
-        app.start_worker_with(registry).await;
-        app
-    }
-
-    /// `POST /v1/workflows`: status and body.
-    async fn submit_workflow(&self, token: &str, body: &Value) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .post(format!("{}/v1/workflows", self.base))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("POST /v1/workflows");
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    /// `POST /v1/workflows`, asserting `202`; returns the workflow and its id.
-    pub(crate) async fn workflow_ok(&self, token: &str, body: &Value) -> (String, Value) {
-        let (status, wf) = self.submit_workflow(token, body).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{wf}");
-        (wf["id"].as_str().expect("an id").to_owned(), wf)
-    }
-
-    /// `POST /v1/workflows/{id}/<action>`: status and body.
-    pub(crate) async fn workflow_action(
-        &self,
-        token: &str,
-        id: &str,
-        action: &str,
-    ) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .post(format!("{}/v1/workflows/{id}/{action}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("POST workflow action");
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    /// The workflow once `GET /v1/workflows/{id}` says `status`.
-    pub(crate) async fn wait_for_workflow(&self, token: &str, id: &str, status: &str) -> Value {
-        eventually(&format!("workflow {id} {status}"), WAIT, || async {
-            let (code, wf) = self.get(token, &format!("/v1/workflows/{id}")).await;
-            (code == StatusCode::OK && wf["status"] == status).then_some(wf)
-        })
-        .await
-    }
-}
 
 /// A step of `wf` by id.
 fn step<'a>(wf: &'a Value, id: &str) -> &'a Value {

@@ -1,13 +1,17 @@
 //! `TestApp`: a whole jobstream system per test, with typed helpers.
 //!
 //! Layout: this file starts a system; [`http`] talks to its API as a client, [`components`]
-//! starts more of its pieces, [`projection`] reads and waits on the tables, [`stream`] reads
+//! starts more of its pieces, [`admin`], [`workflows`] and [`cli`] drive the operators' endpoints, workflows and the
+//! terminal client, [`projection`] reads and waits on the tables, [`stream`] reads
 //! and writes the job stream.
 
+pub(crate) mod admin;
+pub(crate) mod cli;
 pub(crate) mod components;
 pub(crate) mod http;
 pub(crate) mod projection;
 pub(crate) mod stream;
+pub(crate) mod workflows;
 
 pub(crate) use components::RealKinds;
 
