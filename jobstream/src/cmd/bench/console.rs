@@ -10,17 +10,12 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sea_orm::sea_query::{Alias, Expr, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
-use uuid::Uuid;
+use sea_orm::DatabaseConnection;
+use sea_orm::sea_query::Expr;
 
-use super::lists::ListFigures;
+use super::lists::{ListFigures, insert_job_rows, time_gets};
 use super::report::Percentiles;
 
-/// Rows per INSERT statement (under SQLite's 32,766 bound parameters at 16 columns).
-const ROWS_PER_INSERT: usize = 1000;
-/// INSERT statements per transaction.
-const INSERTS_PER_TXN: usize = 20;
 /// Requests per page, one at a time.
 pub(crate) const REQUESTS: usize = 100;
 
@@ -89,53 +84,29 @@ async fn seed(db: &DatabaseConnection, user: &str, rows: usize) -> anyhow::Resul
     ];
     let now = Utc::now();
     let payload = serde_json::json!({"to": "someone@example.com", "n": 1});
-    let mut sample = String::new();
-    let mut i = 0;
-    while i < rows {
-        let txn = db.begin().await?;
-        for _ in 0..INSERTS_PER_TXN {
-            if i >= rows {
-                break;
-            }
-            let mut insert = Query::insert();
-            insert
-                .into_table(Alias::new("queued_jobs"))
-                .columns(columns.map(Alias::new));
-            for _ in 0..ROWS_PER_INSERT.min(rows - i) {
-                let id = Uuid::now_v7().to_string();
-                let (owner, status, kind, queue, error, finished) = shape(i, user);
-                if i == rows / 2 {
-                    sample.clone_from(&id);
-                }
-                let finished_at = finished.map(|m| now - chrono::Duration::minutes(m));
-                let created_at = finished_at.unwrap_or(now) - chrono::Duration::seconds(1);
-                insert.values_panic([
-                    Expr::val(id),
-                    Expr::val(queue),
-                    Expr::val(kind),
-                    Expr::val(owner),
-                    Expr::val(status),
-                    Expr::val("normal"),
-                    Expr::val(payload.clone()),
-                    Expr::val(error),
-                    Expr::val(1),
-                    Expr::val(3),
-                    Expr::val(30_000i64),
-                    Expr::val(created_at),
-                    Expr::val(finished_at),
-                    Expr::val(finished_at.unwrap_or(now)),
-                    Expr::val(0i64),
-                ]);
-                i += 1;
-            }
-            txn.execute(&insert).await?;
-        }
-        txn.commit().await?;
-        if rows >= 100_000 && (i % (rows / 10).max(1)) < ROWS_PER_INSERT * INSERTS_PER_TXN {
-            eprintln!("seeded {i}/{rows} rows");
-        }
-    }
-    Ok(sample)
+    insert_job_rows(db, rows, &columns, |i, id| {
+        let (owner, status, kind, queue, error, finished) = shape(i, user);
+        let finished_at = finished.map(|m| now - chrono::Duration::minutes(m));
+        let created_at = finished_at.unwrap_or(now) - chrono::Duration::seconds(1);
+        vec![
+            Expr::val(id),
+            Expr::val(queue),
+            Expr::val(kind),
+            Expr::val(owner),
+            Expr::val(status),
+            Expr::val("normal"),
+            Expr::val(payload.clone()),
+            Expr::val(error),
+            Expr::val(1),
+            Expr::val(3),
+            Expr::val(30_000i64),
+            Expr::val(created_at),
+            Expr::val(finished_at),
+            Expr::val(finished_at.unwrap_or(now)),
+            Expr::val(0i64),
+        ]
+    })
+    .await
 }
 
 /// A console session: a cookie from `POST /ui/login`.
@@ -176,20 +147,8 @@ impl Session {
 
     /// `REQUESTS` sequential GETs of `path`, in ms.
     async fn time(&self, path: &str) -> anyhow::Result<Option<Percentiles>> {
-        let mut samples = Vec::with_capacity(REQUESTS);
-        for _ in 0..REQUESTS {
-            let at = Instant::now();
-            let r = self
-                .http
-                .get(format!("{}{path}", self.base))
-                .header("cookie", &self.cookie)
-                .send()
-                .await?;
-            anyhow::ensure!(r.status().is_success(), "GET {path}: {}", r.status());
-            r.bytes().await?;
-            samples.push(at.elapsed().as_secs_f64() * 1e3);
-        }
-        Ok(Percentiles::of(samples))
+        let cookie = ("cookie", self.cookie.as_str());
+        time_gets(&self.http, &self.base, path, cookie, REQUESTS).await
     }
 }
 

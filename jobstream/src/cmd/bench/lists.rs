@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::load::Api;
 use super::report::Percentiles;
 
-/// Rows per INSERT statement (under SQLite's 32,766 bound parameters at 13 columns).
+/// Rows per INSERT statement (under SQLite's 32,766 bound parameters at up to 16 columns).
 const ROWS_PER_INSERT: usize = 1000;
 /// INSERT statements per transaction.
 const INSERTS_PER_TXN: usize = 20;
@@ -72,6 +72,36 @@ async fn seed(db: &DatabaseConnection, owner: &str, rows: usize) -> anyhow::Resu
     ];
     let now = Utc::now();
     let payload = serde_json::json!({});
+    insert_job_rows(db, rows, &columns, |i, id| {
+        let (status, kind, queue) = shape(i);
+        vec![
+            Expr::val(id),
+            Expr::val(queue),
+            Expr::val(kind),
+            Expr::val(owner),
+            Expr::val(status),
+            Expr::val("normal"),
+            Expr::val(payload.clone()),
+            Expr::val(1),
+            Expr::val(3),
+            Expr::val(30_000i64),
+            Expr::val(now),
+            Expr::val(now),
+            Expr::val(0i64),
+        ]
+    })
+    .await
+}
+
+/// Inserts `rows` rows into `queued_jobs`, `row(i, id)` giving the values of row `i` (in
+/// the order of `columns`) for a fresh UUIDv7 `id`: multi-row INSERTs, many per
+/// transaction, with progress every tenth. Returns the id of the middle row.
+pub(super) async fn insert_job_rows(
+    db: &DatabaseConnection,
+    rows: usize,
+    columns: &[&str],
+    mut row: impl FnMut(usize, String) -> Vec<Expr>,
+) -> anyhow::Result<String> {
     let mut middle = String::new();
     let mut i = 0;
     while i < rows {
@@ -83,28 +113,13 @@ async fn seed(db: &DatabaseConnection, owner: &str, rows: usize) -> anyhow::Resu
             let mut insert = Query::insert();
             insert
                 .into_table(Alias::new("queued_jobs"))
-                .columns(columns.map(Alias::new));
+                .columns(columns.iter().map(|c| Alias::new(*c)));
             for _ in 0..ROWS_PER_INSERT.min(rows - i) {
                 let id = Uuid::now_v7().to_string();
                 if i == rows / 2 {
                     middle.clone_from(&id);
                 }
-                let (status, kind, queue) = shape(i);
-                insert.values_panic([
-                    Expr::val(id),
-                    Expr::val(queue),
-                    Expr::val(kind),
-                    Expr::val(owner),
-                    Expr::val(status),
-                    Expr::val("normal"),
-                    Expr::val(payload.clone()),
-                    Expr::val(1),
-                    Expr::val(3),
-                    Expr::val(30_000i64),
-                    Expr::val(now),
-                    Expr::val(now),
-                    Expr::val(0i64),
-                ]);
+                insert.values_panic(row(i, id));
                 i += 1;
             }
             txn.execute(&insert).await?;
@@ -145,21 +160,10 @@ pub(crate) async fn measure(
                 "" => "/v1/jobs?limit=50".to_owned(),
                 f => format!("/v1/jobs?limit=50&{f}"),
             };
-            let mut samples = Vec::with_capacity(REQUESTS);
-            for _ in 0..REQUESTS {
-                let at = Instant::now();
-                let r = api
-                    .http
-                    .get(format!("{}{path}", api.base))
-                    .header("Authorization", &api.auth)
-                    .send()
-                    .await?;
-                anyhow::ensure!(r.status().is_success(), "GET {path}: {}", r.status());
-                r.bytes().await?;
-                samples.push(at.elapsed().as_secs_f64() * 1e3);
-            }
+            let auth = ("authorization", api.auth.as_str());
+            let took = time_gets(&api.http, &api.base, &path, auth, REQUESTS).await?;
             let label = path.replace(&cursor, "<middle row>");
-            queries.push((format!("{who:<5} {label}"), Percentiles::of(samples)));
+            queries.push((format!("{who:<5} {label}"), took));
         }
     }
     Ok(ListFigures {
@@ -167,6 +171,30 @@ pub(crate) async fn measure(
         seeded_in,
         queries,
     })
+}
+
+/// `requests` sequential GETs of `base` + `path` with one `header`, each timed until its
+/// body is read, in ms; an error status ends the bench.
+pub(super) async fn time_gets(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    (name, value): (&str, &str),
+    requests: usize,
+) -> anyhow::Result<Option<Percentiles>> {
+    let mut samples = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let at = Instant::now();
+        let r = http
+            .get(format!("{base}{path}"))
+            .header(name, value)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.bytes().await?;
+        samples.push(at.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Percentiles::of(samples))
 }
 
 #[cfg(test)]
