@@ -198,6 +198,56 @@ async fn a_client_traceparent_follows_the_job_through_worker_projector_and_get(b
 }
 db_test!(a_client_traceparent_follows_the_job_through_worker_projector_and_get);
 
+/// A delayed job that fails once and is retried: the `scheduled` event, the event its
+/// timer fires, the `retrying` outcome and the final `succeeded` all carry the client's trace.
+async fn a_delayed_and_retried_job_keeps_the_client_trace_on_every_event(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token("carol", false);
+    let res = app
+        .http
+        .post(format!("{}/v1/jobs", app.base))
+        .bearer_auth(&token)
+        .header("traceparent", CLIENT_TRACEPARENT)
+        .json(
+            &json!({"kind": "fail", "payload": {"times": 1}, "max_attempts": 2,
+                      "backoff_base_ms": 10, "backoff_max_ms": 10, "delay_ms": 1500}),
+        )
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(res.status(), 202);
+    let submitted: Value = res.json().await.expect("body");
+    assert_eq!(submitted["status"], "scheduled", "{submitted}");
+    let id = submitted["id"].as_str().unwrap().to_owned();
+
+    let job = eventually("the retried job succeeded", WAIT, || async {
+        app.job(&token, &id)
+            .await
+            .filter(|j| j.status == "succeeded")
+    })
+    .await;
+    assert_eq!(job.attempt, 2, "it failed once, then succeeded");
+    assert_eq!(job.trace_id.as_deref(), Some(CLIENT_TRACE_ID));
+
+    let events = event_traceparents(&app, &id).await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(subject, _)| subject.rsplit('.').next().unwrap_or_default())
+        .collect();
+    // `queued` is the event the timer fires at `run_at`.
+    for expected in ["scheduled", "queued", "retrying", "succeeded"] {
+        assert!(kinds.contains(&expected), "{expected} in {kinds:?}");
+    }
+    for (subject, tp) in &events {
+        let tp = tp
+            .as_deref()
+            .unwrap_or_else(|| panic!("{subject}: no traceparent"));
+        let parsed = TraceParent::parse(tp).unwrap_or_else(|| panic!("{subject}: {tp}"));
+        assert_eq!(parsed.trace_id().to_string(), CLIENT_TRACE_ID, "{subject}");
+    }
+}
+db_test!(a_delayed_and_retried_job_keeps_the_client_trace_on_every_event);
+
 async fn a_job_without_traceparent_starts_its_own_trace_and_a_replay_keeps_it(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token("bob", false);
