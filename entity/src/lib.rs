@@ -5,6 +5,7 @@
 //! from the stream at any time.
 //!
 //! - [`queued_job`]: the current state of each job.
+//! - [`job_count`]: jobs per (queue, owner, status), kept with the job rows.
 //! - [`projector_checkpoint`]: the last stream sequence folded, per projector.
 //! - [`schedule`]: the active periodic schedules.
 //! - [`user`]: one row per user, folded from `user.*` events.
@@ -13,6 +14,7 @@
 //! - [`projector_status`]: the projector's health (heartbeat, last error).
 //! - [`workflow`], [`workflow_step`]: workflows and their steps (the step rows are the conductor's outbox).
 
+pub mod job_count;
 pub mod projector_checkpoint;
 pub mod projector_status;
 pub mod queue_state;

@@ -22,7 +22,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 /// Rows written per INSERT statement (well under SQLite's and PostgreSQL's parameter limits).
-const ROWS_PER_STATEMENT: usize = 400;
+pub(crate) const ROWS_PER_STATEMENT: usize = 400;
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -497,6 +497,8 @@ async fn fold_in(
     }
 
     let mut jobs = load_jobs(txn, fresh.iter().map(|(_, e, ..)| e.job_id)).await?;
+    // Where the batch's jobs stood before it: what `job_counts` moves them from.
+    let initial: HashMap<Uuid, JobStatus> = jobs.iter().map(|(id, j)| (*id, j.status)).collect();
     let mut flows = crate::workflows::BatchFlows::load(
         txn,
         &fresh_workflows,
@@ -534,12 +536,15 @@ async fn fold_in(
     out.applied += workflows_applied;
     out.ignored += workflows_ignored;
 
+    let mut counts = crate::counts::Deltas::default();
     let rows: Vec<queued_job::Model> = dirty
         .iter()
         .filter_map(|id| jobs.get(id))
+        .inspect(|j| counts.job_changed(initial.get(&j.id).copied(), j))
         .map(queued_job::Model::from)
         .collect();
     upsert_jobs(txn, rows).await?;
+    counts.write(txn).await?;
     save_checkpoint(
         txn,
         checkpoint_name,
@@ -714,19 +719,59 @@ async fn save_checkpoint<C: ConnectionTrait>(
 }
 
 /// Deletes finished jobs whose `finished_at` is before `cutoff`; returns how many.
-pub(crate) async fn sweep_finished<C: ConnectionTrait>(
-    db: &C,
+///
+/// In chunks of [`SWEEP_CHUNK`] rows, each one transaction that deletes its rows and
+/// takes them off `job_counts`: the counts are those of the rows actually deleted
+/// (`RETURNING`), even when a fold retries one of them at the same moment.
+pub(crate) async fn sweep_finished(
+    db: &DatabaseConnection,
     cutoff: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
+    use queued_job::Column as C;
+    use sea_orm::sea_query::{Expr, ExprTrait, Query};
     let terminal: Vec<&str> = JobStatus::ALL
         .into_iter()
         .filter(|s| s.is_terminal())
         .map(JobStatus::as_str)
         .collect();
-    let res = queued_job::Entity::delete_many()
-        .filter(queued_job::Column::Status.is_in(terminal))
-        .filter(queued_job::Column::FinishedAt.lt(cutoff))
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected)
+    let doomed = || {
+        Expr::col(C::Status)
+            .is_in(terminal.iter().copied())
+            .and(Expr::col(C::FinishedAt).lt(cutoff))
+    };
+    let mut swept = 0;
+    loop {
+        let chunk = Query::select()
+            .column(C::Id)
+            .from(queued_job::Entity)
+            .and_where(doomed())
+            .limit(SWEEP_CHUNK)
+            .to_owned();
+        let delete = Query::delete()
+            .from_table(queued_job::Entity)
+            .and_where(Expr::col(C::Id).in_subquery(chunk))
+            .and_where(doomed())
+            .returning(Query::returning().columns([C::Queue, C::Owner, C::Status]))
+            .to_owned();
+        let txn = db.begin().await?;
+        let gone = txn.query_all(&delete).await?;
+        let mut counts = crate::counts::Deltas::default();
+        for row in &gone {
+            let (queue, owner, status): (String, String, String) = (
+                row.try_get("", "queue")?,
+                row.try_get("", "owner")?,
+                row.try_get("", "status")?,
+            );
+            counts.job_deleted(queue, owner, &status);
+        }
+        counts.write(&txn).await?;
+        txn.commit().await?;
+        swept += gone.len() as u64;
+        if (gone.len() as u64) < SWEEP_CHUNK {
+            return Ok(swept);
+        }
+    }
 }
+
+/// Rows one sweep transaction deletes: bounds its memory and how long it holds the lock.
+const SWEEP_CHUNK: u64 = 5_000;

@@ -10,7 +10,8 @@ use futures::StreamExt;
 use jobstream_core::JobStatus;
 use jobstream_core::broker::Broker;
 use jobstream_core::metrics::{self as m, GaugeSource, Refresh};
-use jobstream_entity::{projector_checkpoint, queued_job};
+use jobstream_entity::{job_count, projector_checkpoint, queued_job};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 
 /// Reads job counts, backlog age, the checkpoint, the stream and its consumers.
@@ -31,13 +32,17 @@ impl ProjectionGauges {
     }
 
     async fn projection(&self) -> Result<u64, sea_orm::DbErr> {
-        let counts: Vec<(String, String, i64)> = queued_job::Entity::find()
+        // From the counts kept with the rows: a scrape reads a few rows, not every job.
+        let counts: Vec<(String, String, i64)> = job_count::Entity::find()
             .select_only()
-            .column(queued_job::Column::Queue)
-            .column(queued_job::Column::Status)
-            .column_as(queued_job::Column::Id.count(), "n")
-            .group_by(queued_job::Column::Queue)
-            .group_by(queued_job::Column::Status)
+            .column(job_count::Column::Queue)
+            .column(job_count::Column::Status)
+            .column_as(
+                Expr::expr(job_count::Column::Jobs.sum()).cast_as(Alias::new("BIGINT")),
+                "n",
+            )
+            .group_by(job_count::Column::Queue)
+            .group_by(job_count::Column::Status)
             .into_tuple()
             .all(&self.db)
             .await?;

@@ -8,6 +8,7 @@
 //!   serves replay commands ([`replay::control`]) while it runs.
 //! - `apply`: one batch = one transaction: rows and checkpoint together, so a redelivered
 //!   or replayed event is a no-op; an event the database refuses becomes a dead letter.
+//! - [`counts`]: jobs per (queue, owner, status) in `job_counts`, moved with the rows.
 //! - user events (`users.*`) fold into the `users` table in the same transaction.
 //! - [`sweep`](Projector::sweep): deletes finished jobs older than the job TTL.
 //! - `schedules`: folds schedule records (`schedules.<key>`) into the `schedules` table,
@@ -33,6 +34,7 @@
 
 mod apply;
 mod conductor;
+pub mod counts;
 mod gauges;
 mod queues;
 pub mod replay;

@@ -49,6 +49,7 @@ pub const SHADOW_SCHEMA: &str = "jobstream_replay";
 /// Helpers that add projection tables append them here.
 pub const PROJECTION_TABLES: &[&str] = &[
     "queued_jobs",
+    "job_counts",
     "schedules",
     "users",
     "rejected_events",

@@ -95,7 +95,8 @@ async fn seed(db: &DatabaseConnection, owner: &str, rows: usize) -> anyhow::Resu
 
 /// Inserts `rows` rows into `queued_jobs`, `row(i, id)` giving the values of row `i` (in
 /// the order of `columns`) for a fresh UUIDv7 `id`: multi-row INSERTs, many per
-/// transaction, with progress every tenth. Returns the id of the middle row.
+/// transaction, with progress every tenth, then recounts `job_counts`. Returns the id of
+/// the middle row.
 pub(super) async fn insert_job_rows(
     db: &DatabaseConnection,
     rows: usize,
@@ -129,6 +130,8 @@ pub(super) async fn insert_job_rows(
             eprintln!("seeded {i}/{rows} rows");
         }
     }
+    // Rows written beside the projector: recount what it keeps with its own rows.
+    jobstream_projector::counts::rebuild(db).await?;
     Ok(middle)
 }
 
