@@ -1,5 +1,5 @@
 //! Verify control, shared by whoever asks for a verify (the API) and the projector that
-//! runs it: the sibling of [`replay`](crate::replay).
+//! runs it: the sibling of [`replay`].
 //!
 //! A verify is asked for with a NATS request on [`subject::verify_commands`]; the projector
 //! serving that subject folds the stream afresh in memory, compares the result with its
