@@ -48,6 +48,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::routes::users::UsersDoc::openapi());
     doc.merge(crate::routes::events::EventsDoc::openapi());
     doc.merge(crate::routes::admin_rejected::RejectedDoc::openapi());
+    doc.merge(crate::routes::admin_verify::VerifyDoc::openapi());
     doc.merge(crate::routes::queues::QueuesDoc::openapi());
     doc.merge(crate::routes::workflows::WorkflowsDoc::openapi());
     doc

@@ -34,6 +34,7 @@ pub fn app(state: AppState) -> Router {
         .merge(events::router())
         .merge(job_events::router())
         .merge(admin_replay::router())
+        .merge(crate::routes::admin_verify::router())
         .merge(crate::routes::admin_rejected::router())
         .merge(crate::openapi::router())
         .merge(crate::routes::metrics::router())

@@ -24,6 +24,7 @@
 //! - [`queue`]: queue control records (pause / resume, `queues.<queue>`) and the workers
 //!   registry's records (a KV bucket with a TTL). Pure.
 //! - [`replay`]: replay commands and progress shared by the API, the CLI and the projector.
+//! - [`verify`]: verify commands and results shared by the API and the projector.
 //! - [`shutdown`]: Ctrl-C / SIGTERM into a cancellation token.
 //! - [`user`]: user events (`users.<user_id>.<event>`), ids derived from `sub`, the user fold. Pure.
 //! - [`user_broker`]: publishing and reading user events; reading the whole stream (I/O).
@@ -53,6 +54,7 @@ pub mod telemetry;
 pub mod trace;
 pub mod user;
 pub mod user_broker;
+pub mod verify;
 pub mod workflow;
 
 pub use event::{Envelope, Event, EventType};

@@ -189,11 +189,11 @@ pub async fn read_progress(
         .transpose()
 }
 
-/// Why a replay request got no answer.
+/// Why a replay (or verify) request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    /// No projector serves replay commands for this stream.
-    #[error("no projector is running to execute the replay")]
+    /// No projector serves these commands for this stream.
+    #[error("no projector is running to execute it")]
     NoProjector,
     /// The projector did not answer in time, or NATS failed.
     #[error("the projector did not answer: {0}")]

@@ -238,6 +238,12 @@ pub fn replay_commands(stream: &str, projector: &str) -> String {
     format!("jobstream.replay.{stream}.{projector}")
 }
 
+/// Subject of the verify commands of the projector `projector` over the job stream
+/// `stream` (a NATS request, not stored: outside the stream's subjects).
+pub fn verify_commands(stream: &str, projector: &str) -> String {
+    format!("jobstream.verify.{stream}.{projector}")
+}
+
 /// The parts of a job event subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedSubject<'a> {

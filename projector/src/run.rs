@@ -113,9 +113,15 @@ impl Projector {
         config: ProjectorConfig,
     ) -> Result<Self, ProjectorError> {
         // Listening before `build` returns: a replay asked for right after is answered.
-        let replays = ReplayService::start(broker.clone(), replay_db, &config.name, REPLAY_BATCH)
-            .await
-            .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
+        let replays = ReplayService::start(
+            broker.clone(),
+            replay_db,
+            &config.name,
+            REPLAY_BATCH,
+            config.job_ttl,
+        )
+        .await
+        .map_err(|e| ProjectorError::Consumer(e.to_string()))?;
         let stream = broker
             .stream()
             .await

@@ -135,8 +135,9 @@ pub async fn start_replay(
     let reply = wire::request(&state.broker, DEFAULT_PROJECTOR, &command)
         .await
         .map_err(|e| match e {
-            RequestError::NoProjector => ApiError::Unavailable(e.to_string()),
-            RequestError::Unanswered(_) => ApiError::Unavailable(e.to_string()),
+            RequestError::NoProjector | RequestError::Unanswered(_) => {
+                ApiError::Unavailable(format!("replay: {e}"))
+            }
         })?;
     match reply {
         ReplayReply::Started(progress) => {

@@ -2,6 +2,7 @@
 
 pub mod admin_rejected;
 pub mod admin_replay;
+pub mod admin_verify;
 pub mod batch;
 pub mod events;
 pub mod files;

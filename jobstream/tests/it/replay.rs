@@ -16,6 +16,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::console::Browser;
+use crate::helpers::http::Answer;
 use crate::helpers::{Options, TestApp, WAIT, connect, db_test};
 
 fn spec(owner: &str, i: usize, max_attempts: u32) -> JobSpec {
@@ -500,3 +502,247 @@ async fn every_api_instance_reports_the_one_replay_the_projector_runs(backend: B
     assert_eq!(post(second).await.status(), StatusCode::ACCEPTED);
 }
 db_test!(every_api_instance_reports_the_one_replay_the_projector_runs);
+
+/// Every `POST /v1/admin/verify` answer, problem or not.
+async fn post_verify(app: &TestApp, token: &str, body: serde_json::Value) -> Answer {
+    app.send_json(reqwest::Method::POST, "/v1/admin/verify", token, &body)
+        .await
+        .problem_if_error()
+}
+
+/// Waits for the verify that started at `started_at` to end; returns its state.
+async fn verify_ended(
+    app: &TestApp,
+    admin: &str,
+    started_at: &serde_json::Value,
+) -> serde_json::Value {
+    eventually("verify to finish", WAIT, || async {
+        let (status, s) = app.get(admin, "/v1/admin/verify").await;
+        assert_eq!(status, StatusCode::OK, "{s}");
+        (&s["started_at"] == started_at && s["status"] != "running").then_some(s)
+    })
+    .await
+}
+
+/// Sets a projection row's status behind the projector's back.
+async fn tamper(app: &TestApp, id: &str) {
+    app.db
+        .conn
+        .execute_unprepared(&format!(
+            "UPDATE queued_jobs SET status = 'running' WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+}
+
+async fn admins_verify_over_the_api_and_see_what_differs(backend: Backend) {
+    let app = TestApp::with(backend, Options::without_worker()).await;
+    app.publish_jobs(0..30, job_events).await;
+    let jobs_projected = app.wait_projected().await;
+    let (alice, admin) = (app.token("alice", false), app.token("root", true));
+
+    for answer in [
+        post_verify(&app, &alice, json!({})).await,
+        Answer::of(
+            app.http
+                .get(format!("{}/v1/admin/verify", app.base))
+                .bearer_auth(&alice),
+        )
+        .await
+        .problem_if_error(),
+    ] {
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    }
+    let (status, _) = app.get(&admin, "/v1/admin/verify").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no verify has run yet");
+    for bad in [json!({"job_ttl_secs": "soon"}), json!({"depth": 3})] {
+        let answer = post_verify(&app, &admin, bad.clone()).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+
+    // Clean after the jobs ran.
+    let started = post_verify(&app, &admin, json!({})).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    assert_eq!(started.body["status"], "running");
+    let done = verify_ended(&app, &admin, &started.body["started_at"]).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let result = &done["result"];
+    assert_eq!(result["clean"], true, "{done}");
+    assert_eq!(result["difference_count"], 0);
+    assert_eq!(result["projected"], 30);
+    // (Later events, e.g. the callers' user records, may be covered too.)
+    assert!(
+        result["checkpoint"].as_u64().unwrap() >= jobs_projected,
+        "{done}"
+    );
+    assert!(done["finished_at"].is_string(), "{done}");
+
+    // A row changed behind the projector's back is named, with its column.
+    let victim = app.rows().await[7].id.clone();
+    tamper(&app, &victim).await;
+    let again = post_verify(&app, &admin, json!({})).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+    let done = verify_ended(&app, &admin, &again.body["started_at"]).await;
+    let result = &done["result"];
+    assert_eq!(result["clean"], false, "{done}");
+    assert_eq!(result["difference_count"], 1, "{done}");
+    assert_eq!(result["differences"][0]["job_id"], victim.as_str());
+    let fields = result["differences"][0]["fields"].to_string();
+    assert!(
+        fields.contains(r#"status: projection \"running\""#),
+        "{fields}"
+    );
+}
+db_test!(admins_verify_over_the_api_and_see_what_differs);
+
+async fn one_verify_at_a_time_and_none_during_a_replay(backend: Backend) {
+    let mut app = TestApp::with(backend, Options::api_only()).await;
+    let admin = app.token("root", true);
+    // Nobody runs verifies without a projector: said at once, not accepted and lost.
+    let answer = post_verify(&app, &admin, json!({})).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    app.start_projector().await;
+    app.publish_jobs(0..10, job_events).await;
+    app.wait_projected().await;
+
+    // The bucket entries are the locks, whichever projector instance holds them: a verify
+    // (or replay) another instance is running is what is written here, kept fresh.
+    let store = jobstream_core::replay::open_bucket(&app.broker)
+        .await
+        .unwrap();
+    let now = jobstream_core::event::now();
+    let hold = |key: String, value: serde_json::Value| {
+        let store = store.clone();
+        async move {
+            store
+                .put(key, serde_json::to_vec(&value).unwrap().into())
+                .await
+                .unwrap();
+        }
+    };
+    let stream = app.broker.stream_name();
+    let verify_key = jobstream_core::verify::state_key(stream, "projector");
+    let replay_key = jobstream_core::replay::progress_key(stream, "projector");
+    hold(
+        verify_key.clone(),
+        json!({"status": "running", "started_at": now, "updated_at": now}),
+    )
+    .await;
+    let busy = post_verify(&app, &admin, json!({})).await;
+    assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.body);
+    assert!(
+        busy.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("a verify is already running"),
+        "{}",
+        busy.body
+    );
+    let (status, shown) = app.get(&admin, "/v1/admin/verify").await;
+    assert_eq!(
+        (status, &shown["status"]),
+        (StatusCode::OK, &json!("running"))
+    );
+
+    hold(
+        verify_key,
+        json!({"status": "done", "started_at": now, "finished_at": now}),
+    )
+    .await;
+    hold(
+        replay_key.clone(),
+        json!({"phase": "folding", "position": 5, "target": 50, "events": 5,
+               "events_per_sec": 1.0, "eta_secs": null, "finished": false, "error": null,
+               "summary": null, "updated_at": now}),
+    )
+    .await;
+    let during_replay = post_verify(&app, &admin, json!({})).await;
+    assert_eq!(during_replay.status, StatusCode::CONFLICT);
+    assert!(
+        during_replay.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("a replay is running"),
+        "{}",
+        during_replay.body
+    );
+
+    // Once the replay is over, a verify starts and finishes clean.
+    store.delete(replay_key).await.unwrap();
+    let started = post_verify(&app, &admin, json!({})).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let done = verify_ended(&app, &admin, &started.body["started_at"]).await;
+    assert_eq!(done["result"]["clean"], true, "{done}");
+}
+db_test!(one_verify_at_a_time_and_none_during_a_replay);
+
+async fn the_operations_page_runs_verify_and_shows_its_result(backend: Backend) {
+    let app = TestApp::with(backend, Options::without_worker()).await;
+    app.publish_jobs(0..20, job_events).await;
+    app.wait_projected().await;
+    let victim = app.rows().await[3].id.clone();
+    tamper(&app, &victim).await;
+    let (alice, admin) = (app.token("alice", false), app.token("root", true));
+    let (a, root) = (
+        Browser::login(&app, &alice).await,
+        Browser::login(&app, &admin).await,
+    );
+
+    let page = root.get("/ui/operations").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("No verify has run."), "{}", page.body);
+    assert!(page.body.contains("Run verify"));
+    assert!(
+        !page.body.contains("command line"),
+        "the old CLI-only hint is gone"
+    );
+    let token = page.csrf();
+    let alices_token = a.get("/ui/jobs").await.csrf();
+    assert_eq!(
+        a.post("/ui/operations/verify", &[("csrf", &alices_token)])
+            .await
+            .status,
+        StatusCode::FORBIDDEN,
+        "admins only"
+    );
+    assert_eq!(
+        root.post("/ui/operations/verify", &[("csrf", "forged")])
+            .await
+            .status,
+        StatusCode::FORBIDDEN,
+        "the session's CSRF token only"
+    );
+    let (status, _) = app.get(&admin, "/v1/admin/verify").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "refused posts started nothing"
+    );
+
+    let started = root
+        .post("/ui/operations/verify", &[("csrf", &token)])
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    assert!(started.body.contains("Verify started."), "{}", started.body);
+    // While it runs, the page polls the verify's part (and only then).
+    assert_eq!(
+        started.body.contains("<dd>running</dd>"),
+        started.body.contains(r##"hx-select="#verify""##),
+        "{}",
+        started.body
+    );
+
+    let done = eventually("the page to show the verify's result", WAIT, || async {
+        let p = root.get("/ui/operations").await;
+        p.body.contains("<dd>done</dd>").then_some(p.body)
+    })
+    .await;
+    assert!(done.contains("1 difference(s)"), "{done}");
+    assert!(done.contains(&victim), "{done}");
+    assert!(done.contains("status: projection"), "{done}");
+    assert!(
+        !done.contains(r##"hx-select="#verify""##),
+        "finished: no more polling"
+    );
+}
+db_test!(the_operations_page_runs_verify_and_shows_its_result);

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use jobstream_core::JobStatus;
 use jobstream_core::broker::Broker;
 use jobstream_core::replay::ReplaySummary;
 use jobstream_core::stream_read;
+use jobstream_core::verify::VerifyResult;
+pub use jobstream_core::verify::{Difference, RejectedEvent};
 use jobstream_entity::{queued_job, rejected_event, workflow, workflow_step};
 use migration::MigratorTrait;
 use sea_orm::{
@@ -20,15 +21,6 @@ use tokio_util::sync::CancellationToken;
 use super::fold::{FoldTarget, fold_range, sweep_cutoff};
 use super::{Progress, ReplayError};
 use crate::apply;
-
-/// One job (or workflow, or workflow step) whose projected row differs from a fresh fold.
-#[derive(Debug, Clone, Serialize)]
-pub struct Difference {
-    /// Job id (`workflow <id>` / `workflow <id> step <step>` for workflow rows).
-    pub job_id: String,
-    /// What differs: column names, or `missing from the projection` / `not in a fresh fold`.
-    pub fields: Vec<String>,
-}
 
 /// What `verify` found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -52,33 +44,15 @@ pub struct VerifyReport {
     pub rejected_jobs: usize,
 }
 
-/// An event the projection could not hold, as `verify` and the admin API report it.
-#[derive(Debug, Clone, Serialize)]
-pub struct RejectedEvent {
-    /// Stream sequence.
-    pub seq: u64,
-    /// Subject it was stored under.
-    pub subject: String,
-    /// Job (or schedule key, or user id), when it decoded.
-    pub job_id: Option<String>,
-    /// Event type, when it decoded.
-    pub event_type: Option<String>,
-    /// Why the database refused it.
-    pub error: String,
-    /// When it was rejected.
-    pub rejected_at: DateTime<Utc>,
-}
-
-impl From<rejected_event::Model> for RejectedEvent {
-    fn from(m: rejected_event::Model) -> Self {
-        RejectedEvent {
-            seq: u64::try_from(m.seq).unwrap_or(0),
-            subject: m.subject,
-            job_id: m.job_id,
-            event_type: m.event_type,
-            error: m.error,
-            rejected_at: m.rejected_at,
-        }
+/// An event the projection could not hold, as `verify` reports it.
+fn rejected_from(m: rejected_event::Model) -> RejectedEvent {
+    RejectedEvent {
+        seq: u64::try_from(m.seq).unwrap_or(0),
+        subject: m.subject,
+        job_id: m.job_id,
+        event_type: m.event_type,
+        error: m.error,
+        rejected_at: m.rejected_at,
     }
 }
 
@@ -92,7 +66,7 @@ pub async fn rejected_events<C: ConnectionTrait>(
     Ok(rejected_event::list(db, projector_name, after, limit)
         .await?
         .into_iter()
-        .map(RejectedEvent::from)
+        .map(rejected_from)
         .collect())
 }
 
@@ -100,6 +74,25 @@ impl VerifyReport {
     /// Whether the projection equals the fresh fold.
     pub fn is_clean(&self) -> bool {
         self.differences.is_empty()
+    }
+
+    /// The report as published to the API: complete counts, the first `listed`
+    /// differences and rejected events.
+    pub fn to_result(&self, listed: usize) -> VerifyResult {
+        let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
+        VerifyResult {
+            checkpoint: self.checkpoint,
+            clean: self.is_clean(),
+            projected: n(self.projected),
+            folded: n(self.folded),
+            swept: n(self.swept),
+            beyond_retention: n(self.beyond_retention),
+            difference_count: n(self.differences.len()),
+            differences: self.differences.iter().take(listed).cloned().collect(),
+            rejected_count: n(self.rejected.len()),
+            rejected: self.rejected.iter().take(listed).cloned().collect(),
+            rejected_jobs: n(self.rejected_jobs),
+        }
     }
 }
 

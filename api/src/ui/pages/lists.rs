@@ -10,7 +10,7 @@ use axum::response::{Html, Redirect};
 use super::{when, when_opt};
 use crate::http::{ApiQuery, OptionalBody, PathParam};
 use crate::jobs::JobsError;
-use crate::routes::{admin_replay, kinds, schedules, users};
+use crate::routes::{admin_replay, admin_verify, kinds, schedules, users};
 use crate::state::AppState;
 use crate::ui::form::Action;
 use crate::ui::{Chrome, Session, UiError, render};
@@ -246,7 +246,75 @@ struct OperationsPage {
     replay: Option<ReplayView>,
     /// A replay is in progress: the page polls its progress (and only then).
     running: bool,
+    verify: Option<VerifyView>,
+    /// A verify is in progress: the page polls its state (and only then).
+    verifying: bool,
     message: Option<String>,
+}
+
+/// A verify's state as the operations page shows it.
+struct VerifyView {
+    /// `running`, `done` or `failed`.
+    status: &'static str,
+    started: String,
+    finished: String,
+    error: String,
+    result: Option<VerifyResultView>,
+}
+
+struct VerifyResultView {
+    clean: bool,
+    checkpoint: u64,
+    projected: u64,
+    folded: u64,
+    swept: u64,
+    difference_count: u64,
+    /// Job (or workflow row) and what differs, the first ones.
+    differences: Vec<(String, String)>,
+    /// Not every difference is listed.
+    more_differences: bool,
+    rejected_count: u64,
+    /// Sequence, job and why, the first ones.
+    rejected: Vec<(u64, String, String)>,
+    /// Not every rejected event is listed.
+    more_rejected: bool,
+}
+
+impl From<jobstream_core::verify::VerifyState> for VerifyView {
+    fn from(s: jobstream_core::verify::VerifyState) -> Self {
+        use jobstream_core::verify::VerifyStatus;
+        VerifyView {
+            status: match s.status {
+                VerifyStatus::Running => "running",
+                VerifyStatus::Done => "done",
+                VerifyStatus::Failed => "failed",
+            },
+            started: when(s.started_at),
+            finished: when_opt(s.finished_at),
+            error: s.error.unwrap_or_default(),
+            result: s.result.map(|r| VerifyResultView {
+                more_differences: r.difference_count > r.differences.len() as u64,
+                more_rejected: r.rejected_count > r.rejected.len() as u64,
+                clean: r.clean,
+                checkpoint: r.checkpoint,
+                projected: r.projected,
+                folded: r.folded,
+                swept: r.swept,
+                difference_count: r.difference_count,
+                differences: r
+                    .differences
+                    .into_iter()
+                    .map(|d| (d.job_id, d.fields.join("; ")))
+                    .collect(),
+                rejected_count: r.rejected_count,
+                rejected: r
+                    .rejected
+                    .into_iter()
+                    .map(|e| (e.seq, e.job_id.unwrap_or_default(), e.error))
+                    .collect(),
+            }),
+        }
+    }
 }
 
 struct ReplayView {
@@ -262,7 +330,7 @@ struct ReplayView {
     updated: String,
 }
 
-/// `GET /ui/operations` (admins): the replay's progress, live.
+/// `GET /ui/operations` (admins): the replay's progress and the verify's state, live.
 pub(super) async fn operations(
     State(state): State<AppState>,
     session: Session,
@@ -298,10 +366,17 @@ async fn operations_page(
         Err(crate::error::ApiError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
+    let verify = match admin_verify::verify_status(State(state.clone()), session.caller()).await {
+        Ok(Json(s)) => Some(VerifyView::from(s)),
+        Err(crate::error::ApiError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     render(&OperationsPage {
         chrome: Chrome::new(session, &state.console, "operations"),
         running: replay.as_ref().is_some_and(|r| !r.finished),
         replay,
+        verifying: verify.as_ref().is_some_and(|v| v.status == "running"),
+        verify,
         message,
     })
 }
@@ -320,6 +395,29 @@ pub(super) async fn start_replay(
     .await
     {
         Ok(_) => "Replay started.".to_owned(),
+        Err(e @ (crate::error::ApiError::Conflict(_) | crate::error::ApiError::Unavailable(_))) => {
+            e.to_string()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    operations_page(&state, &action.session, Some(message)).await
+}
+
+/// `POST /ui/operations/verify` (admins): asks the projector to compare the projection
+/// with a fresh fold of the stream.
+pub(super) async fn start_verify(
+    State(state): State<AppState>,
+    action: Action,
+) -> Result<Html<String>, UiError> {
+    action.session.require_admin()?;
+    let message = match admin_verify::start_verify(
+        State(state.clone()),
+        action.session.caller(),
+        OptionalBody(None),
+    )
+    .await
+    {
+        Ok(_) => "Verify started.".to_owned(),
         Err(e @ (crate::error::ApiError::Conflict(_) | crate::error::ApiError::Unavailable(_))) => {
             e.to_string()
         }

@@ -45,6 +45,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/events", get(events::page))
         .route("/ui/operations", get(lists::operations))
         .route("/ui/operations/replay", post(lists::start_replay))
+        .route("/ui/operations/verify", post(lists::start_verify))
         .route("/ui/data", get(data::tables_page))
         .route("/ui/data/sql", get(data::sql_form).post(data::sql_run))
         .route("/ui/data/{table}", get(data::rows))
