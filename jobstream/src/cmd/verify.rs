@@ -44,13 +44,18 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for d in &report.differences {
-        println!("job {}:", d.job_id);
+        // A job row by its id; workflow and count rows name themselves.
+        if uuid::Uuid::parse_str(&d.job_id).is_ok() {
+            println!("job {}:", d.job_id);
+        } else {
+            println!("{}:", d.job_id);
+        }
         for f in &d.fields {
             println!("    {f}");
         }
     }
     anyhow::bail!(
-        "{} job(s) differ from a fresh fold of the stream (run `jobstream replay` to rebuild)",
+        "{} row(s) differ from a fresh fold of the stream (run `jobstream replay` to rebuild)",
         report.differences.len()
     )
 }

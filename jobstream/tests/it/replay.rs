@@ -184,13 +184,7 @@ async fn ten_thousand_mixed_jobs_replay_to_identical_rows(backend: Backend) {
 
     // Corrupt one row: verify fails and names it and the column.
     let victim = live[4321].id.clone();
-    app.db
-        .conn
-        .execute_unprepared(&format!(
-            "UPDATE queued_jobs SET status = 'running' WHERE id = '{victim}'"
-        ))
-        .await
-        .unwrap();
+    tamper(&app, &victim).await;
     let out = app.jobstream(&["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "verify must fail: {stdout}");
@@ -524,7 +518,8 @@ async fn verify_ended(
     .await
 }
 
-/// Sets a projection row's status behind the projector's back.
+/// Sets a projection row's status behind the projector's back (and recounts
+/// `job_counts`, so the row is the one thing that differs).
 async fn tamper(app: &TestApp, id: &str) {
     app.db
         .conn
@@ -533,7 +528,51 @@ async fn tamper(app: &TestApp, id: &str) {
         ))
         .await
         .unwrap();
+    jobstream_projector::counts::rebuild(&app.db.conn)
+        .await
+        .expect("recount");
 }
+
+async fn verify_names_job_counts_that_do_not_match_the_rows(backend: Backend) {
+    let app = TestApp::with(backend, Options::without_worker()).await;
+    app.publish_jobs(0..20, job_events).await;
+    app.wait_projected().await;
+    let out = app.jobstream(&["verify"]);
+    assert!(
+        out.status.success(),
+        "clean before: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (queue, owner, status, jobs): (String, String, String, i64) =
+        jobstream_entity::job_count::Entity::find()
+            .all(&app.db.conn)
+            .await
+            .expect("job_counts")
+            .into_iter()
+            .find(|c| c.jobs > 0)
+            .map(|c| (c.queue, c.owner, c.status, c.jobs))
+            .expect("a counted group");
+    app.db
+        .conn
+        .execute_unprepared(&format!(
+            "UPDATE job_counts SET jobs = jobs + 5 WHERE queue = '{queue}' AND owner = '{owner}' AND status = '{status}'"
+        ))
+        .await
+        .unwrap();
+    let out = app.jobstream(&["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "verify must fail: {stdout}");
+    let expected = format!(
+        "job_counts {queue} {owner} {status}:\n    jobs: job_counts {}, job rows {jobs}",
+        jobs + 5
+    );
+    assert!(stdout.contains(&expected), "{expected:?} in {stdout}");
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("job ")),
+        "no job row differs: {stdout}"
+    );
+}
+db_test!(verify_names_job_counts_that_do_not_match_the_rows);
 
 async fn admins_verify_over_the_api_and_see_what_differs(backend: Backend) {
     let app = TestApp::with(backend, Options::without_worker()).await;

@@ -8,7 +8,7 @@ use jobstream_core::replay::ReplaySummary;
 use jobstream_core::stream_read;
 use jobstream_core::verify::VerifyResult;
 pub use jobstream_core::verify::{Difference, RejectedEvent};
-use jobstream_entity::{queued_job, rejected_event, workflow, workflow_step};
+use jobstream_entity::{job_count, queued_job, rejected_event, workflow, workflow_step};
 use migration::MigratorTrait;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
@@ -120,6 +120,7 @@ pub async fn verify(
         .filter(|r| r.seq <= checkpoint)
         .collect();
     let projected_workflows = workflow_rows(&txn).await?;
+    let kept_counts = job_count::Entity::find().all(&txn).await?;
     txn.commit().await?;
     let rejected_ids: std::collections::HashSet<String> =
         rejected.iter().filter_map(|r| r.job_id.clone()).collect();
@@ -207,8 +208,40 @@ pub async fn verify(
         &projected_workflows,
         &workflow_rows(&mem).await?,
     );
+    compare_counts(&mut report, &kept_counts, &projected);
     mem.close().await.ok();
     Ok(report)
+}
+
+/// Adds a difference for each (queue, owner, status) whose `job_counts` row is not the
+/// number of job rows the projection holds (the counts must follow the rows exactly).
+fn compare_counts(
+    report: &mut VerifyReport,
+    kept: &[job_count::Model],
+    rows: &[queued_job::Model],
+) {
+    use std::collections::BTreeMap;
+    let mut counted: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
+    for r in rows {
+        *counted
+            .entry((r.queue.as_str(), r.owner.as_str(), r.status.as_str()))
+            .or_default() += 1;
+    }
+    let mut keys: BTreeMap<(&str, &str, &str), (i64, i64)> =
+        counted.iter().map(|(k, n)| (*k, (0, *n))).collect();
+    for c in kept {
+        keys.entry((c.queue.as_str(), c.owner.as_str(), c.status.as_str()))
+            .or_default()
+            .0 = c.jobs;
+    }
+    for ((queue, owner, status), (kept, counted)) in keys {
+        if kept != counted {
+            report.differences.push(Difference {
+                job_id: format!("job_counts {queue} {owner} {status}"),
+                fields: vec![format!("jobs: job_counts {kept}, job rows {counted}")],
+            });
+        }
+    }
 }
 
 /// Every workflow and step row as JSON, by key (`workflow <id>`, `workflow <id> step <step>`).
