@@ -257,6 +257,9 @@ async fn a_cancelled_queued_job_never_starts_and_can_be_retried(backend: Backend
     })
     .await;
     assert!(app.events_of(id, EventType::Started).await.is_empty());
+    // The next job's status may come from the stream while the projection lags: read
+    // this one once the projection holds everything stored so far.
+    app.wait_projected().await;
     let (_, got) = app.get(&token, &format!("/v1/jobs/{id}")).await;
     assert_eq!(got["status"], "cancelled");
 
