@@ -268,7 +268,10 @@ async fn a_paused_schedule_fires_no_more_until_resumed(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{paused}");
     let paused: ScheduleView = serde_json::from_value(paused).expect("a schedule");
     assert!(paused.paused);
-    assert_eq!(paused.next_fire_at, None, "a paused schedule has no next firing");
+    assert_eq!(
+        paused.next_fire_at, None,
+        "a paused schedule has no next firing"
+    );
     assert!(paused.last_fired_at.is_some(), "it keeps its last firing");
     // Pausing a paused schedule is a success that stores nothing.
     let seq = record_seq(&app, "alice", "tick").await;
@@ -285,10 +288,7 @@ async fn a_paused_schedule_fires_no_more_until_resumed(backend: Backend) {
     assert_eq!(app.fired_jobs("alice", "tick").await.len(), fired);
     let listed = app
         .when_projected("the schedule listed as paused", || async {
-            app.schedules(&alice)
-                .await
-                .into_iter()
-                .find(|s| s.paused)
+            app.schedules(&alice).await.into_iter().find(|s| s.paused)
         })
         .await;
     assert_eq!(listed.next_fire_at, None);
@@ -302,7 +302,10 @@ async fn a_paused_schedule_fires_no_more_until_resumed(backend: Backend) {
         .unwrap();
     let fresh = app.clean_fold("replay-paused").await;
     let replayed = schedule_row::Entity::find().all(&fresh.conn).await.unwrap();
-    assert_eq!(replayed, live, "a replay rebuilds the paused schedule as it is");
+    assert_eq!(
+        replayed, live,
+        "a replay rebuilds the paused schedule as it is"
+    );
 
     // Resumed, it fires again; resuming an active schedule is a success that stores nothing.
     let (status, resumed) = set_state(&app, &alice, "tick/resume").await;
@@ -310,9 +313,15 @@ async fn a_paused_schedule_fires_no_more_until_resumed(backend: Backend) {
     let resumed: ScheduleView = serde_json::from_value(resumed).expect("a schedule");
     assert!(!resumed.paused);
     assert!(resumed.next_fire_at.is_some());
-    assert_eq!(resumed.created_at, listed.created_at, "still the same definition");
+    assert_eq!(
+        resumed.created_at, listed.created_at,
+        "still the same definition"
+    );
     let seq = record_seq(&app, "alice", "tick").await;
-    assert_eq!(set_state(&app, &alice, "tick/resume").await.0, StatusCode::OK);
+    assert_eq!(
+        set_state(&app, &alice, "tick/resume").await.0,
+        StatusCode::OK
+    );
     assert_eq!(record_seq(&app, "alice", "tick").await, seq);
     let after = eventually("a firing after the resume", WAIT, || async {
         let all = app.fired_jobs("alice", "tick").await;
@@ -334,7 +343,10 @@ async fn a_paused_schedule_fires_no_more_until_resumed(backend: Backend) {
     .await;
 
     // A paused schedule can be deleted.
-    assert_eq!(set_state(&app, &alice, "tick/pause").await.0, StatusCode::OK);
+    assert_eq!(
+        set_state(&app, &alice, "tick/pause").await.0,
+        StatusCode::OK
+    );
     assert_eq!(
         app.delete_schedule(&app.base, &alice, "tick").await,
         StatusCode::NO_CONTENT
@@ -354,7 +366,11 @@ db_test!(a_paused_schedule_fires_no_more_until_resumed);
 /// Waits until the listed schedule `name` shows the latest firing in the stream, then
 /// checks its next firing is the one nats-server announced on that firing
 /// (`Nats-Schedule-Next`): the computation agrees with the server.
-async fn next_firing_agrees_with_the_server(app: &TestApp, token: &str, name: &str) -> ScheduleView {
+async fn next_firing_agrees_with_the_server(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+) -> ScheduleView {
     let subject = fired_subject("alice", name);
     let (view, announced) = eventually("the last firing projected", WAIT, || async {
         let msg = app.broker.last_on_subject(&subject).await.ok()??;
@@ -397,7 +413,9 @@ async fn next_and_last_firing_are_listed(backend: Backend) {
         .await;
     let now = Utc::now();
     for s in &listed {
-        let next = s.next_fire_at.expect("an active schedule has a next firing");
+        let next = s
+            .next_fire_at
+            .expect("an active schedule has a next firing");
         let interval = if s.name == "every2" { 2 } else { 3 };
         assert!(next > now - chrono::Duration::milliseconds(200), "{s:?}");
         assert!(
@@ -436,17 +454,32 @@ async fn another_user_cannot_pause_or_resume_your_schedule(backend: Backend) {
         app.create_schedule(&app.base, &alice, &body).await.0,
         StatusCode::CREATED
     );
-    for path in ["n/pause", "n/pause?owner=alice", "n/resume?owner=alice", "nope/pause"] {
+    for path in [
+        "n/pause",
+        "n/pause?owner=alice",
+        "n/resume?owner=alice",
+        "nope/pause",
+    ] {
         let (status, problem) = set_state(&app, &bob, path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {problem}");
-        assert!(problem["detail"].as_str().unwrap_or_default().contains("no schedule"), "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no schedule"),
+            "{problem}"
+        );
     }
     let before = record_seq(&app, "alice", "n").await;
     assert_eq!(
         set_state(&app, &alice, "nope/resume").await.0,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(record_seq(&app, "alice", "n").await, before, "nothing stored");
+    assert_eq!(
+        record_seq(&app, "alice", "n").await,
+        before,
+        "nothing stored"
+    );
     // An admin names the owner.
     let (status, paused) = set_state(&app, &admin, "n/pause?owner=alice").await;
     assert_eq!(status, StatusCode::OK, "{paused}");
@@ -475,7 +508,10 @@ async fn the_console_shows_schedule_state_and_pauses_with_csrf(backend: Backend)
     })
     .await;
     assert!(page.body.contains(">active<"), "{}", page.body);
-    assert!(page.body.contains(r#"action="/ui/schedules/nightly/pause""#));
+    assert!(
+        page.body
+            .contains(r#"action="/ui/schedules/nightly/pause""#)
+    );
     assert!(page.body.contains("Next") && page.body.contains("Last"));
     let token = page.csrf();
 
@@ -483,7 +519,10 @@ async fn the_console_shows_schedule_state_and_pauses_with_csrf(backend: Backend)
         let refused = a.post("/ui/schedules/nightly/pause", &form).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{form:?}");
     }
-    assert!(!app.schedules(&alice).await[0].paused, "nothing paused without the token");
+    assert!(
+        !app.schedules(&alice).await[0].paused,
+        "nothing paused without the token"
+    );
 
     let paused = a
         .post("/ui/schedules/nightly/pause", &[("csrf", token.as_str())])
@@ -494,7 +533,10 @@ async fn the_console_shows_schedule_state_and_pauses_with_csrf(backend: Backend)
         p.body.contains(">paused<").then_some(p)
     })
     .await;
-    assert!(page.body.contains(r#"action="/ui/schedules/nightly/resume""#));
+    assert!(
+        page.body
+            .contains(r#"action="/ui/schedules/nightly/resume""#)
+    );
     assert!(app.schedules(&alice).await[0].paused);
 
     let resumed = a
@@ -502,7 +544,11 @@ async fn the_console_shows_schedule_state_and_pauses_with_csrf(backend: Backend)
         .await;
     assert_eq!(resumed.status, StatusCode::SEE_OTHER, "{}", resumed.body);
     eventually("the page to show it active again", WAIT, || async {
-        a.get("/ui/schedules").await.body.contains(">active<").then_some(())
+        a.get("/ui/schedules")
+            .await
+            .body
+            .contains(">active<")
+            .then_some(())
     })
     .await;
 }
