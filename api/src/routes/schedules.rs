@@ -614,54 +614,99 @@ pub async fn set_paused(
     // The record rolls up the earlier ones: it carries the last firing, read from the
     // stream (the last fired message) and the projection (which keeps it past max_age).
     let target = subject::schedule_target(&spec.job.queue, &key, spec.job.priority);
-    let fired = state.broker.last_on_subject(&target).await?.map(|m| {
+    let mut update = schedule::ScheduleUpdate {
+        spec: spec.clone(),
+        created_at,
+        last_fired_at: last_fired(state, &target, msg.sequence)
+            .await?
+            .max(projected_last)
+            .max(carried),
+    };
+    let (mut rec, mut seq) = store_state(state, &key, &target, msg.sequence, pause, &update)
+        .await
+        .map_err(|e| conflict_or(e, name))?;
+    // A firing stored between that read and the pause is not in the record: once paused
+    // nothing fires, so one more read is final, and a corrected record replaces it.
+    if pause {
+        let fired = last_fired(state, &target, msg.sequence).await?;
+        if fired > update.last_fired_at {
+            update.last_fired_at = fired;
+            (rec, seq) = store_state(state, &key, &target, seq, pause, &update)
+                .await
+                .map_err(|e| conflict_or(e, name))?;
+        }
+    }
+    tracing::info!(%key, %owner, seq, event = rec.event.type_name(), "schedule state stored");
+    Ok(ScheduleView::from_spec(
+        &update.spec,
+        created_at,
+        rec.at,
+        pause,
+        update.last_fired_at,
+    ))
+}
+
+/// The stored time of the last message on `target` (a schedule's last firing), if it is
+/// stored after `record` (the schedule's current record: an earlier firing is in the time
+/// that record carries, or belongs to a definition it replaced).
+async fn last_fired(
+    state: &AppState,
+    target: &str,
+    record: u64,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let last = state.broker.last_on_subject(target).await?;
+    Ok(last.filter(|m| m.sequence > record).map(|m| {
+        // As the fired job's `at` (see `Envelope::from_stored`).
         jobstream_core::stored::StoredMessage::from_raw(&m)
             .time
             .trunc_subsecs(6)
-    });
-    let update = schedule::ScheduleUpdate {
-        spec: spec.clone(),
-        created_at,
-        last_fired_at: fired.max(projected_last).max(carried),
-    };
+    }))
+}
+
+/// Stores a `schedule_paused` (rolling the firing record up, without the schedule
+/// headers) or `schedule_resumed` (with them) record of `update`, only if the latest
+/// record of the schedule is still at `expected`. Returns it and its sequence.
+async fn store_state(
+    state: &AppState,
+    key: &str,
+    target: &str,
+    expected: u64,
+    pause: bool,
+    update: &schedule::ScheduleUpdate,
+) -> Result<(ScheduleRecord, u64), jobstream_core::broker::BrokerError> {
     let rec = ScheduleRecord::new(
-        key.clone(),
+        key.to_owned(),
         if pause {
             ScheduleEvent::Paused(Box::new(update.clone()))
         } else {
             ScheduleEvent::Resumed(Box::new(update.clone()))
         },
     );
-    let mut out = Outgoing::new(subject::schedule(&key), rec.to_bytes())
+    let out = Outgoing::new(subject::schedule(key), rec.to_bytes())
         // A retried publish (outcome unknown) is then a duplicate, not a wrong sequence.
         .with_header("Nats-Msg-Id", &rec.event_id.to_string())
         // Only if nobody changed the schedule meanwhile.
-        .with_header(EXPECTED_LAST_SUBJECT_SEQUENCE, &msg.sequence.to_string())
+        .with_header(EXPECTED_LAST_SUBJECT_SEQUENCE, &expected.to_string())
         // A paused schedule lives until deleted too.
         .with_header(TTL_HEADER, "never");
-    out = if pause {
+    let out = if pause {
         // Replaces the firing record, so nats-server stops firing it.
         out.with_header(ROLLUP_HEADER, "sub")
     } else {
         // Like a created one: nats-server fires the latest scheduled message of the subject.
-        out.with_header(SCHEDULE_HEADER, &spec.timing.header_value())
-            .with_header(SCHEDULE_TARGET_HEADER, &target)
+        out.with_header(SCHEDULE_HEADER, &update.spec.timing.header_value())
+            .with_header(SCHEDULE_TARGET_HEADER, target)
     };
-    match state.broker.publish_atomic(vec![out]).await {
-        Ok(_) => {
-            tracing::info!(%key, %owner, event = rec.event.type_name(), "schedule state stored");
-            Ok(ScheduleView::from_spec(
-                &update.spec,
-                created_at,
-                rec.at,
-                pause,
-                update.last_fired_at,
-            ))
-        }
-        // Changed meanwhile (deleted, replaced, paused or resumed by another request).
-        Err(e) if e.is_wrong_last_sequence() => Err(ApiError::Conflict(format!(
-            "schedule {name:?} changed meanwhile; try again"
-        ))),
-        Err(e) => Err(e.into()),
+    let ack = state.broker.publish_atomic(vec![out]).await?;
+    Ok((rec, ack.last_seq))
+}
+
+/// A failed store of a schedule record as the client sees it: changed meanwhile (deleted,
+/// replaced, paused or resumed by another request) is a conflict.
+fn conflict_or(e: jobstream_core::broker::BrokerError, name: &str) -> ApiError {
+    if e.is_wrong_last_sequence() {
+        ApiError::Conflict(format!("schedule {name:?} changed meanwhile; try again"))
+    } else {
+        e.into()
     }
 }

@@ -9,6 +9,7 @@ use jobstream_api::routes::schedules::ScheduleView;
 use jobstream_core::stored::{StoredMessage, fired_sequence};
 use jobstream_core::{EventType, schedule};
 use jobstream_entity::{queued_job, schedule as schedule_row};
+use jobstream_projector::ProjectorConfig;
 use jobstream_testkit::{Backend, eventually};
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, QueryOrder};
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use crate::console::Browser;
 use crate::helpers::stream::fired_subject;
-use crate::helpers::{TestApp, WAIT, db_test};
+use crate::helpers::{Options, TestApp, WAIT, db_test};
 
 async fn each_firing_produces_exactly_one_job_with_two_apis_and_two_workers(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -553,3 +554,48 @@ async fn the_console_shows_schedule_state_and_pauses_with_csrf(backend: Backend)
     .await;
 }
 db_test!(the_console_shows_schedule_state_and_pauses_with_csrf);
+
+async fn the_last_firing_outlives_the_sweep_of_its_jobs(backend: Backend) {
+    let options = Options {
+        projector_config: ProjectorConfig {
+            job_ttl: Duration::from_millis(500),
+            sweep_interval: Duration::from_millis(100),
+            ..ProjectorConfig::default()
+        },
+        ..Options::default()
+    };
+    let app = TestApp::with(backend, options).await;
+    let alice = app.token("alice", false);
+    let body = json!({"name": "tick", "every": "1s", "kind": "echo"});
+    assert_eq!(
+        app.create_schedule(&app.base, &alice, &body).await.0,
+        StatusCode::CREATED
+    );
+    eventually("a first firing", WAIT, || async {
+        (!app.fired_jobs("alice", "tick").await.is_empty()).then_some(())
+    })
+    .await;
+    // Paused, so the last firing stays the last one while its jobs are swept.
+    assert_eq!(
+        set_state(&app, &alice, "tick/pause").await.0,
+        StatusCode::OK
+    );
+    let msg = app
+        .broker
+        .last_on_subject(&fired_subject("alice", "tick"))
+        .await
+        .expect("read")
+        .expect("a firing");
+    let fired_at = StoredMessage::from_raw(&msg).time.trunc_subsecs(6);
+    app.when_projected("every fired job swept", || async {
+        app.rows().await.is_empty().then_some(())
+    })
+    .await;
+    let listed = app
+        .when_projected("the paused schedule listed", || async {
+            app.schedules(&alice).await.into_iter().find(|s| s.paused)
+        })
+        .await;
+    assert_eq!(listed.last_fired_at, Some(fired_at));
+}
+db_test!(the_last_firing_outlives_the_sweep_of_its_jobs);
