@@ -17,7 +17,7 @@ use crate::state::AppState;
     info(title = "jobstream", description = "Event-sourced background jobs on NATS JetStream."),
     paths(health::livez, health::healthz, health::readyz, jobs::submit_job, jobs::get_job, jobs::list_jobs,
         job_actions::cancel_job, job_actions::retry_job,
-        batch::submit_batch, schedules::create_schedule, schedules::list_schedules, schedules::delete_schedule, schedules::run_schedule,
+        batch::submit_batch, schedules::create_schedule, schedules::list_schedules, schedules::delete_schedule, schedules::run_schedule, schedules::pause_schedule, schedules::resume_schedule,
         kinds::list_kinds, kinds::get_kind, files::upload_file, files::download_file),
     components(schemas(SubmitJob, JobView, AttemptErrorView, CancelJob, Page<JobView>,
         crate::error::Problem, crate::error::ProblemField,

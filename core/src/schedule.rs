@@ -8,10 +8,19 @@
 //! `Nats-Rollup: sub`, which replaces the active one and so stops the firing. The
 //! record is kept with `Nats-TTL: never`, so the stream's `max_age` never ends a schedule.
 //! `<key>` is derived from (owner, name), so two users' schedules never collide.
+//!
+//! Pausing publishes a `schedule_paused` record the same way (`Nats-Rollup: sub`) but
+//! WITHOUT the schedule headers, so the firing stops while the spec stays in the stream;
+//! resuming publishes `schedule_resumed` WITH them again. Since the rollup removes the
+//! earlier records, both carry what the projection must keep across them (the
+//! definition's creation time and its last firing), so a replay rebuilds the same row.
+//!
+//! The next firing is not stored anywhere: [`next_firing`] computes it the way
+//! nats-server does from the timing and the record's time.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SubsecRound, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -68,6 +77,53 @@ pub enum ScheduleEvent {
         /// Its owner.
         owner: String,
     },
+    /// The schedule was paused: stored without the schedule headers, it fires no more
+    /// until resumed, and keeps its spec.
+    #[serde(rename = "schedule_paused")]
+    Paused(Box<ScheduleUpdate>),
+    /// A paused schedule was resumed: it fires again, counted from this record.
+    #[serde(rename = "schedule_resumed")]
+    Resumed(Box<ScheduleUpdate>),
+}
+
+impl ScheduleEvent {
+    /// The spec, unless deleted.
+    pub fn spec(&self) -> Option<&ScheduleSpec> {
+        match self {
+            ScheduleEvent::Created(spec) => Some(spec),
+            ScheduleEvent::Paused(u) | ScheduleEvent::Resumed(u) => Some(&u.spec),
+            ScheduleEvent::Deleted { .. } => None,
+        }
+    }
+
+    /// Whether nats-server fires this record (it is stored with the schedule headers).
+    pub fn fires(&self) -> bool {
+        matches!(self, ScheduleEvent::Created(_) | ScheduleEvent::Resumed(_))
+    }
+
+    /// Its `type` tag on the wire.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ScheduleEvent::Created(_) => "schedule_created",
+            ScheduleEvent::Deleted { .. } => "schedule_deleted",
+            ScheduleEvent::Paused(_) => "schedule_paused",
+            ScheduleEvent::Resumed(_) => "schedule_resumed",
+        }
+    }
+}
+
+/// A pause or resume: the spec again, with what the projection keeps from the records
+/// it rolls up (so a replay, which only sees this record, rebuilds the same row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleUpdate {
+    /// The schedule, unchanged.
+    #[serde(flatten)]
+    pub spec: ScheduleSpec,
+    /// When its definition was created (its `schedule_created` record).
+    pub created_at: DateTime<Utc>,
+    /// Its last firing before this record, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fired_at: Option<DateTime<Utc>>,
 }
 
 /// A schedule event with what every record shares.
@@ -176,39 +232,118 @@ const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 /// names, 0 is Sunday) — each `*`, a value, a range `a-b`, a list `a,b`, with an optional
 /// step `/n`; or one of `@yearly @annually @monthly @weekly @daily @midnight @hourly`.
 pub fn validate_cron(expr: &str) -> Result<(), String> {
-    let expr = expr.trim();
-    if expr.starts_with('@') {
-        return if PREDEFINED.contains(&expr.to_ascii_lowercase().as_str()) {
-            Ok(())
-        } else {
-            Err(format!(
-                "unknown predefined schedule {expr:?}; use one of {}",
-                PREDEFINED.join(", ")
-            ))
-        };
-    }
-    let fields: Vec<&str> = expr.split_whitespace().collect();
-    if fields.len() != 6 {
-        return Err(format!(
-            "must have 6 fields (second minute hour day-of-month month day-of-week), found {}",
-            fields.len()
-        ));
-    }
-    let specs: [(&str, u32, u32, &[&str]); 6] = [
-        ("second", 0, 59, &[]),
-        ("minute", 0, 59, &[]),
-        ("hour", 0, 23, &[]),
-        ("day-of-month", 1, 31, &[]),
-        ("month", 1, 12, &MONTHS),
-        ("day-of-week", 0, 6, &DAYS),
-    ];
-    for (field, (name, lo, hi, names)) in fields.iter().zip(specs) {
-        validate_field(field, lo, hi, names).map_err(|e| format!("{name} field {field:?}: {e}"))?;
-    }
-    Ok(())
+    Cron::parse(expr).map(|_| ())
 }
 
-fn validate_field(field: &str, lo: u32, hi: u32, names: &[&str]) -> Result<(), String> {
+/// A parsed cron expression: one bit per value of each field, as nats-server keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cron {
+    second: u64,
+    minute: u64,
+    hour: u64,
+    dom: u64,
+    month: u64,
+    dow: u64,
+    /// Whether the day-of-month field is a plain `*` (see [`Cron::day_matches`]).
+    dom_star: bool,
+    /// Whether the day-of-week field is a plain `*`.
+    dow_star: bool,
+}
+
+impl Cron {
+    fn parse(expr: &str) -> Result<Cron, String> {
+        let mut expr = expr.trim();
+        if expr.starts_with('@') {
+            // nats-server's expansions of the predefined schedules.
+            expr = match expr.to_ascii_lowercase().as_str() {
+                "@yearly" | "@annually" => "0 0 0 1 1 *",
+                "@monthly" => "0 0 0 1 * *",
+                "@weekly" => "0 0 0 * * 0",
+                "@daily" | "@midnight" => "0 0 0 * * *",
+                "@hourly" => "0 0 * * * *",
+                _ => {
+                    return Err(format!(
+                        "unknown predefined schedule {expr:?}; use one of {}",
+                        PREDEFINED.join(", ")
+                    ));
+                }
+            };
+        }
+        let fields: Vec<&str> = expr.split_whitespace().collect();
+        if fields.len() != 6 {
+            return Err(format!(
+                "must have 6 fields (second minute hour day-of-month month day-of-week), found {}",
+                fields.len()
+            ));
+        }
+        let specs: [(&str, u32, u32, &[&str]); 6] = [
+            ("second", 0, 59, &[]),
+            ("minute", 0, 59, &[]),
+            ("hour", 0, 23, &[]),
+            ("day-of-month", 1, 31, &[]),
+            ("month", 1, 12, &MONTHS),
+            ("day-of-week", 0, 6, &DAYS),
+        ];
+        let mut bits = [(0u64, false); 6];
+        for (i, (field, (name, lo, hi, names))) in fields.iter().zip(specs).enumerate() {
+            bits[i] = field_bits(field, lo, hi, names)
+                .map_err(|e| format!("{name} field {field:?}: {e}"))?;
+        }
+        Ok(Cron {
+            second: bits[0].0,
+            minute: bits[1].0,
+            hour: bits[2].0,
+            dom: bits[3].0,
+            month: bits[4].0,
+            dow: bits[5].0,
+            dom_star: bits[3].1,
+            dow_star: bits[5].1,
+        })
+    }
+
+    /// nats-server's (and classic cron's) day rule: when either day field is a plain `*`
+    /// both must match; when both are restricted, either may.
+    fn day_matches(&self, d: NaiveDate) -> bool {
+        let dom = self.dom & (1 << d.day()) != 0;
+        let dow = self.dow & (1 << d.weekday().num_days_from_sunday()) != 0;
+        if self.dom_star || self.dow_star {
+            dom && dow
+        } else {
+            dom || dow
+        }
+    }
+
+    /// The first matching second at or after `start` (UTC), searched as nats-server
+    /// does up to five years ahead.
+    fn first_at_or_after(&self, start: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let limit = start.year() + 5;
+        let mut day = start.date_naive();
+        while day.year() <= limit {
+            if self.month & (1 << day.month()) != 0 && self.day_matches(day) {
+                let from = if day == start.date_naive() {
+                    start.time().num_seconds_from_midnight()
+                } else {
+                    0
+                };
+                for secs in from..86_400 {
+                    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+                    if self.hour & (1 << h) != 0
+                        && self.minute & (1 << m) != 0
+                        && self.second & (1 << s) != 0
+                    {
+                        let t = day.and_hms_opt(h, m, s)?;
+                        return Some(t.and_utc());
+                    }
+                }
+            }
+            day = day.succ_opt()?;
+        }
+        None
+    }
+}
+
+/// The values one cron field stands for, as bits, and whether it is a plain `*`.
+fn field_bits(field: &str, lo: u32, hi: u32, names: &[&str]) -> Result<(u64, bool), String> {
     let value = |s: &str| -> Result<u32, String> {
         if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
             // Months are 1-based, days 0-based.
@@ -221,36 +356,91 @@ fn validate_field(field: &str, lo: u32, hi: u32, names: &[&str]) -> Result<(), S
             Err(format!("{v} is outside {lo}-{hi}"))
         }
     };
+    let (mut bits, mut star) = (0u64, false);
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
             Some((r, s)) => (r, Some(s)),
             None => (item, None),
         };
-        if let Some(step) = step {
-            let n: u32 = step
-                .parse()
-                .map_err(|_| format!("step {step:?} is not a number"))?;
-            if n == 0 {
-                return Err("step must be at least 1".into());
-            }
-        }
-        if range == "*" {
-            continue;
-        }
-        match range.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (value(a)?, value(b)?);
-                if a > b {
-                    return Err(format!("range {a}-{b} runs backwards"));
+        let step = match step {
+            Some(step) => {
+                let n: u32 = step
+                    .parse()
+                    .map_err(|_| format!("step {step:?} is not a number"))?;
+                if n == 0 {
+                    return Err("step must be at least 1".into());
                 }
+                Some(n)
             }
-            None if range.is_empty() => return Err("empty item".into()),
-            None => {
-                value(range)?;
+            None => None,
+        };
+        let (a, b) = if range == "*" {
+            // `*/n` with n > 1 is a restriction, not a star (it matters for the day rule).
+            star |= step.unwrap_or(1) == 1;
+            (lo, hi)
+        } else {
+            match range.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (value(a)?, value(b)?);
+                    if a > b {
+                        return Err(format!("range {a}-{b} runs backwards"));
+                    }
+                    (a, b)
+                }
+                None if range.is_empty() => return Err("empty item".into()),
+                // `n/step` runs from n to the end of the field.
+                None => (
+                    value(range)?,
+                    if step.is_some() { hi } else { value(range)? },
+                ),
             }
+        };
+        let step = step.unwrap_or(1);
+        let mut v = a;
+        while v <= b {
+            bits |= 1 << v;
+            v += step;
         }
     }
-    Ok(())
+    Ok((bits, star))
+}
+
+/// Go's `Round(time.Second)`: to the nearest second, halves up.
+fn round_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    let whole = t.trunc_subsecs(0);
+    if t.timestamp_subsec_nanos() >= 500_000_000 {
+        whole + chrono::Duration::seconds(1)
+    } else {
+        whole
+    }
+}
+
+/// When a schedule next fires after `now`, the way nats-server schedules it:
+/// - cron: the first matching second after `now` (UTC);
+/// - every: nats-server counts the interval from when the record was stored (`anchor`,
+///   rounded to the second) and from each firing on; after a restart that missed firings
+///   it restarts the count, so the last firing (`last_fired`), when later, re-anchors it.
+///
+/// `None` when the timing does not parse or no time matches within five years.
+pub fn next_firing(
+    timing: &Timing,
+    anchor: DateTime<Utc>,
+    last_fired: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match timing {
+        Timing::Cron(expr) => {
+            let cron = Cron::parse(expr).ok()?;
+            cron.first_at_or_after(now.trunc_subsecs(0) + chrono::Duration::seconds(1))
+        }
+        Timing::Every(every) => {
+            let secs: i64 = parse_every(every).ok()?.strip_suffix('s')?.parse().ok()?;
+            let base = round_to_second(last_fired.map_or(anchor, |l| l.max(anchor)));
+            let elapsed = (now - base).num_seconds();
+            let k = if elapsed < 0 { 1 } else { elapsed / secs + 1 };
+            Some(base + chrono::Duration::seconds(k.checked_mul(secs)?))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -303,5 +493,102 @@ mod tests {
         assert_eq!(schedule_key("alice", "n").len(), 32);
         // NUL separation: ("ab","c") and ("a","bc") differ.
         assert_ne!(schedule_key("ab", "c"), schedule_key("a", "bc"));
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn next_cron(expr: &str, now: &str) -> Option<DateTime<Utc>> {
+        next_firing(&Timing::Cron(expr.into()), at(now), None, at(now))
+    }
+
+    #[test]
+    fn cron_next_firing_is_the_first_matching_second_after_now() {
+        // 2026-12-02 is a Wednesday.
+        let now = "2026-12-02T10:15:30.400Z";
+        let cases = [
+            ("* * * * * *", "2026-12-02T10:15:31Z"),
+            ("0 */5 * * * *", "2026-12-02T10:20:00Z"),
+            ("30 15 10 * * *", "2026-12-03T10:15:30Z"),
+            ("0 0 8-11 * * mon,wed,fri", "2026-12-02T11:00:00Z"),
+            ("0 0 9 * * MON", "2026-12-07T09:00:00Z"),
+            ("0 0 0 * * 0", "2026-12-06T00:00:00Z"),
+            ("0 0 0 1 jan *", "2027-01-01T00:00:00Z"),
+            ("0 0 12 29 feb *", "2028-02-29T12:00:00Z"),
+            ("10/20 * * * * *", "2026-12-02T10:15:50Z"),
+            ("@hourly", "2026-12-02T11:00:00Z"),
+            ("@daily", "2026-12-03T00:00:00Z"),
+            ("@midnight", "2026-12-03T00:00:00Z"),
+            ("@weekly", "2026-12-06T00:00:00Z"),
+            ("@monthly", "2027-01-01T00:00:00Z"),
+            ("@yearly", "2027-01-01T00:00:00Z"),
+        ];
+        for (expr, want) in cases {
+            assert_eq!(next_cron(expr, now), Some(at(want)), "{expr}");
+        }
+        // Exactly on a matching second: the next one, not now.
+        assert_eq!(
+            next_cron("0 * * * * *", "2026-12-02T10:15:00Z"),
+            Some(at("2026-12-02T10:16:00Z"))
+        );
+        // No 31st of February within five years; an invalid expression has no next firing.
+        assert_eq!(next_cron("0 0 0 31 2 *", now), None);
+        assert_eq!(next_cron("0 0 0 * * 7", now), None);
+    }
+
+    #[test]
+    fn cron_day_fields_follow_the_star_rule() {
+        // Both restricted: either matches (the 15th, a Tuesday, comes before the next Friday 18th).
+        assert_eq!(
+            next_cron("0 0 0 15 * fri", "2026-12-14T12:00:00Z"),
+            Some(at("2026-12-15T00:00:00Z"))
+        );
+        // Day of week is `*`: both must match, so every day but only the 15th.
+        assert_eq!(
+            next_cron("0 0 0 15 * *", "2026-12-02T12:00:00Z"),
+            Some(at("2026-12-15T00:00:00Z"))
+        );
+        // `*/2` is a restriction, not a star: odd days OR Mondays.
+        assert_eq!(
+            next_cron("0 0 0 */2 * mon", "2026-12-03T12:00:00Z"),
+            Some(at("2026-12-05T00:00:00Z"))
+        );
+        assert_eq!(
+            next_cron("0 0 0 */2 * mon", "2026-12-06T12:00:00Z"),
+            Some(at("2026-12-07T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn every_next_firing_counts_from_the_record_and_the_last_firing() {
+        let every = Timing::Every("30s".into());
+        let stored = at("2026-12-02T10:00:00.600Z"); // rounds to :01
+        let next = |last, now| next_firing(&every, stored, last, at(now));
+        assert_eq!(
+            next(None, "2026-12-02T10:00:02Z"),
+            Some(at("2026-12-02T10:00:31Z"))
+        );
+        assert_eq!(
+            next(None, "2026-12-02T10:00:31Z"),
+            Some(at("2026-12-02T10:01:01Z"))
+        );
+        assert_eq!(
+            next(None, "2026-12-02T10:05:40Z"),
+            Some(at("2026-12-02T10:06:01Z"))
+        );
+        // Re-anchored on a later firing (after a restart nats-server counts from it).
+        let last = Some(at("2026-12-02T10:05:17.010Z"));
+        assert_eq!(
+            next(last, "2026-12-02T10:05:20Z"),
+            Some(at("2026-12-02T10:05:47Z"))
+        );
+        // Always in the future, within one interval (plus the rounding of the record's time).
+        for secs in 0..200 {
+            let now = stored + chrono::Duration::milliseconds(secs * 137);
+            let n = next_firing(&every, stored, None, now).unwrap();
+            let most = chrono::Duration::milliseconds(30_500);
+            assert!(n > now && n - now <= most, "{now} -> {n}");
+        }
     }
 }

@@ -132,11 +132,17 @@ impl Envelope {
         let at = m.time.trunc_subsecs(6);
         if scheduler.starts_with(&format!("{}.", schedule::PREFIX)) {
             let rec = ScheduleRecord::decode(m.payload)?;
-            let ScheduleEvent::Created(spec) = rec.event else {
-                return Err(DecodeError::NotAJobEvent(format!(
-                    "fired message of a deleted schedule at seq {}",
-                    m.sequence
-                )));
+            // Only the records stored with the schedule headers fire (created or resumed).
+            let job = match rec.event {
+                ScheduleEvent::Created(spec) => spec.job,
+                ScheduleEvent::Resumed(update) => update.spec.job,
+                other => {
+                    return Err(DecodeError::NotAJobEvent(format!(
+                        "fired message of a {} record at seq {}",
+                        other.type_name(),
+                        m.sequence
+                    )));
+                }
             };
             let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
             return Ok(Envelope {
@@ -146,7 +152,7 @@ impl Envelope {
                 at,
                 attempt: 0,
                 run: None,
-                event: Event::Queued(spec.job),
+                event: Event::Queued(job),
             });
         }
         // A delayed job's timer fired: the prepared `queued` event, stamped with the firing time.
@@ -279,6 +285,35 @@ mod tests {
             ..m
         };
         assert!(Envelope::from_stored(&later).unwrap().job_id > a.job_id);
+    }
+
+    #[test]
+    fn fired_copies_of_a_resumed_schedule_are_jobs_and_of_a_paused_one_are_not() {
+        let update = crate::schedule::ScheduleUpdate {
+            spec: ScheduleSpec {
+                name: "n".into(),
+                owner: "alice".into(),
+                timing: Timing::Every("1s".into()),
+                job: spec(),
+            },
+            created_at: Utc::now(),
+            last_fired_at: None,
+        };
+        let h = headers(&[(SCHEDULER_HEADER, "schedules.k")]);
+        let decode = |event| {
+            let bytes = ScheduleRecord::new("k".into(), event).to_bytes();
+            Envelope::from_stored(&StoredMessage {
+                subject: "jobs.default.sched-k.queued",
+                sequence: 42,
+                headers: Some(&h),
+                payload: &bytes,
+                time: Utc::now(),
+            })
+        };
+        let resumed = decode(ScheduleEvent::Resumed(Box::new(update.clone()))).unwrap();
+        assert_eq!(resumed.event, Event::Queued(spec()));
+        assert_eq!(fired_sequence(resumed.job_id), 42);
+        assert!(decode(ScheduleEvent::Paused(Box::new(update))).is_err());
     }
 
     #[test]

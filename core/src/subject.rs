@@ -331,6 +331,12 @@ pub fn fired_token(key: &str) -> String {
     format!("sched-{key}")
 }
 
+/// The schedule key of a fired job's subject (`jobs.<queue>.sched-<key>.queued…`);
+/// `None` for any other subject.
+pub fn fired_schedule_key(subject: &str) -> Option<&str> {
+    parse(subject)?.job_id.strip_prefix("sched-")
+}
+
 /// Where nats-server publishes the jobs schedule `key` fires (`Nats-Schedule-Target`):
 /// the `queued` subject of the schedule job's queue and priority lane.
 pub fn schedule_target(queue: &QueueName, key: &str, lane: Priority) -> String {
@@ -476,6 +482,12 @@ mod tests {
         assert_eq!(
             schedule_target(&q, &key, Priority::High),
             format!("jobs.mail.sched-{key}.queued-high")
+        );
+        let fired = schedule_target(&q, &key, Priority::High);
+        assert_eq!(fired_schedule_key(&fired), Some(key.as_str()));
+        assert_eq!(
+            fired_schedule_key(&format!("jobs.mail.{}.queued", Uuid::nil())),
+            None
         );
         assert!(idempotency("a", "k.*>").starts_with("idem."));
         assert_eq!(validate_token(&idempotency("a", "k")[5..]), Ok(()));

@@ -37,6 +37,10 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// Stream sequence of its record.
     pub last_seq: i64,
+    /// Paused: its record is stored without the schedule headers, so it does not fire.
+    pub paused: bool,
+    /// When it last fired (the stored time of its latest fired message), if ever.
+    pub last_fired_at: Option<DateTimeUtc>,
 }
 
 /// No relations.
@@ -72,6 +76,8 @@ impl Model {
             created_at: at,
             updated_at: at,
             last_seq: i64::try_from(seq).unwrap_or(i64::MAX),
+            paused: false,
+            last_fired_at: None,
         }
     }
 }

@@ -17,6 +17,7 @@ mod m20261202_000601_create_workflows;
 mod m20261202_000901_index_job_list_filters;
 mod m20261202_001001_create_queue_states;
 mod m20261202_100000_job_trace_id;
+mod m20261202_200000_schedule_firings;
 mod m20261202_300000_create_job_counts;
 
 /// All migrations, oldest first.
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000601_create_workflows::Migration),
             Box::new(m20261202_000901_index_job_list_filters::Migration),
             Box::new(m20261202_100000_job_trace_id::Migration),
+            Box::new(m20261202_200000_schedule_firings::Migration),
             Box::new(m20261202_300000_create_job_counts::Migration),
         ]
     }

@@ -243,6 +243,8 @@ fn describe(rec: Option<&Record>) -> (Option<String>, Option<String>) {
                 match s.event {
                     jobstream_core::schedule::ScheduleEvent::Created(_) => "schedule.created",
                     jobstream_core::schedule::ScheduleEvent::Deleted { .. } => "schedule.deleted",
+                    jobstream_core::schedule::ScheduleEvent::Paused(_) => "schedule.paused",
+                    jobstream_core::schedule::ScheduleEvent::Resumed(_) => "schedule.resumed",
                 }
                 .to_owned(),
             ),
@@ -436,15 +438,17 @@ async fn fold_in(
     let mut fresh_users: Vec<(u64, &UserEnvelope)> = Vec::new();
     let mut queue_records: Vec<(u64, &QueueRecord)> = Vec::new();
     let mut fresh_workflows = Vec::new();
+    // Jobs fired by a schedule: (schedule key, sequence, firing time).
+    let mut firings: Vec<(&str, u64, DateTime<Utc>)> = Vec::new();
     let fresh: Vec<(u64, &Envelope, Option<TraceParent>, Option<&str>)> = batch
         .iter()
         .filter_map(
             |Delivered {
                  seq,
+                 subject,
                  record: rec,
                  trace,
                  request_id,
-                 ..
              }| {
                 if *seq <= checkpoint {
                     out.already_applied += 1;
@@ -452,7 +456,17 @@ async fn fold_in(
                 }
                 out.checkpoint = out.checkpoint.max(*seq);
                 match rec {
-                    Some(Record::Job(e)) => Some((*seq, e, *trace, request_id.as_deref())),
+                    Some(Record::Job(e)) => {
+                        // Whatever the job's fold does (a swept job is not brought back),
+                        // the firing happened: its schedule's last firing moves.
+                        if let (Event::Queued(_), Some(key)) = (
+                            &e.event,
+                            jobstream_core::subject::fired_schedule_key(subject),
+                        ) {
+                            firings.push((key, *seq, e.at));
+                        }
+                        Some((*seq, e, *trace, request_id.as_deref()))
+                    }
                     Some(Record::Schedule(s)) => {
                         schedules.push((*seq, s));
                         None
@@ -484,6 +498,9 @@ async fn fold_in(
     for (seq, rec) in schedules {
         crate::schedules::apply_schedule_record(txn, seq, rec).await?;
         out.applied += 1;
+    }
+    for (key, seq, at) in firings {
+        crate::schedules::record_firing(txn, key, seq, at).await?;
     }
     for (seq, rec) in queue_records {
         crate::queues::apply_queue_record(txn, seq, rec).await?;

@@ -3,7 +3,10 @@
 //! Creating a schedule stores its record on `schedules.<key>` with `Nats-Schedule`
 //! (cron or `@every`): nats-server produces one `queued` message per firing, however
 //! many API and worker processes run. Deleting stores a `schedule_deleted` record that
-//! rolls the active one up. The list is read from the `schedules` projection. "Run now"
+//! rolls the active one up. Pausing stores a `schedule_paused` record that rolls it up the
+//! same way but keeps the spec (without the schedule headers it does not fire); resuming
+//! stores `schedule_resumed` with them again. The list is read from the `schedules`
+//! projection, with the next firing computed as nats-server schedules it. "Run now"
 //! submits one job with a schedule's settings through the jobs service, as
 //! `POST /v1/jobs` does: an ordinary `queued` event, so replay rebuilds it like any job.
 
@@ -12,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use jobstream_core::atomic::{
     EXPECTED_LAST_SUBJECT_SEQUENCE, Outgoing, ROLLUP_HEADER, SCHEDULE_HEADER,
     SCHEDULE_TARGET_HEADER, TTL_HEADER,
@@ -41,6 +44,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/schedules", get(list_schedules).post(create_schedule))
         .route("/v1/schedules/{name}", delete(delete_schedule))
         .route("/v1/schedules/{name}/run", post(run_schedule))
+        .route("/v1/schedules/{name}/pause", post(pause_schedule))
+        .route("/v1/schedules/{name}/resume", post(resume_schedule))
 }
 
 /// A schedule to create (or replace, when the caller already has one of that name).
@@ -110,14 +115,30 @@ pub struct ScheduleView {
     pub timeout_ms: u64,
     /// When this definition was created.
     pub created_at: DateTime<Utc>,
+    /// Paused: it does not fire until resumed.
+    pub paused: bool,
+    /// When it fires next (computed as nats-server schedules it); none while paused.
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// When it last fired, if it has (kept when its jobs are swept).
+    pub last_fired_at: Option<DateTime<Utc>>,
 }
 
 impl ScheduleView {
-    fn from_spec(spec: &ScheduleSpec, at: DateTime<Utc>) -> Self {
+    /// The view of `spec` stored at `stored` (the time its firing counts from).
+    fn from_spec(
+        spec: &ScheduleSpec,
+        created_at: DateTime<Utc>,
+        stored: DateTime<Utc>,
+        paused: bool,
+        last_fired_at: Option<DateTime<Utc>>,
+    ) -> Self {
         let (cron, every) = match &spec.timing {
             Timing::Cron(c) => (Some(c.clone()), None),
             Timing::Every(e) => (None, Some(e.clone())),
         };
+        let next_fire_at = (!paused)
+            .then(|| schedule::next_firing(&spec.timing, stored, last_fired_at, Utc::now()))
+            .flatten();
         ScheduleView {
             name: spec.name.clone(),
             owner: spec.owner.clone(),
@@ -129,13 +150,24 @@ impl ScheduleView {
             priority: spec.job.priority.as_str().to_owned(),
             max_attempts: spec.job.max_attempts,
             timeout_ms: spec.job.timeout_ms,
-            created_at: at,
+            created_at,
+            paused,
+            next_fire_at,
+            last_fired_at,
         }
     }
 }
 
 impl From<schedule_row::Model> for ScheduleView {
     fn from(m: schedule_row::Model) -> Self {
+        let timing = match (&m.cron, &m.every) {
+            (Some(c), _) => Some(Timing::Cron(c.clone())),
+            (None, Some(e)) => Some(Timing::Every(e.clone())),
+            (None, None) => None,
+        };
+        let next_fire_at = timing
+            .filter(|_| !m.paused)
+            .and_then(|t| schedule::next_firing(&t, m.updated_at, m.last_fired_at, Utc::now()));
         ScheduleView {
             name: m.name,
             owner: m.owner,
@@ -148,6 +180,9 @@ impl From<schedule_row::Model> for ScheduleView {
             max_attempts: u32::try_from(m.max_attempts).unwrap_or(0),
             timeout_ms: u64::try_from(m.timeout_ms).unwrap_or(0),
             created_at: m.created_at,
+            paused: m.paused,
+            next_fire_at,
+            last_fired_at: m.last_fired_at,
         }
     }
 }
@@ -291,11 +326,12 @@ pub async fn create_schedule(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(ScheduleView::from_spec(&spec, rec.at))).into_response())
+    let view = ScheduleView::from_spec(&spec, rec.at, rec.at, false, None);
+    Ok((status, Json(view)).into_response())
 }
 
 /// The sequence of the latest record on a schedule's subject, and whether it is live
-/// (created, not deleted).
+/// (created, paused or resumed: not deleted).
 async fn active_record(state: &AppState, key: &str) -> Result<Option<(u64, bool)>, ApiError> {
     let Some(msg) = state
         .broker
@@ -307,7 +343,7 @@ async fn active_record(state: &AppState, key: &str) -> Result<Option<(u64, bool)
     match ScheduleRecord::decode(&msg.payload) {
         Ok(rec) => Ok(Some((
             msg.sequence,
-            matches!(rec.event, ScheduleEvent::Created(_)),
+            !matches!(rec.event, ScheduleEvent::Deleted { .. }),
         ))),
         // Stored by an older API that let too deep a payload through: no reader decodes
         // it, so it is treated as a live schedule that may be replaced or deleted.
@@ -472,4 +508,205 @@ pub async fn run_now(
     let (crate::jobs::Submitted::New(job) | crate::jobs::Submitted::Existing(job)) = submitted;
     tracing::info!(schedule = %name, %owner, job_id = %job.id, "schedule run now");
     Ok(*job)
+}
+
+/// Pause a schedule: it fires no more until resumed, and keeps its definition. `200`
+/// with the schedule (also when it was already paused: pausing is idempotent); `404`
+/// when there is no such schedule. An admin may pause another user's with `?owner=`.
+#[utoipa::path(
+    post, path = "/v1/schedules/{name}/pause", tag = "schedules",
+    params(("name" = String, Path, description = "Schedule name"), OwnerQuery),
+    responses(
+        (status = 200, description = "Paused (or already paused)", body = ScheduleView),
+        (status = 404, description = "No such schedule", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Changed by another request meanwhile", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(schedule = %name), err(Debug, level = "info"))]
+pub async fn pause_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(name): PathParam,
+    ApiQuery(q): ApiQuery<OwnerQuery>,
+) -> Result<Json<ScheduleView>, ApiError> {
+    set_paused(&state, &caller, &name, q.owner.as_deref(), true)
+        .await
+        .map(Json)
+}
+
+/// Resume a paused schedule: it fires again, its interval counted from now. `200` with
+/// the schedule (also when it was not paused: resuming is idempotent); `404` when there
+/// is no such schedule. An admin may resume another user's with `?owner=`.
+#[utoipa::path(
+    post, path = "/v1/schedules/{name}/resume", tag = "schedules",
+    params(("name" = String, Path, description = "Schedule name"), OwnerQuery),
+    responses(
+        (status = 200, description = "Resumed (or was not paused)", body = ScheduleView),
+        (status = 404, description = "No such schedule", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Changed by another request meanwhile", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(schedule = %name), err(Debug, level = "info"))]
+pub async fn resume_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(name): PathParam,
+    ApiQuery(q): ApiQuery<OwnerQuery>,
+) -> Result<Json<ScheduleView>, ApiError> {
+    set_paused(&state, &caller, &name, q.owner.as_deref(), false)
+        .await
+        .map(Json)
+}
+
+/// The one pause/resume of the REST routes and the console: finds the schedule (the
+/// caller's, or `owner`'s for an admin) in the stream and stores a `schedule_paused`
+/// (rolling the firing record up, without the schedule headers) or `schedule_resumed`
+/// (with them) record. Already in that state: nothing is stored.
+pub async fn set_paused(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    owner: Option<&str>,
+    pause: bool,
+) -> Result<ScheduleView, ApiError> {
+    let owner = match (owner, caller.is_admin) {
+        (Some(o), true) => o,
+        _ => caller.sub.as_str(),
+    };
+    let not_found = || ApiError::NotFound(format!("no schedule {name:?}"));
+    let key = subject::schedule_key(owner, name);
+    let Some(msg) = state
+        .broker
+        .last_on_subject(&subject::schedule(&key))
+        .await?
+    else {
+        return Err(not_found());
+    };
+    let current = ScheduleRecord::decode(&msg.payload).map_err(|e| {
+        tracing::warn!(seq = msg.sequence, error = %e, "undecodable schedule record");
+        ApiError::Conflict(format!(
+            "schedule {name:?} was stored by an older version and cannot be paused; create it again"
+        ))
+    })?;
+    let (spec, created_at, carried) = match &current.event {
+        ScheduleEvent::Deleted { .. } => return Err(not_found()),
+        ScheduleEvent::Created(spec) => (spec.as_ref(), current.at, None),
+        ScheduleEvent::Paused(u) | ScheduleEvent::Resumed(u) => {
+            (&u.spec, u.created_at, u.last_fired_at)
+        }
+    };
+    let row = schedule_row::Entity::find_by_id(key.clone())
+        .one(&state.db)
+        .await?;
+    let projected_last = row.as_ref().and_then(|r| r.last_fired_at);
+    let paused = matches!(current.event, ScheduleEvent::Paused(_));
+    if paused == pause {
+        return Ok(ScheduleView::from_spec(
+            spec,
+            created_at,
+            current.at,
+            paused,
+            projected_last.max(carried),
+        ));
+    }
+    // The record rolls up the earlier ones: it carries the last firing, read from the
+    // stream (the last fired message) and the projection (which keeps it past max_age).
+    let target = subject::schedule_target(&spec.job.queue, &key, spec.job.priority);
+    let mut update = schedule::ScheduleUpdate {
+        spec: spec.clone(),
+        created_at,
+        last_fired_at: last_fired(state, &target, msg.sequence)
+            .await?
+            .max(projected_last)
+            .max(carried),
+    };
+    let (mut rec, mut seq) = store_state(state, &key, &target, msg.sequence, pause, &update)
+        .await
+        .map_err(|e| conflict_or(e, name))?;
+    // A firing stored between that read and the pause is not in the record: once paused
+    // nothing fires, so one more read is final, and a corrected record replaces it.
+    if pause {
+        let fired = last_fired(state, &target, msg.sequence).await?;
+        if fired > update.last_fired_at {
+            update.last_fired_at = fired;
+            (rec, seq) = store_state(state, &key, &target, seq, pause, &update)
+                .await
+                .map_err(|e| conflict_or(e, name))?;
+        }
+    }
+    tracing::info!(%key, %owner, seq, event = rec.event.type_name(), "schedule state stored");
+    Ok(ScheduleView::from_spec(
+        &update.spec,
+        created_at,
+        rec.at,
+        pause,
+        update.last_fired_at,
+    ))
+}
+
+/// The stored time of the last message on `target` (a schedule's last firing), if it is
+/// stored after `record` (the schedule's current record: an earlier firing is in the time
+/// that record carries, or belongs to a definition it replaced).
+async fn last_fired(
+    state: &AppState,
+    target: &str,
+    record: u64,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let last = state.broker.last_on_subject(target).await?;
+    Ok(last.filter(|m| m.sequence > record).map(|m| {
+        // As the fired job's `at` (see `Envelope::from_stored`).
+        jobstream_core::stored::StoredMessage::from_raw(&m)
+            .time
+            .trunc_subsecs(6)
+    }))
+}
+
+/// Stores a `schedule_paused` (rolling the firing record up, without the schedule
+/// headers) or `schedule_resumed` (with them) record of `update`, only if the latest
+/// record of the schedule is still at `expected`. Returns it and its sequence.
+async fn store_state(
+    state: &AppState,
+    key: &str,
+    target: &str,
+    expected: u64,
+    pause: bool,
+    update: &schedule::ScheduleUpdate,
+) -> Result<(ScheduleRecord, u64), jobstream_core::broker::BrokerError> {
+    let rec = ScheduleRecord::new(
+        key.to_owned(),
+        if pause {
+            ScheduleEvent::Paused(Box::new(update.clone()))
+        } else {
+            ScheduleEvent::Resumed(Box::new(update.clone()))
+        },
+    );
+    let out = Outgoing::new(subject::schedule(key), rec.to_bytes())
+        // A retried publish (outcome unknown) is then a duplicate, not a wrong sequence.
+        .with_header("Nats-Msg-Id", &rec.event_id.to_string())
+        // Only if nobody changed the schedule meanwhile.
+        .with_header(EXPECTED_LAST_SUBJECT_SEQUENCE, &expected.to_string())
+        // A paused schedule lives until deleted too.
+        .with_header(TTL_HEADER, "never");
+    let out = if pause {
+        // Replaces the firing record, so nats-server stops firing it.
+        out.with_header(ROLLUP_HEADER, "sub")
+    } else {
+        // Like a created one: nats-server fires the latest scheduled message of the subject.
+        out.with_header(SCHEDULE_HEADER, &update.spec.timing.header_value())
+            .with_header(SCHEDULE_TARGET_HEADER, target)
+    };
+    let ack = state.broker.publish_atomic(vec![out]).await?;
+    Ok((rec, ack.last_seq))
+}
+
+/// A failed store of a schedule record as the client sees it: changed meanwhile (deleted,
+/// replaced, paused or resumed by another request) is a conflict.
+fn conflict_or(e: jobstream_core::broker::BrokerError, name: &str) -> ApiError {
+    if e.is_wrong_last_sequence() {
+        ApiError::Conflict(format!("schedule {name:?} changed meanwhile; try again"))
+    } else {
+        e.into()
+    }
 }

@@ -22,6 +22,9 @@ struct ScheduleRow {
     kind: String,
     queue: String,
     created: String,
+    paused: bool,
+    next: String,
+    last: String,
 }
 
 #[derive(Template)]
@@ -57,6 +60,9 @@ pub(super) async fn schedules(
                 kind: s.kind,
                 queue: s.queue,
                 created: when(s.created_at),
+                paused: s.paused,
+                next: when_opt(s.next_fire_at),
+                last: when_opt(s.last_fired_at),
             })
             .collect(),
     })
@@ -76,6 +82,29 @@ pub(super) async fn delete_schedule(
         ApiQuery(schedules::OwnerQuery { owner }),
     )
     .await?;
+    Ok(Redirect::to("/ui/schedules"))
+}
+
+/// `POST /ui/schedules/{name}/pause` (`owner` in the form for an admin pausing another's):
+/// the same operation as `POST /v1/schedules/{name}/pause`.
+pub(super) async fn pause_schedule(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    action: Action,
+) -> Result<Redirect, UiError> {
+    let caller = action.session.caller();
+    schedules::set_paused(&state, &caller, &name, action.form.get("owner"), true).await?;
+    Ok(Redirect::to("/ui/schedules"))
+}
+
+/// `POST /ui/schedules/{name}/resume`: the same operation as `POST /v1/schedules/{name}/resume`.
+pub(super) async fn resume_schedule(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    action: Action,
+) -> Result<Redirect, UiError> {
+    let caller = action.session.caller();
+    schedules::set_paused(&state, &caller, &name, action.form.get("owner"), false).await?;
     Ok(Redirect::to("/ui/schedules"))
 }
 

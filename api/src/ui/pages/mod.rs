@@ -34,6 +34,8 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/ui/schedules/{name}/run", post(lists::run_schedule))
         .route("/ui/schedules/{name}/delete", post(lists::delete_schedule))
+        .route("/ui/schedules/{name}/pause", post(lists::pause_schedule))
+        .route("/ui/schedules/{name}/resume", post(lists::resume_schedule))
         .route("/ui/workflows", get(workflows::list))
         .route("/ui/workflows/{id}", get(workflows::page))
         .route("/ui/workflows/{id}/{action}", post(workflows::act))
