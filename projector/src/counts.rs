@@ -2,7 +2,7 @@
 //! as the job rows, so overviews read a few rows instead of counting a million.
 //!
 //! Every write to `queued_jobs` goes through the fold or the sweep, and both move
-//! [`Deltas`], so the counts always equal a `GROUP BY` over the rows; replay
+//! `Deltas`, so the counts always equal a `GROUP BY` over the rows; replay
 //! rebuilds them with the rows, and [`rebuild`] recounts them for anything that wrote
 //! rows by hand (the bench's seeder).
 
