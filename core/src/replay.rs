@@ -206,8 +206,18 @@ pub async fn request(
     projector: &str,
     command: &ReplayCommand,
 ) -> Result<ReplayReply, RequestError> {
-    use async_nats::RequestErrorKind;
     let subject = subject::replay_commands(broker.stream_name(), projector);
+    command_request(broker, subject, command).await
+}
+
+/// Sends a projector command (JSON) on `subject` and decodes its JSON reply: the
+/// request both replay and verify commands make.
+pub(crate) async fn command_request<C: Serialize, R: serde::de::DeserializeOwned>(
+    broker: &Broker,
+    subject: String,
+    command: &C,
+) -> Result<R, RequestError> {
+    use async_nats::RequestErrorKind;
     let body = serde_json::to_vec(command).unwrap_or_default();
     let asked = broker.client().request(subject, body.into());
     let msg = match tokio::time::timeout(REQUEST_TIMEOUT, asked).await {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::broker::{Broker, BrokerError};
-use crate::replay::{self, ABANDONED_AFTER, ProgressSnapshot, REQUEST_TIMEOUT, RequestError};
+use crate::replay::{self, ABANDONED_AFTER, ProgressSnapshot, RequestError};
 use crate::subject;
 
 /// Most differences (and, separately, rejected events) a published result lists; the
@@ -185,19 +185,8 @@ pub async fn request(
     projector: &str,
     command: &VerifyCommand,
 ) -> Result<VerifyReply, RequestError> {
-    use async_nats::RequestErrorKind;
     let subject = subject::verify_commands(broker.stream_name(), projector);
-    let body = serde_json::to_vec(command).unwrap_or_default();
-    let asked = broker.client().request(subject, body.into());
-    let msg = match tokio::time::timeout(REQUEST_TIMEOUT, asked).await {
-        Err(_) => return Err(RequestError::Unanswered("timed out".into())),
-        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
-            return Err(RequestError::NoProjector);
-        }
-        Ok(Err(e)) => return Err(RequestError::Unanswered(e.to_string())),
-        Ok(Ok(m)) => m,
-    };
-    serde_json::from_slice(&msg.payload).map_err(|e| RequestError::Unanswered(e.to_string()))
+    replay::command_request(broker, subject, command).await
 }
 
 #[cfg(test)]
