@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use jobstream_core::catalogue::FieldError;
-use jobstream_core::replay::{DEFAULT_PROJECTOR, RequestError};
+use jobstream_core::replay::DEFAULT_PROJECTOR;
 use jobstream_core::verify::{
     self as wire, Difference, RejectedEvent, VerifyCommand, VerifyReply, VerifyResult, VerifyState,
     VerifyStatus,
@@ -81,14 +81,6 @@ impl StartVerify {
     }
 }
 
-fn admin_only(caller: &Caller) -> Result<(), ApiError> {
-    if caller.is_admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden("verify is for admins only".into()))
-    }
-}
-
 /// Start a verify: the projector folds the stream afresh in memory, in the background,
 /// and compares it with the projection.
 #[utoipa::path(
@@ -108,18 +100,14 @@ pub async fn start_verify(
     caller: Caller,
     OptionalBody(body): OptionalBody<StartVerify>,
 ) -> Result<(StatusCode, Json<VerifyState>), ApiError> {
-    admin_only(&caller)?;
+    caller.require_admin()?;
     let command = body
         .unwrap_or_default()
         .validate()
         .map_err(ApiError::Unprocessable)?;
     let reply = wire::request(&state.broker, DEFAULT_PROJECTOR, &command)
         .await
-        .map_err(|e| match e {
-            RequestError::NoProjector | RequestError::Unanswered(_) => {
-                ApiError::Unavailable(format!("verify: {e}"))
-            }
-        })?;
+        .map_err(|e| ApiError::Unavailable(format!("verify: {e}")))?;
     match reply {
         VerifyReply::Started(s) => {
             tracing::info!("verify requested over the admin API");
@@ -154,7 +142,7 @@ pub async fn verify_status(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<VerifyState>, ApiError> {
-    admin_only(&caller)?;
+    caller.require_admin()?;
     wire::read_state(&state.broker, DEFAULT_PROJECTOR)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?
