@@ -514,8 +514,9 @@ async fn fold_in(
     }
 
     let mut jobs = load_jobs(txn, fresh.iter().map(|(_, e, ..)| e.job_id)).await?;
-    // Where the batch's jobs stood before it: what `job_counts` moves them from.
-    let initial: HashMap<Uuid, JobStatus> = jobs.iter().map(|(id, j)| (*id, j.status)).collect();
+    // Where each job stood before its first event of the batch (`None`: new): what
+    // `job_counts` moves it from.
+    let mut initial: HashMap<Uuid, Option<JobStatus>> = HashMap::new();
     let mut flows = crate::workflows::BatchFlows::load(
         txn,
         &fresh_workflows,
@@ -525,6 +526,7 @@ async fn fold_in(
     let mut dirty: HashSet<Uuid> = HashSet::new();
     for (seq, env, trace, request_id) in fresh {
         let before = jobs.get(&env.job_id).map(|j| j.status);
+        initial.entry(env.job_id).or_insert(before);
         // A span per job event only for the OTLP export (logs carry the ids without it).
         let span = if jobstream_core::telemetry::exporting() {
             let parent = trace.unwrap_or_else(|| TraceParent::for_job(env.job_id));
@@ -557,7 +559,7 @@ async fn fold_in(
     let rows: Vec<queued_job::Model> = dirty
         .iter()
         .filter_map(|id| jobs.get(id))
-        .inspect(|j| counts.job_changed(initial.get(&j.id).copied(), j))
+        .inspect(|j| counts.job_changed(initial.get(&j.id).copied().flatten(), j))
         .map(queued_job::Model::from)
         .collect();
     upsert_jobs(txn, rows).await?;
