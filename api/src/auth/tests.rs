@@ -194,6 +194,33 @@ fn time_claims_are_enforced_with_leeway() {
 }
 
 #[test]
+fn a_remembered_token_still_expires_and_other_tokens_are_still_checked() {
+    let v = pem_verifier("rsa-public.pem");
+    let s = |c: &Value| sign(Algorithm::RS256, "rsa-private.pem", None, c);
+    let t = now();
+    let alice = s(&with(claims(), "exp", json!(t + 5)));
+    assert_eq!(v.verify_at(&alice, t).unwrap().sub, "alice");
+    // Remembered, and still valid within the leeway after `exp`.
+    assert_eq!(v.verify_at(&alice, t + 20).unwrap().sub, "alice");
+    // Past `exp` plus the 30 s leeway the remembered token is refused like any other.
+    match v.verify_at(&alice, t + 36) {
+        Err(ApiError::Unauthorized(why)) => assert!(why.contains("Expired"), "{why}"),
+        other => panic!("an expired remembered token was accepted: {other:?}"),
+    }
+    // Another token is checked on its own: its caller, or its refusal.
+    let bob = s(&with(claims(), "sub", json!("bob")));
+    assert_eq!(v.verify_at(&bob, t).unwrap().sub, "bob");
+    // Bob's claims under Alice's (remembered) token's signature.
+    let (bob_signed, _) = bob.rsplit_once('.').unwrap();
+    let (_, alice_signature) = alice.rsplit_once('.').unwrap();
+    let forged = format!("{bob_signed}.{alice_signature}");
+    match v.verify_at(&forged, t) {
+        Err(ApiError::Unauthorized(_)) => {}
+        other => panic!("a forged token was accepted: {other:?}"),
+    }
+}
+
+#[test]
 fn issuer_audience_and_subject_are_required_and_checked() {
     let v = pem_verifier("rsa-public.pem");
     let s = |c: &Value| sign(Algorithm::RS256, "rsa-private.pem", None, c);
