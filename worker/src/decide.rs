@@ -82,16 +82,7 @@ pub(crate) async fn last_event_seq(
     broker: &Broker,
     job_id: Uuid,
 ) -> Result<Option<u64>, BrokerError> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    let stream = broker.stream().await?;
-    match stream
-        .get_last_raw_message_by_subject(&subject::of_job(job_id))
-        .await
-    {
-        Ok(m) => Ok(Some(m.sequence)),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(BrokerError::Read(e.to_string())),
-    }
+    broker.last_seq_on(&subject::of_job(job_id)).await
 }
 
 #[cfg(test)]
