@@ -55,7 +55,11 @@ where
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("jobstream")));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(sink);
+    // Colour codes only for a person at a terminal: not in files, pipes or log collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(sink)
+        .with_ansi(ansi);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let installed = match format {
         LogFormat::Json => registry
