@@ -42,4 +42,4 @@ pub mod users;
 pub mod workflows;
 
 pub use server::{App, app};
-pub use state::{ApiSettings, AppState};
+pub use state::{ApiSettings, AppState, AppStateParts};

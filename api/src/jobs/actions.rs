@@ -49,7 +49,7 @@ impl JobService {
         if job.status == JobStatus::Cancelled && job.spec.run_at.is_some() {
             // A delayed job cancelled before it fired: drop its timer so it never fires. Best
             // effort: a timer that fires anyway is ignored by the fold and by the workers.
-            if let Err(e) = self.broker.cancel_timer(&job.spec.queue, id).await {
+            if let Err(e) = self.state.broker.cancel_timer(&job.spec.queue, id).await {
                 tracing::warn!(error = %e, "cancelled delayed job: timer not purged");
             }
         }
@@ -90,7 +90,7 @@ impl JobService {
         decide: impl Fn(&JobState) -> Result<Option<Event>, JobsError>,
     ) -> Result<JobState, JobsError> {
         for _ in 0..MAX_CONFLICTS {
-            let history = self.broker.job_history(job_id).await?;
+            let history = self.state.broker.job_history(job_id).await?;
             let mut job = fold::fold_history(history.iter().map(|(seq, env)| (*seq, env)))
                 .filter(|job| caller.may_see(&job.spec.owner))
                 .ok_or_else(|| JobsError::no_job(job_id))?;
@@ -108,6 +108,7 @@ impl JobService {
                 trace: self.job_trace(job_id).await,
             };
             match self
+                .state
                 .broker
                 .publish_if_last_correlated(&env, &job.spec.queue, &correlation, job.last_seq)
                 .await
@@ -135,7 +136,7 @@ impl JobService {
 
     /// The job's trace (from its first event), with a span id of this request.
     async fn job_trace(&self, job_id: Uuid) -> TraceParent {
-        match self.broker.job_trace(job_id).await {
+        match self.state.broker.job_trace(job_id).await {
             Ok(trace) => trace,
             Err(e) => {
                 // Never refuse the request over its trace: the job's own is the usual one.

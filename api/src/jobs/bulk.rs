@@ -71,7 +71,7 @@ impl JobService {
             .order_by_desc(queued_job::Column::Id)
             .limit(cap)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.state.db)
             .await?;
         Ok(ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect())
     }

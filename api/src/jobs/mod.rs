@@ -33,10 +33,8 @@ pub mod store;
 pub mod view;
 
 use jobstream_core::JobState;
-use jobstream_core::broker::{Broker, BrokerError};
+use jobstream_core::broker::BrokerError;
 use jobstream_core::catalogue::FieldError;
-use jobstream_core::kinds::Catalogue;
-use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 pub use input::{
@@ -49,7 +47,6 @@ pub use read::{
 pub use view::{AttemptErrorView, BatchAccepted, HistoryEvent, JobHistory, JobView};
 
 use crate::error::ApiError;
-use crate::live::EventHub;
 use crate::state::AppState;
 
 /// Why a job operation failed.
@@ -153,22 +150,15 @@ pub struct BatchStored {
 /// The jobs service: cheap to clone, built from the API's state.
 #[derive(Clone)]
 pub struct JobService {
-    broker: Broker,
-    db: DatabaseConnection,
-    kinds: Catalogue,
-    live: EventHub,
-    admission: admission::Admission,
+    /// The API's state: one `Arc`, so building the service per request costs one clone.
+    state: AppState,
 }
 
 impl JobService {
     /// The service over the API's broker, projection, kinds catalogue and live tail.
     pub fn new(state: &AppState) -> Self {
         JobService {
-            broker: state.broker.clone(),
-            db: state.db.clone(),
-            kinds: state.kinds.clone(),
-            live: state.live.clone(),
-            admission: state.admission.clone(),
+            state: state.clone(),
         }
     }
 }

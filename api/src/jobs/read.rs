@@ -285,11 +285,18 @@ impl JobService {
         if let Some(job) = self.projected(id).await? {
             return Ok(Some(job));
         }
-        let history = self.broker.job_history(id).await?;
+        let history = self.state.broker.job_history(id).await?;
         let mut job = fold::fold_history(history.iter().map(|(seq, env)| (*seq, env)));
         if let Some(job) = &mut job {
             // The fold has the events, not their headers: the trace is on the first one.
-            job.trace_id = Some(self.broker.job_trace(id).await?.trace_id().to_string());
+            job.trace_id = Some(
+                self.state
+                    .broker
+                    .job_trace(id)
+                    .await?
+                    .trace_id()
+                    .to_string(),
+            );
         }
         Ok(job)
     }
@@ -297,7 +304,7 @@ impl JobService {
     /// A job's row in the projection.
     async fn projected(&self, id: Uuid) -> Result<Option<JobState>, JobsError> {
         match queued_job::Entity::find_by_id(id.to_string())
-            .one(&self.db)
+            .one(&self.state.db)
             .await?
         {
             Some(row) => Ok(Some(JobState::try_from(row).map_err(anyhow::Error::from)?)),
@@ -313,7 +320,9 @@ impl JobService {
         filter: &JobFilter,
         page: &PageRequest,
     ) -> Result<(Vec<JobState>, bool), JobsError> {
-        let rows = Self::list_query(caller, filter, page).all(&self.db).await?;
+        let rows = Self::list_query(caller, filter, page)
+            .all(&self.state.db)
+            .await?;
         let (rows, more) = page.trim(rows);
         let jobs = rows
             .into_iter()
@@ -349,7 +358,7 @@ impl JobService {
 
     /// A job's full event history, read from the stream, in stream order.
     pub async fn history(&self, caller: &Caller, id: Uuid) -> Result<Vec<StoredEvent>, JobsError> {
-        let events = stream_read::job_events(&self.broker, id).await?;
+        let events = stream_read::job_events(&self.state.broker, id).await?;
         let owner = match events.iter().find_map(|(_, e)| match &e.event {
             Event::Queued(spec) => Some(spec.owner.clone()),
             _ => None,
@@ -373,7 +382,7 @@ impl JobService {
     /// The job's state folded from the stream (the source of truth, complete up to now);
     /// the projection when its events have expired from the stream.
     async fn current(&self, id: Uuid) -> Result<Option<JobState>, JobsError> {
-        let events = stream_read::job_events(&self.broker, id).await?;
+        let events = stream_read::job_events(&self.state.broker, id).await?;
         match fold::fold_history(events.iter().map(|(m, e)| (m.seq, e))) {
             Some(s) => Ok(Some(s)),
             None => self.projected(id).await,
@@ -390,8 +399,8 @@ impl JobService {
     ) -> Result<JobState, JobsError> {
         let deadline = tokio::time::Instant::now() + timeout;
         // Subscribe before reading the state: a completion stored in between is not missed.
-        let mut rx = self.live.subscribe();
-        let closing = self.live.closing();
+        let mut rx = self.state.live.subscribe();
+        let closing = self.state.live.closing();
         let mut job = self
             .current(id)
             .await?

@@ -80,7 +80,7 @@ impl JobService {
             .order_by_desc(Expr::cust("n"))
             .limit(FAILURE_GROUPS)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.state.db)
             .await?;
         Ok(Overview {
             buckets,
@@ -117,7 +117,7 @@ impl JobService {
             .expr_as(Func::count(Expr::cust("*")), Alias::new("n"))
             .from_subquery(capped, Alias::new("capped"))
             .to_owned();
-        let row = self.db.query_one(&count).await?;
+        let row = self.state.db.query_one(&count).await?;
         let n: i64 = match row {
             Some(row) => row.try_get("", "n")?,
             None => 0,
@@ -145,7 +145,7 @@ impl JobService {
             .filter(C::FinishedAt.lt(end))
             .group_by(C::Status)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.state.db)
             .await?;
         let mut b = Bucket {
             start,

@@ -59,12 +59,13 @@ impl JobService {
         client_trace: Option<TraceParent>,
     ) -> Result<Submitted, JobsError> {
         let mut spec = input
-            .validate(&caller.sub, &self.kinds)
+            .validate(&caller.sub, &self.state.kinds)
             .map_err(JobsError::Invalid)?;
         spec.idempotency_key = merge_key(header_key, spec.idempotency_key.take())?;
         if runs_now(&spec) {
-            self.admission
-                .admit(&self.broker, &[(&spec.queue, 1)])
+            self.state
+                .admission
+                .admit(&self.state.broker, &[(&spec.queue, 1)])
                 .await?;
         }
         let job_id = Uuid::now_v7();
@@ -124,7 +125,7 @@ impl JobService {
     ) -> Result<BatchStored, JobsError> {
         let key = checked_header(key)?;
         let specs = input
-            .validate(&caller.sub, &self.kinds)
+            .validate(&caller.sub, &self.state.kinds)
             .map_err(JobsError::Invalid)?;
         tracing::Span::current().record("jobs", specs.len());
         let mut per_queue: Vec<(&QueueName, u64)> = Vec::new();
@@ -134,7 +135,10 @@ impl JobService {
                 None => per_queue.push((&spec.queue, 1)),
             }
         }
-        self.admission.admit(&self.broker, &per_queue).await?;
+        self.state
+            .admission
+            .admit(&self.state.broker, &per_queue)
+            .await?;
         let mut ids = Vec::with_capacity(specs.len());
         let mut msgs = Vec::with_capacity(specs.len());
         for spec in &specs {
@@ -252,6 +256,7 @@ impl JobService {
     /// The jobs `owner`'s `key` already produced, read from the stream.
     async fn existing_jobs(&self, owner: &str, key: &str) -> Result<Option<Vec<Uuid>>, JobsError> {
         let Some(msg) = self
+            .state
             .broker
             .last_on_subject(&subject::idempotency(owner, key))
             .await?
@@ -273,14 +278,18 @@ impl JobService {
         mut msgs: Vec<Outgoing>,
     ) -> Result<Option<Vec<Uuid>>, JobsError> {
         let Some(key) = key else {
-            self.broker.publish_atomic(msgs).await.map_err(refusal)?;
+            self.state
+                .broker
+                .publish_atomic(msgs)
+                .await
+                .map_err(refusal)?;
             return Ok(None);
         };
         if let Some(ids) = self.existing_jobs(owner, key).await? {
             return Ok(Some(ids));
         }
         msgs.insert(0, idempotency_message(owner, key, job_ids.clone()));
-        match self.broker.publish_atomic(msgs).await {
+        match self.state.broker.publish_atomic(msgs).await {
             Ok(_) => Ok(None),
             // Another request (maybe on another API instance) stored this key first, or an
             // earlier attempt of this very request did (then the record names our jobs).

@@ -21,7 +21,7 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub fn router() -> Router<AppState> {
     Router::new().route(
         "/metrics",
-        get(|State(state): State<AppState>| render(state.metrics)),
+        get(|State(state): State<AppState>| render(state.metrics.clone())),
     )
 }
 

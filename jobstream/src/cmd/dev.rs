@@ -154,7 +154,11 @@ async fn run_system(
     let api_broker = system::connect_broker(nats, "jobstream-dev-api").await?;
     let mut state = system::api_state(api_broker, db.clone(), Verifier::new(&auth), parts).await?;
     // One process, one recorder: the API port serves every role's metrics.
-    state.metrics = state.metrics.with_source(std::sync::Arc::new(gauges));
+    let metrics = state
+        .metrics
+        .clone()
+        .with_source(std::sync::Arc::new(gauges));
+    state.edit().metrics = metrics;
     system::serve_metrics(&args.metrics, state.metrics.clone(), &shutdown).await?;
     jobstream_core::metrics::worker_slots(args.worker.concurrency);
     let addr = args.listen.addr();

@@ -86,7 +86,7 @@ impl TestApp {
         config: AdmissionConfig,
     ) -> (String, ApiInstance) {
         let mut state = self.api_state(name, HubConfig::default()).await;
-        state.admission = Admission::new(config);
+        state.edit().admission = Admission::new(config);
         let api = ApiInstance::serve(state).await;
         (api.base.clone(), api)
     }
