@@ -2,7 +2,9 @@
 //!
 //! [`EventHub`] runs a single ordered consumer from the stream's end (one per API
 //! process, never one per connection) and fans every stored event out over a
-//! bounded broadcast channel. SSE connections and `wait` calls subscribe to it;
+//! bounded broadcast channel. The tail runs only while someone listens: the first
+//! subscriber starts it at the stream's end, and it stops once nobody has listened for
+//! [`IDLE_STOP`], so an API that only takes submissions decodes no events. SSE connections and `wait` calls subscribe to it;
 //! SSE catch-up reads older events straight from the stream by sequence
 //! ([`jobstream_core::stream_read`]) and hands over to the tail, deduplicating by sequence.
 //!
@@ -156,8 +158,15 @@ impl Directory {
     }
 }
 
+/// How long the tail keeps running with nobody subscribed (spares restarting it for
+/// every short `wait`).
+pub const IDLE_STOP: Duration = Duration::from_secs(30);
+
 struct Inner {
     broker: Broker,
+    /// Whether the tail runs. Starting and stopping it hold this lock, and so does
+    /// subscribing: a subscriber is never left with a tail that has just stopped.
+    tail: Arc<tokio::sync::Mutex<bool>>,
     tx: broadcast::Sender<Arc<LiveEvent>>,
     directory: Arc<Directory>,
     closing: CancellationToken,
@@ -179,39 +188,48 @@ pub struct EventHub {
 }
 
 impl EventHub {
-    /// Starts the tail at the stream's current end with default tuning.
+    /// The hub over `broker` with default tuning.
     pub async fn start(broker: Broker) -> Result<Self, BrokerError> {
         Self::with_config(broker, HubConfig::default()).await
     }
 
-    /// Starts the tail at the stream's current end.
+    /// The hub over `broker`; its tail starts with the first subscriber.
     pub async fn with_config(broker: Broker, config: HubConfig) -> Result<Self, BrokerError> {
-        let start = stream_read::bounds(&broker).await?.last + 1;
         let (tx, _) = broadcast::channel(config.capacity.max(16));
-        let directory = Arc::new(Directory::new(config.directory_size));
-        let closing = CancellationToken::new();
-        tokio::spawn(run_tail(
-            broker.clone(),
-            tx.clone(),
-            directory.clone(),
-            closing.clone(),
-            start,
-        ));
         Ok(EventHub {
             inner: Arc::new(Inner {
                 broker,
+                tail: Arc::new(tokio::sync::Mutex::new(false)),
                 tx,
-                directory,
-                closing,
+                directory: Arc::new(Directory::new(config.directory_size)),
+                closing: CancellationToken::new(),
                 config,
                 tickets: tokio::sync::OnceCell::new(),
             }),
         })
     }
 
-    /// A receiver of every event stored from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
-        self.inner.tx.subscribe()
+    /// A receiver of every event stored from now on; starts the tail at the stream's end
+    /// if it is not running.
+    pub async fn subscribe(&self) -> Result<broadcast::Receiver<Arc<LiveEvent>>, BrokerError> {
+        let inner = &self.inner;
+        let mut running = inner.tail.lock().await;
+        let rx = inner.tx.subscribe();
+        if !*running {
+            let start = stream_read::bounds(&inner.broker).await?.last + 1;
+            tokio::spawn(run_tail(
+                Tail {
+                    broker: inner.broker.clone(),
+                    tx: inner.tx.clone(),
+                    directory: inner.directory.clone(),
+                    closing: inner.closing.clone(),
+                    running: inner.tail.clone(),
+                },
+                start,
+            ));
+            *running = true;
+        }
+        Ok(rx)
     }
 
     /// The broker the hub reads from.
@@ -255,19 +273,45 @@ impl EventHub {
     }
 }
 
-/// The one tail of this process: an ordered consumer from `start`, recreated from the
-/// last seen sequence if it fails, until `closing`.
-async fn run_tail(
+/// What the tail works with.
+struct Tail {
     broker: Broker,
     tx: broadcast::Sender<Arc<LiveEvent>>,
     directory: Arc<Directory>,
     closing: CancellationToken,
-    start: u64,
-) {
+    running: Arc<tokio::sync::Mutex<bool>>,
+}
+
+impl Tail {
+    /// Stops the tail if nobody listens: under the lock subscribers take.
+    async fn stop_if_unheard(&self) -> bool {
+        let mut running = self.running.lock().await;
+        if self.tx.receiver_count() > 0 {
+            return false;
+        }
+        *running = false;
+        tracing::debug!("live tail stopped: nobody listens");
+        true
+    }
+}
+
+/// The one tail of this process: an ordered consumer from `start`, recreated from the
+/// last seen sequence if it fails, until `closing` or until nobody has listened for
+/// [`IDLE_STOP`].
+async fn run_tail(tail: Tail, start: u64) {
+    let Tail {
+        broker,
+        tx,
+        directory,
+        closing,
+        ..
+    } = &tail;
     let mut next = start;
+    let mut heard = tokio::time::Instant::now();
+    let mut idle_check = tokio::time::interval(IDLE_STOP / 3);
     while !closing.is_cancelled() {
         let messages =
-            match stream_read::ordered_from(&broker, next, "jobstream api live tail").await {
+            match stream_read::ordered_from(broker, next, "jobstream api live tail").await {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, next, "live tail cannot start; retrying");
@@ -282,22 +326,35 @@ async fn run_tail(
         loop {
             let item = tokio::select! {
                 () = closing.cancelled() => return,
+                _ = idle_check.tick() => {
+                    if tx.receiver_count() > 0 {
+                        heard = tokio::time::Instant::now();
+                    } else if heard.elapsed() >= IDLE_STOP && tail.stop_if_unheard().await {
+                        return;
+                    }
+                    continue;
+                }
                 item = messages.next() => item,
             };
             match item {
                 Some(Ok((msg, _))) => {
                     next = msg.seq + 1;
+                    if tx.receiver_count() == 0 {
+                        // Nobody to hand it to: not worth decoding.
+                        continue;
+                    }
+                    heard = tokio::time::Instant::now();
                     let Some(env) = stream_read::decode_or_log(&msg) else {
                         continue;
                     };
-                    let meta = match directory.resolve(&broker, &env).await {
+                    let meta = match directory.resolve(broker, &env).await {
                         Ok(m) => m,
                         Err(e) => {
                             tracing::warn!(error = %e, job_id = %env.job_id, "owner of event unknown; only admins see it");
                             None
                         }
                     };
-                    // No receivers is fine: nobody listens right now.
+                    // Every receiver may have gone meanwhile: nobody listens right now.
                     let _ = tx.send(Arc::new(LiveEvent::new(&msg, &env, meta)));
                 }
                 Some(Err(e)) => {

@@ -399,7 +399,7 @@ impl JobService {
     ) -> Result<JobState, JobsError> {
         let deadline = tokio::time::Instant::now() + timeout;
         // Subscribe before reading the state: a completion stored in between is not missed.
-        let mut rx = self.state.live.subscribe();
+        let mut rx = self.state.live.subscribe().await?;
         let closing = self.state.live.closing();
         let mut job = self
             .current(id)

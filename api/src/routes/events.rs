@@ -349,7 +349,7 @@ pub async fn stream_events(
     let filter = Filter::parse(&q)?;
     let last = last_event_id(&headers, &q)?;
     // Subscribe before reading anything, so the hand-over from catch-up misses nothing.
-    let rx = hub.subscribe();
+    let rx = hub.subscribe().await?;
     let mut conn = Connection {
         subject: filter.subject(),
         hub: hub.clone(),

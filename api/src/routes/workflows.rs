@@ -235,7 +235,7 @@ pub async fn workflow_events(
     let jobs: std::collections::HashSet<uuid::Uuid> =
         first.steps.iter().map(|s| s.job_id).collect();
     let hub = state.live.clone();
-    let live = hub.subscribe();
+    let live = hub.subscribe().await?;
     let init = (service, caller, live, Vec::<String>::new(), false);
     let events = futures::stream::unfold(init, move |(service, caller, mut live, last, ended)| {
         let jobs = jobs.clone();

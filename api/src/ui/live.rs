@@ -32,8 +32,8 @@ pub async fn changes(
     State(state): State<AppState>,
     session: Session,
     Query(q): Query<LiveQuery>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let rx = state.live.subscribe();
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, crate::error::ApiError> {
+    let rx = state.live.subscribe().await?;
     let closing = state.live.closing();
     let watch = move |ev: &LiveEvent| {
         let visible = session.admin || ev.meta.as_ref().is_some_and(|m| m.owner == session.sub);
@@ -71,5 +71,5 @@ pub async fn changes(
             Some((Ok(Event::default().event("changed").data("changed")), rx))
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
