@@ -20,6 +20,7 @@ use futures::StreamExt;
 use jobstream_core::broker::{Broker, BrokerError};
 use jobstream_core::event::{Envelope, Event, EventType};
 use jobstream_core::stream_read::{self, Stored};
+use sea_orm::DatabaseConnection;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -72,6 +73,8 @@ pub struct HubConfig {
     pub directory_size: usize,
     /// SSE keep-alive comment interval.
     pub keep_alive: Duration,
+    /// How long the tail keeps running with nobody subscribed (default [`IDLE_STOP`]).
+    pub idle_stop: Duration,
 }
 
 impl Default for HubConfig {
@@ -80,6 +83,7 @@ impl Default for HubConfig {
             capacity: 4096,
             directory_size: 200_000,
             keep_alive: Duration::from_secs(15),
+            idle_stop: IDLE_STOP,
         }
     }
 }
@@ -92,13 +96,35 @@ type Entries = (HashMap<Uuid, Arc<JobMeta>>, VecDeque<Uuid>);
 pub struct Directory {
     inner: Mutex<Entries>,
     size: usize,
+    /// The projection: a job whose `queued` event has left the stream is found there.
+    db: DatabaseConnection,
 }
 
 impl Directory {
-    fn new(size: usize) -> Self {
+    fn new(size: usize, db: DatabaseConnection) -> Self {
         Directory {
             inner: Mutex::new((HashMap::new(), VecDeque::new())),
             size: size.max(1),
+            db,
+        }
+    }
+
+    /// Owner, kind and queue of a job as the projection has them.
+    async fn from_projection(&self, id: Uuid) -> Option<Arc<JobMeta>> {
+        use jobstream_entity::queued_job::{Column as C, Entity as Jobs};
+        use sea_orm::{EntityTrait, QuerySelect};
+        let row = Jobs::find_by_id(id.to_string())
+            .select_only()
+            .columns([C::Owner, C::Kind, C::Queue])
+            .into_tuple::<(String, String, String)>()
+            .one(&self.db)
+            .await;
+        match row {
+            Ok(row) => row.map(|(owner, kind, queue)| Arc::new(JobMeta { owner, kind, queue })),
+            Err(e) => {
+                tracing::warn!(error = %e, job_id = %id, "owner of a job not read from the projection");
+                None
+            }
         }
     }
 
@@ -127,7 +153,8 @@ impl Directory {
     }
 
     /// Owner, kind and queue of the event's job: from the event itself when it is
-    /// `queued`, else remembered, else read from the job's `queued` event in the stream.
+    /// `queued`, else remembered, else read from the job's `queued` event in the stream,
+    /// else (that event is gone, by retention) from the projection.
     pub async fn resolve(
         &self,
         broker: &Broker,
@@ -153,13 +180,19 @@ impl Directory {
             .find(|(_, e)| matches!(e.event, Event::Queued(_) | Event::Scheduled(_)))
         {
             Some((_, first)) => Box::pin(self.resolve(broker, &first)).await,
-            None => Ok(None),
+            None => {
+                let meta = self.from_projection(env.job_id).await;
+                if let Some(m) = &meta {
+                    self.insert(env.job_id, m.clone());
+                }
+                Ok(meta)
+            }
         }
     }
 }
 
-/// How long the tail keeps running with nobody subscribed (spares restarting it for
-/// every short `wait`).
+/// How long the tail keeps running with nobody subscribed, by default (spares
+/// restarting it for every short `wait`).
 pub const IDLE_STOP: Duration = Duration::from_secs(30);
 
 struct Inner {
@@ -188,20 +221,25 @@ pub struct EventHub {
 }
 
 impl EventHub {
-    /// The hub over `broker` with default tuning.
-    pub async fn start(broker: Broker) -> Result<Self, BrokerError> {
-        Self::with_config(broker, HubConfig::default()).await
+    /// The hub over `broker` (and the projection `db`) with default tuning.
+    pub async fn start(broker: Broker, db: DatabaseConnection) -> Result<Self, BrokerError> {
+        Self::with_config(broker, db, HubConfig::default()).await
     }
 
-    /// The hub over `broker`; its tail starts with the first subscriber.
-    pub async fn with_config(broker: Broker, config: HubConfig) -> Result<Self, BrokerError> {
+    /// The hub over `broker` (and the projection `db`); its tail starts with the first
+    /// subscriber.
+    pub async fn with_config(
+        broker: Broker,
+        db: DatabaseConnection,
+        config: HubConfig,
+    ) -> Result<Self, BrokerError> {
         let (tx, _) = broadcast::channel(config.capacity.max(16));
         Ok(EventHub {
             inner: Arc::new(Inner {
                 broker,
                 tail: Arc::new(tokio::sync::Mutex::new(false)),
                 tx,
-                directory: Arc::new(Directory::new(config.directory_size)),
+                directory: Arc::new(Directory::new(config.directory_size, db)),
                 closing: CancellationToken::new(),
                 config,
                 tickets: tokio::sync::OnceCell::new(),
@@ -224,6 +262,7 @@ impl EventHub {
                     directory: inner.directory.clone(),
                     closing: inner.closing.clone(),
                     running: inner.tail.clone(),
+                    idle_stop: inner.config.idle_stop,
                 },
                 start,
             ));
@@ -267,6 +306,11 @@ impl EventHub {
             .await
     }
 
+    /// Whether the tail runs (someone listens, or did within [`HubConfig::idle_stop`]).
+    pub async fn tail_running(&self) -> bool {
+        *self.inner.tail.lock().await
+    }
+
     /// Open subscriptions (SSE connections and waits).
     pub fn subscribers(&self) -> usize {
         self.inner.tx.receiver_count()
@@ -280,6 +324,7 @@ struct Tail {
     directory: Arc<Directory>,
     closing: CancellationToken,
     running: Arc<tokio::sync::Mutex<bool>>,
+    idle_stop: Duration,
 }
 
 impl Tail {
@@ -297,7 +342,7 @@ impl Tail {
 
 /// The one tail of this process: an ordered consumer from `start`, recreated from the
 /// last seen sequence if it fails, until `closing` or until nobody has listened for
-/// [`IDLE_STOP`].
+/// [`HubConfig::idle_stop`].
 async fn run_tail(tail: Tail, start: u64) {
     let Tail {
         broker,
@@ -308,7 +353,7 @@ async fn run_tail(tail: Tail, start: u64) {
     } = &tail;
     let mut next = start;
     let mut heard = tokio::time::Instant::now();
-    let mut idle_check = tokio::time::interval(IDLE_STOP / 3);
+    let mut idle_check = tokio::time::interval(tail.idle_stop / 3);
     while !closing.is_cancelled() {
         let messages =
             match stream_read::ordered_from(broker, next, "jobstream api live tail").await {
@@ -329,7 +374,7 @@ async fn run_tail(tail: Tail, start: u64) {
                 _ = idle_check.tick() => {
                     if tx.receiver_count() > 0 {
                         heard = tokio::time::Instant::now();
-                    } else if heard.elapsed() >= IDLE_STOP && tail.stop_if_unheard().await {
+                    } else if heard.elapsed() >= tail.idle_stop && tail.stop_if_unheard().await {
                         return;
                     }
                     continue;

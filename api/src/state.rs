@@ -90,7 +90,7 @@ impl AppState {
             jobstream_core::metrics::NatsConnected(broker.client().clone()),
         ));
         Ok(AppState(Arc::new(AppStateParts {
-            live: EventHub::with_config(broker.clone(), settings.hub).await?,
+            live: EventHub::with_config(broker.clone(), db.clone(), settings.hub).await?,
             files: FilesState {
                 store,
                 max_upload_bytes: settings.max_upload_bytes,

@@ -478,6 +478,52 @@ async fn a_client_too_far_behind_is_told_why_and_resumes(backend: Backend) {
 }
 db_test!(a_client_too_far_behind_is_told_why_and_resumes);
 
+async fn the_live_tail_stops_when_nobody_listens_and_the_next_listener_gets_new_events(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let alice = app.token("alice", false);
+    let hub_config = HubConfig {
+        idle_stop: Duration::from_millis(300),
+        // A closed connection is noticed at the next keep-alive write.
+        keep_alive: Duration::from_millis(100),
+        ..HubConfig::default()
+    };
+    let state = app.api_state("api-idle", hub_config).await;
+    let hub = state.live.clone();
+    let api = crate::helpers::components::ApiInstance::serve(state).await;
+    assert!(!hub.tail_running().await, "no tail before anyone listens");
+    let path = "/v1/events?type=succeeded";
+    let mut sse = SseClient::open(&api.base, path, Some(&alice), None)
+        .await
+        .unwrap();
+    assert!(
+        hub.tail_running().await,
+        "the first listener starts the tail"
+    );
+    let first = submit_n(&app, &alice, 1).await.remove(0);
+    assert_eq!(sse.expect().await.json()["job_id"], first.as_str());
+    drop(sse);
+    eventually("the tail to stop with nobody listening", WAIT, || async {
+        (!hub.tail_running().await).then_some(())
+    })
+    .await;
+    // A job that finishes while nobody listens is nobody's live event.
+    let unheard = submit_n(&app, &alice, 1).await.remove(0);
+    app.wait_for_row(&unheard, "the unheard job", |r| r.status == "succeeded")
+        .await;
+    let mut sse = SseClient::open(&api.base, path, Some(&alice), None)
+        .await
+        .unwrap();
+    let next = submit_n(&app, &alice, 1).await.remove(0);
+    assert_eq!(
+        sse.expect().await.json()["job_id"],
+        next.as_str(),
+        "the restarted tail starts at the stream's end and misses nothing after it"
+    );
+}
+db_test!(the_live_tail_stops_when_nobody_listens_and_the_next_listener_gets_new_events);
+
 async fn the_live_tail_survives_a_nats_server_restart(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     let alice = app.token("alice", false);
