@@ -110,7 +110,7 @@ impl Directory {
     }
 
     /// Owner, kind and queue of a job as the projection has them.
-    async fn from_projection(&self, id: Uuid) -> Option<Arc<JobMeta>> {
+    async fn read_projection(&self, id: Uuid) -> Option<Arc<JobMeta>> {
         use jobstream_entity::queued_job::{Column as C, Entity as Jobs};
         use sea_orm::{EntityTrait, QuerySelect};
         let row = Jobs::find_by_id(id.to_string())
@@ -181,7 +181,7 @@ impl Directory {
         {
             Some((_, first)) => Box::pin(self.resolve(broker, &first)).await,
             None => {
-                let meta = self.from_projection(env.job_id).await;
+                let meta = self.read_projection(env.job_id).await;
                 if let Some(m) = &meta {
                     self.insert(env.job_id, m.clone());
                 }
