@@ -204,6 +204,9 @@ where
 /// How long creating or updating the stream at start is asked again when unanswered.
 const STREAM_SETUP_DEADLINE: Duration = Duration::from_secs(60);
 
+/// How long a direct get waits for a replica before asking the stream leader instead.
+pub const DIRECT_GET_WAIT: Duration = Duration::from_secs(1);
+
 /// How long a direct read of the stream is retried when it times out or finds no
 /// responder: what a read sees while the cluster elects a stream leader (a lame duck
 /// node handing over, a leader killed). Short: an API request waits on it.
@@ -516,18 +519,32 @@ impl Broker {
     /// API's request routing, which made `STREAM.MSG.GET` about a ninth of nats-server's
     /// CPU per job. A replica may not have the newest events yet, so an append decided on
     /// the answer must be conditional on it ([`Broker::publish_if_last`]): the leader
-    /// checks that. A server that answers no direct gets is asked through the API.
+    /// checks that. When no replica answers within [`DIRECT_GET_WAIT`], the leader is asked
+    /// through the API.
     pub async fn last_seq_on(&self, filter: &str) -> Result<Option<u64>, BrokerError> {
         let read =
             |e: &dyn std::fmt::Display| BrokerError::Read(format!("last event on {filter}: {e}"));
         let request = serde_json::json!({ "last_by_subj": filter }).to_string();
         let subject = format!("$JS.API.DIRECT.GET.{}", self.stream_name);
-        let reply = match self.client.request(subject, request.into()).await {
-            Ok(reply) => reply,
-            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+        let asked = tokio::time::timeout(
+            DIRECT_GET_WAIT,
+            self.client.request(subject, request.into()),
+        );
+        let reply = match asked.await {
+            Ok(Ok(reply)) => reply,
+            // No replica answers (none serves direct gets, or one that is catching up after
+            // an election keeps silent): the leader does, through the API.
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    async_nats::RequestErrorKind::NoResponders
+                        | async_nats::RequestErrorKind::TimedOut
+                ) =>
+            {
                 return self.last_seq_on_api(filter).await;
             }
-            Err(e) => return Err(read(&e)),
+            Err(_) => return self.last_seq_on_api(filter).await,
+            Ok(Err(e)) => return Err(read(&e)),
         };
         match reply.status {
             Some(async_nats::StatusCode::NOT_FOUND) => return Ok(None),
