@@ -4,8 +4,8 @@
 //! process, never one per connection) and fans every stored event out over a
 //! bounded broadcast channel. The tail runs only while someone listens: the first
 //! subscriber starts it at the stream's end, and it stops once nobody has listened for
-//! [`IDLE_STOP`], so an API that only takes submissions decodes no events. SSE connections and `wait` calls subscribe to it;
-//! SSE catch-up reads older events straight from the stream by sequence
+//! [`IDLE_STOP`], so an API that only takes submissions decodes no events. SSE
+//! connections and `wait` calls subscribe to it; SSE catch-up reads older events straight from the stream by sequence
 //! ([`jobstream_core::stream_read`]) and hands over to the tail, deduplicating by sequence.
 //!
 //! Events other than `queued` carry neither owner nor kind, so the hub keeps a
@@ -221,11 +221,6 @@ pub struct EventHub {
 }
 
 impl EventHub {
-    /// The hub over `broker` (and the projection `db`) with default tuning.
-    pub async fn start(broker: Broker, db: DatabaseConnection) -> Result<Self, BrokerError> {
-        Self::with_config(broker, db, HubConfig::default()).await
-    }
-
     /// The hub over `broker` (and the projection `db`); its tail starts with the first
     /// subscriber.
     pub async fn with_config(

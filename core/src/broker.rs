@@ -520,7 +520,9 @@ impl Broker {
     /// CPU per job. A replica may not have the newest events yet, so an append decided on
     /// the answer must be conditional on it ([`Broker::publish_if_last`]): the leader
     /// checks that. When no replica answers within [`DIRECT_GET_WAIT`], the leader is asked
-    /// through the API.
+    /// through the API ([`Broker::last_on_subject`]). Written out rather than async-nats's
+    /// `direct_get_last_for_subject`, which puts the subject in the request's subject,
+    /// where a wildcard filter cannot go.
     pub async fn last_seq_on(&self, filter: &str) -> Result<Option<u64>, BrokerError> {
         let read =
             |e: &dyn std::fmt::Display| BrokerError::Read(format!("last event on {filter}: {e}"));
@@ -541,9 +543,9 @@ impl Broker {
                         | async_nats::RequestErrorKind::TimedOut
                 ) =>
             {
-                return self.last_seq_on_api(filter).await;
+                return self.last_seq_from_leader(filter).await;
             }
-            Err(_) => return self.last_seq_on_api(filter).await,
+            Err(_) => return self.last_seq_from_leader(filter).await,
             Ok(Err(e)) => return Err(read(&e)),
         };
         match reply.status {
@@ -563,14 +565,9 @@ impl Broker {
             .ok_or_else(|| read(&"the answer has no Nats-Sequence"))
     }
 
-    /// [`Broker::last_seq_on`] through the JetStream API (`STREAM.MSG.GET`), from the leader.
-    async fn last_seq_on_api(&self, filter: &str) -> Result<Option<u64>, BrokerError> {
-        let stream = self.stream().await?;
-        match stream.get_last_raw_message_by_subject(filter).await {
-            Ok(m) => Ok(Some(m.sequence)),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(BrokerError::Read(e.to_string())),
-        }
+    /// The sequence of the last message on `filter`, read from the stream leader.
+    async fn last_seq_from_leader(&self, filter: &str) -> Result<Option<u64>, BrokerError> {
+        Ok(self.last_on_subject(filter).await?.map(|m| m.sequence))
     }
 
     /// Every stored event of one job, in stream order, as `(sequence, envelope)`.

@@ -318,34 +318,30 @@ pub async fn ordered_from(
         .messages()
         .await
         .map_err(|e| BrokerError::Read(e.to_string()))?;
-    // async-nats recreates an ordered consumer that has delivered nothing yet (after a
-    // server restart, say) from the stream's start, not from `start_seq`: what comes
-    // before `start_seq` is dropped here.
-    let start_seq = start_seq.max(1);
-    let messages = messages.filter(move |m| {
-        let before_start = m
-            .as_ref()
-            .ok()
-            .and_then(|m| m.info().ok())
-            .is_some_and(|info| info.stream_sequence < start_seq);
-        std::future::ready(!before_start)
-    });
-    Ok(messages.map(|m| {
-        let m = m.map_err(|e| BrokerError::Read(e.to_string()))?;
-        let info = m.info().map_err(|e| BrokerError::Read(e.to_string()))?;
-        let (seq, pending) = (info.stream_sequence, info.pending);
-        let stored_at = utc(info.published.unix_timestamp_nanos());
-        Ok((
-            Stored {
-                seq,
-                subject: m.subject.to_string(),
-                headers: m.headers.clone(),
-                payload: m.payload.clone(),
-                stored_at,
-            },
-            pending,
-        ))
-    }))
+    Ok(messages
+        .map(|m| {
+            let m = m.map_err(|e| BrokerError::Read(e.to_string()))?;
+            let info = m.info().map_err(|e| BrokerError::Read(e.to_string()))?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            let stored_at = utc(info.published.unix_timestamp_nanos());
+            Ok((
+                Stored {
+                    seq,
+                    subject: m.subject.to_string(),
+                    headers: m.headers.clone(),
+                    payload: m.payload.clone(),
+                    stored_at,
+                },
+                pending,
+            ))
+        })
+        // async-nats recreates an ordered consumer that has delivered nothing yet (after a
+        // server restart, say) from the stream's start, not from `start_seq`: what comes
+        // before `start_seq` is dropped here.
+        .filter(move |m| {
+            let before_start = matches!(m, Ok((stored, _)) if stored.seq < start_seq);
+            std::future::ready(!before_start)
+        }))
 }
 
 /// How long readers wait between retries after a failed read.
