@@ -141,7 +141,12 @@ impl Broker {
     /// One attempt at an atomic batch, under a fresh batch id.
     async fn publish_batch_once(&self, msgs: &[Outgoing]) -> Attempt<BatchAck> {
         let n = msgs.len() as u64;
-        let batch_id = Uuid::new_v4().simple().to_string();
+        // A single message is a plain publish: no batch id (a getrandom call per job).
+        let batch_id = if n > 1 {
+            Uuid::new_v4().simple().to_string()
+        } else {
+            String::new()
+        };
         let mut last = None;
         for (i, m) in msgs.iter().cloned().enumerate() {
             let mut m = m;
