@@ -15,13 +15,25 @@ pub mod worker;
 
 use crate::cli::{Cli, Command};
 
+/// Runs a long-lived role on a worker thread of the runtime. `main`'s own future is
+/// polled by `block_on` on the main thread, so a loop awaited there (the worker's and
+/// the projector's main loops) was woken across threads, a futex wake, at every message.
+async fn on_worker_thread(
+    role: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> anyhow::Result<()> {
+    match tokio::spawn(role).await {
+        Ok(result) => result,
+        Err(e) => Err(anyhow::anyhow!("stopped abnormally: {e}")),
+    }
+}
+
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev(a) => dev::run(*a).await,
-        Command::Api(a) => api::run(a).await,
-        Command::Worker(a) => worker::run(a).await,
-        Command::Projector(a) => projector::run(a).await,
+        Command::Dev(a) => on_worker_thread(dev::run(*a)).await,
+        Command::Api(a) => on_worker_thread(api::run(a)).await,
+        Command::Worker(a) => on_worker_thread(worker::run(a)).await,
+        Command::Projector(a) => on_worker_thread(projector::run(a)).await,
         Command::Migrate(a) => migrate::run(a).await,
         Command::Token(a) => token::run(&a),
         Command::Bench(a) => bench::run(a).await,
