@@ -36,7 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projector(a) => on_worker_thread(projector::run(a)).await,
         Command::Migrate(a) => migrate::run(a).await,
         Command::Token(a) => token::run(&a),
-        Command::Bench(a) => bench::run(a).await,
+        Command::Bench(a) => on_worker_thread(bench::run(a)).await,
         Command::Seed(a) => seed::run(a).await,
         Command::Replay(a) => replay::run(a).await,
         Command::Verify(a) => verify::run(a).await,
