@@ -653,18 +653,27 @@ mod tests {
         )
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_small_delivery_waits_for_more_within_the_linger_only() {
+    /// Takes the first delivery and fills it as the fold loop does: the chunk, how long
+    /// the fill took, and the rest of the deliveries.
+    async fn first_filled(
+        max: usize,
+    ) -> (
+        Vec<u32>,
+        Duration,
+        impl futures::Stream<Item = Vec<u32>> + Unpin,
+    ) {
         let mut messages = deliveries();
         let mut chunk = messages.next().await.unwrap();
         let start = tokio::time::Instant::now();
-        fill(&mut messages, &mut chunk, 500, Duration::from_millis(2)).await;
+        fill(&mut messages, &mut chunk, max, Duration::from_millis(2)).await;
+        (chunk, start.elapsed(), messages)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_delivery_waits_for_more_within_the_linger_only() {
+        let (chunk, took, mut messages) = first_filled(500).await;
         assert_eq!(chunk, [1, 2, 3]);
-        assert_eq!(
-            start.elapsed(),
-            Duration::from_millis(2),
-            "no longer than the linger"
-        );
+        assert_eq!(took, Duration::from_millis(2), "no longer than the linger");
         assert_eq!(
             messages.next().await,
             Some(vec![4]),
@@ -674,10 +683,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_delivery_is_folded_at_once() {
-        let mut messages = deliveries();
-        let mut chunk = messages.next().await.unwrap();
-        let start = tokio::time::Instant::now();
-        fill(&mut messages, &mut chunk, 1, Duration::from_millis(2)).await;
-        assert_eq!((chunk, start.elapsed()), (vec![1], Duration::ZERO));
+        let (chunk, took, _) = first_filled(1).await;
+        assert_eq!((chunk, took), (vec![1], Duration::ZERO));
     }
 }
