@@ -142,16 +142,12 @@ impl Broker {
     async fn publish_batch_once(&self, msgs: &[Outgoing]) -> Attempt<BatchAck> {
         let n = msgs.len() as u64;
         // A single message is a plain publish: no batch id (a getrandom call per job).
-        let batch_id = if n > 1 {
-            Uuid::new_v4().simple().to_string()
-        } else {
-            String::new()
-        };
+        let batch_id = (n > 1).then(|| Uuid::new_v4().simple().to_string());
         let mut last = None;
         for (i, m) in msgs.iter().cloned().enumerate() {
             let mut m = m;
             let seq = (i + 1) as u64;
-            if n > 1 {
+            if let Some(batch_id) = &batch_id {
                 m.headers.insert("Nats-Batch-Id", batch_id.as_str());
                 m.headers
                     .insert("Nats-Batch-Sequence", seq.to_string().as_str());
@@ -167,7 +163,7 @@ impl Broker {
                     return Attempt::Refused(format!("staging a batch message: {e}"));
                 }
             } else {
-                if n > 1 {
+                if batch_id.is_some() {
                     m.headers.insert("Nats-Batch-Commit", "1");
                 }
                 let msg = PublishMessage::build()
