@@ -69,6 +69,12 @@ pub struct BenchArgs {
     /// against N independent jobs, on the same started system (self-contained mode only).
     #[arg(long, conflicts_with_all = ["url", "rate", "batch"])]
     pub fan_out: Option<usize>,
+    /// Run the raw loop and the system this many times, alternating, and report the pair
+    /// with the median ratio (with every pair's ratio): one sitting's noise moves a single
+    /// pair by ±10 % (self-contained closed or open loop only).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=9),
+          conflicts_with_all = ["url", "fan_out", "batch", "list_rows", "console_rows"])]
+    pub repeat: u8,
     /// Keep the temporary data dir (logs, store, database) instead of deleting it.
     #[arg(long)]
     pub keep_data: bool,

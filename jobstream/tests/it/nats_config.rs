@@ -227,7 +227,8 @@ async fn bench(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_self_contained_bench_runs_each_mode_to_the_end() {
-    let closed = bench(&["--jobs", "40", "--concurrency", "4"]).await;
+    let closed = bench(&["--jobs", "40", "--concurrency", "4", "--repeat", "2"]).await;
+    assert!(closed.contains("2 pairs run"), "{closed}");
     for line in [
         "raw JetStream loop",
         "jobstream end to end",

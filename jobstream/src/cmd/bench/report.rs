@@ -189,6 +189,9 @@ pub struct Report {
     pub lists: Option<super::lists::ListFigures>,
     /// `--console-rows`: console pages on a large projection.
     pub console: Option<super::lists::ListFigures>,
+    /// `--repeat`: completed jobs/s of every (raw loop, system) pair, in the order run;
+    /// `raw` and `system` are then the pair with the median ratio.
+    pub pairs: Vec<(f64, f64)>,
 }
 
 fn num(v: f64) -> String {
@@ -306,6 +309,19 @@ impl Report {
                 "  shed by admission control (429)    {} of {offered} offered ({:.1} %)",
                 s.shed,
                 s.shed as f64 * 100.0 / offered.max(1) as f64
+            );
+        }
+        if self.pairs.len() > 1 {
+            let ratios: Vec<String> = self
+                .pairs
+                .iter()
+                .map(|(r, s)| format!("{:.3}×", s / r.max(1e-9)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {} pairs run, completed jobs/s ratios {} (in the order run); the figures are the median pair's",
+                self.pairs.len(),
+                ratios.join(", ")
             );
         }
         for (name, run) in [("raw loop", raw), ("jobstream", sys)] {
