@@ -242,6 +242,18 @@ async fn the_self_contained_bench_runs_each_mode_to_the_end() {
     }
     let open = bench(&["--rate", "100", "--jobs", "30", "--durability", "default"]).await;
     assert!(open.contains("SSE `succeeded`"), "{open}");
+    // Both runs measured, so the throughput has its ratio to the raw loop.
+    for report in [&closed, &open] {
+        let completed = report
+            .lines()
+            .find(|l| l.starts_with("completed jobs/s"))
+            .unwrap_or_default();
+        assert!(
+            completed.ends_with('×'),
+            "no ratio to the raw loop:
+{report}"
+        );
+    }
     assert!(open.contains("sync: default"), "{open}");
     let batch = bench(&[
         "--batch",

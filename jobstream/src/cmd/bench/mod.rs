@@ -238,7 +238,9 @@ async fn self_contained_in(
     let with_metrics = args.metrics != BenchMetrics::Off;
     let mut run = run_system(args, &(wiring(with_metrics), &db), mode, jobs, &nats_pids).await?;
     let (mut raw, mut pairs) = (raw, Vec::new());
-    if let Some(first_raw) = raw.take().filter(|_| args.repeat > 1) {
+    if args.repeat > 1
+        && let Some(first_raw) = raw.take()
+    {
         let mut all = vec![(first_raw, run.figures)];
         for i in 2..=args.repeat {
             eprintln!("pair {i}/{}: raw JetStream loop: {jobs} jobs", args.repeat);
