@@ -151,7 +151,17 @@ async fn assert_each_accepted_job_once(app: &TestApp, accepted: &[String]) {
     // A deadline, not a speed claim: after leader moves on a loaded 2-core machine the
     // backlog can take longer than the usual minute to drain.
     let n = accepted.len() as u64;
-    app.wait_for_count_within("succeeded", n, 2 * WAIT).await;
+    let waited = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+        app.wait_for_count_within("succeeded", n, 2 * WAIT),
+    ))
+    .await;
+    if let Err(cause) = waited {
+        let cause = cause
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "the wait panicked".to_owned());
+        panic!("{cause}\n{}", stall_report(app, accepted).await);
+    }
     let events = events_by_job(app).await;
     for id in accepted {
         let of_job = events
@@ -170,6 +180,51 @@ async fn assert_each_accepted_job_once(app: &TestApp, accepted: &[String]) {
     for r in &rows {
         assert!(events.contains_key(&r.id), "row {} has no events", r.id);
     }
+}
+
+/// Where the accepted jobs stand when they did not all finish in time: the projection
+/// by status, the jobs whose `succeeded` the stream lacks, and every consumer's
+/// backlog, so a failure says whether the worker or the projector stopped.
+async fn stall_report(app: &TestApp, accepted: &[String]) -> String {
+    let mut by_status: std::collections::BTreeMap<String, usize> = Default::default();
+    for row in app.rows().await {
+        *by_status.entry(row.status).or_default() += 1;
+    }
+    let events = events_by_job(app).await;
+    let unfinished: Vec<_> = accepted
+        .iter()
+        .filter(|id| events.get(*id).and_then(|e| e.get("succeeded")).is_none())
+        .map(|id| (id, events.get(id)))
+        .collect();
+    let mut consumers = Vec::new();
+    if let Ok(stream) = app.broker.jetstream().get_stream("JOBS").await {
+        let mut names = stream.consumer_names();
+        while let Some(Ok(name)) = names.next().await {
+            let info = match stream.get_consumer::<pull::Config>(&name).await {
+                Ok(mut c) => c.info().await.map(|i| {
+                    format!(
+                        "pending {} ack pending {} redelivered {} waiting {} leader {:?}",
+                        i.num_pending,
+                        i.num_ack_pending,
+                        i.num_redelivered,
+                        i.num_waiting,
+                        i.cluster.as_ref().and_then(|c| c.leader.clone())
+                    )
+                }),
+                Err(e) => Ok(format!("no info: {e}")),
+            };
+            consumers.push(format!(
+                "{name}: {}",
+                info.unwrap_or_else(|e| e.to_string())
+            ));
+        }
+    }
+    format!(
+        "projection by status: {by_status:?}\n{} accepted jobs without `succeeded` in the stream, first ones: {:?}\nconsumers:\n  {}",
+        unfinished.len(),
+        unfinished.iter().take(5).collect::<Vec<_>>(),
+        consumers.join("\n  ")
+    )
 }
 
 async fn the_stream_leader_killed_during_3000_submissions_loses_no_accepted_job(backend: Backend) {
