@@ -58,10 +58,12 @@ pub(crate) enum Idle {
     Timeout,
 }
 
-/// Waits, with every lane empty, for whichever comes first: the doorbell, a `Nak`ed
-/// message due back (`wakeups` says when each is), [`IDLE_POLL`], or shutdown.
-pub(crate) async fn wait_idle(
-    bell: &mut (impl Stream + Unpin),
+/// Waits, with every lane empty, for whichever comes first: the doorbell (its ring
+/// handed to `rang` before [`Idle::Rang`] is returned), a `Nak`ed message due back
+/// (`wakeups` says when each is), [`IDLE_POLL`], or shutdown.
+pub(crate) async fn wait_idle<T>(
+    bell: &mut (impl Stream<Item = T> + Unpin),
+    mut rang: impl FnMut(T),
     wakeups: &mut UnboundedReceiver<Instant>,
     due: &mut DueBack,
     shutdown: &CancellationToken,
@@ -76,7 +78,12 @@ pub(crate) async fn wait_idle(
         }
         tokio::select! {
             () = shutdown.cancelled() => return Idle::Stop,
-            _ = bell.next() => return Idle::Rang,
+            ring = bell.next() => {
+                if let Some(ring) = ring {
+                    rang(ring);
+                }
+                return Idle::Rang;
+            }
             () = tokio::time::sleep_until(due.look_at(now)) => return Idle::Timeout,
             Some(at) = wakeups.recv() => due.push(at),
         }
@@ -116,6 +123,7 @@ mod tests {
             let start = Instant::now();
             let why = wait_idle(
                 &mut self.bell_rx,
+                |()| {},
                 &mut self.wakeups,
                 &mut self.due,
                 &self.shutdown,

@@ -109,3 +109,65 @@ pub(crate) async fn doorbell(client: &async_nats::Client, queue: &QueueName) -> 
     }
     futures::stream::select_all(subs)
 }
+
+/// The lanes whose doorbell rang since an idle puller woke: the looks right after a
+/// ring ask only these. A ring usually comes before its message is stored, so the
+/// first look is often empty; asking every lane in turn, a round trip each, made that
+/// empty look (and the one after it) most of an idle worker's pickup latency.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rung([bool; subject::LANES.len()]);
+
+impl Rung {
+    /// Marks the lane of a ring's subject; a subject of another shape marks every lane.
+    pub(crate) fn mark(&mut self, ring_subject: &str) {
+        let lane = subject::parse(ring_subject)
+            .and_then(|s| subject::parse_event_token(s.event))
+            .map(|(_, lane)| lane.unwrap_or(Priority::Normal));
+        for (i, l) in subject::LANES.iter().enumerate() {
+            if lane.is_none_or(|lane| lane == *l) {
+                self.0[i] = true;
+            }
+        }
+    }
+
+    /// Whether `lane` rang.
+    pub(crate) fn has(&self, lane: Priority) -> bool {
+        subject::LANES
+            .iter()
+            .position(|l| *l == lane)
+            .is_some_and(|i| self.0[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_marks_the_lane_of_its_subject_and_an_odd_one_marks_every_lane() {
+        use jobstream_core::EventType::{Queued, RetryRequested};
+        let (q, id) = (QueueName::default_queue(), uuid::Uuid::now_v7());
+        let ring = |t, lane| format!("jobs.{q}.{id}.{}", subject::event_token(t, lane));
+        let rung_by = |subjects: &[String]| {
+            let mut rung = Rung::default();
+            for s in subjects {
+                rung.mark(s);
+            }
+            subject::LANES.map(|l| rung.has(l))
+        };
+        // LANES is high, normal, low.
+        assert_eq!(
+            rung_by(&[ring(Queued, Some(Priority::High))]),
+            [true, false, false]
+        );
+        assert_eq!(rung_by(&[ring(RetryRequested, None)]), [false, true, false]);
+        assert_eq!(
+            rung_by(&[
+                ring(Queued, None),
+                ring(RetryRequested, Some(Priority::Low))
+            ]),
+            [false, true, true]
+        );
+        assert_eq!(rung_by(&["something.else".to_owned()]), [true, true, true]);
+    }
+}
