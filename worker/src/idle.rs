@@ -58,12 +58,10 @@ pub(crate) enum Idle {
     Timeout,
 }
 
-/// Waits, with every lane empty, for whichever comes first: the doorbell (its ring
-/// handed to `rang` before [`Idle::Rang`] is returned), a `Nak`ed message due back
-/// (`wakeups` says when each is), [`IDLE_POLL`], or shutdown.
-pub(crate) async fn wait_idle<T>(
-    bell: &mut (impl Stream<Item = T> + Unpin),
-    mut rang: impl FnMut(T),
+/// Waits, with every lane empty, for whichever comes first: the doorbell, a `Nak`ed
+/// message due back (`wakeups` says when each is), [`IDLE_POLL`], or shutdown.
+pub(crate) async fn wait_idle(
+    bell: &mut (impl Stream + Unpin),
     wakeups: &mut UnboundedReceiver<Instant>,
     due: &mut DueBack,
     shutdown: &CancellationToken,
@@ -78,12 +76,7 @@ pub(crate) async fn wait_idle<T>(
         }
         tokio::select! {
             () = shutdown.cancelled() => return Idle::Stop,
-            ring = bell.next() => {
-                if let Some(ring) = ring {
-                    rang(ring);
-                }
-                return Idle::Rang;
-            }
+            _ = bell.next() => return Idle::Rang,
             () = tokio::time::sleep_until(due.look_at(now)) => return Idle::Timeout,
             Some(at) = wakeups.recv() => due.push(at),
         }
@@ -123,7 +116,6 @@ mod tests {
             let start = Instant::now();
             let why = wait_idle(
                 &mut self.bell_rx,
-                |()| {},
                 &mut self.wakeups,
                 &mut self.due,
                 &self.shutdown,

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::idle::{DueBack, IDLE_POLL, Idle, wait_idle};
-use crate::lanes::{Doorbell, QueueLanes, ROUND_TRIP, Rung, doorbell};
+use crate::lanes::{Doorbell, QueueLanes, ROUND_TRIP, doorbell};
 use crate::limit::{self, Slots};
 use crate::watchdog::{Watchdog, pending_at_server};
 
@@ -77,9 +77,6 @@ pub(crate) async fn pull_loop(
     // Looks left after a doorbell rang: core NATS can deliver the doorbell before the
     // stream has stored the message, so an empty look right after a ring looks again soon.
     let mut rechecks = 0u32;
-    // Right after a ring, the looks ask only the lanes that rang; any other look (under
-    // load, after a `Nak`, on the idle poll, after a delivery) asks every lane.
-    let mut focus: Option<Rung> = None;
     let mut watchdog = Watchdog::new();
     loop {
         // A paused queue takes no new jobs (and holds no permits other queues could use).
@@ -102,20 +99,13 @@ pub(crate) async fn pull_loop(
             continue;
         }
         // Whatever rang so far is covered by the look below.
-        while let Some(Some(ring)) = bell.next().now_or_never() {
-            if let Some(f) = &mut focus {
-                f.mark(&ring.subject);
-            }
-        }
-        let Some(received) =
-            fetch_lanes(&lanes, focus.as_ref(), &mut held, &mut tokens, &handoff).await
-        else {
+        while let Some(Some(_)) = bell.next().now_or_never() {}
+        let Some(received) = fetch_lanes(&lanes, &mut held, &mut tokens, &handoff).await else {
             break;
         };
         release(&mut tokens).await;
         if received > 0 {
             rechecks = 0;
-            focus = None;
             watchdog.delivered();
             continue;
         }
@@ -137,25 +127,9 @@ pub(crate) async fn pull_loop(
                 () = tokio::time::sleep(recheck_wait(rechecks)) => continue,
             }
         }
-        if focus.take().is_some() {
-            // The lanes that rang stayed empty: one look at every lane before waiting.
-            continue;
-        }
-        let mut rung = Rung::default();
-        match wait_idle(
-            &mut bell,
-            |ring: async_nats::Message| rung.mark(&ring.subject),
-            &mut wakeups,
-            &mut due,
-            &shutdown,
-        )
-        .await
-        {
+        match wait_idle(&mut bell, &mut wakeups, &mut due, &shutdown).await {
             Idle::Stop => break,
-            Idle::Rang => {
-                rechecks = RING_RECHECKS;
-                focus = Some(rung);
-            }
+            Idle::Rang => rechecks = RING_RECHECKS,
             Idle::Due | Idle::Timeout => {}
         }
     }
@@ -215,13 +189,11 @@ async fn release(tokens: &mut Vec<jetstream::Message>) {
     }
 }
 
-/// One look at every lane (or, with `only`, at the lanes that rang), most urgent
-/// first, while permits are held: each message fetched goes to the worker with a
-/// permit (and a token). How many were handed over; `None` on shutdown or when the
-/// worker is gone.
+/// One look at every lane, most urgent first, while permits are held: each message
+/// fetched goes to the worker with a permit (and a token). How many were handed
+/// over; `None` on shutdown or when the worker is gone.
 async fn fetch_lanes(
     lanes: &QueueLanes,
-    only: Option<&Rung>,
     held: &mut Vec<OwnedSemaphorePermit>,
     tokens: &mut Vec<jetstream::Message>,
     handoff: &Handoff,
@@ -230,9 +202,6 @@ async fn fetch_lanes(
     for (lane, consumer) in &lanes.lanes {
         if held.is_empty() {
             break;
-        }
-        if only.is_some_and(|rung| !rung.has(*lane)) {
-            continue;
         }
         let Some(mut batch) = request_batch(lanes, *lane, consumer, held.len(), handoff).await?
         else {
