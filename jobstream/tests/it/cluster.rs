@@ -201,7 +201,7 @@ async fn stall_report(app: &TestApp, accepted: &[String]) -> String {
         let mut names = stream.consumer_names();
         while let Some(Ok(name)) = names.next().await {
             let info = match stream.get_consumer::<pull::Config>(&name).await {
-                Ok(mut c) => c.info().await.map(|i| {
+                Ok(mut c) => c.info().await.map_err(|e| e.to_string()).map(|i| {
                     format!(
                         "pending {} ack pending {} redelivered {} waiting {} leader {:?}",
                         i.num_pending,
@@ -211,12 +211,10 @@ async fn stall_report(app: &TestApp, accepted: &[String]) -> String {
                         i.cluster.as_ref().and_then(|c| c.leader.clone())
                     )
                 }),
-                Err(e) => Ok(format!("no info: {e}")),
+                Err(e) => Err(e.to_string()),
             };
-            consumers.push(format!(
-                "{name}: {}",
-                info.unwrap_or_else(|e| e.to_string())
-            ));
+            let info = info.unwrap_or_else(|e| format!("no info: {e}"));
+            consumers.push(format!("{name}: {info}"));
         }
     }
     format!(

@@ -250,8 +250,7 @@ async fn the_self_contained_bench_runs_each_mode_to_the_end() {
             .unwrap_or_default();
         assert!(
             completed.ends_with('×'),
-            "no ratio to the raw loop:
-{report}"
+            "no ratio to the raw loop:\n{report}"
         );
     }
     assert!(open.contains("sync: default"), "{open}");

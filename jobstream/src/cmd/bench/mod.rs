@@ -237,22 +237,22 @@ async fn self_contained_in(
     };
     let with_metrics = args.metrics != BenchMetrics::Off;
     let mut run = run_system(args, &(wiring(with_metrics), &db), mode, jobs, &nats_pids).await?;
-    let (mut raw, mut pairs) = (raw, Vec::new());
+    let (mut raw, mut pair_ratios) = (raw, Vec::new());
     if args.repeat > 1
         && let Some(first_raw) = raw.take()
     {
-        let mut all = vec![(first_raw, run.figures)];
+        let mut pairs = vec![(first_raw, run.figures)];
         for i in 2..=args.repeat {
             eprintln!("pair {i}/{}: raw JetStream loop: {jobs} jobs", args.repeat);
             let r = raw_figures(&nats_url, &nats_pids, mode, jobs, args.timeout).await?;
             let s = run_system(args, &(wiring(with_metrics), &db), mode, jobs, &nats_pids).await?;
-            all.push((r, s.figures));
+            pairs.push((r, s.figures));
         }
-        pairs = all
+        pair_ratios = pairs
             .iter()
-            .map(|(r, s)| (r.completed_per_sec, s.completed_per_sec))
+            .map(|(r, s)| s.completed_per_sec / r.completed_per_sec.max(1e-9))
             .collect();
-        let (r, s) = all.swap_remove(median_pair(&pairs));
+        let (r, s) = pairs.swap_remove(median_index(&pair_ratios));
         (raw, run.figures) = (Some(r), s);
     }
     nats.stop(Duration::from_secs(5)).await;
@@ -269,16 +269,14 @@ async fn self_contained_in(
         batch_vs_single: run.batch_vs_single,
         lists: run.lists,
         console: run.console,
-        pairs,
+        pair_ratios,
     })
 }
 
-/// Index of the pair (raw, system completed jobs/s) with the median ratio (the lower
-/// of the two middle ones for an even count).
-fn median_pair(pairs: &[(f64, f64)]) -> usize {
-    let mut order: Vec<usize> = (0..pairs.len()).collect();
-    let ratio = |i: usize| pairs[i].1 / pairs[i].0.max(1e-9);
-    order.sort_by(|&a, &b| ratio(a).total_cmp(&ratio(b)));
+/// Index of the median of `ratios` (the lower of the two middle ones for an even count).
+fn median_index(ratios: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..ratios.len()).collect();
+    order.sort_by(|&a, &b| ratios[a].total_cmp(&ratios[b]));
     order[(order.len().saturating_sub(1)) / 2]
 }
 
@@ -717,17 +715,14 @@ async fn system_figures(
 
 #[cfg(test)]
 mod tests {
-    use super::median_pair;
+    use super::median_index;
 
     #[test]
     fn the_reported_pair_is_the_one_with_the_median_ratio() {
         // Ratios 0.30, 0.35, 0.25: the median is the first pair's.
-        assert_eq!(median_pair(&[(10.0, 3.0), (10.0, 3.5), (8.0, 2.0)]), 0);
+        assert_eq!(median_index(&[0.30, 0.35, 0.25]), 0);
         // An even count takes the lower middle: ratios 0.4, 0.1, 0.3, 0.2 → 0.2.
-        assert_eq!(
-            median_pair(&[(10.0, 4.0), (10.0, 1.0), (10.0, 3.0), (10.0, 2.0)]),
-            3
-        );
-        assert_eq!(median_pair(&[(5.0, 1.0)]), 0);
+        assert_eq!(median_index(&[0.4, 0.1, 0.3, 0.2]), 3);
+        assert_eq!(median_index(&[0.2]), 0);
     }
 }
