@@ -19,6 +19,7 @@ mod m20261202_001001_create_queue_states;
 mod m20261202_100000_job_trace_id;
 mod m20261202_200000_schedule_firings;
 mod m20261202_300000_create_job_counts;
+mod m20261203_000101_partial_job_indexes;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_100000_job_trace_id::Migration),
             Box::new(m20261202_200000_schedule_firings::Migration),
             Box::new(m20261202_300000_create_job_counts::Migration),
+            Box::new(m20261203_000101_partial_job_indexes::Migration),
         ]
     }
 }

@@ -197,3 +197,67 @@ async fn every_list_query_uses_an_index(backend: Backend) {
     );
 }
 db_test!(every_list_query_uses_an_index);
+
+/// The queries the partial indexes serve (`m20261203_000101_partial_job_indexes`), in the
+/// shapes the code builds them: the console's finished-per-bucket counts (admin and user,
+/// `jobs::stats`), the TTL sweep's selection (`projector::apply::sweep_finished`) and the
+/// idempotency lookup of a `queued` event (`projector::apply`). Each compares the column
+/// the indexes leave out when NULL, so the planner may use them: it must use one (on an
+/// empty table PostgreSQL may take either `finished_at` index for an admin's query).
+async fn the_partial_indexes_serve_their_queries(backend: Backend) {
+    use jobstream_entity::queued_job::{Column as C, Entity as Jobs};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let sql_backend = db.conn.get_database_backend();
+    let now = chrono::Utc::now();
+    let finished = [JobStatus::Succeeded.as_str(), JobStatus::Failed.as_str()];
+    const FINISHED: &[&str] = &[
+        "idx_queued_jobs_status_finished_at",
+        "idx_queued_jobs_owner_status_finished_at",
+    ];
+    let bucket = || {
+        Jobs::find()
+            .select_only()
+            .column(C::Status)
+            .filter(C::Status.is_in(finished))
+            .filter(C::FinishedAt.gte(now - chrono::Duration::minutes(5)))
+            .filter(C::FinishedAt.lt(now))
+            .group_by(C::Status)
+    };
+    let cases = [
+        ("admin's finished jobs per bucket", bucket(), FINISHED),
+        (
+            "a user's finished jobs per bucket",
+            bucket().filter(C::Owner.eq("alice")),
+            &FINISHED[1..],
+        ),
+        (
+            "the sweep's expired jobs",
+            Jobs::find()
+                .select_only()
+                .column(C::Id)
+                .filter(C::Status.is_in(finished))
+                .filter(C::FinishedAt.lt(now))
+                .limit(5000),
+            FINISHED,
+        ),
+        (
+            "the job holding an idempotency key",
+            Jobs::find()
+                .filter(C::Owner.eq("alice"))
+                .filter(C::IdempotencyKey.eq("order-7")),
+            &["uq_queued_jobs_owner_idempotency_key"],
+        ),
+    ];
+    let mut bad = Vec::new();
+    for (what, select, indexes) in cases {
+        let plan = plan_of(&db, select.build(sql_backend)).await;
+        if !indexes.iter().any(|i| plan.contains(i)) {
+            bad.push(format!("{what}: by none of {indexes:?}\n{plan}"));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n\n"));
+}
+db_test!(the_partial_indexes_serve_their_queries);
