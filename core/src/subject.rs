@@ -207,6 +207,18 @@ pub fn for_event(queue: &QueueName, job_id: Uuid, event: &Event) -> String {
     )
 }
 
+/// The lane of a runnable event's subject (`jobs.<queue>.<id>.queued-high` → `High`);
+/// `None` for any other subject.
+pub fn runnable_lane(subject: &str) -> Option<Priority> {
+    let token = subject.rsplit('.').next()?;
+    match parse_event_token(token)? {
+        (EventType::Queued | EventType::RetryRequested, lane) => {
+            Some(lane.unwrap_or(Priority::Normal))
+        }
+        _ => None,
+    }
+}
+
 /// Filters of one lane of one queue: its `queued` and `retry_requested` events
 /// (what a lane's worker consumer takes).
 pub fn runnable_in(queue: &QueueName, lane: Priority) -> Vec<String> {
@@ -453,6 +465,11 @@ mod tests {
             assert_eq!(lane_consumer_queue(&lane_consumer(&q, lane)), Some("mail"));
         }
         assert_eq!(lane_consumer_queue("projector"), None);
+        // A doorbell's ring names the lane the worker then waits on.
+        for lane in LANES {
+            assert_eq!(runnable_lane(&for_event(&q, id, &retry(lane))), Some(lane));
+        }
+        assert_eq!(runnable_lane(&for_event(&q, id, &done)), None);
         for lane in LANES {
             for t in [EventType::Queued, EventType::RetryRequested] {
                 let token = event_token(t, Some(lane));

@@ -6,6 +6,7 @@ use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use jobstream_core::event::Priority;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -48,8 +49,8 @@ impl DueBack {
 pub(crate) enum Idle {
     /// Shutdown.
     Stop,
-    /// The doorbell rang: a runnable message was stored (or is about to be).
-    Rang,
+    /// The doorbell rang: a runnable message of this lane was stored (or is about to be).
+    Rang(Priority),
     /// A message this puller `Nak`ed was already due when the wait began.
     Due,
     /// The wait ran out: a `Nak`ed message came due, or [`IDLE_POLL`] passed. A message
@@ -61,7 +62,7 @@ pub(crate) enum Idle {
 /// Waits, with every lane empty, for whichever comes first: the doorbell, a `Nak`ed
 /// message due back (`wakeups` says when each is), [`IDLE_POLL`], or shutdown.
 pub(crate) async fn wait_idle(
-    bell: &mut (impl Stream + Unpin),
+    bell: &mut (impl Stream<Item = Priority> + Unpin),
     wakeups: &mut UnboundedReceiver<Instant>,
     due: &mut DueBack,
     shutdown: &CancellationToken,
@@ -76,7 +77,7 @@ pub(crate) async fn wait_idle(
         }
         tokio::select! {
             () = shutdown.cancelled() => return Idle::Stop,
-            _ = bell.next() => return Idle::Rang,
+            Some(lane) = bell.next() => return Idle::Rang(lane),
             () = tokio::time::sleep_until(due.look_at(now)) => return Idle::Timeout,
             Some(at) = wakeups.recv() => due.push(at),
         }
@@ -89,8 +90,8 @@ mod tests {
 
     /// An idle puller's inputs: the doorbell, the `Nak` wake-ups and shutdown.
     struct Idling {
-        bell: futures::channel::mpsc::UnboundedSender<()>,
-        bell_rx: futures::channel::mpsc::UnboundedReceiver<()>,
+        bell: futures::channel::mpsc::UnboundedSender<Priority>,
+        bell_rx: futures::channel::mpsc::UnboundedReceiver<Priority>,
         wake: tokio::sync::mpsc::UnboundedSender<Instant>,
         wakeups: UnboundedReceiver<Instant>,
         due: DueBack,
@@ -135,8 +136,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_doorbell_wakes_an_idle_puller_at_once() {
         let mut idle = Idling::new();
-        idle.bell.unbounded_send(()).unwrap();
-        assert_eq!(idle.wait().await, (Idle::Rang, Duration::ZERO));
+        idle.bell.unbounded_send(Priority::High).unwrap();
+        assert_eq!(
+            idle.wait().await,
+            (Idle::Rang(Priority::High), Duration::ZERO)
+        );
     }
 
     #[tokio::test(start_paused = true)]

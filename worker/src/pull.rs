@@ -10,6 +10,7 @@ use async_nats::jetstream::{
 };
 use futures::{FutureExt, StreamExt};
 use jobstream_core::event::Priority;
+use jobstream_core::subject;
 use tokio::sync::mpsc::{Sender, UnboundedSender};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -22,12 +23,11 @@ use crate::watchdog::{Watchdog, pending_at_server};
 
 /// Most messages one look asks for (and permits it holds).
 const MAX_BATCH: usize = 256;
-/// After a doorbell with nothing to fetch yet, how soon to look again: the first wait,
-/// doubled after each empty look, [`RING_RECHECKS`] times (about 30 ms in all). The
-/// doorbell usually beats the store by well under a millisecond, so a fixed 5 ms wait
-/// made it the largest part of an idle worker's latency.
-const RING_RECHECKS: u32 = 7;
-const RING_RECHECK_FIRST: Duration = Duration::from_micros(250);
+/// After a doorbell with nothing to fetch yet, how long a pull request on the lane that
+/// rang waits at the server for the message (it is answered the moment the stream stores
+/// it). Core NATS usually delivers the ring before the store; polling again after a
+/// wait made that wait (0.25 ms, doubling) the largest part of an idle worker's latency.
+const RING_WAIT: Duration = Duration::from_millis(30);
 
 /// A message handed from a puller to the worker, with the local permit it holds
 /// and where to say when a `Nak`ed message is due back.
@@ -53,7 +53,10 @@ struct Handoff {
 /// so no message waits in a buffer while its ack timer runs. When every lane is
 /// empty it waits for a "doorbell" (a core NATS subscription on the queue's
 /// runnable subjects, which sees each new `queued`/`retry_requested` as it is
-/// stored), for a message it `Nak`ed to be due back, or for [`IDLE_POLL`].
+/// stored), for a message it `Nak`ed to be due back, or for [`IDLE_POLL`]. A ring
+/// usually comes before the store: when the look after it finds nothing, one pull
+/// request on the lane that rang waits at the server for up to [`RING_WAIT`] and is
+/// answered the moment the message is stored (a `no_wait` request with an expiry).
 ///
 /// Every round trip to the server is bounded ([`ROUND_TRIP`]), and a watchdog
 /// ([`crate::watchdog`]) covers what a bound cannot see: when the lanes have messages
@@ -74,9 +77,9 @@ pub(crate) async fn pull_loop(
         shutdown: shutdown.clone(),
     };
     let mut due = DueBack::default();
-    // Looks left after a doorbell rang: core NATS can deliver the doorbell before the
-    // stream has stored the message, so an empty look right after a ring looks again soon.
-    let mut rechecks = 0u32;
+    // The lane a doorbell rang for, until the look after it: a look that finds nothing
+    // then waits on that lane at the server (the ring can beat the store).
+    let mut rang: Option<Priority> = None;
     let mut watchdog = Watchdog::new();
     loop {
         // A paused queue takes no new jobs (and holds no permits other queues could use).
@@ -98,14 +101,35 @@ pub(crate) async fn pull_loop(
             release(&mut tokens).await;
             continue;
         }
-        // Whatever rang so far is covered by the look below.
-        while let Some(Some(_)) = bell.next().now_or_never() {}
-        let Some(received) = fetch_lanes(&lanes, &mut held, &mut tokens, &handoff).await else {
+        // Whatever rang so far is covered by the look below, and by a wait on the most
+        // urgent lane that rang if the look finds nothing.
+        while let Some(Some(ring)) = bell.next().now_or_never() {
+            rang = more_urgent(rang, subject::runnable_lane(&ring.subject));
+        }
+        let Some(mut received) = fetch_lanes(&lanes, &mut held, &mut tokens, &handoff).await else {
             break;
         };
+        if received == 0
+            && let Some(lane) = rang.take()
+            && let Some((_, consumer)) = lanes.lanes.iter().find(|(l, _)| *l == lane)
+        {
+            let waited = Some(RING_WAIT);
+            let Some(n) = fetch_lane(
+                &lanes,
+                (lane, consumer, waited),
+                &mut held,
+                &mut tokens,
+                &handoff,
+            )
+            .await
+            else {
+                break;
+            };
+            received = n;
+        }
+        rang = None;
         release(&mut tokens).await;
         if received > 0 {
-            rechecks = 0;
             watchdog.delivered();
             continue;
         }
@@ -120,24 +144,24 @@ pub(crate) async fn pull_loop(
             }
         }
         drop(held);
-        if rechecks > 0 {
-            rechecks -= 1;
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(recheck_wait(rechecks)) => continue,
-            }
-        }
-        match wait_idle(&mut bell, &mut wakeups, &mut due, &shutdown).await {
+        // The doorbell hears only runnable subjects, so every ring names its lane.
+        let mut rings =
+            (&mut bell).map(|m| subject::runnable_lane(&m.subject).unwrap_or(Priority::Normal));
+        match wait_idle(&mut rings, &mut wakeups, &mut due, &shutdown).await {
             Idle::Stop => break,
-            Idle::Rang => rechecks = RING_RECHECKS,
+            Idle::Rang(lane) => rang = Some(lane),
             Idle::Due | Idle::Timeout => {}
         }
     }
 }
 
-/// The wait before a recheck after a ring, with `left` rechecks left after it.
-fn recheck_wait(left: u32) -> Duration {
-    RING_RECHECK_FIRST * 2u32.pow(RING_RECHECKS - 1 - left.min(RING_RECHECKS - 1))
+/// The more urgent of two lanes that rang (in [`subject::LANES`] order).
+fn more_urgent(a: Option<Priority>, b: Option<Priority>) -> Option<Priority> {
+    let rank = |l: &Priority| subject::LANES.iter().position(|x| x == l);
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if rank(&b) < rank(&a) { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Waits for one free local permit, then takes every other free one (up to
@@ -203,37 +227,56 @@ async fn fetch_lanes(
         if held.is_empty() {
             break;
         }
-        let Some(mut batch) = request_batch(lanes, *lane, consumer, held.len(), handoff).await?
-        else {
-            continue;
+        received += fetch_lane(lanes, (*lane, consumer, None), held, tokens, handoff).await?;
+    }
+    Some(received)
+}
+
+/// One pull request on one lane for as many messages as permits are held, answered at
+/// once, or (with `wait`) as soon as the lane has a message, for up to `wait`. How many
+/// were handed over; `None` on shutdown or when the worker is gone.
+async fn fetch_lane(
+    lanes: &QueueLanes,
+    (lane, consumer, wait): (
+        Priority,
+        &consumer::Consumer<pull::Config>,
+        Option<Duration>,
+    ),
+    held: &mut Vec<OwnedSemaphorePermit>,
+    tokens: &mut Vec<jetstream::Message>,
+    handoff: &Handoff,
+) -> Option<usize> {
+    let mut received = 0;
+    let Some(mut batch) = request_batch(lanes, (lane, consumer, wait), held.len(), handoff).await?
+    else {
+        return Some(0);
+    };
+    loop {
+        let next = tokio::select! {
+            () = handoff.shutdown.cancelled() => return None,
+            next = tokio::time::timeout(ROUND_TRIP, batch.next()) => next,
         };
-        loop {
-            let next = tokio::select! {
-                () = handoff.shutdown.cancelled() => return None,
-                next = tokio::time::timeout(ROUND_TRIP, batch.next()) => next,
-            };
-            match next {
-                Ok(Some(Ok(msg))) => {
-                    let Some(permit) = held.pop() else { break };
-                    received += 1;
-                    let delivery = Delivery {
-                        msg,
-                        permit,
-                        wake: handoff.wake.clone(),
-                        slot: tokens.pop(),
-                    };
-                    // The worker's receiver never blocks for long (it only spawns the job).
-                    handoff.tx.send(delivery).await.ok()?;
-                }
-                Ok(Some(Err(e))) => {
-                    tracing::debug!(queue = %lanes.queue, error = %e, "pull batch ended");
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    // Lost with a server that died before answering: ask again.
-                    tracing::warn!(queue = %lanes.queue, lane = lane.as_str(), "no answer to a pull request; pulling again");
-                    break;
-                }
+        match next {
+            Ok(Some(Ok(msg))) => {
+                let Some(permit) = held.pop() else { break };
+                received += 1;
+                let delivery = Delivery {
+                    msg,
+                    permit,
+                    wake: handoff.wake.clone(),
+                    slot: tokens.pop(),
+                };
+                // The worker's receiver never blocks for long (it only spawns the job).
+                handoff.tx.send(delivery).await.ok()?;
+            }
+            Ok(Some(Err(e))) => {
+                tracing::debug!(queue = %lanes.queue, error = %e, "pull batch ended");
+            }
+            Ok(None) => break,
+            Err(_) => {
+                // Lost with a server that died before answering: ask again.
+                tracing::warn!(queue = %lanes.queue, lane = lane.as_str(), "no answer to a pull request; pulling again");
+                break;
             }
         }
     }
@@ -244,12 +287,20 @@ async fn fetch_lanes(
 /// when the request failed (logged; the next lane is tried).
 async fn request_batch(
     lanes: &QueueLanes,
-    lane: Priority,
-    consumer: &consumer::Consumer<pull::Config>,
+    (lane, consumer, wait): (
+        Priority,
+        &consumer::Consumer<pull::Config>,
+        Option<Duration>,
+    ),
     max: usize,
     handoff: &Handoff,
 ) -> Option<Option<pull::Batch>> {
-    let request = consumer.fetch().max_messages(max).messages();
+    let mut request = consumer.fetch().max_messages(max);
+    if let Some(wait) = wait {
+        // Still `no_wait`: with an expiry the server answers as soon as it has any message.
+        request = request.expires(wait);
+    }
+    let request = request.messages();
     let batch = tokio::select! {
         () = handoff.shutdown.cancelled() => return None,
         b = tokio::time::timeout(ROUND_TRIP, request) => b,
@@ -307,15 +358,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rechecks_after_a_ring_start_soon_and_back_off() {
-        let waits: Vec<Duration> = (0..RING_RECHECKS).rev().map(recheck_wait).collect();
-        assert_eq!(waits[0], Duration::from_micros(250));
-        assert!(waits.windows(2).all(|w| w[1] == w[0] * 2), "{waits:?}");
-        let total: Duration = waits.iter().sum();
-        assert!(
-            total >= Duration::from_millis(25),
-            "{total:?}: covers a slow store"
-        );
+    fn the_wait_after_rings_is_on_the_most_urgent_lane_that_rang() {
+        use Priority::*;
+        assert_eq!(more_urgent(None, Some(Low)), Some(Low));
+        assert_eq!(more_urgent(Some(Low), Some(High)), Some(High));
+        assert_eq!(more_urgent(Some(High), Some(Normal)), Some(High));
+        assert_eq!(more_urgent(Some(Normal), None), Some(Normal));
+        assert_eq!(more_urgent(None, None), None);
     }
 
     #[tokio::test(start_paused = true)]
