@@ -113,16 +113,12 @@ pub(crate) async fn pull_loop(
             && let Some(lane) = rang.take()
             && let Some((_, consumer)) = lanes.lanes.iter().find(|(l, _)| *l == lane)
         {
-            let waited = Some(RING_WAIT);
-            let Some(n) = fetch_lane(
-                &lanes,
-                (lane, consumer, waited),
-                &mut held,
-                &mut tokens,
-                &handoff,
-            )
-            .await
-            else {
+            let ask = LanePull {
+                lane,
+                consumer,
+                wait: Some(RING_WAIT),
+            };
+            let Some(n) = fetch_lane(&lanes, ask, &mut held, &mut tokens, &handoff).await else {
                 break;
             };
             received = n;
@@ -227,9 +223,23 @@ async fn fetch_lanes(
         if held.is_empty() {
             break;
         }
-        received += fetch_lane(lanes, (*lane, consumer, None), held, tokens, handoff).await?;
+        let ask = LanePull {
+            lane: *lane,
+            consumer,
+            wait: None,
+        };
+        received += fetch_lane(lanes, ask, held, tokens, handoff).await?;
     }
     Some(received)
+}
+
+/// What one pull request asks: a lane, its consumer, and how long the server may hold
+/// the request for a message (`None`: it answers at once).
+#[derive(Clone, Copy)]
+struct LanePull<'a> {
+    lane: Priority,
+    consumer: &'a consumer::Consumer<pull::Config>,
+    wait: Option<Duration>,
 }
 
 /// One pull request on one lane for as many messages as permits are held, answered at
@@ -237,18 +247,13 @@ async fn fetch_lanes(
 /// were handed over; `None` on shutdown or when the worker is gone.
 async fn fetch_lane(
     lanes: &QueueLanes,
-    (lane, consumer, wait): (
-        Priority,
-        &consumer::Consumer<pull::Config>,
-        Option<Duration>,
-    ),
+    ask: LanePull<'_>,
     held: &mut Vec<OwnedSemaphorePermit>,
     tokens: &mut Vec<jetstream::Message>,
     handoff: &Handoff,
 ) -> Option<usize> {
     let mut received = 0;
-    let Some(mut batch) = request_batch(lanes, (lane, consumer, wait), held.len(), handoff).await?
-    else {
+    let Some(mut batch) = request_batch(lanes, ask, held.len(), handoff).await? else {
         return Some(0);
     };
     loop {
@@ -275,7 +280,7 @@ async fn fetch_lane(
             Ok(None) => break,
             Err(_) => {
                 // Lost with a server that died before answering: ask again.
-                tracing::warn!(queue = %lanes.queue, lane = lane.as_str(), "no answer to a pull request; pulling again");
+                tracing::warn!(queue = %lanes.queue, lane = ask.lane.as_str(), "no answer to a pull request; pulling again");
                 break;
             }
         }
@@ -287,14 +292,15 @@ async fn fetch_lane(
 /// when the request failed (logged; the next lane is tried).
 async fn request_batch(
     lanes: &QueueLanes,
-    (lane, consumer, wait): (
-        Priority,
-        &consumer::Consumer<pull::Config>,
-        Option<Duration>,
-    ),
+    ask: LanePull<'_>,
     max: usize,
     handoff: &Handoff,
 ) -> Option<Option<pull::Batch>> {
+    let LanePull {
+        lane,
+        consumer,
+        wait,
+    } = ask;
     let mut request = consumer.fetch().max_messages(max);
     if let Some(wait) = wait {
         // Still `no_wait`: with an expiry the server answers as soon as it has any message.
