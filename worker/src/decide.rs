@@ -74,15 +74,19 @@ pub(crate) fn plan(history: &[(u64, Envelope)], msg_seq: u64) -> Plan {
     }
 }
 
-/// Stream sequence of a job's latest event under its own subjects (`jobs.*.<id>.*`):
-/// one direct get. A first delivery of a `queued` message that is still its job's
-/// latest event has nothing to fold (a cancel request stored before it starts would be
-/// newer), so the job runs without reading its history.
-pub(crate) async fn last_event_seq(
+/// Whether `event` (a stored message's payload) is still the latest event under its
+/// job's own subjects (`jobs.*.<id>.*`): one direct get of the latest one's payload,
+/// compared byte for byte (every event has its own id, so no other event has the same
+/// bytes). A first delivery of a `queued` message that is still its job's latest event
+/// has nothing to fold (a cancel request stored before it starts would be newer), so the
+/// job runs without reading its history.
+pub(crate) async fn is_latest_event(
     broker: &Broker,
     job_id: Uuid,
-) -> Result<Option<u64>, BrokerError> {
-    broker.last_seq_on(&subject::of_job(job_id)).await
+    event: &[u8],
+) -> Result<bool, BrokerError> {
+    let latest = broker.last_payload_on(&subject::of_job(job_id)).await?;
+    Ok(latest.is_some_and(|latest| latest == event))
 }
 
 #[cfg(test)]

@@ -145,3 +145,42 @@ async fn a_job_cancelled_before_it_starts_never_runs(backend: Backend) {
     assert!(got["started_at"].is_null(), "{got}");
 }
 db_test!(a_job_cancelled_before_it_starts_never_runs);
+
+async fn the_latest_event_of_a_job_is_read_without_its_headers(backend: Backend) {
+    // The worker's check before a first run: the job's latest stored event, compared
+    // byte for byte with the message it holds (a direct get without headers).
+    let app = TestApp::with(backend, Options::without_worker()).await;
+    let token = app.token("alice", false);
+    let job = app
+        .submit_job(&token, &json!({"kind": "echo", "payload": "x"}))
+        .await;
+    let id = &job.id.to_string();
+    let subjects = jobstream_core::subject::of_job(job.id);
+    let queued = app
+        .broker
+        .last_payload_on(&subjects)
+        .await
+        .unwrap()
+        .expect("the queued event is stored");
+    let decoded = Envelope::decode(&queued).unwrap();
+    assert_eq!(
+        (decoded.job_id, decoded.event_type()),
+        (job.id, EventType::Queued)
+    );
+
+    assert_eq!(app.cancel(&token, id).await, StatusCode::ACCEPTED);
+    let latest = app
+        .broker
+        .last_payload_on(&subjects)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(latest, queued, "a newer event is the latest");
+    assert_eq!(
+        Envelope::decode(&latest).unwrap().event_type(),
+        EventType::CancelRequested
+    );
+    let unknown = jobstream_core::subject::of_job(uuid::Uuid::now_v7());
+    assert_eq!(app.broker.last_payload_on(&unknown).await.unwrap(), None);
+}
+db_test!(the_latest_event_of_a_job_is_read_without_its_headers);
