@@ -571,13 +571,22 @@ impl Chunk {
     }
 }
 
-/// Whether a sorted batch skips sequences right above the checkpoint (held by a crashed
-/// instance until their ack wait): they must be read from the stream first.
+/// Whether a sorted batch skips a sequence above the checkpoint: right above it (held
+/// by a crashed instance until their ack wait), or between two of its messages (a
+/// delivery cut short by a consumer leader's failover: its rest comes back only after
+/// the ack wait, while later messages come at once, and a chunk may join both). Either
+/// must be read from the stream first, or the checkpoint would pass over it and the
+/// redelivery would be skipped as already applied. A gap the stream itself has (a
+/// deleted timer) costs one catch-up.
 fn has_gap(batch: &[Delivered], checkpoint: u64) -> bool {
-    batch
-        .iter()
-        .find(|d| d.seq > checkpoint)
-        .is_some_and(|d| d.seq > checkpoint + 1)
+    let mut next = checkpoint + 1;
+    for d in batch.iter().filter(|d| d.seq > checkpoint) {
+        if d.seq != next {
+            return true;
+        }
+        next = d.seq + 1;
+    }
+    false
 }
 
 /// Why a catch-up stopped.
@@ -678,6 +687,27 @@ mod tests {
             messages.next().await,
             Some(vec![4]),
             "the late one is the next chunk"
+        );
+    }
+
+    #[test]
+    fn a_sequence_missing_right_above_the_checkpoint_or_inside_the_batch_is_a_gap() {
+        let batch = |seqs: &[u64]| -> Vec<Delivered> {
+            seqs.iter()
+                .map(|&s| Delivered::new(s, String::new(), None))
+                .collect()
+        };
+        assert!(!has_gap(&batch(&[]), 10));
+        assert!(!has_gap(&batch(&[11, 12, 13]), 10));
+        assert!(
+            !has_gap(&batch(&[4, 9, 10, 11]), 10),
+            "below the checkpoint: already applied"
+        );
+        assert!(has_gap(&batch(&[12, 13]), 10), "11 is missing");
+        // The tail of a delivery a failover cut short, joined with the next delivery.
+        assert!(
+            has_gap(&batch(&[11, 12, 15, 16]), 10),
+            "13 and 14 are missing"
         );
     }
 
