@@ -56,6 +56,7 @@ mod idle;
 pub mod kinds;
 mod lanes;
 pub mod limit;
+mod look;
 mod pause;
 mod pull;
 mod registry;

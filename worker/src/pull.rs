@@ -1,5 +1,6 @@
-//! The puller of one queue: permits, then (for a limited queue) tokens, then a look
-//! at every lane, most urgent first; when nothing came, an idle wait ([`crate::idle`]).
+//! The puller of one queue: permits, then (for a limited queue) tokens, then a look at
+//! the lanes that may have messages ([`crate::look`]), most urgent first; when nothing
+//! came, an idle wait ([`crate::idle`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 use crate::idle::{DueBack, IDLE_POLL, Idle, wait_idle};
 use crate::lanes::{Doorbell, QueueLanes, ROUND_TRIP, doorbell};
 use crate::limit::{self, Slots};
+use crate::look::{Look, LookPlan};
 use crate::watchdog::{Watchdog, pending_at_server};
 
 /// Most messages one look asks for (and permits it holds).
 const MAX_BATCH: usize = 256;
-/// After a doorbell with nothing to fetch yet, how long a pull request on the lane that
-/// rang waits at the server for the message (it is answered the moment the stream stores
+/// How long a pull request on the most urgent lane that rang may wait at the server for
+/// the message (it is answered the moment the stream stores
 /// it). Core NATS usually delivers the ring before the store; polling again after a
 /// wait made that wait (0.25 ms, doubling) the largest part of an idle worker's latency.
 const RING_WAIT: Duration = Duration::from_millis(30);
@@ -53,10 +55,12 @@ struct Handoff {
 /// so no message waits in a buffer while its ack timer runs. When every lane is
 /// empty it waits for a "doorbell" (a core NATS subscription on the queue's
 /// runnable subjects, which sees each new `queued`/`retry_requested` as it is
-/// stored), for a message it `Nak`ed to be due back, or for [`IDLE_POLL`]. A ring
-/// usually comes before the store: when the look after it finds nothing, one pull
-/// request on the lane that rang waits at the server for up to [`RING_WAIT`] and is
-/// answered the moment the message is stored (a `no_wait` request with an expiry).
+/// stored), for a message it `Nak`ed to be due back, or for [`IDLE_POLL`]. While the
+/// lanes are known to be empty, a look asks only the lanes that rang (and every lane
+/// at least every [`crate::look::FULL_LOOK_EVERY`]). A ring usually comes before the
+/// store, so the most urgent lane that rang is asked with a pull request that waits at
+/// the server for up to [`RING_WAIT`] and is answered the moment the message is stored
+/// (a `no_wait` request with an expiry).
 ///
 /// Every round trip to the server is bounded ([`ROUND_TRIP`]), and a watchdog
 /// ([`crate::watchdog`]) covers what a bound cannot see: when the lanes have messages
@@ -77,9 +81,7 @@ pub(crate) async fn pull_loop(
         shutdown: shutdown.clone(),
     };
     let mut due = DueBack::default();
-    // The lane a doorbell rang for, until the look after it: a look that finds nothing
-    // then waits on that lane at the server (the ring can beat the store).
-    let mut rang: Option<Priority> = None;
+    let mut plan = LookPlan::new();
     let mut watchdog = Watchdog::new();
     loop {
         // A paused queue takes no new jobs (and holds no permits other queues could use).
@@ -101,39 +103,38 @@ pub(crate) async fn pull_loop(
             release(&mut tokens).await;
             continue;
         }
-        // Whatever rang so far is covered by the look below, and by a wait on the most
-        // urgent lane that rang if the look finds nothing.
+        // Whatever rang so far is covered by the look below.
         while let Some(Some(ring)) = bell.next().now_or_never() {
-            rang = more_urgent(rang, subject::runnable_lane(&ring.subject));
+            if let Some(lane) = subject::runnable_lane(&ring.subject) {
+                plan.rang(lane);
+            }
         }
-        let Some(mut received) = fetch_lanes(&lanes, &mut held, &mut tokens, &handoff).await else {
-            break;
+        let now = Instant::now();
+        // `None`: no lane can have anything new, so the puller waits without looking.
+        let received = match plan.next(now) {
+            Some(look) => {
+                let asked = held.len();
+                let Some((received, unanswered_ring)) =
+                    look_at(&lanes, &look, &plan, (&mut held, &mut tokens), &handoff).await
+                else {
+                    break;
+                };
+                plan.looked(&look, now, (asked, received), unanswered_ring);
+                Some(received)
+            }
+            None => None,
         };
-        if received == 0
-            && let Some(lane) = rang.take()
-            && let Some((_, consumer)) = lanes.lanes.iter().find(|(l, _)| *l == lane)
-        {
-            let ask = LanePull {
-                lane,
-                consumer,
-                wait: Some(RING_WAIT),
-            };
-            let Some(n) = fetch_lane(&lanes, ask, &mut held, &mut tokens, &handoff).await else {
-                break;
-            };
-            received = n;
-        }
-        rang = None;
         release(&mut tokens).await;
-        if received > 0 {
+        if received.is_some_and(|n| n > 0) {
             watchdog.delivered();
             continue;
         }
-        if watchdog.due() {
+        if received.is_some() && watchdog.due() {
             match recover_if_stalled(&mut lanes, &mut watchdog, &client, &shutdown).await {
                 Recovery::Stop => break,
                 Recovery::Rebuilt(new_bell) => {
                     bell = new_bell;
+                    plan.unsure();
                     continue;
                 }
                 Recovery::Fine => {}
@@ -145,18 +146,9 @@ pub(crate) async fn pull_loop(
             (&mut bell).map(|m| subject::runnable_lane(&m.subject).unwrap_or(Priority::Normal));
         match wait_idle(&mut rings, &mut wakeups, &mut due, &shutdown).await {
             Idle::Stop => break,
-            Idle::Rang(lane) => rang = Some(lane),
-            Idle::Due | Idle::Timeout => {}
+            Idle::Rang(lane) => plan.rang(lane),
+            Idle::Due | Idle::Timeout => plan.unsure(),
         }
-    }
-}
-
-/// The more urgent of two lanes that rang (in [`subject::LANES`] order).
-fn more_urgent(a: Option<Priority>, b: Option<Priority>) -> Option<Priority> {
-    let rank = |l: &Priority| subject::LANES.iter().position(|x| x == l);
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if rank(&b) < rank(&a) { b } else { a }),
-        (a, b) => a.or(b),
     }
 }
 
@@ -209,28 +201,38 @@ async fn release(tokens: &mut Vec<jetstream::Message>) {
     }
 }
 
-/// One look at every lane, most urgent first, while permits are held: each message
-/// fetched goes to the worker with a permit (and a token). How many were handed
-/// over; `None` on shutdown or when the worker is gone.
-async fn fetch_lanes(
+/// One look at the lanes `look` names, most urgent first, while permits are held: each
+/// message fetched goes to the worker with a permit (and a token). The most urgent lane
+/// that rang is asked with a wait at the server ([`RING_WAIT`]), since its ring can beat
+/// the store; the others are answered at once. How many were handed over, and whether a
+/// lane that rang gave nothing; `None` on shutdown or when the worker is gone.
+async fn look_at(
     lanes: &QueueLanes,
-    held: &mut Vec<OwnedSemaphorePermit>,
-    tokens: &mut Vec<jetstream::Message>,
+    look: &Look,
+    plan: &LookPlan,
+    (held, tokens): (&mut Vec<OwnedSemaphorePermit>, &mut Vec<jetstream::Message>),
     handoff: &Handoff,
-) -> Option<usize> {
+) -> Option<(usize, bool)> {
     let mut received = 0;
+    let mut unanswered_ring = false;
+    let wait_on = plan.most_urgent_rung();
     for (lane, consumer) in &lanes.lanes {
         if held.is_empty() {
             break;
         }
+        if !look.lanes.contains(lane) {
+            continue;
+        }
         let ask = LanePull {
             lane: *lane,
             consumer,
-            wait: None,
+            wait: (wait_on == Some(*lane)).then_some(RING_WAIT),
         };
-        received += fetch_lane(lanes, ask, held, tokens, handoff).await?;
+        let n = fetch_lane(lanes, ask, held, tokens, handoff).await?;
+        unanswered_ring |= n == 0 && plan.did_ring(*lane);
+        received += n;
     }
-    Some(received)
+    Some((received, unanswered_ring))
 }
 
 /// What one pull request asks: a lane, its consumer, and how long the server may hold
@@ -362,16 +364,6 @@ async fn recover_if_stalled(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_wait_after_rings_is_on_the_most_urgent_lane_that_rang() {
-        use Priority::*;
-        assert_eq!(more_urgent(None, Some(Low)), Some(Low));
-        assert_eq!(more_urgent(Some(Low), Some(High)), Some(High));
-        assert_eq!(more_urgent(Some(High), Some(Normal)), Some(High));
-        assert_eq!(more_urgent(Some(Normal), None), Some(Normal));
-        assert_eq!(more_urgent(None, None), None);
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_look_takes_every_free_permit_up_to_a_batch() {
