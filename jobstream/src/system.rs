@@ -220,6 +220,7 @@ pub fn projector_config(t: &ProjectorTuning) -> ProjectorConfig {
         batch_size: t.batch_size.max(1),
         sweep_interval: t.sweep_interval,
         job_ttl: t.job_ttl,
+        linger: t.linger,
         ..ProjectorConfig::default()
     }
 }

@@ -15,6 +15,9 @@ use super::{DEFAULT_JOB_TTL, DbArgs, MetricsArgs, NatsArgs};
 /// The projector's sweep interval as flag text (the default is the projector crate's).
 static SWEEP_INTERVAL: LazyLock<String> =
     LazyLock::new(|| format_duration(ProjectorConfig::default().sweep_interval));
+/// The projector's linger as flag text (the default is the projector crate's).
+static LINGER: LazyLock<String> =
+    LazyLock::new(|| format_duration(ProjectorConfig::default().linger));
 
 /// Projector tuning.
 #[derive(Debug, Clone, Args)]
@@ -28,6 +31,10 @@ pub struct ProjectorTuning {
     /// Most events folded per transaction.
     #[arg(long, env = "PROJECTOR_BATCH", default_value_t = ProjectorConfig::default().batch_size)]
     pub batch_size: usize,
+    /// How long a small delivery waits for more events before it is folded: fewer, larger
+    /// transactions for a projection that lags this much more.
+    #[arg(long, env = "PROJECTOR_LINGER", default_value = LINGER.as_str(), value_parser = parse_duration)]
+    pub linger: Duration,
 }
 
 /// `jobstream projector`.
