@@ -247,6 +247,9 @@ pub struct Broker {
     client: async_nats::Client,
     js: jetstream::Context,
     stream_name: String,
+    /// `$JS.API.DIRECT.GET.<stream>`, built once: every job's check before its first run
+    /// sends a request to it.
+    direct_get: async_nats::Subject,
     publish_deadline: Duration,
 }
 
@@ -315,6 +318,7 @@ impl Broker {
             client,
             js,
             stream_name: stream_name.to_owned(),
+            direct_get: format!("$JS.API.DIRECT.GET.{stream_name}").into(),
             publish_deadline: PUBLISH_DEADLINE,
         })
     }
@@ -389,6 +393,12 @@ impl Broker {
     /// Name of the job stream.
     pub fn stream_name(&self) -> &str {
         &self.stream_name
+    }
+
+    /// The subject of the stream's direct gets (`$JS.API.DIRECT.GET.<stream>`), which any
+    /// replica answers.
+    pub fn direct_get_subject(&self) -> &async_nats::Subject {
+        &self.direct_get
     }
 
     /// A handle on the job stream, without fetching its info.
@@ -531,11 +541,20 @@ impl Broker {
     pub async fn last_payload_on(&self, filter: &str) -> Result<Option<bytes::Bytes>, BrokerError> {
         let read =
             |e: &dyn std::fmt::Display| BrokerError::Read(format!("last event on {filter}: {e}"));
-        let request = serde_json::json!({ "last_by_subj": filter, "no_hdr": true }).to_string();
-        let subject = format!("$JS.API.DIRECT.GET.{}", self.stream_name);
+        /// The request (ADR-31): the last message on a subject filter, without its headers.
+        #[derive(serde::Serialize)]
+        struct LastBySubject<'a> {
+            last_by_subj: &'a str,
+            no_hdr: bool,
+        }
+        let request = serde_json::to_vec(&LastBySubject {
+            last_by_subj: filter,
+            no_hdr: true,
+        })
+        .map_err(|e| read(&e))?;
         let asked = tokio::time::timeout(
             DIRECT_GET_WAIT,
-            self.client.request(subject, request.into()),
+            self.client.request(self.direct_get.clone(), request.into()),
         );
         let reply = match asked.await {
             Ok(Ok(reply)) => reply,

@@ -161,7 +161,7 @@ async fn read_batch(broker: &Broker, filter: &str, from: u64, max: usize) -> Opt
     });
     client
         .publish_with_reply(
-            format!("$JS.API.DIRECT.GET.{}", broker.stream_name()),
+            broker.direct_get_subject().clone(),
             inbox,
             request.to_string().into(),
         )
