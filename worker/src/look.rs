@@ -40,8 +40,13 @@ pub(crate) struct LookPlan {
 pub(crate) struct Look {
     /// The lanes, in [`LANES`] order.
     pub(crate) lanes: Vec<Priority>,
-    /// Whether these are all the lanes.
-    pub(crate) full: bool,
+}
+
+impl Look {
+    /// Whether the look asks every lane.
+    pub(crate) fn is_full(&self) -> bool {
+        self.lanes.len() == LANES.len()
+    }
 }
 
 impl LookPlan {
@@ -67,13 +72,18 @@ impl LookPlan {
         self.quiet = false;
     }
 
-    /// The most urgent lane that rang since the last look.
-    pub(crate) fn most_urgent_rung(&self) -> Option<Priority> {
+    /// The lanes that rang since the last look, most urgent first.
+    fn rung_lanes(&self) -> impl Iterator<Item = Priority> + '_ {
         LANES
             .iter()
             .zip(self.rung)
-            .find(|(_, r)| *r)
+            .filter(|(_, r)| *r)
             .map(|(l, _)| *l)
+    }
+
+    /// The most urgent lane that rang since the last look.
+    pub(crate) fn most_urgent_rung(&self) -> Option<Priority> {
+        self.rung_lanes().next()
     }
 
     /// Whether `lane` rang since the last look.
@@ -89,16 +99,10 @@ impl LookPlan {
         if !self.quiet || full_due {
             return Some(Look {
                 lanes: LANES.to_vec(),
-                full: true,
             });
         }
-        let lanes: Vec<Priority> = LANES
-            .iter()
-            .zip(self.rung)
-            .filter(|(_, r)| *r)
-            .map(|(l, _)| *l)
-            .collect();
-        (!lanes.is_empty()).then_some(Look { lanes, full: false })
+        let lanes: Vec<Priority> = self.rung_lanes().collect();
+        (!lanes.is_empty()).then_some(Look { lanes })
     }
 
     /// The look `look` was made at `now`: `asked` messages (the free permits) were asked
@@ -113,7 +117,7 @@ impl LookPlan {
     ) {
         self.quiet = received < asked && !unanswered_ring;
         self.rung = [false; LANES.len()];
-        if look.full {
+        if look.is_full() {
             self.last_full = Some(now);
         }
     }
@@ -130,7 +134,6 @@ mod tests {
     fn full() -> Look {
         Look {
             lanes: LANES.to_vec(),
-            full: true,
         }
     }
 
@@ -155,20 +158,31 @@ mod tests {
         plan.rang(Priority::High);
         let look = plan.next(now).expect("a look");
         assert_eq!(look.lanes, vec![Priority::High, Priority::Low]);
-        assert!(!look.full);
+        assert!(!look.is_full());
         assert_eq!(plan.most_urgent_rung(), Some(Priority::High));
         assert!(plan.did_ring(Priority::Low) && !plan.did_ring(Priority::Normal));
         plan.looked(&look, now, (8, 2), false);
         assert_eq!(plan.next(now), None, "the rings were answered");
     }
 
+    /// A quiet plan after one ring of `lane` and the look that answered it.
+    fn after_one_ring(
+        lane: Priority,
+        now: Instant,
+        counts: (usize, usize),
+        unanswered: bool,
+    ) -> LookPlan {
+        let mut plan = quiet_since(now);
+        plan.rang(lane);
+        let look = plan.next(now).expect("a look");
+        plan.looked(&look, now, counts, unanswered);
+        plan
+    }
+
     #[test]
     fn a_look_that_used_every_permit_makes_the_next_one_full_so_priorities_hold() {
         let now = Instant::now();
-        let mut plan = quiet_since(now);
-        plan.rang(Priority::Low);
-        let look = plan.next(now).expect("a look");
-        plan.looked(&look, now, (4, 4), false);
+        let plan = after_one_ring(Priority::Low, now, (4, 4), false);
         // The low lane may hold more; a high job may have come without a ring heard.
         assert_eq!(plan.next(now), Some(full()));
     }
@@ -176,10 +190,7 @@ mod tests {
     #[test]
     fn a_lane_that_rang_but_gave_nothing_makes_the_next_look_full() {
         let now = Instant::now();
-        let mut plan = quiet_since(now);
-        plan.rang(Priority::Normal);
-        let look = plan.next(now).expect("a look");
-        plan.looked(&look, now, (8, 0), true);
+        let plan = after_one_ring(Priority::Normal, now, (8, 0), true);
         assert_eq!(plan.next(now), Some(full()));
     }
 

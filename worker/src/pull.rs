@@ -26,9 +26,9 @@ use crate::watchdog::{Watchdog, pending_at_server};
 /// Most messages one look asks for (and permits it holds).
 const MAX_BATCH: usize = 256;
 /// How long a pull request on the most urgent lane that rang may wait at the server for
-/// the message (it is answered the moment the stream stores
-/// it). Core NATS usually delivers the ring before the store; polling again after a
-/// wait made that wait (0.25 ms, doubling) the largest part of an idle worker's latency.
+/// the message (it is answered the moment the stream stores it). Core NATS usually
+/// delivers the ring before the store; polling again after a wait made that wait
+/// (0.25 ms, doubling) the largest part of an idle worker's latency.
 const RING_WAIT: Duration = Duration::from_millis(30);
 
 /// A message handed from a puller to the worker, with the local permit it holds
