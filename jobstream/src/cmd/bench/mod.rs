@@ -237,7 +237,7 @@ async fn self_contained_in(
     };
     let with_metrics = args.metrics != BenchMetrics::Off;
     let mut run = run_system(args, &(wiring(with_metrics), &db), mode, jobs, &nats_pids).await?;
-    let (mut raw, mut pair_ratios) = (raw, Vec::new());
+    let (mut raw, mut pairs_read) = (raw, report::Pairs::One);
     if args.repeat > 1
         && let Some(first_raw) = raw.take()
     {
@@ -248,12 +248,9 @@ async fn self_contained_in(
             let s = run_system(args, &(wiring(with_metrics), &db), mode, jobs, &nats_pids).await?;
             pairs.push((r, s.figures));
         }
-        pair_ratios = pairs
-            .iter()
-            .map(|(r, s)| s.completed_per_sec / r.completed_per_sec.max(1e-9))
-            .collect();
-        let (r, s) = pairs.swap_remove(median_index(&pair_ratios));
-        (raw, run.figures) = (Some(r), s);
+        let (read, median) = report::Pairs::of(matches!(mode, Mode::Open { .. }), &pairs);
+        let (r, s) = pairs.swap_remove(median);
+        (raw, run.figures, pairs_read) = (Some(r), s, read);
     }
     nats.stop(Duration::from_secs(5)).await;
     let database = if args.database_url.is_some() {
@@ -269,15 +266,8 @@ async fn self_contained_in(
         batch_vs_single: run.batch_vs_single,
         lists: run.lists,
         console: run.console,
-        pair_ratios,
+        pairs: pairs_read,
     })
-}
-
-/// Index of the median of `ratios` (the lower of the two middle ones for an even count).
-fn median_index(ratios: &[f64]) -> usize {
-    let mut order: Vec<usize> = (0..ratios.len()).collect();
-    order.sort_by(|&a, &b| ratios[a].total_cmp(&ratios[b]));
-    order[(order.len().saturating_sub(1)) / 2]
 }
 
 /// How one run of the system is wired: its processes' settings and the database read for latencies.
@@ -711,18 +701,4 @@ async fn system_figures(
         shed: submitted.shed,
         tenths: tenths(&finished),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median_index;
-
-    #[test]
-    fn the_reported_pair_is_the_one_with_the_median_ratio() {
-        // Ratios 0.30, 0.35, 0.25: the median is the first pair's.
-        assert_eq!(median_index(&[0.30, 0.35, 0.25]), 0);
-        // An even count takes the lower middle: ratios 0.4, 0.1, 0.3, 0.2 → 0.2.
-        assert_eq!(median_index(&[0.4, 0.1, 0.3, 0.2]), 3);
-        assert_eq!(median_index(&[0.2]), 0);
-    }
 }

@@ -189,9 +189,82 @@ pub struct Report {
     pub lists: Option<super::lists::ListFigures>,
     /// `--console-rows`: console pages on a large projection.
     pub console: Option<super::lists::ListFigures>,
-    /// `--repeat`: the completed jobs/s ratio (system ÷ raw loop) of every pair, in the
-    /// order run; `raw` and `system` are then the pair with the median ratio.
-    pub pair_ratios: Vec<f64>,
+    /// `--repeat`: how every pair read, in the order run; `raw` and `system` are then
+    /// the median pair.
+    pub pairs: Pairs,
+}
+
+/// How each pair of a `--repeat` run read, in the order run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Pairs {
+    /// One pair was run.
+    #[default]
+    One,
+    /// Closed loop and batches: completed jobs/s, system ÷ raw loop.
+    Ratios(Vec<f64>),
+    /// Open loop: p99 ms to `succeeded` of the raw loop and of jobstream (to the SSE
+    /// event when there is one, else to the row). Both loops complete exactly the
+    /// offered rate, so a ratio of rates would say nothing.
+    P99s(Vec<(f64, f64)>),
+}
+
+impl Pairs {
+    /// Each pair's reading, and the index of the pair to report: the median ratio, or in
+    /// an open loop the median of jobstream's p99 (a pair with no latency ranks last).
+    pub fn of(open_loop: bool, pairs: &[(RunFigures, RunFigures)]) -> (Self, usize) {
+        if open_loop {
+            let p99s: Vec<(f64, f64)> = pairs
+                .iter()
+                .map(|(raw, sys)| (end_to_end_p99(raw), end_to_end_p99(sys)))
+                .collect();
+            let ranked: Vec<f64> = p99s.iter().map(|p| p.1).collect();
+            (Pairs::P99s(p99s), median_index(&ranked))
+        } else {
+            let ratios: Vec<f64> = pairs
+                .iter()
+                .map(|(raw, sys)| sys.completed_per_sec / raw.completed_per_sec.max(1e-9))
+                .collect();
+            let i = median_index(&ratios);
+            (Pairs::Ratios(ratios), i)
+        }
+    }
+
+    fn render(&self) -> Option<String> {
+        match self {
+            Pairs::One => None,
+            Pairs::Ratios(ratios) => Some(format!(
+                "  {} pairs run, completed jobs/s ratios {} (in the order run); the figures are the median pair's",
+                ratios.len(),
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.3}×"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Pairs::P99s(p99s) => Some(format!(
+                "  {} pairs run, p99 ms raw loop / jobstream {} (in the order run); the figures are the pair's with jobstream's median p99",
+                p99s.len(),
+                p99s.iter()
+                    .map(|(raw, sys)| format!("{} / {}", num(*raw), num(*sys)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
+
+/// p99 ms submission → `succeeded` as far as the run measured it: to the SSE event when
+/// it had a subscriber, else to the row (NaN without figures).
+fn end_to_end_p99(f: &RunFigures) -> f64 {
+    f.sse_latency.or(f.latency).map_or(f64::NAN, |p| p.p99)
+}
+
+/// Index of the median of `values` (the lower of the two middle ones for an even count;
+/// NaN sorts last).
+fn median_index(values: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    order[(order.len().saturating_sub(1)) / 2]
 }
 
 fn num(v: f64) -> String {
@@ -311,18 +384,8 @@ impl Report {
                 s.shed as f64 * 100.0 / offered.max(1) as f64
             );
         }
-        if self.pair_ratios.len() > 1 {
-            let ratios: Vec<String> = self
-                .pair_ratios
-                .iter()
-                .map(|r| format!("{r:.3}×"))
-                .collect();
-            let _ = writeln!(
-                out,
-                "  {} pairs run, completed jobs/s ratios {} (in the order run); the figures are the median pair's",
-                ratios.len(),
-                ratios.join(", ")
-            );
+        if let Some(line) = self.pairs.render() {
+            let _ = writeln!(out, "{line}");
         }
         for (name, run) in [("raw loop", raw), ("jobstream", sys)] {
             if let Some((first, last)) = run.and_then(|r| r.tenths) {
@@ -394,6 +457,75 @@ pub fn per_sec(count: usize, elapsed: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reported_pair_is_the_one_with_the_median_ratio() {
+        // Ratios 0.30, 0.35, 0.25: the median is the first pair's.
+        assert_eq!(median_index(&[0.30, 0.35, 0.25]), 0);
+        // An even count takes the lower middle: ratios 0.4, 0.1, 0.3, 0.2 → 0.2.
+        assert_eq!(median_index(&[0.4, 0.1, 0.3, 0.2]), 3);
+        assert_eq!(median_index(&[0.2]), 0);
+    }
+
+    fn pair(raw_rate: f64, sys_rate: f64, sys_p99: Option<f64>) -> (RunFigures, RunFigures) {
+        let p99 = |p99| Percentiles {
+            p50: 1.0,
+            p95: p99,
+            p99,
+            max: p99,
+            count: 100,
+        };
+        let raw = RunFigures {
+            completed_per_sec: raw_rate,
+            latency: Some(p99(4.0)),
+            ..Default::default()
+        };
+        let sys = RunFigures {
+            completed_per_sec: sys_rate,
+            latency: Some(p99(2.0)),
+            sse_latency: sys_p99.map(p99),
+            ..Default::default()
+        };
+        (raw, sys)
+    }
+
+    #[test]
+    fn an_open_loop_reports_the_pair_with_the_median_p99_to_the_sse_event() {
+        // Every pair completes the offered 1,000 jobs/s: the rates cannot rank them.
+        let pairs = [
+            pair(1000.0, 1000.0, Some(31.3)),
+            pair(1000.0, 999.0, Some(60.0)),
+            pair(1000.0, 1001.0, Some(13.3)),
+        ];
+        let (read, i) = Pairs::of(true, &pairs);
+        assert_eq!(i, 0, "{read:?}");
+        assert_eq!(
+            read,
+            Pairs::P99s(vec![(4.0, 31.3), (4.0, 60.0), (4.0, 13.3)])
+        );
+        let line = read.render().expect("a line for three pairs");
+        assert!(line.contains("3 pairs run"), "{line}");
+        assert!(
+            line.contains("4.00 / 31.3, 4.00 / 60.0, 4.00 / 13.3"),
+            "{line}"
+        );
+        // A closed loop ranks the same pairs by their ratio: 1001/1000 is the largest.
+        let (read, i) = Pairs::of(false, &pairs);
+        assert_eq!(i, 0, "{read:?}");
+        assert!(matches!(read, Pairs::Ratios(r) if r.len() == 3));
+        // Without an SSE subscriber the row's p99 ranks; a pair without figures ranks last.
+        let mut no_sse = [
+            pair(1000.0, 1000.0, None),
+            pair(1000.0, 1000.0, None),
+            pair(1000.0, 1000.0, None),
+        ];
+        no_sse[0].1.latency.as_mut().expect("set above").p99 = 5.0;
+        no_sse[1].1.latency = None;
+        no_sse[2].1.latency.as_mut().expect("set above").p99 = 3.0;
+        // 5.0, none, 3.0: the median is 5.0 only if the pair without figures ranks last.
+        let (read, i) = Pairs::of(true, &no_sse);
+        assert_eq!(i, 0, "{read:?}");
+    }
 
     #[test]
     fn reads_cpu_ticks_after_a_command_name_with_spaces() {
